@@ -1,0 +1,38 @@
+"""Locate the external programs that tests run.
+
+Outside CI a missing tool skips the test with the install hint; in CI
+(``CI=true``) it fails, because ``scripts/test`` must have installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+__all__ = ["REPO", "need"]
+
+REPO = Path(__file__).resolve().parents[2]
+
+_EXTRA_DIRS = [
+    REPO / ".venv" / "bin",
+    REPO / ".tools" / "checkov" / "bin",
+    REPO / ".tools" / "node" / "node_modules" / ".bin",
+    Path("/usr/sbin"),
+    *sorted(Path("/usr/lib/postgresql").glob("*/bin")),
+]
+
+
+def need(tool: str) -> str:
+    """Return the path of ``tool``; skip (locally) or fail (CI) when absent."""
+    path = shutil.which(tool) or next(
+        (str(d / tool) for d in _EXTRA_DIRS if (d / tool).is_file()), None
+    )
+    if path:
+        return path
+    message = f"{tool} is not installed; run ./scripts/test to install it"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
