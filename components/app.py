@@ -1,0 +1,133 @@
+"""LunaApp: the Next.js application and its one-shot database migration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+
+from components.passwords import secret_or_generated
+from components.platforms import Platform
+from components.spec import HealthCheck, Mount, Port, Resources, ServiceSpec
+
+__all__ = ["APP_PORT", "LunaApp", "LunaAppArgs"]
+
+SERVICE = "app"
+APP_PORT = 3000
+APP_UID = "1001:1001"  # the `nextjs` user of the Next.js standalone image
+
+
+def node_http_check(port: int, path: str) -> tuple[str, ...]:
+    """A health check for a Node image without curl or wget."""
+    script = (
+        f"require('http').get('http://127.0.0.1:{port}{path}',"
+        "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
+    )
+    return ("node", "-e", script)
+
+
+@dataclass(frozen=True)
+class LunaAppArgs:
+    platform: Platform
+    image: str
+    app_url: str
+    node_env: str
+    replicas: int
+    resources: Resources
+    health_path: str
+    database_url: pulumi.Input[str]
+    database_service: str | None = None
+    database_mounts: Sequence[Mount] = ()
+    redis_url: pulumi.Input[str] | None = None
+    cache_service: str | None = None
+    openai_api_key: pulumi.Input[str] | None = None
+    jwt_secret: pulumi.Input[str] | None = None
+    publish_port: int | None = None
+    """Publish the app itself on the host's loopback (dev, without a proxy)."""
+
+
+class LunaApp(pulumi.ComponentResource):
+    """The Luna web app, started only after its migration succeeded.
+
+    Usage::
+
+        app = LunaApp("luna-app", LunaAppArgs(platform=p, image="ghcr.io/luna/web:1.4.2",
+                      app_url="https://luna-app.com", ..., database_url=db.url))
+    """
+
+    addresses: Sequence[str]
+    """``host:port`` of each replica, for the proxy and for scraping."""
+    internal_url: str
+    url: str
+
+    def __init__(
+        self, name: str, args: LunaAppArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("luna:components:LunaApp", name, None, opts)
+        jwt = secret_or_generated(f"{name}-jwt-secret", args.jwt_secret, parent=self, length=64)
+        secret_env: dict[str, pulumi.Input[str]] = {
+            "DATABASE_URL": pulumi.Output.secret(args.database_url),
+            "JWT_SECRET": jwt,
+        }
+        if args.redis_url is not None:
+            secret_env["REDIS_URL"] = pulumi.Output.secret(args.redis_url)
+        if args.openai_api_key is not None:
+            secret_env["OPENAI_API_KEY"] = pulumi.Output.secret(args.openai_api_key)
+        data_services = tuple(s for s in (args.database_service, args.cache_service) if s)
+        scratch = ("/tmp",)
+
+        migration = args.platform.deploy(
+            f"{name}-migrate",
+            ServiceSpec(
+                name="app-migrate",
+                component="app",
+                image=args.image,
+                workload="job",
+                resources=Resources(memory_mb=512, cpus=0.5),
+                command=("npx", "--no-install", "prisma", "migrate", "deploy"),
+                env={"NODE_ENV": args.node_env, "HOME": "/tmp", "npm_config_cache": "/tmp/.npm"},
+                secret_env={"DATABASE_URL": secret_env["DATABASE_URL"]},
+                mounts=tuple(args.database_mounts),
+                writable_paths=scratch,
+                user=APP_UID,
+                connects_to=tuple(s for s in (args.database_service,) if s),
+            ),
+            parent=self,
+        )
+        app = args.platform.deploy(
+            f"{name}-web",
+            ServiceSpec(
+                name=SERVICE,
+                component="app",
+                image=args.image,
+                replicas=args.replicas,
+                resources=args.resources,
+                ports=(Port("http", APP_PORT, publish=args.publish_port),),
+                env={
+                    "NODE_ENV": args.node_env,
+                    "NEXT_PUBLIC_APP_URL": args.app_url,
+                    "PORT": str(APP_PORT),
+                    "HOSTNAME": "0.0.0.0",  # noqa: S104 - inside the container
+                    "NEXT_TELEMETRY_DISABLED": "1",
+                },
+                secret_env=secret_env,
+                mounts=tuple(args.database_mounts),
+                writable_paths=(*scratch, "/app/.next/cache"),
+                health=HealthCheck(
+                    command=node_http_check(APP_PORT, args.health_path),
+                    http_path=args.health_path,
+                    http_port=APP_PORT,
+                ),
+                user=APP_UID,
+                connects_to=data_services,
+                # The app calls the OpenAI API.
+                internet_egress=True,
+            ),
+            parent=self,
+            after=[migration],
+        )
+        self.addresses = tuple(app.addresses)
+        self.internal_url = f"http://{SERVICE}:{APP_PORT}"
+        self.url = args.app_url
+        self.register_outputs({"url": self.url, "internal_url": self.internal_url})

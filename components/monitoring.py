@@ -1,0 +1,289 @@
+"""Monitoring: Prometheus, its exporters and probes, and Grafana."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+
+from components.configs import grafana
+from components.configs.prometheus import (
+    RULES_PATH,
+    AlertThresholds,
+    ScrapeJob,
+    alert_rules,
+    prometheus_config,
+)
+from components.passwords import secret_or_generated
+from components.platforms import Platform
+from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
+
+__all__ = ["PUSHGATEWAY_URL", "Monitoring", "MonitoringArgs", "MonitoringImages"]
+
+PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
+_SMALL = Resources(memory_mb=64, cpus=0.25)
+
+
+@dataclass(frozen=True)
+class MonitoringImages:
+    prometheus: str
+    grafana: str
+    pushgateway: str
+    blackbox: str
+    postgres_exporter: str
+    redis_exporter: str
+    nginx_exporter: str
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    platform: Platform
+    stack: str
+    images: MonitoringImages
+    app_targets: Sequence[str]
+    app_metrics_path: str
+    crisis_probe_url: str
+    """What the blackbox exporter requests to prove the crisis path answers."""
+    thresholds: AlertThresholds
+    retention_days: int
+    volume_gb: int
+    database_service: str | None = None
+    database_password: pulumi.Input[str] | None = None
+    cache_service: str | None = None
+    cache_password: pulumi.Input[str] | None = None
+    proxy_status: str | None = None
+    backups: bool = False
+    grafana_password: pulumi.Input[str] | None = None
+    grafana_port: int | None = 3001
+    """Host loopback port for Grafana (Docker); reach it through an SSH tunnel."""
+    protect: bool = False
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Prometheus scraping the app and exporters; Grafana provisioned as code.
+
+    Usage::
+
+        Monitoring("luna-monitoring", MonitoringArgs(platform=p, stack="prod", ...))
+    """
+
+    prometheus_yml: str
+    rules_yml: str
+    grafana_url: str
+    grafana_password: pulumi.Output[str]
+    """Grafana's admin password; secret."""
+
+    def __init__(
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("luna:components:Monitoring", name, None, opts)
+        p, img = args.platform, args.images
+        jobs = [
+            ScrapeJob("app", args.app_targets, metrics_path=args.app_metrics_path),
+            ScrapeJob("crisis-probe", [args.crisis_probe_url], probe_via="blackbox:9115"),
+            ScrapeJob("prometheus", ["127.0.0.1:9090"]),
+        ]
+        scraped = ["app", "blackbox"]
+        p.deploy(
+            f"{name}-blackbox",
+            self._exporter("blackbox", img.blackbox, 9115, connects_to=("app",)),
+            parent=self,
+        )
+        if args.database_service and args.database_password is not None:
+            p.deploy(
+                f"{name}-postgres-exporter",
+                self._exporter(
+                    "postgres-exporter",
+                    img.postgres_exporter,
+                    9187,
+                    env={
+                        "DATA_SOURCE_URI": f"{args.database_service}:5432/luna?sslmode=disable",
+                        "DATA_SOURCE_USER": "luna",
+                    },
+                    secret_env={"DATA_SOURCE_PASS": args.database_password},
+                    connects_to=(args.database_service,),
+                ),
+                parent=self,
+            )
+            scraped.append("postgres-exporter")
+            jobs.append(ScrapeJob("postgres", ["postgres-exporter:9187"]))
+        if args.cache_service and args.cache_password is not None:
+            p.deploy(
+                f"{name}-redis-exporter",
+                self._exporter(
+                    "redis-exporter",
+                    img.redis_exporter,
+                    9121,
+                    env={"REDIS_ADDR": f"redis://{args.cache_service}:6379"},
+                    secret_env={"REDIS_PASSWORD": args.cache_password},
+                    connects_to=(args.cache_service,),
+                ),
+                parent=self,
+            )
+            scraped.append("redis-exporter")
+            jobs.append(ScrapeJob("redis", ["redis-exporter:9121"]))
+        if args.proxy_status:
+            p.deploy(
+                f"{name}-nginx-exporter",
+                self._exporter(
+                    "nginx-exporter",
+                    img.nginx_exporter,
+                    9113,
+                    args=(f"--nginx.scrape-uri=http://{args.proxy_status}/stub_status",),
+                    connects_to=(args.proxy_status.split(":")[0],),
+                ),
+                parent=self,
+            )
+            scraped.append("nginx-exporter")
+            jobs.append(ScrapeJob("nginx", ["nginx-exporter:9113"]))
+        if args.backups:
+            p.volume(
+                f"{name}-pushgateway-data",
+                "pushgateway-data",
+                VolumeSpec(size_gb=1, protect=args.protect),
+                parent=self,
+            )
+            p.deploy(
+                f"{name}-pushgateway",
+                ServiceSpec(
+                    name="pushgateway",
+                    component="monitoring",
+                    image=img.pushgateway,
+                    resources=_SMALL,
+                    # Persisted, so a restart does not forget the last backup.
+                    args=("--persistence.file=/data/pushgateway.db",),
+                    ports=(Port("http", 9091),),
+                    mounts=(Mount("pushgateway-data", "/data"),),
+                    user="65534:65534",
+                ),
+                parent=self,
+            )
+            scraped.append("pushgateway")
+            jobs.append(ScrapeJob("pushgateway", ["pushgateway:9091"], honor_labels=True))
+
+        job_names = tuple(j.name for j in jobs)
+        thresholds = AlertThresholds(
+            error_ratio=args.thresholds.error_ratio,
+            latency_p95_s=args.thresholds.latency_p95_s,
+            crisis_latency_s=args.thresholds.crisis_latency_s,
+            backup_max_age_h=args.thresholds.backup_max_age_h,
+            jobs=job_names,
+        )
+        self.prometheus_yml = prometheus_config(stack=args.stack, jobs=jobs)
+        self.rules_yml = alert_rules(thresholds)
+        p.volume(
+            f"{name}-prometheus-data",
+            "prometheus-data",
+            VolumeSpec(size_gb=args.volume_gb, protect=args.protect),
+            parent=self,
+        )
+        p.deploy(
+            f"{name}-prometheus",
+            ServiceSpec(
+                name="prometheus",
+                component="monitoring",
+                image=img.prometheus,
+                workload="stateful",
+                resources=Resources(memory_mb=1024, cpus=1.0),
+                args=(
+                    "--config.file=/etc/prometheus/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus",
+                    f"--storage.tsdb.retention.time={args.retention_days}d",
+                ),
+                ports=(Port("http", 9090),),
+                files=(
+                    ConfigFile("/etc/prometheus/prometheus.yml", self.prometheus_yml),
+                    ConfigFile(RULES_PATH, self.rules_yml),
+                ),
+                mounts=(Mount("prometheus-data", "/prometheus"),),
+                health=HealthCheck(
+                    command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9090/-/ready"),
+                    http_path="/-/ready",
+                    http_port=9090,
+                ),
+                user="65534:65534",
+                connects_to=tuple(scraped),
+            ),
+            parent=self,
+        )
+
+        self.grafana_password = secret_or_generated(
+            f"{name}-grafana-password", args.grafana_password, parent=self
+        )
+        p.volume(
+            f"{name}-grafana-data",
+            "grafana-data",
+            VolumeSpec(size_gb=1, protect=args.protect),
+            parent=self,
+        )
+        grafana_spec = ServiceSpec(
+            name="grafana",
+            component="monitoring",
+            image=img.grafana,
+            resources=Resources(memory_mb=256, cpus=0.5),
+            ports=(Port("http", 3000, publish=args.grafana_port),),
+            env={
+                "GF_SECURITY_ADMIN_USER": "admin",
+                "GF_USERS_ALLOW_SIGN_UP": "false",
+                "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                "GF_ANALYTICS_REPORTING_ENABLED": "false",
+                "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                "GF_SECURITY_DISABLE_GRAVATAR": "true",
+                "GF_SECURITY_COOKIE_SAMESITE": "strict",
+            },
+            secret_env={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_password},
+            files=(
+                ConfigFile(
+                    "/etc/grafana/provisioning/datasources/luna.yaml",
+                    grafana.datasources(prometheus_url="http://prometheus:9090"),
+                ),
+                ConfigFile(
+                    "/etc/grafana/provisioning/dashboards/luna.yaml", grafana.dashboard_provider()
+                ),
+                ConfigFile(
+                    f"{grafana.DASHBOARD_DIR}/luna-overview.json",
+                    grafana.dashboard_json(stack=args.stack),
+                ),
+            ),
+            mounts=(Mount("grafana-data", "/var/lib/grafana"),),
+            writable_paths=("/tmp",),
+            health=HealthCheck(
+                command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/api/health"),
+                http_path="/api/health",
+                http_port=3000,
+            ),
+            user="472:0",
+            connects_to=("prometheus",),
+        )
+        p.deploy(f"{name}-grafana", grafana_spec, parent=self)
+        self.grafana_url = (
+            p.service_url(grafana_spec, "http") if args.grafana_port else "http://grafana:3000"
+        )
+        self.register_outputs(
+            {"grafana_url": self.grafana_url, "grafana_password": self.grafana_password}
+        )
+
+    @staticmethod
+    def _exporter(
+        service: str,
+        image: str,
+        port: int,
+        *,
+        env: dict[str, pulumi.Input[str]] | None = None,
+        secret_env: dict[str, pulumi.Input[str]] | None = None,
+        args: tuple[str, ...] | None = None,
+        connects_to: tuple[str, ...] = (),
+    ) -> ServiceSpec:
+        return ServiceSpec(
+            name=service,
+            component="monitoring",
+            image=image,
+            resources=_SMALL,
+            args=args,
+            ports=(Port("metrics", port),),
+            env=env or {},
+            secret_env=secret_env or {},
+            user="65534:65534",
+            connects_to=connects_to,
+        )

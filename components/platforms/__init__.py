@@ -1,0 +1,73 @@
+"""The platform layer: turns a :class:`~components.spec.ServiceSpec` into resources.
+
+A component describes a service once and hands it to a :class:`Platform`.
+Docker and Kubernetes implement the same protocol, so adding a platform adds a
+module here and touches no component.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pulumi
+
+from components.spec import ServiceSpec, VolumeSpec
+
+__all__ = ["Deployment", "Platform"]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a platform made for one service.
+
+    ``resources`` are what dependants wait for. ``gate`` is set for one-shot
+    jobs: an Output that fails the deployment when the job did not succeed, so
+    anything built from it cannot start after a failed migration.
+    """
+
+    service: str
+    resources: Sequence[pulumi.Resource]
+    gate: pulumi.Output[str] | None = None
+    addresses: Sequence[str] = field(default_factory=tuple)
+    """``host:port`` of each replica's first port, for load balancers and scrapes."""
+
+
+class Platform(Protocol):
+    """What every platform offers to components."""
+
+    @property
+    def name(self) -> str:
+        """``docker`` or ``kubernetes``."""
+        ...
+
+    @property
+    def stack(self) -> str: ...
+
+    def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
+        """Create persistent storage (Pulumi name ``name``) that specs mount by ``key``."""
+        ...
+
+    def deploy(
+        self,
+        name: str,
+        spec: ServiceSpec,
+        *,
+        parent: pulumi.Resource,
+        after: Sequence[Deployment] = (),
+    ) -> Deployment:
+        """Create the service's resources, named after ``name``, as children of ``parent``.
+
+        ``after`` lists deployments (typically a migration job) that must have
+        succeeded before this service (re)starts.
+        """
+        ...
+
+    def service_url(self, spec: ServiceSpec, port: str) -> str:
+        """URL an operator uses to reach a published port."""
+        ...
+
+    def finish(self) -> None:
+        """Check the stack as a whole (every declared flow has a target)."""
+        ...

@@ -1,0 +1,329 @@
+"""The Docker platform: one host, containers on per-service networks.
+
+Segmentation follows the declared flows: every service that listens gets its
+own network, named after it, and only the services that declared a flow to it
+join that network. Networks are ``internal`` (no route off the host) unless
+the service publishes a port or needs the internet.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.platforms import Deployment
+from components.spec import ServiceSpec, VolumeSpec
+
+__all__ = ["DockerPlatform", "DockerPlatformArgs"]
+
+_GELF_PORT = 12201
+
+
+@dataclass(frozen=True)
+class DockerPlatformArgs:
+    stack: str
+    host: str
+    """``unix:///var/run/docker.sock`` or ``ssh://user@host`` for a remote single host."""
+    ship_logs: bool = False
+    """Send container logs to Logstash's GELF input published on the host's loopback.
+
+    The logging driver runs in the Docker daemon, not in a container, so it
+    cannot resolve container names (moby/moby#20370); 127.0.0.1 is the host.
+    """
+
+
+class DockerPlatform(pulumi.ComponentResource):
+    """Creates Docker resources for Luna services on one Docker host.
+
+    Usage::
+
+        platform = DockerPlatform("luna-docker", DockerPlatformArgs(stack="dev", host=host))
+        LunaApp("luna-app", LunaAppArgs(platform=platform, ...))
+        platform.finish()
+    """
+
+    provider: docker.Provider
+    """The explicit provider every container, network and volume uses."""
+
+    def __init__(
+        self, name: str, args: DockerPlatformArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("luna:platform:DockerPlatform", name, None, opts)
+        self._name = name
+        self._args = args
+        self.provider = docker.Provider(
+            f"{name}-provider", host=args.host, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self._networks: dict[str, docker.Network] = {}
+        self._egress: docker.Network | None = None
+        self._images: dict[str, docker.RemoteImage] = {}
+        self._volumes: dict[str, docker.Volume] = {}
+        self._deployed: set[str] = set()
+        self._flows: list[tuple[str, str]] = []
+        self.register_outputs({})
+
+    # -- Platform protocol -------------------------------------------------
+    @property
+    def name(self) -> str:
+        return "docker"
+
+    @property
+    def stack(self) -> str:
+        return self._args.stack
+
+    def physical(self, suffix: str) -> str:
+        """Physical names carry the stack, so stacks can share one Docker host."""
+        return f"luna-{self._args.stack}-{suffix}"
+
+    def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
+        if key in self._volumes:
+            raise ValueError(f"volume {key!r} is created twice")
+        self._volumes[key] = docker.Volume(
+            name,
+            name=self.physical(key),
+            labels=[docker.VolumeLabelArgs(label="com.luna.stack", value=self.stack)],
+            opts=pulumi.ResourceOptions(
+                parent=parent,
+                provider=self.provider,
+                protect=spec.protect,
+                retain_on_delete=spec.protect,
+            ),
+        )
+
+    def deploy(
+        self,
+        name: str,
+        spec: ServiceSpec,
+        *,
+        parent: pulumi.Resource,
+        after: Sequence[Deployment] = (),
+    ) -> Deployment:
+        if spec.name in self._deployed:
+            raise ValueError(f"service {spec.name!r} is deployed twice")
+        self._deployed.add(spec.name)
+        self._flows.extend((spec.name, target) for target in spec.connects_to)
+        image = self._image(spec.image)
+        gates = [d.gate for d in after if d.gate is not None]
+        depends = [r for d in after for r in d.resources]
+        replicas = spec.replicas if spec.workload == "service" else 1
+        containers = []
+        addresses = []
+        for index in range(replicas):
+            replica = f"{spec.name}-{index}" if replicas > 1 else spec.name
+            if spec.ports:
+                addresses.append(f"{replica}:{spec.ports[0].port}")
+            containers.append(
+                docker.Container(
+                    f"{name}-{index}" if replicas > 1 else name,
+                    self._container_args(spec, replica, image, gates),
+                    opts=pulumi.ResourceOptions(
+                        parent=parent,
+                        provider=self.provider,
+                        depends_on=depends,
+                        protect=spec.protect,
+                        delete_before_replace=bool(spec.ports and _published(spec)),
+                    ),
+                )
+            )
+        gate = None
+        if spec.workload == "job":
+            gate = containers[0].exit_code.apply(lambda code: _job_succeeded(spec.name, code))
+        return Deployment(
+            service=spec.name, resources=containers, gate=gate, addresses=tuple(addresses)
+        )
+
+    def service_url(self, spec: ServiceSpec, port: str) -> str:
+        for p in spec.ports:
+            if p.name == port and p.publish is not None:
+                wildcard = p.publish_ip in ("127.0.0.1", "0.0.0.0")  # noqa: S104
+                host = "localhost" if wildcard else p.publish_ip
+                return f"http://{host}:{p.publish}"
+        raise ValueError(f"{spec.name} does not publish a port named {port!r}")
+
+    def finish(self) -> None:
+        """Fail when a service declared a flow to a service this stack does not run."""
+        for source, target in self._flows:
+            if target not in self._deployed:
+                raise ValueError(f"{source} connects to {target}, which this stack does not deploy")
+
+    @property
+    def flows(self) -> list[tuple[str, str]]:
+        return list(self._flows)
+
+    # -- helpers -----------------------------------------------------------
+    def _image(self, ref: str) -> docker.RemoteImage:
+        if ref not in self._images:
+            slug = re.sub(r"[^a-z0-9]+", "-", ref.lower().split("@")[0]).strip("-")
+            self._images[ref] = docker.RemoteImage(
+                f"{self._name}-image-{slug}",
+                name=ref,
+                keep_locally=True,
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            )
+        return self._images[ref]
+
+    def _network(self, service: str, *, internal: bool) -> docker.Network:
+        if service not in self._networks:
+            self._networks[service] = docker.Network(
+                f"{self._name}-net-{service}",
+                name=self.physical(service),
+                driver="bridge",
+                internal=internal,
+                labels=[docker.NetworkLabelArgs(label="com.luna.stack", value=self.stack)],
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            )
+        return self._networks[service]
+
+    def _egress_network(self) -> docker.Network:
+        if self._egress is None:
+            self._egress = docker.Network(
+                f"{self._name}-net-egress",
+                name=self.physical("egress"),
+                driver="bridge",
+                labels=[docker.NetworkLabelArgs(label="com.luna.stack", value=self.stack)],
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            )
+        return self._egress
+
+    def _container_args(
+        self,
+        spec: ServiceSpec,
+        replica: str,
+        image: docker.RemoteImage,
+        gates: list[pulumi.Output[str]],
+    ) -> docker.ContainerArgs:
+        networks = []
+        if spec.ports:
+            own = self._network(spec.name, internal=not (_published(spec) or spec.internet_egress))
+            networks.append(
+                docker.ContainerNetworksAdvancedArgs(
+                    name=own.name, aliases=sorted({spec.name, replica})
+                )
+            )
+        elif spec.internet_egress:
+            networks.append(docker.ContainerNetworksAdvancedArgs(name=self._egress_network().name))
+        for target in spec.connects_to:
+            # The target's network may be made before the target itself; it
+            # is internal until the target says otherwise (see _network).
+            net = self._networks.get(target) or self._network(target, internal=True)
+            networks.append(docker.ContainerNetworksAdvancedArgs(name=net.name))
+
+        envs: list[pulumi.Input[str]] = [
+            f"{k}={v}" for k, v in spec.env.items() if isinstance(v, str)
+        ]
+        envs += [
+            pulumi.Output.concat(k, "=", v) for k, v in spec.env.items() if not isinstance(v, str)
+        ]
+        envs += [
+            pulumi.Output.secret(pulumi.Output.concat(k, "=", v))
+            for k, v in spec.secret_env.items()
+        ]
+        labels = {
+            "com.luna.stack": pulumi.Output.from_input(self.stack),
+            "com.luna.service": pulumi.Output.from_input(spec.name),
+            "com.luna.component": pulumi.Output.from_input(spec.component),
+        }
+        for i, gate in enumerate(gates):
+            labels[f"com.luna.after.{i}"] = gate
+
+        entrypoint, command = _command(spec)
+        job = spec.workload == "job"
+        return docker.ContainerArgs(
+            name=self.physical(replica),
+            image=image.image_id,
+            hostname=replica,
+            entrypoints=entrypoint,
+            command=command,
+            envs=envs,
+            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in labels.items()],
+            uploads=[
+                docker.ContainerUploadArgs(
+                    file=f.path,
+                    content=pulumi.Output.secret(f.content) if f.secret else f.content,
+                )
+                for f in spec.files
+            ],
+            mounts=[
+                docker.ContainerMountArgs(
+                    target=m.path,
+                    type="volume",
+                    source=self._volumes[m.volume].name,
+                    read_only=m.read_only,
+                )
+                for m in spec.mounts
+            ],
+            networks_advanced=networks,
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=p.port, external=p.publish, ip=p.publish_ip, protocol=p.protocol
+                )
+                for p in spec.ports
+                if p.publish is not None
+            ],
+            healthcheck=(
+                docker.ContainerHealthcheckArgs(
+                    tests=["CMD", *spec.health.command],
+                    interval=f"{spec.health.interval_s}s",
+                    timeout=f"{spec.health.timeout_s}s",
+                    retries=spec.health.retries,
+                    start_period=f"{spec.health.start_period_s}s",
+                )
+                if spec.health and not job
+                else None
+            ),
+            user=spec.user,
+            read_only=spec.read_only_root,
+            tmpfs={path: "rw,noexec,nosuid,size=64m" for path in spec.writable_paths},
+            capabilities=docker.ContainerCapabilitiesArgs(
+                drops=["ALL"], adds=list(spec.capabilities)
+            ),
+            security_opts=["no-new-privileges:true"],
+            memory=spec.resources.memory_mb,
+            cpus=f"{spec.resources.cpus:g}",
+            init=True,
+            restart="no" if job else "unless-stopped",
+            must_run=not job,
+            attach=job,
+            logs=job,
+            destroy_grace_seconds=60 if spec.workload == "stateful" else 15,
+            log_driver="gelf" if self._args.ship_logs and spec.ship_logs else "json-file",
+            log_opts=(
+                {
+                    "gelf-address": f"udp://127.0.0.1:{_GELF_PORT}",
+                    "tag": f"{self.stack}/{spec.name}",
+                }
+                if self._args.ship_logs and spec.ship_logs
+                else {"max-size": "10m", "max-file": "5"}
+            ),
+        )
+
+
+def _published(spec: ServiceSpec) -> bool:
+    return any(p.publish is not None for p in spec.ports)
+
+
+def _command(spec: ServiceSpec) -> tuple[list[str] | None, list[str] | None]:
+    if spec.workload == "schedule":
+        assert spec.schedule_hours is not None
+        run = shlex.join([*(spec.command or ()), *(spec.args or ())])
+        # One long-lived container per schedule: a failed run is retried next
+        # interval and surfaces through the backup-age alert.
+        loop = f"while :; do {run}; sleep {spec.schedule_hours * 3600}; done"
+        return ["/bin/sh", "-c", loop], None
+    return (
+        list(spec.command) if spec.command else None,
+        list(spec.args) if spec.args else None,
+    )
+
+
+def _job_succeeded(service: str, code: int | None) -> str:
+    if code is None:
+        return "pending"
+    if int(code) != 0:
+        raise RuntimeError(f"{service} exited with status {int(code)}; dependants were not started")
+    return "succeeded"

@@ -1,0 +1,127 @@
+"""ReverseProxy: nginx terminating TLS in front of every app replica."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_tls as tls
+
+from components.configs.nginx import NginxSettings, nginx_conf
+from components.platforms import Platform
+from components.spec import ConfigFile, HealthCheck, Port, Resources, ServiceSpec
+
+__all__ = ["ReverseProxy", "ReverseProxyArgs"]
+
+SERVICE = "proxy"
+STATUS_PORT = 8081
+ANY = "0.0.0.0"  # noqa: S104 - the edge is public by design
+
+
+@dataclass(frozen=True)
+class ReverseProxyArgs:
+    platform: Platform
+    image: str
+    server_name: str
+    upstreams: Sequence[str]
+    http_port: int = 80
+    https_port: int = 443
+    client_max_body_mb: int = 10
+    tls_cert: pulumi.Input[str] | None = None
+    tls_key: pulumi.Input[str] | None = None
+    """PEM pair from secret config; without it a self-signed pair is generated."""
+    resources: Resources = field(default_factory=lambda: Resources(memory_mb=128, cpus=0.5))
+
+
+class ReverseProxy(pulumi.ComponentResource):
+    """The public edge: HTTP→HTTPS redirect, TLS 1.2+, HSTS, security headers.
+
+    Usage::
+
+        ReverseProxy("luna-proxy", ReverseProxyArgs(platform=p, image="nginxinc/...",
+                     server_name="luna-app.com", upstreams=app.addresses))
+    """
+
+    nginx_conf: str
+    status_address: str
+    """``host:port`` of stub_status, for the exporter."""
+
+    def __init__(
+        self, name: str, args: ReverseProxyArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("luna:components:ReverseProxy", name, None, opts)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if args.tls_cert is not None and args.tls_key is not None:
+            cert: pulumi.Input[str] = args.tls_cert
+            key: pulumi.Input[str] = pulumi.Output.secret(args.tls_key)
+        else:
+            # Staging without a real certificate: generated, kept in encrypted state.
+            private = tls.PrivateKey(
+                f"{name}-tls-key",
+                algorithm="ECDSA",
+                ecdsa_curve="P256",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self_signed = tls.SelfSignedCert(
+                f"{name}-tls-cert",
+                private_key_pem=private.private_key_pem,
+                subject=tls.SelfSignedCertSubjectArgs(
+                    common_name=args.server_name, organization="Luna"
+                ),
+                dns_names=[args.server_name],
+                validity_period_hours=24 * 90,
+                early_renewal_hours=24 * 30,
+                allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            cert = self_signed.cert_pem
+            key = pulumi.Output.secret(private.private_key_pem)
+
+        settings = NginxSettings(
+            server_name=args.server_name,
+            upstreams=tuple(args.upstreams),
+            status_port=STATUS_PORT,
+            public_https_port=args.https_port,
+            client_max_body_mb=args.client_max_body_mb,
+        )
+        self.nginx_conf = nginx_conf(settings)
+        self.status_address = f"{SERVICE}:{STATUS_PORT}"
+        args.platform.deploy(
+            f"{name}-nginx",
+            ServiceSpec(
+                name=SERVICE,
+                component="proxy",
+                image=args.image,
+                replicas=1,
+                resources=args.resources,
+                ports=(
+                    # The public edge listens on every interface.
+                    Port("http", settings.http_port, publish=args.http_port, publish_ip=ANY),
+                    Port("https", settings.https_port, publish=args.https_port, publish_ip=ANY),
+                    Port("status", STATUS_PORT),
+                ),
+                files=(
+                    ConfigFile("/etc/nginx/nginx.conf", self.nginx_conf),
+                    ConfigFile(settings.cert_path, cert),
+                    ConfigFile(settings.key_path, key, secret=True),
+                ),
+                writable_paths=("/tmp",),
+                health=HealthCheck(
+                    command=(
+                        "wget",
+                        "-q",
+                        "-O",
+                        "/dev/null",
+                        f"http://127.0.0.1:{STATUS_PORT}{settings.health_path}",
+                    ),
+                    http_path=settings.health_path,
+                    http_port=STATUS_PORT,
+                    start_period_s=10,
+                ),
+                connects_to=("app",),
+            ),
+            parent=self,
+        )
+        self.register_outputs({"status_address": self.status_address})

@@ -1,0 +1,140 @@
+"""A platform-neutral description of one Luna service.
+
+Components say *what* runs (image, ports, environment, secrets, files, health,
+size, and which services it opens connections to); a platform in
+``components.platforms`` turns that into Docker containers or Kubernetes
+objects. Nothing here creates resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+
+__all__ = [
+    "ConfigFile",
+    "HealthCheck",
+    "Mount",
+    "Port",
+    "Resources",
+    "ServiceSpec",
+    "VolumeSpec",
+    "Workload",
+]
+
+Workload = Literal["service", "stateful", "job", "schedule"]
+"""``service``: long-running, replicated; ``stateful``: one instance owning a
+volume; ``job``: runs once to completion before its dependants start;
+``schedule``: runs every ``schedule_hours``."""
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port the service listens on.
+
+    ``publish`` exposes it on the host (Docker) or through the edge
+    (Kubernetes). ``publish_ip`` keeps operator UIs on the loopback interface,
+    reachable through an SSH tunnel only.
+    """
+
+    name: str
+    port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+    publish: int | None = None
+    publish_ip: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A file shipped into the container (never a host bind mount).
+
+    ``secret`` files become Kubernetes Secrets and are masked by the render.
+    """
+
+    path: str
+    content: pulumi.Input[str]
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """Persistent storage created by a component and mounted by name."""
+
+    size_gb: int
+    protect: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    volume: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A check that runs *inside* the image, so it may only use what it ships."""
+
+    command: tuple[str, ...]
+    interval_s: int = 15
+    timeout_s: int = 5
+    retries: int = 5
+    start_period_s: int = 30
+    http_path: str | None = None
+    """When set, platforms that probe over HTTP (Kubernetes) use this path."""
+    http_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_mb: int
+    cpus: float
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Everything a platform needs to run one Luna service.
+
+    ``name`` is the service's DNS name on both platforms (a network alias on
+    Docker, a Service in the stack's namespace on Kubernetes), so generated
+    configuration files name the same hosts everywhere.
+    """
+
+    name: str
+    image: str
+    resources: Resources
+    workload: Workload = "service"
+    replicas: int = 1
+    command: tuple[str, ...] | None = None
+    args: tuple[str, ...] | None = None
+    ports: tuple[Port, ...] = ()
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    secret_env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    files: tuple[ConfigFile, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    writable_paths: tuple[str, ...] = ()
+    """Scratch directories on an otherwise read-only root filesystem."""
+    health: HealthCheck | None = None
+    user: str | None = None
+    """``uid:gid`` to run as; ``None`` keeps the image's own non-root user."""
+    capabilities: tuple[str, ...] = ()
+    """Linux capabilities added back after dropping all of them."""
+    read_only_root: bool = True
+    connects_to: tuple[str, ...] = ()
+    """Services this one opens connections to: the allowed flows."""
+    internet_egress: bool = False
+    ship_logs: bool = True
+    schedule_hours: int | None = None
+    protect: bool = False
+    """Protect the workload itself from deletion (prod data services)."""
+    component: str = "luna"
+    """The ``app.kubernetes.io/component`` label / Docker label."""
+
+    def __post_init__(self) -> None:
+        if (self.workload == "schedule") != (self.schedule_hours is not None):
+            raise ValueError(f"{self.name}: schedule_hours goes with workload 'schedule' only")
+        if self.replicas < 1:
+            raise ValueError(f"{self.name}: replicas must be at least 1")

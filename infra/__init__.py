@@ -1,0 +1,1 @@
+"""The Luna Pulumi program: settings, ``build()``, the offline render."""

@@ -1,0 +1,170 @@
+"""``build()``: settings in, Luna's components out. No config is read here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.app import APP_PORT, LunaApp, LunaAppArgs
+from components.cache import Cache, CacheArgs
+from components.configs.prometheus import AlertThresholds
+from components.database import BackupArgs, Database, DatabaseArgs
+from components.logs import Logging, LoggingArgs, LoggingImages
+from components.monitoring import PUSHGATEWAY_URL, Monitoring, MonitoringArgs, MonitoringImages
+from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+from components.proxy import ReverseProxy, ReverseProxyArgs
+from components.spec import Resources
+from infra.settings import Settings
+
+__all__ = ["build"]
+
+
+def build(s: Settings) -> dict[str, Any]:
+    """Create every component the stack's settings ask for; return the stack outputs."""
+    platform = DockerPlatform(
+        f"luna-{s.platform}",
+        DockerPlatformArgs(stack=s.stack, host=s.docker_host, ship_logs=s.logging),
+    )
+    img = s.images
+    database = Database(
+        "luna-database",
+        DatabaseArgs(
+            platform=platform,
+            engine=s.database,
+            image=img.postgres,
+            volume_gb=s.database_volume_gb,
+            password=s.secrets.db_password,
+            backup=(
+                BackupArgs(
+                    interval_hours=s.backup_interval_hours,
+                    retention=s.backup_retention,
+                    volume_gb=s.backup_volume_gb,
+                    push_url=PUSHGATEWAY_URL if s.monitoring else None,
+                )
+                if s.backups
+                else None
+            ),
+            protect=s.protect_data,
+        ),
+    )
+    cache = (
+        Cache(
+            "luna-cache",
+            CacheArgs(
+                platform=platform,
+                image=img.redis,
+                max_memory_mb=s.redis_max_memory_mb,
+                eviction_policy=s.redis_eviction_policy,
+                password=s.secrets.redis_password,
+            ),
+        )
+        if s.cache
+        else None
+    )
+    app = LunaApp(
+        "luna-app",
+        LunaAppArgs(
+            platform=platform,
+            image=img.app,
+            app_url=s.app_url,
+            node_env=s.node_env,
+            replicas=s.app_replicas,
+            resources=Resources(memory_mb=s.app_memory_mb, cpus=s.app_cpus),
+            health_path=s.health_path,
+            database_url=database.url,
+            database_service=database.service,
+            database_mounts=database.mounts,
+            redis_url=cache.url if cache else None,
+            cache_service=cache.service if cache else None,
+            openai_api_key=s.secrets.openai_api_key,
+            jwt_secret=s.secrets.jwt_secret,
+            # Without the proxy (dev) the app itself answers on localhost:3000.
+            publish_port=None if s.proxy else APP_PORT,
+        ),
+    )
+    proxy = (
+        ReverseProxy(
+            "luna-proxy",
+            ReverseProxyArgs(
+                platform=platform,
+                image=img.nginx,
+                server_name=s.server_name,
+                upstreams=app.addresses,
+                http_port=s.http_port,
+                https_port=s.https_port,
+                client_max_body_mb=s.client_max_body_mb,
+                tls_cert=s.secrets.tls_cert,
+                tls_key=s.secrets.tls_key,
+            ),
+        )
+        if s.proxy
+        else None
+    )
+    outputs: dict[str, Any] = {
+        "stack": s.stack,
+        "platform": s.platform,
+        "app_url": s.app_url,
+        "database_url": database.url,
+    }
+    if s.monitoring:
+        monitoring = Monitoring(
+            "luna-monitoring",
+            MonitoringArgs(
+                platform=platform,
+                stack=s.stack,
+                images=MonitoringImages(
+                    prometheus=img.prometheus,
+                    grafana=img.grafana,
+                    pushgateway=img.pushgateway,
+                    blackbox=img.blackbox,
+                    postgres_exporter=img.postgres_exporter,
+                    redis_exporter=img.redis_exporter,
+                    nginx_exporter=img.nginx_exporter,
+                ),
+                app_targets=app.addresses,
+                app_metrics_path=s.metrics_path,
+                crisis_probe_url=f"{app.internal_url}{s.crisis_path}",
+                thresholds=AlertThresholds(
+                    crisis_latency_s=s.crisis_latency_budget_ms / 1000,
+                    backup_max_age_h=s.backup_interval_hours * 2 + 2,
+                ),
+                retention_days=s.prometheus_retention_days,
+                volume_gb=s.prometheus_volume_gb,
+                database_service=database.service,
+                database_password=database.password,
+                cache_service=cache.service if cache else None,
+                cache_password=cache.password if cache else None,
+                proxy_status=proxy.status_address if proxy else None,
+                backups=s.backups,
+                grafana_password=s.secrets.grafana_password,
+                grafana_port=s.grafana_port,
+                protect=s.protect_data,
+            ),
+        )
+        outputs["grafana_url"] = monitoring.grafana_url
+    if s.logging:
+        logging = Logging(
+            "luna-logging",
+            LoggingArgs(
+                platform=platform,
+                stack=s.stack,
+                images=LoggingImages(
+                    elasticsearch=img.elasticsearch, logstash=img.logstash, kibana=img.kibana
+                ),
+                retention_days=s.log_retention_days,
+                volume_gb=s.elasticsearch_volume_gb,
+                heap_mb=s.elasticsearch_heap_mb,
+                elastic_password=s.secrets.elastic_password,
+                kibana_port=s.kibana_port,
+                protect=s.protect_data,
+            ),
+        )
+        outputs["kibana_url"] = logging.kibana_url
+    platform.finish()
+    return outputs
+
+
+def export(outputs: dict[str, Any]) -> None:
+    for key, value in outputs.items():
+        pulumi.export(key, value)

@@ -1,0 +1,222 @@
+"""Offline render: run the real program under engine-like mocks and write what it would deploy.
+
+    python -m infra.render --stack staging --out out/staging \
+        [--config KEY=VALUE]... [--secret KEY=VALUE]...
+
+Writes ``resources.json`` (every resource with its parent, dependencies,
+options and inputs, secrets masked), ``outputs.json`` and ``files/`` (every
+configuration file shipped into a container, secrets masked). Needs no Pulumi
+CLI and no network. Bad configuration exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import rpc
+
+from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
+from infra.program import build
+from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
+
+__all__ = ["Rendered", "load_stack_config", "main", "render"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Rendered:
+    """The result of one render, for tests: records keep secret wrappers."""
+
+    monitor: RecordingMonitor
+    outputs: dict[str, Any]
+
+    def resources(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "urn": r.urn,
+                "type": r.type,
+                "name": r.name,
+                "custom": r.custom,
+                "parent": r.parent,
+                "dependencies": r.dependencies,
+                "protect": r.protect,
+                "retain_on_delete": r.retain_on_delete,
+                "delete_before_replace": r.delete_before_replace,
+                "provider": r.provider,
+                "inputs": mask(r.inputs),
+            }
+            for r in self.monitor.records.values()
+        ]
+
+    def files(self) -> dict[str, str]:
+        """Every file shipped into a container: ``<container>/<path>`` → masked text."""
+        shipped: dict[str, str] = {}
+        for r in self.monitor.records.values():
+            if r.type != "docker:index/container:Container":
+                continue
+            container = unwrap(r.inputs.get("name"))
+            # Secrecy can sit on the list, an element or the content itself.
+            uploads, all_secret = _peel(r.inputs.get("uploads") or [])
+            for item in uploads:
+                upload, item_secret = _peel(item)
+                content, content_secret = _peel(upload.get("content"))
+                secret = all_secret or item_secret or content_secret
+                text = MASK + "\n" if secret else str(unwrap(content))
+                shipped[f"{container}{unwrap(upload['file'])}"] = text
+        return shipped
+
+
+def _peel(value: Any) -> tuple[Any, bool]:
+    if rpc.is_rpc_secret(value):
+        return rpc.unwrap_rpc_secret(value), True
+    return value, False
+
+
+class UsageError(Exception):
+    pass
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _full(key: str) -> str:
+    return key if ":" in key else f"{NAMESPACE}:{key}"
+
+
+def load_stack_config(
+    stack: str,
+    *,
+    overrides: Sequence[tuple[str, str]] = (),
+    secrets: Sequence[tuple[str, str]] = (),
+    root: Path = REPO,
+) -> tuple[dict[str, str], list[str]]:
+    """Merge Pulumi.yaml defaults, Pulumi.<stack>.yaml and overrides, as the CLI does.
+
+    ``secure:`` values cannot be decrypted here; they become placeholder secrets.
+    """
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text()) or {}
+    config: dict[str, str] = {}
+    secret_keys: set[str] = set()
+    for key, decl in (project.get("config") or {}).items():
+        value = decl.get("default") if isinstance(decl, dict) else decl
+        if value is not None:
+            config[_full(key)] = _text(value)
+    stack_file = root / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        raise UsageError(f"--stack {stack}: {stack_file.name} does not exist")
+    for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
+        full = _full(key)
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[full] = f"placeholder-{full.split(':')[-1]}"
+            secret_keys.add(full)
+        else:
+            config[full] = _text(value)
+    for key, value in overrides:
+        config[_full(key)] = value
+        secret_keys.discard(_full(key))
+    for key, value in secrets:
+        config[_full(key)] = value
+        secret_keys.add(_full(key))
+    for key in required_secrets(stack):
+        # Like a `secure:` value we cannot decrypt: set on the real stack by
+        # `pulumi config set --secret`, a placeholder here. `pulumi up` still refuses
+        # to run without it (infra/settings.py).
+        if _full(key) not in config:
+            config[_full(key)] = f"placeholder-{key}"
+            secret_keys.add(_full(key))
+            print(
+                f"note: {_full(key)} is not in {stack_file.name}; rendering with a "
+                "placeholder secret",
+                file=sys.stderr,
+            )
+    return config, sorted(secret_keys)
+
+
+def render(
+    stack: str,
+    *,
+    overrides: Sequence[tuple[str, str]] = (),
+    secrets: Sequence[tuple[str, str]] = (),
+    root: Path = REPO,
+) -> Rendered:
+    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config."""
+    config, secret_keys = load_stack_config(stack, overrides=overrides, secrets=secrets, root=root)
+    monitor = RecordingMonitor(LunaMocks())
+    pulumi.runtime.set_mocks(
+        LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor
+    )
+    pulumi.runtime.set_all_config(config, secret_keys)
+    # Validate before any resource exists, exactly like the real entry point.
+    settings = load_settings(stack)
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def program() -> pulumi.Output[Any]:
+        exported = {k: pulumi.Output.from_input(v) for k, v in build(settings).items()}
+
+        async def collect() -> None:
+            # Keep secrecy: a secret stack output is stored wrapped, as the engine does.
+            for key, output in exported.items():
+                value = await output.future()
+                outputs[key] = rpc.wrap_rpc_secret(value) if await output.is_secret() else value
+
+        return pulumi.Output.from_input(collect())
+
+    program()
+    return Rendered(monitor=monitor, outputs=outputs)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def write(rendered: Rendered, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "resources.json").write_text(json.dumps(rendered.resources(), indent=2) + "\n")
+    (out / "outputs.json").write_text(json.dumps(mask(rendered.outputs), indent=2) + "\n")
+    files = out / "files"
+    for relative, text in rendered.files().items():
+        target = files / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.render", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--stack", required=True, choices=STACKS)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", action="append", type=_pair, default=[], metavar="KEY=VALUE")
+    parser.add_argument("--secret", action="append", type=_pair, default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        rendered = render(args.stack, overrides=args.config, secrets=args.secret)
+    except (ConfigError, UsageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write(rendered, args.out)
+    count = len(rendered.monitor.records)
+    print(f"rendered {args.stack}: {count} resources -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The only reader of configuration: validates ``luna:*`` keys into frozen settings.
+
+Every problem is reported as one :class:`ConfigError` line naming the key, the
+bad value and what is allowed, before any resource is created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal, TypeVar
+from urllib.parse import urlparse
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from components.configs.redis import EVICTION_POLICIES
+
+__all__ = [
+    "STACKS",
+    "ConfigError",
+    "Images",
+    "Secrets",
+    "Settings",
+    "load_settings",
+    "required_secrets",
+]
+
+NAMESPACE: Final = "luna"
+STACKS: Final = ("dev", "staging", "prod")
+PLATFORMS: Final = ("docker", "kubernetes")
+SECRET_KEYS: Final = (
+    "dbPassword",
+    "redisPassword",
+    "grafanaPassword",
+    "elasticPassword",
+    "jwtSecret",
+    "openaiApiKey",
+    "tlsCert",
+    "tlsKey",
+    "kubeconfig",
+)
+BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
+# name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
+_IMAGE = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9._-]+)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+class ConfigError(Exception):
+    """One line: which key, which value, what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        shown = "(missing)" if value is None else repr(value)
+        super().__init__(f"config {NAMESPACE}:{key} = {shown} is invalid: {allowed}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Images:
+    app: str
+    postgres: str
+    redis: str
+    nginx: str
+    prometheus: str
+    grafana: str
+    pushgateway: str
+    blackbox: str
+    postgres_exporter: str
+    redis_exporter: str
+    nginx_exporter: str
+    elasticsearch: str
+    logstash: str
+    kibana: str
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret config; ``None`` means "generate it" (or, for the API key, "none")."""
+
+    db_password: pulumi.Output[str] | None
+    redis_password: pulumi.Output[str] | None
+    grafana_password: pulumi.Output[str] | None
+    elastic_password: pulumi.Output[str] | None
+    jwt_secret: pulumi.Output[str] | None
+    openai_api_key: pulumi.Output[str] | None
+    tls_cert: pulumi.Output[str] | None
+    tls_key: pulumi.Output[str] | None
+    kubeconfig: pulumi.Output[str] | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    platform: Literal["docker", "kubernetes"]
+    docker_host: str
+    kube_context: str | None
+    images: Images
+    app_url: str
+    server_name: str
+    node_env: Literal["production", "development"]
+    app_replicas: int
+    app_memory_mb: int
+    app_cpus: float
+    health_path: str
+    metrics_path: str
+    crisis_path: str
+    database: Literal["sqlite", "postgres"]
+    database_volume_gb: int
+    backups: bool
+    backup_interval_hours: int
+    backup_retention: int
+    backup_volume_gb: int
+    cache: bool
+    redis_max_memory_mb: int
+    redis_eviction_policy: str
+    proxy: bool
+    http_port: int
+    https_port: int
+    client_max_body_mb: int
+    monitoring: bool
+    prometheus_retention_days: int
+    prometheus_volume_gb: int
+    crisis_latency_budget_ms: int
+    grafana_port: int
+    logging: bool
+    log_retention_days: int
+    elasticsearch_volume_gb: int
+    elasticsearch_heap_mb: int
+    kibana_port: int
+    protect_data: bool
+    secrets: Secrets
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Reads ``luna:*`` keys, remembering which were read to catch typos."""
+
+    def __init__(self, config: pulumi.Config) -> None:
+        self._config = config
+        self.read: set[str] = set()
+
+    def raw(self, key: str) -> str | None:
+        self.read.add(key)
+        if key in SECRET_KEYS:
+            raise AssertionError(f"{key} is secret; use secret()")
+        if runtime_config.is_config_secret(f"{NAMESPACE}:{key}"):
+            raise ConfigError(key, "[secret]", "this key is not a secret; set it without --secret")
+        return self._config.get(key)
+
+    def require(self, key: str, allowed: str) -> str:
+        value = self.raw(key)
+        if value is None or value == "":
+            raise ConfigError(key, None, f"required; {allowed} (defaults live in Pulumi.yaml)")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        allowed = "one of " + ", ".join(choices)
+        value = self.require(key, allowed)
+        if value not in choices:
+            raise ConfigError(key, value, allowed)
+        return value
+
+    def integer(self, key: str, low: int, high: int, *, options: tuple[int, ...] = ()) -> int:
+        allowed = (
+            f"one of {', '.join(map(str, options))}"
+            if options
+            else (f"an integer from {low} to {high}")
+        )
+        value = self.require(key, allowed)
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(key, value, allowed) from None
+        if not low <= number <= high or (options and number not in options):
+            raise ConfigError(key, value, allowed)
+        return number
+
+    def port(self, key: str) -> int:
+        return self.integer(key, 1, 65535)
+
+    def number(self, key: str, low: float, high: float) -> float:
+        allowed = f"a number from {low:g} to {high:g}"
+        value = self.require(key, allowed)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(key, value, allowed) from None
+        if not low <= number <= high:
+            raise ConfigError(key, value, allowed)
+        return number
+
+    def boolean(self, key: str) -> bool:
+        value = self.require(key, "true or false")
+        if value not in ("true", "false"):
+            raise ConfigError(key, value, "true or false")
+        return value == "true"
+
+    def checked(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str:
+        value = self.require(key, allowed)
+        if not ok(value):
+            raise ConfigError(key, value, allowed)
+        return value
+
+    def image(self, key: str) -> str:
+        return self.checked(
+            key, "a pinned image reference: name:tag (not latest) or name@sha256:…", _pinned
+        )
+
+    def path(self, key: str) -> str:
+        return self.checked(
+            key,
+            "an absolute URL path such as /api/health",
+            lambda v: bool(re.fullmatch(r"/[A-Za-z0-9._~/-]*", v)),
+        )
+
+    def secret(self, key: str) -> pulumi.Output[str] | None:
+        self.read.add(key)
+        full = f"{NAMESPACE}:{key}"
+        if runtime_config.get_config(full) is None:
+            return None
+        if not runtime_config.is_config_secret(full):
+            raise ConfigError(
+                key, "[hidden]", f"must be encrypted: pulumi config set --secret {full} …"
+            )
+        return self._config.get_secret(key)
+
+
+def _pinned(ref: str) -> bool:
+    match = _IMAGE.match(ref)
+    if not match:
+        return False
+    tag, digest = match.group("tag"), match.group("digest")
+    return bool(digest) or (tag is not None and tag != "latest")
+
+
+def _url(value: str) -> bool:
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.path in ("", "/")
+
+
+def load_settings(stack: str | None = None, config: pulumi.Config | None = None) -> Settings:
+    """Read and validate every ``luna:*`` key for ``stack`` (default: the current stack)."""
+    stack = stack or pulumi.get_stack()
+    if stack not in STACKS:
+        raise ConfigError("(stack)", stack, "the stack must be one of " + ", ".join(STACKS))
+    r = _Reader(config or pulumi.Config(NAMESPACE))
+
+    platform = r.choice("platform", PLATFORMS)
+    database = r.choice("database", ("sqlite", "postgres"))
+    app_url = r.checked("appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url)
+    images = Images(
+        app=r.image("appImage"),
+        postgres=r.image("postgresImage"),
+        redis=r.image("redisImage"),
+        nginx=r.image("nginxImage"),
+        prometheus=r.image("prometheusImage"),
+        grafana=r.image("grafanaImage"),
+        pushgateway=r.image("pushgatewayImage"),
+        blackbox=r.image("blackboxImage"),
+        postgres_exporter=r.image("postgresExporterImage"),
+        redis_exporter=r.image("redisExporterImage"),
+        nginx_exporter=r.image("nginxExporterImage"),
+        elasticsearch=r.image("elasticsearchImage"),
+        logstash=r.image("logstashImage"),
+        kibana=r.image("kibanaImage"),
+    )
+    secrets = Secrets(
+        db_password=r.secret("dbPassword"),
+        redis_password=r.secret("redisPassword"),
+        grafana_password=r.secret("grafanaPassword"),
+        elastic_password=r.secret("elasticPassword"),
+        jwt_secret=r.secret("jwtSecret"),
+        openai_api_key=r.secret("openaiApiKey"),
+        tls_cert=r.secret("tlsCert"),
+        tls_key=r.secret("tlsKey"),
+        kubeconfig=r.secret("kubeconfig"),
+    )
+    settings = Settings(
+        stack=stack,
+        platform=platform,  # type: ignore[arg-type]
+        docker_host=r.checked(
+            "dockerHost",
+            "unix:///path, tcp://host:port or ssh://user@host",
+            lambda v: bool(re.fullmatch(r"(unix|tcp|ssh)://\S+", v)),
+        ),
+        kube_context=r.raw("kubeContext") or None,
+        images=images,
+        app_url=app_url.rstrip("/"),
+        server_name=urlparse(app_url).hostname or "",
+        node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
+        app_replicas=r.integer("appReplicas", 1, 50),
+        app_memory_mb=r.integer("appMemoryMb", 128, 16384),
+        app_cpus=r.number("appCpus", 0.1, 16),
+        health_path=r.path("healthPath"),
+        metrics_path=r.path("metricsPath"),
+        crisis_path=r.path("crisisPath"),
+        database=database,  # type: ignore[arg-type]
+        database_volume_gb=r.integer("databaseVolumeGb", 1, 10000),
+        backups=r.boolean("backups"),
+        backup_interval_hours=r.integer("backupIntervalHours", 1, 24, options=BACKUP_INTERVALS),
+        backup_retention=r.integer("backupRetention", 1, 1000),
+        backup_volume_gb=r.integer("backupVolumeGb", 1, 10000),
+        cache=r.boolean("cache"),
+        redis_max_memory_mb=r.integer("redisMaxMemoryMb", 16, 65536),
+        redis_eviction_policy=r.choice("redisEvictionPolicy", EVICTION_POLICIES),
+        proxy=r.boolean("proxy"),
+        http_port=r.port("httpPort"),
+        https_port=r.port("httpsPort"),
+        client_max_body_mb=r.integer("clientMaxBodyMb", 1, 1024),
+        monitoring=r.boolean("monitoring"),
+        prometheus_retention_days=r.integer("prometheusRetentionDays", 1, 3650),
+        prometheus_volume_gb=r.integer("prometheusVolumeGb", 1, 10000),
+        crisis_latency_budget_ms=r.integer("crisisLatencyBudgetMs", 50, 60000),
+        grafana_port=r.port("grafanaPort"),
+        logging=r.boolean("logging"),
+        log_retention_days=r.integer("logRetentionDays", 1, 3650),
+        elasticsearch_volume_gb=r.integer("elasticsearchVolumeGb", 1, 10000),
+        elasticsearch_heap_mb=r.integer("elasticsearchHeapMb", 256, 32768),
+        kibana_port=r.port("kibanaPort"),
+        protect_data=r.boolean("protectData"),
+        secrets=secrets,
+    )
+    _check_unknown(r.read)
+    _check_combinations(settings)
+    return settings
+
+
+def _check_unknown(read: set[str]) -> None:
+    prefix = f"{NAMESPACE}:"
+    for full in sorted(runtime_config.CONFIG.get()):
+        if full.startswith(prefix) and full[len(prefix) :] not in read:
+            raise ConfigError(
+                full[len(prefix) :], "…", "unknown key; see docs/configuration.md for the keys"
+            )
+
+
+def required_secrets(stack: str) -> tuple[str, ...]:
+    """Secret keys a stack cannot deploy without (no generated fallback)."""
+    return () if stack == "dev" else ("openaiApiKey",)
+
+
+def _check_combinations(s: Settings) -> None:
+    if "openaiApiKey" in required_secrets(s.stack) and s.secrets.openai_api_key is None:
+        raise ConfigError(
+            "openaiApiKey",
+            None,
+            f"required in {s.stack}: pulumi config set --secret luna:openaiApiKey …",
+        )
+    if s.stack != "dev" and s.database != "postgres":
+        raise ConfigError("database", s.database, f"{s.stack} needs postgres")
+    if s.database == "sqlite" and s.app_replicas != 1:
+        raise ConfigError("appReplicas", str(s.app_replicas), "1 with sqlite (one writer)")
+    if not s.proxy and s.platform == "docker" and s.app_replicas != 1:
+        raise ConfigError(
+            "appReplicas",
+            str(s.app_replicas),
+            "1 without the proxy on docker (the app publishes one host port)",
+        )
+    if (s.secrets.tls_cert is None) != (s.secrets.tls_key is None):
+        raise ConfigError(
+            "tlsKey" if s.secrets.tls_key is None else "tlsCert",
+            None,
+            "tlsCert and tlsKey are set together",
+        )
+    if s.backups and s.database != "postgres":
+        raise ConfigError("backups", "true", "backups need database: postgres")
+    if s.platform == "kubernetes":
+        raise ConfigError("platform", s.platform, "docker (kubernetes is not implemented yet)")
