@@ -194,6 +194,18 @@ def _legacy_context(cafile: str | None) -> ssl.SSLContext:
     return ctx
 
 
+# What a server that will not speak TLS 1.0/1.1 answers: an alert, a reply in a
+# newer version, or a closed connection. Any other error was raised locally.
+_REFUSALS = frozenset(
+    {"UNSUPPORTED_PROTOCOL", "WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING"}
+)
+
+
+def _server_refused(exc: ssl.SSLError) -> bool:
+    reason = exc.reason or ""
+    return isinstance(exc, ssl.SSLEOFError) or "ALERT" in reason or reason in _REFUSALS
+
+
 def check_tls(opts: Options) -> Result:
     try:
         modern = _handshake(opts, client_context(opts.cafile))
@@ -202,12 +214,13 @@ def check_tls(opts: Options) -> Result:
     try:
         legacy = _handshake(opts, _legacy_context(opts.cafile))
     except ssl.SSLError as exc:
-        if exc.reason == "NO_PROTOCOLS_AVAILABLE":
+        if not _server_refused(exc):
+            # e.g. NO_CIPHERS_AVAILABLE: the probe never left this machine.
             return Result(
                 "tls",
                 False,
-                f"negotiated {modern}, but this machine's OpenSSL cannot offer TLS 1.0/1.1, "
-                "so their refusal is unverified",
+                f"negotiated {modern}, but this machine could not offer TLS 1.0/1.1 "
+                f"({exc.reason}), so their refusal is unverified",
             )
         return Result("tls", True, f"negotiated {modern}; TLS 1.0/1.1 refused ({exc.reason})")
     except OSError as exc:
