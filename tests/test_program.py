@@ -1,0 +1,265 @@
+"""The whole program, per stack and platform, under engine-like mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.mocks import mask, unwrap
+from infra.render import Rendered
+from tests.conftest import PLATFORMS, STACKS, rendered, resources_of
+from tests.support.harness import Resources, is_secret
+
+DATA_SERVICES = ("database", "cache", "elasticsearch")
+PROD_SERVICES = {
+    "app", "app-migrate", "database", "database-backup", "cache", "proxy", "prometheus",
+    "grafana", "pushgateway", "blackbox", "postgres-exporter", "redis-exporter",
+    "nginx-exporter", "elasticsearch", "elasticsearch-setup", "logstash", "kibana",
+}  # fmt: skip
+
+
+def services(r: Rendered) -> dict[str, list[dict[str, object]]]:
+    """Deployed service name → the container inputs (one per replica)."""
+    found: dict[str, list[dict[str, object]]] = {}
+    for rec in resources_of(r).of_type("/container:Container"):
+        labels = {lab["label"]: lab["value"] for lab in unwrap(rec.inputs["labels"])}
+        found.setdefault(labels["com.luna.service"], []).append(rec.inputs)
+    return found
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_dev_runs_the_app_alone_with_sqlite(platform: str) -> None:
+    found = services(rendered("dev", platform))
+    assert set(found) == {"app", "app-migrate"}, f"dev deploys {sorted(found)}"
+    app = found["app"][0]
+    ports = unwrap(app["ports"])
+    assert ports == [{"internal": 3000, "external": 3000, "ip": "127.0.0.1", "protocol": "tcp"}]
+    mounts = unwrap(app["mounts"])
+    assert any(m["target"] == "/app/data" for m in mounts), f"app mounts {mounts}"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_staging_and_prod_run_every_service(stack: str, platform: str) -> None:
+    found = services(rendered(stack, platform))
+    missing = PROD_SERVICES - set(found)
+    assert not missing, f"{stack} lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_prod_has_n_app_replicas(platform: str) -> None:
+    found = services(rendered("prod", platform))
+    assert len(found["app"]) == 3, f"prod runs {len(found['app'])} app replicas, wants 3"
+
+
+def test_no_data_service_is_published_on_the_host(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    for service, replicas in services(r).items():
+        if service in DATA_SERVICES:
+            for inputs in replicas:
+                assert not inputs.get("ports"), f"{stack}: {service} publishes {inputs['ports']}"
+
+
+def test_operator_uis_bind_to_loopback_only(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    for service, replicas in services(r).items():
+        for inputs in replicas:
+            for port in unwrap(inputs.get("ports") or []):
+                if service != "proxy":
+                    assert port["ip"] == "127.0.0.1", f"{stack}: {service} publishes {port}"
+
+
+def test_physical_names_carry_the_stack(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    for rec in resources_of(r):
+        if rec.type.split("/")[-1].split(":")[-1] in ("Container", "Network", "Volume"):
+            name = unwrap(rec.inputs["name"])
+            assert name.startswith(f"luna-{stack}-"), f"{rec.name} is named {name!r}"
+
+
+def test_stacks_never_collide_on_one_docker_host() -> None:
+    names = {
+        s: {
+            unwrap(rec.inputs["name"])
+            for rec in resources_of(rendered(s, "docker"))
+            if rec.type.endswith(("container:Container", "network:Network", "volume:Volume"))
+        }
+        for s in STACKS
+    }
+    assert not names["dev"] & names["staging"], names["dev"] & names["staging"]
+    assert not names["staging"] & names["prod"], names["staging"] & names["prod"]
+
+
+def test_every_child_is_parented_and_named_after_its_component(
+    stack_render: tuple[str, str, Rendered],
+) -> None:
+    _, _, r = stack_render
+    res = resources_of(r)
+    for rec in res:
+        if rec.type.startswith("luna:") or rec.type.startswith("pulumi:providers:"):
+            continue
+        assert rec.parent, f"{rec.name} has no parent"
+        parent = res.by_urn(rec.parent)
+        assert parent.type.startswith("luna:"), f"{rec.name} is parented to {parent.type}"
+        assert rec.name.startswith(parent.name + "-"), f"{rec.name} not named after {parent.name}"
+
+
+def test_images_are_pinned(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    for rec in resources_of(r).of_type("remoteImage:RemoteImage"):
+        ref = unwrap(rec.inputs["name"])
+        assert ":" in ref.rsplit("/", 1)[-1] or "@sha256:" in ref, f"{stack}: {ref} unpinned"
+        assert not ref.endswith(":latest"), f"{stack}: {ref} uses latest"
+
+
+def test_every_docker_resource_uses_the_explicit_provider(
+    stack_render: tuple[str, str, Rendered],
+) -> None:
+    _, platform, r = stack_render
+    if platform != "docker":
+        pytest.skip("docker only")
+    for rec in resources_of(r):
+        if rec.type.startswith("docker:"):
+            assert "luna-docker-provider" in rec.provider, f"{rec.name} uses {rec.provider!r}"
+
+
+def test_generated_passwords_are_secret_outputs(stack_render: tuple[str, str, Rendered]) -> None:
+    _, _, r = stack_render
+    for rec in resources_of(r).of_type("randomPassword:RandomPassword"):
+        assert is_secret(rec.outputs["result"]), f"{rec.name}.result is not secret"
+
+
+def test_secret_environment_reaches_containers_as_secret(
+    stack_render: tuple[str, str, Rendered],
+) -> None:
+    stack, _, r = stack_render
+    for service, replicas in services(r).items():
+        for inputs in replicas:
+            envs = inputs.get("envs")
+            text = json.dumps(unwrap(envs))
+            if any(k in text for k in ("PASSWORD=", "DATABASE_URL=", "JWT_SECRET=", "_AUTH=")):
+                assert is_secret(envs), f"{stack}: {service} env is not secret"
+
+
+def test_no_secret_value_appears_in_the_render(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    generated = [
+        unwrap(rec.outputs["result"])
+        for rec in resources_of(r).of_type("randomPassword:RandomPassword")
+    ]
+    dumped = json.dumps(r.resources()) + json.dumps(list(r.files().values()))
+    dumped += json.dumps(mask(r.outputs))
+    for value in [*generated, "placeholder-openaiApiKey", "MOCK PRIVATE KEY"]:
+        assert value not in dumped, f"{stack}: a secret leaked into the render"
+
+
+def test_database_url_output_is_secret(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    assert is_secret(r.outputs["database_url"]), f"{stack}: database_url is not secret"
+    assert r.outputs["app_url"].startswith("http"), r.outputs["app_url"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_ui_urls_are_exported_where_deployed(platform: str) -> None:
+    assert "grafana_url" not in rendered("dev", platform).outputs
+    for stack in ("staging", "prod"):
+        outputs = rendered(stack, platform).outputs
+        assert {"grafana_url", "kibana_url"} <= set(outputs), f"{stack} outputs {outputs}"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_prod_protects_and_retains_its_data(platform: str) -> None:
+    res = resources_of(rendered("prod", platform))
+    volumes = res.of_type("volume:Volume")
+    assert volumes, "prod has no volumes"
+    for rec in volumes:
+        assert rec.protect and rec.retain_on_delete, f"prod volume {rec.name} is not protected"
+    db = res.named("luna-database-postgres")
+    assert db.protect, "prod database container is not protected"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_staging_data_is_not_protected(platform: str) -> None:
+    for rec in resources_of(rendered("staging", platform)).of_type("volume:Volume"):
+        assert not rec.protect, f"staging volume {rec.name} is protected"
+
+
+def test_app_starts_only_after_its_migration(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    res = resources_of(r)
+    migrate = res.named("luna-app-migrate")
+    assert unwrap(migrate.inputs["attach"]) is True, "migration does not run to completion"
+    assert unwrap(migrate.inputs["mustRun"]) is False
+    for rec in res.of_type("/container:Container"):
+        if rec.name.startswith("luna-app-web"):
+            assert migrate.urn in rec.dependencies, f"{stack}: {rec.name} does not wait"
+            labels = {lab["label"]: lab["value"] for lab in unwrap(rec.inputs["labels"])}
+            assert labels.get("com.luna.after.0") == "succeeded", f"{rec.name} has no gate"
+
+
+def test_migration_runs_prisma_with_the_app_image(stack_render: tuple[str, str, Rendered]) -> None:
+    _, _, r = stack_render
+    res = resources_of(r)
+    migrate, web = res.named("luna-app-migrate"), res.containers()
+    app = next(v for k, v in web.items() if k.endswith("-app") or k.endswith("-app-0"))
+    assert unwrap(migrate.inputs["entrypoints"]) == [
+        "npx", "--no-install", "prisma", "migrate", "deploy",
+    ]  # fmt: skip
+    assert migrate.inputs["image"] == app.inputs["image"], "migration uses another image"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_networks_follow_the_declared_flows(platform: str) -> None:
+    res = resources_of(rendered("prod", platform))
+    nets = {r.urn: unwrap(r.inputs["name"]) for r in res.of_type("network:Network")}
+    internal = {
+        unwrap(r.inputs["name"]): bool(unwrap(r.inputs.get("internal")))
+        for r in res.of_type("network:Network")
+    }
+    assert internal["luna-prod-database"], "the database network reaches outside the host"
+
+    def joined(container: str) -> set[str]:
+        inputs = res.containers()[container].inputs
+        return {n["name"] for n in unwrap(inputs["networksAdvanced"])}
+
+    assert "luna-prod-database" in joined("luna-prod-app-0")
+    assert "luna-prod-database" not in joined("luna-prod-proxy"), "the edge can reach the database"
+    assert "luna-prod-cache" not in joined("luna-prod-grafana"), "grafana can reach redis"
+    assert nets, "no networks"
+
+
+def test_logs_ship_to_logstash_on_the_host_loopback() -> None:
+    res = resources_of(rendered("staging", "docker"))
+    app = res.containers()["luna-staging-app-0"].inputs
+    assert unwrap(app["logDriver"]) == "gelf"
+    assert unwrap(app["logOpts"])["gelf-address"] == "udp://127.0.0.1:12201"
+    logstash = res.containers()["luna-staging-logstash"].inputs
+    assert {"internal": 12201, "external": 12201, "ip": "127.0.0.1", "protocol": "udp"} in unwrap(
+        logstash["ports"]
+    )
+    dev_app = resources_of(rendered("dev", "docker")).containers()["luna-dev-app"].inputs
+    assert unwrap(dev_app["logDriver"]) == "json-file", "dev ships logs nowhere"
+
+
+def test_containers_are_hardened(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, _, r = stack_render
+    for name, rec in resources_of(r).containers().items():
+        inputs = unwrap(rec.inputs)
+        assert inputs["capabilities"]["drops"] == ["ALL"], f"{stack}: {name} keeps capabilities"
+        assert "no-new-privileges:true" in inputs["securityOpts"], f"{name} may escalate"
+        assert inputs["memory"] > 0, f"{name} has no memory limit"
+        assert inputs["restart"] in ("unless-stopped", "no"), f"{name} restart={inputs['restart']}"
+
+
+def test_services_switch_on_one_by_one_in_dev() -> None:
+    found = services(rendered("dev", "docker", (("cache", "true"),)))
+    assert set(found) == {"app", "app-migrate", "cache"}, sorted(found)
+
+
+def test_dev_without_proxy_outputs_localhost() -> None:
+    assert rendered("dev", "docker").outputs["app_url"] == "http://localhost:3000"
+
+
+def resources_count(r: Rendered) -> Resources:
+    return resources_of(r)

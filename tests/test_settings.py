@@ -1,0 +1,112 @@
+"""Configuration: defaults per stack, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from infra.render import main, render
+from infra.settings import ConfigError
+from tests.support.tools import REPO
+
+BAD_VALUES = [
+    ("platform", "swarm"),
+    ("dockerHost", "localhost"),
+    ("appImage", "ghcr.io/luna-app/luna-web:latest"),
+    ("appImage", "ghcr.io/luna-app/luna-web"),
+    ("appUrl", "ftp://luna-app.com"),
+    ("nodeEnv", "test"),
+    ("appReplicas", "0"),
+    ("appReplicas", "three"),
+    ("appMemoryMb", "64"),
+    ("appCpus", "lots"),
+    ("healthPath", "api/health"),
+    ("database", "mysql"),
+    ("databaseVolumeGb", "-5"),
+    ("backups", "yes"),
+    ("backupIntervalHours", "5"),
+    ("backupRetention", "0"),
+    ("redisEvictionPolicy", "lru"),
+    ("redisMaxMemoryMb", "1"),
+    ("httpsPort", "70000"),
+    ("clientMaxBodyMb", "0"),
+    ("crisisLatencyBudgetMs", "1"),
+    ("logRetentionDays", "0"),
+    ("elasticsearchHeapMb", "64"),
+    ("protectData", "maybe"),
+    ("postgresImage", "postgres"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_VALUES, ids=[f"{k}={v}" for k, v in BAD_VALUES])
+def test_bad_value_exits_2_with_one_line_naming_the_key(
+    key: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    code = main(["--stack", "staging", "--out", str(tmp_path), "--config", f"{key}={value}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, f"{key}={value} exited {code}"
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, f"expected one error line, got {err}"
+    assert f"luna:{key}" in errors[0] and repr(value) in errors[0], errors[0]
+    assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize(
+    ("stack", "overrides", "key"),
+    [
+        ("dev", [("appReplicas", "2")], "appReplicas"),  # sqlite has one writer
+        ("prod", [("database", "sqlite")], "database"),
+        ("dev", [("database", "postgres"), ("appReplicas", "2")], "appReplicas"),
+        ("dev", [("backups", "true")], "backups"),
+        ("staging", [("apReplicas", "2")], "apReplicas"),  # a typo is not ignored
+    ],
+)
+def test_inconsistent_settings_name_the_key(
+    stack: str, overrides: list[tuple[str, str]], key: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        render(stack, overrides=overrides)
+    assert info.value.key == key, str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_secret_key_in_plain_text_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"luna:dbPassword .*--secret"):
+        render("staging", overrides=[("dbPassword", "hunter2hunter2")])
+
+
+def test_a_plain_key_set_as_secret_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"luna:appReplicas"):
+        render("staging", secrets=[("appReplicas", "2")])
+
+
+def test_tls_cert_without_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"tlsCert and tlsKey"):
+        render("prod", secrets=[("tlsCert", "PEM")])
+
+
+def test_supplied_secrets_replace_generated_ones() -> None:
+    r = render("staging", secrets=[("dbPassword", "SuppliedPassword123")])
+    names = {rec.name for rec in r.monitor.records.values()}
+    assert "luna-database-password" not in names, "a password was generated although supplied"
+    assert "luna-cache-password" in names
+
+
+def test_unknown_stack_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--stack", "qa", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "--stack" in capsys.readouterr().err
+
+
+def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.render", "--stack", "prod", "--out", str(tmp_path),
+         "--config", "appReplicas=-1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("note:")]
+    assert lines == ["error: config luna:appReplicas = '-1' is invalid: an integer from 1 to 50"]
