@@ -23,6 +23,7 @@ import pulumi
 import yaml
 from pulumi.runtime import rpc
 
+from components.platforms.docker import SECRET_FILES_LABEL
 from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
@@ -64,14 +65,18 @@ class Rendered:
             if r.type != "docker:index/container:Container":
                 continue
             container = unwrap(r.inputs.get("name"))
-            # Secrecy can sit on the list, an element or the content itself.
-            uploads, all_secret = _peel(r.inputs.get("uploads") or [])
+            labels = {x["label"]: x["value"] for x in unwrap(r.inputs.get("labels") or [])}
+            secret_paths = set(filter(None, labels.get(SECRET_FILES_LABEL, "").split(",")))
+            # One secret upload makes the whole list secret (as in real state); the
+            # platform's label names the files that are secret, and only those are masked.
+            uploads, _ = _peel(r.inputs.get("uploads") or [])
             for item in uploads:
                 upload, item_secret = _peel(item)
                 content, content_secret = _peel(upload.get("content"))
-                secret = all_secret or item_secret or content_secret
+                path = unwrap(upload["file"])
+                secret = item_secret or content_secret or path in secret_paths
                 text = MASK + "\n" if secret else str(unwrap(content))
-                shipped[f"{container}{unwrap(upload['file'])}"] = text
+                shipped[f"{container}{path}"] = text
         return shipped
 
 

@@ -19,9 +19,10 @@ import pulumi_docker as docker
 from components.platforms import Deployment
 from components.spec import ServiceSpec, VolumeSpec
 
-__all__ = ["DockerPlatform", "DockerPlatformArgs"]
+__all__ = ["SECRET_FILES_LABEL", "DockerPlatform", "DockerPlatformArgs"]
 
 _GELF_PORT = 12201
+SECRET_FILES_LABEL = "com.luna.secret-files"
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,11 @@ class DockerPlatform(pulumi.ComponentResource):
             "com.luna.service": pulumi.Output.from_input(spec.name),
             "com.luna.component": pulumi.Output.from_input(spec.component),
         }
+        secret_files = [f.path for f in spec.files if f.secret]
+        if secret_files:
+            # Docker keeps `uploads` as one property, so one secret file makes the
+            # whole list secret in state; this label says which files really are.
+            labels[SECRET_FILES_LABEL] = pulumi.Output.from_input(",".join(secret_files))
         for i, gate in enumerate(gates):
             labels[f"com.luna.after.{i}"] = gate
 

@@ -1,0 +1,160 @@
+"""Each component on its own, on a Docker platform, under the mocks."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components.app import LunaApp, LunaAppArgs
+from components.cache import Cache, CacheArgs
+from components.database import BackupArgs, Database, DatabaseArgs
+from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+from components.proxy import ReverseProxy, ReverseProxyArgs
+from components.spec import Resources as Size
+from components.spec import ServiceSpec
+from infra.mocks import unwrap
+from tests.support.harness import Resources, is_secret, run_components
+
+HOST = "unix:///var/run/docker.sock"
+
+
+def platform() -> DockerPlatform:
+    return DockerPlatform("luna-docker", DockerPlatformArgs(stack="test", host=HOST))
+
+
+def test_component_type_tokens_match_class_names() -> None:
+    def build() -> None:
+        p = platform()
+        Cache("luna-cache", CacheArgs(p, "redis:7.4.1-alpine", 64, "allkeys-lru"))
+        Database("luna-database", DatabaseArgs(p, "sqlite", volume_gb=1))
+
+    res = run_components(build)
+    tokens = {r.type for r in res if not r.custom}
+    assert {"luna:components:Cache", "luna:components:Database"} <= tokens, tokens
+    assert "luna:platform:DockerPlatform" in tokens
+
+
+def test_cache_password_is_generated_and_secret_in_file_and_env() -> None:
+    res = run_components(
+        lambda: Cache("luna-cache", CacheArgs(platform(), "redis:7.4.1-alpine", 64, "allkeys-lru"))
+    )
+    password = res.named("luna-cache-password")
+    assert is_secret(password.outputs["result"])
+    redis = res.named("luna-cache-redis")
+    assert is_secret(redis.inputs["envs"]), "REDISCLI_AUTH is not secret"
+    assert is_secret(redis.inputs["uploads"]), "the auth include is not secret"
+    assert not redis.inputs.get("ports"), "redis is published on the host"
+
+
+def test_sqlite_database_is_a_volume_and_no_server() -> None:
+    res = run_components(
+        lambda: Database("luna-database", DatabaseArgs(platform(), "sqlite", volume_gb=1))
+    )
+    assert not res.of_type("/container:Container"), "sqlite started a container"
+    volume = res.named("luna-database-sqlite")
+    assert unwrap(volume.inputs["name"]) == "luna-test-sqlite"
+
+
+@pytest.mark.parametrize("protect", [True, False])
+def test_postgres_protection_follows_args(protect: bool) -> None:
+    def build() -> None:
+        Database(
+            "luna-database",
+            DatabaseArgs(
+                platform(), "postgres", volume_gb=5, image="postgres:16.4-alpine",
+                backup=BackupArgs(interval_hours=6, retention=3, volume_gb=5), protect=protect,
+            ),
+        )  # fmt: skip
+
+    res = run_components(build)
+    for name in ("luna-database-data", "luna-database-backups"):
+        vol = res.named(name)
+        assert vol.protect is protect and vol.retain_on_delete is protect, name
+    assert res.named("luna-database-postgres").protect is protect
+    backup = unwrap(res.named("luna-database-backup").inputs)
+    loop = backup["entrypoints"][-1]
+    assert "sleep 21600" in loop and "/opt/luna/backup.sh" in loop, loop
+
+
+def test_postgres_health_check_uses_pg_isready() -> None:
+    res = run_components(
+        lambda: Database(
+            "luna-database",
+            DatabaseArgs(platform(), "postgres", volume_gb=5, image="postgres:16.4-alpine"),
+        )
+    )
+    health = unwrap(res.named("luna-database-postgres").inputs["healthcheck"])
+    assert health["tests"][:2] == ["CMD", "pg_isready"], health
+
+
+def test_app_replicas_and_health_check() -> None:
+    def build() -> None:
+        LunaApp(
+            "luna-app",
+            LunaAppArgs(
+                platform=platform(), image="ghcr.io/luna-app/luna-web:1.0.0",
+                app_url="https://luna.test", node_env="production", replicas=2,
+                resources=Size(512, 1.0), health_path="/api/health",
+                database_url=pulumi.Output.secret("file:/app/data/dev.db"),
+            ),
+        )  # fmt: skip
+
+    res = run_components(build)
+    web = [r for r in res.of_type("/container:Container") if r.name.startswith("luna-app-web")]
+    assert len(web) == 2, [r.name for r in web]
+    health = unwrap(web[0].inputs["healthcheck"])
+    assert health["tests"][1:3] == ["node", "-e"] and "/api/health" in health["tests"][3]
+    assert unwrap(web[0].inputs["memory"]) == 512
+    assert is_secret(web[0].inputs["envs"])
+
+
+def test_proxy_generates_a_self_signed_pair_without_config() -> None:
+    res = run_components(
+        lambda: ReverseProxy(
+            "luna-proxy",
+            ReverseProxyArgs(
+                platform(),
+                "nginxinc/nginx-unprivileged:1.27.2-alpine",
+                "luna.test",
+                ["app-0:3000", "app-1:3000"],
+            ),
+        )  # fmt: skip
+    )
+    assert is_secret(res.named("luna-proxy-tls-key").outputs["privateKeyPem"])
+    cert = unwrap(res.named("luna-proxy-tls-cert").inputs)
+    assert cert["dnsNames"] == ["luna.test"]
+    assert is_secret(res.named("luna-proxy-nginx").inputs["uploads"])
+
+
+def test_proxy_uses_supplied_certificate() -> None:
+    res = run_components(
+        lambda: ReverseProxy(
+            "luna-proxy",
+            ReverseProxyArgs(
+                platform(),
+                "nginxinc/nginx-unprivileged:1.27.2-alpine",
+                "luna.test",
+                ["app:3000"],
+                tls_cert="CERT",
+                tls_key=pulumi.Output.secret("KEY"),
+            ),
+        )  # fmt: skip
+    )
+    assert not res.of_type("privateKey:PrivateKey"), "generated a key although one was supplied"
+
+
+def test_flow_to_a_missing_service_fails() -> None:
+    def build() -> None:
+        p = platform()
+        spec = ServiceSpec(name="lonely", image="busybox:1.36", resources=Size(32, 0.1),
+                           connects_to=("database",))  # fmt: skip
+        p.deploy("luna-lonely", spec, parent=p)
+        p.finish()
+
+    with pytest.raises(Exception, match="lonely connects to database"):
+        run_components(build)
+
+
+def test_resources_helper_names_missing_resource() -> None:
+    with pytest.raises(AssertionError, match="no resource named"):
+        Resources({}).named("nothing")

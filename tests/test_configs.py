@@ -1,0 +1,111 @@
+"""Generated configuration: pure builders, and the real nginx/promtool on the render."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.configs.nginx import NginxSettings, nginx_conf
+from components.configs.postgres import backup_script
+from components.configs.prometheus import AlertThresholds, alert_rules
+from components.configs.redis import redis_auth_conf, redis_conf
+from infra.render import write
+from tests.conftest import PLATFORMS, rendered
+from tests.support.tools import need
+
+EDGE_STACKS = [(s, p) for s in ("staging", "prod") for p in PLATFORMS]
+
+
+def _one(files: dict[str, str], suffix: str) -> str:
+    found = [text for path, text in files.items() if path.endswith(suffix)]
+    assert len(found) == 1, f"expected one {suffix}, found {len(found)}"
+    return found[0]
+
+
+def test_nginx_allows_only_tls_12_and_13() -> None:
+    conf = nginx_conf(NginxSettings(server_name="luna.test", upstreams=["a:1"]))
+    assert re.findall(r"ssl_protocols ([^;]+);", conf) == ["TLSv1.2 TLSv1.3"]
+    assert "Strict-Transport-Security" in conf and "return 301 https://" in conf
+
+
+def test_nginx_balances_across_every_upstream() -> None:
+    conf = nginx_conf(NginxSettings(server_name="x", upstreams=["app-0:3000", "app-1:3000"]))
+    assert re.findall(r"server (app-\d:3000)", conf) == ["app-0:3000", "app-1:3000"]
+
+
+def test_nginx_redirect_keeps_a_non_default_https_port() -> None:
+    conf = nginx_conf(NginxSettings(server_name="x", upstreams=["a:1"], public_https_port=8443))
+    assert "return 301 https://$host:8443$request_uri;" in conf
+
+
+def test_nginx_needs_an_upstream() -> None:
+    with pytest.raises(ValueError, match="upstream"):
+        nginx_conf(NginxSettings(server_name="x", upstreams=[]))
+
+
+def test_redis_rejects_unknown_policy_and_unsafe_password() -> None:
+    with pytest.raises(ValueError, match="eviction policy"):
+        redis_conf(max_memory_mb=64, eviction_policy="lru", auth_include="/x")
+    with pytest.raises(ValueError, match="password"):
+        redis_auth_conf("two words")
+
+
+def test_backup_keeps_at_least_one_dump() -> None:
+    with pytest.raises(ValueError, match="retention"):
+        backup_script(retention=0, push_url=None)
+    assert "tail -n +8" in backup_script(retention=7, push_url=None)
+
+
+def test_alert_rules_only_cover_deployed_services() -> None:
+    doc = yaml.safe_load(alert_rules(AlertThresholds(jobs=("app",))))
+    names = {r["alert"] for r in doc["groups"][0]["rules"]}
+    assert names == {"LunaAppDown", "LunaHighErrorRate", "LunaHighLatencyP95"}, names
+
+
+@pytest.mark.parametrize(("stack", "platform"), EDGE_STACKS)
+def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path: Path) -> None:
+    nginx, openssl, unshare = need("nginx"), need("openssl"), need("unshare")
+    conf = _one(rendered(stack, platform).files(), "/etc/nginx/nginx.conf")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=luna.test", "-days", "1",
+         "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert "/etc/nginx/tls/" in conf, "certificate paths moved; update this test"
+    local = conf.replace("/etc/nginx/tls/", f"{tmp_path}/")
+    (tmp_path / "nginx.conf").write_text(local)
+    # nginx resolves upstream names at load time: give them a private /etc/hosts.
+    hosts = sorted(set(re.findall(r"^\s*server ([a-z0-9-]+):\d+", conf, re.M)))
+    assert hosts, "no upstream servers in nginx.conf"
+    (tmp_path / "hosts").write_text("".join(f"127.0.0.1 {h}\n" for h in hosts))
+    script = f"mount --bind {tmp_path}/hosts /etc/hosts && {nginx} -t -c {tmp_path}/nginx.conf"
+    proc = subprocess.run(
+        [unshare, "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, f"{stack}/{platform}: nginx -t failed:\n{proc.stderr}"
+    assert "syntax is ok" in proc.stderr
+
+
+@pytest.mark.parametrize(("stack", "platform"), EDGE_STACKS)
+def test_rendered_prometheus_config_and_rules_pass_promtool(
+    stack: str, platform: str, tmp_path: Path
+) -> None:
+    promtool = need("promtool")
+    write(rendered(stack, platform), tmp_path)
+    configs = sorted(tmp_path.glob("files/**/prometheus.yml"))
+    assert len(configs) == 1, f"{stack}: {configs}"
+    rules = sorted(tmp_path.glob("files/**/luna-alerts.yml"))
+    assert len(rules) == 1, f"{stack}: {rules}"
+    for args in (["check", "config", str(configs[0])], ["check", "rules", str(rules[0])]):
+        proc = subprocess.run(
+            [promtool, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, (
+            f"{stack}: promtool {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+        )
+    assert "SUCCESS: 10 rules found" in proc.stdout, proc.stdout
