@@ -118,7 +118,7 @@ def test_proxy_generates_a_self_signed_pair_without_config() -> None:
                 "luna.test",
                 ["app-0:3000", "app-1:3000"],
             ),
-        )  # fmt: skip
+        )
     )
     assert is_secret(res.named("luna-proxy-tls-key").outputs["privateKeyPem"])
     cert = unwrap(res.named("luna-proxy-tls-cert").inputs)
@@ -138,7 +138,7 @@ def test_proxy_uses_supplied_certificate() -> None:
                 tls_cert="CERT",
                 tls_key=pulumi.Output.secret("KEY"),
             ),
-        )  # fmt: skip
+        )
     )
     assert not res.of_type("privateKey:PrivateKey"), "generated a key although one was supplied"
 

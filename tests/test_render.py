@@ -23,7 +23,7 @@ def test_render_cli_writes_resources_and_files(stack: str, tmp_path: Path) -> No
     assert proc.returncode == 0, f"{stack}: {proc.stderr}"
     resources = json.loads((tmp_path / "resources.json").read_text())
     for entry in resources:
-        assert FIELDS <= set(entry), f"{entry.get('name')} lacks {FIELDS - set(entry)}"
+        assert set(entry) >= FIELDS, f"{entry.get('name')} lacks {FIELDS - set(entry)}"
     text = (tmp_path / "resources.json").read_text()
     assert "3000.0" not in text, "numbers must be ints, not floats"
     outputs = json.loads((tmp_path / "outputs.json").read_text())

@@ -22,7 +22,7 @@ from components.spec import ServiceSpec, VolumeSpec
 __all__ = ["SECRET_FILES_LABEL", "DockerPlatform", "DockerPlatformArgs"]
 
 _GELF_PORT = 12201
-SECRET_FILES_LABEL = "com.luna.secret-files"
+SECRET_FILES_LABEL = "com.luna.secret-files"  # noqa: S105 - a label name
 
 
 @dataclass(frozen=True)
