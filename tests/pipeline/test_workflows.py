@@ -291,6 +291,7 @@ def test_security_and_quality_stages() -> None:
     wf = load(PIPELINE)
     manifests = run_text(job(wf, "scan-manifests"))
     assert "infra.render" in manifests and "--framework kubernetes" in manifests
+    assert "--only outputs" in manifests, "scan-manifests must check the rendered outputs"
     assert "pip-audit" in run_text(job(wf, "scan-dependencies"))
     assert steps_using(job(wf, "scan-secrets"), "trufflesecurity/trufflehog")
     assert "zizmor" in run_text(job(wf, "scan-workflows"))
