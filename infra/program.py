@@ -12,7 +12,7 @@ from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging, LoggingArgs, LoggingImages
 from components.monitoring import PUSHGATEWAY_URL, Monitoring, MonitoringArgs, MonitoringImages
-from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+from components.platforms import Platform
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import Resources
 from infra.settings import Settings
@@ -20,12 +20,34 @@ from infra.settings import Settings
 __all__ = ["build"]
 
 
-def build(s: Settings) -> dict[str, Any]:
-    """Create every component the stack's settings ask for; return the stack outputs."""
-    platform = DockerPlatform(
+def make_platform(s: Settings) -> Platform:
+    """The stack's platform; each module is imported only when chosen (SDK import time)."""
+    if s.platform == "kubernetes":
+        from components.platforms.kubernetes import KubernetesPlatform, KubernetesPlatformArgs
+
+        return KubernetesPlatform(
+            f"luna-{s.platform}",
+            KubernetesPlatformArgs(
+                stack=s.stack,
+                kubeconfig=s.secrets.kubeconfig,
+                context=s.kube_context,
+                storage_class=s.storage_class,
+                app_max_replicas=s.app_max_replicas,
+                ship_logs=s.logging,
+                log_collector_image=s.images.fluent_bit,
+            ),
+        )
+    from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+
+    return DockerPlatform(
         f"luna-{s.platform}",
         DockerPlatformArgs(stack=s.stack, host=s.docker_host, ship_logs=s.logging),
     )
+
+
+def build(s: Settings) -> dict[str, Any]:
+    """Create every component the stack's settings ask for; return the stack outputs."""
+    platform = make_platform(s)
     img = s.images
     database = Database(
         "luna-database",
@@ -105,6 +127,7 @@ def build(s: Settings) -> dict[str, Any]:
         "stack": s.stack,
         "platform": s.platform,
         "app_url": s.app_url,
+        "app_image": s.images.app,
         "database_url": database.url,
     }
     if s.monitoring:
@@ -123,6 +146,7 @@ def build(s: Settings) -> dict[str, Any]:
                     nginx_exporter=img.nginx_exporter,
                 ),
                 app_targets=app.addresses,
+                app_dns_names=app.dns_names,
                 app_metrics_path=s.metrics_path,
                 crisis_probe_url=f"{app.internal_url}{s.crisis_path}",
                 thresholds=AlertThresholds(
