@@ -58,6 +58,8 @@ class LunaApp(pulumi.ComponentResource):
 
     addresses: Sequence[str]
     """``host:port`` of each replica, for the proxy and for scraping."""
+    dns_names: Sequence[str]
+    """Names with one A record per replica (Kubernetes), for DNS-based scrape discovery."""
     internal_url: str
     url: str
 
@@ -128,6 +130,7 @@ class LunaApp(pulumi.ComponentResource):
             after=[migration],
         )
         self.addresses = tuple(app.addresses)
+        self.dns_names = tuple(app.dns_names)
         self.internal_url = f"http://{SERVICE}:{APP_PORT}"
         self.url = args.app_url
         self.register_outputs({"url": self.url, "internal_url": self.internal_url})

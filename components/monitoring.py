@@ -58,6 +58,9 @@ class MonitoringArgs:
     grafana_port: int | None = 3001
     """Host loopback port for Grafana (Docker); reach it through an SSH tunnel."""
     protect: bool = False
+    app_dns_names: Sequence[str] = ()
+    """When set, replicas are discovered through DNS (one A record each) on the
+    targets' port, since one Service address reaches a random replica."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -80,7 +83,12 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("luna:components:Monitoring", name, None, opts)
         p, img = args.platform, args.images
         jobs = [
-            ScrapeJob("app", args.app_targets, metrics_path=args.app_metrics_path),
+            ScrapeJob(
+                "app",
+                args.app_targets,
+                metrics_path=args.app_metrics_path,
+                dns_names=tuple(args.app_dns_names),
+            ),
             ScrapeJob("crisis-probe", [args.crisis_probe_url], probe_via="blackbox:9115"),
             ScrapeJob("prometheus", ["127.0.0.1:9090"]),
         ]

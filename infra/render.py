@@ -5,8 +5,10 @@
 
 Writes ``resources.json`` (every resource with its parent, dependencies,
 options and inputs, secrets masked), ``outputs.json`` and ``files/`` (every
-configuration file shipped into a container, secrets masked). Needs no Pulumi
-CLI and no network. Bad configuration exits 2 with one line.
+configuration file shipped into a container, secrets masked). For a kubernetes
+stack it also writes ``manifests/<kind>-<name>.yaml``: one object per file, as
+the provider would apply it, and ``files/<ConfigMap or Secret name>/<path>``.
+Needs no Pulumi CLI and no network. Bad configuration exits 2 with one line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from pulumi.runtime import rpc
 
 from components.platforms.docker import SECRET_FILES_LABEL
+from components.platforms.kubernetes import FILES_ANNOTATION
 from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
@@ -58,9 +61,33 @@ class Rendered:
             for r in self.monitor.records.values()
         ]
 
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every Kubernetes object as the provider would apply it; secret leaves masked."""
+        objects = []
+        for r in self.monitor.records.values():
+            if not (r.custom and r.type.startswith("kubernetes:")):
+                continue
+            body = mask(r.inputs)
+            name = unwrap(r.outputs.get("metadata") or {}).get("name")
+            metadata = {**(body.pop("metadata", None) or {}), "name": name}
+            api, kind = body.pop("apiVersion"), body.pop("kind")
+            objects.append({"apiVersion": api, "kind": kind, "metadata": metadata, **body})
+        return objects
+
     def files(self) -> dict[str, str]:
-        """Every file shipped into a container: ``<container>/<path>`` → masked text."""
+        """Every file shipped into a container, secrets masked.
+
+        Docker: ``<container>/<path>``; Kubernetes: ``<ConfigMap or Secret>/<path>``.
+        """
         shipped: dict[str, str] = {}
+        for obj in self.manifests():
+            note = (obj["metadata"].get("annotations") or {}).get(FILES_ANNOTATION)
+            if obj["kind"] not in ("ConfigMap", "Secret") or not note:
+                continue
+            data = obj.get("data") or obj.get("stringData") or {}
+            for key, path in json.loads(note).items():
+                text = MASK + "\n" if obj["kind"] == "Secret" else str(data[key])
+                shipped[f"{obj['metadata']['name']}{path}"] = text
         for r in self.monitor.records.values():
             if r.type != "docker:index/container:Container":
                 continue
@@ -196,6 +223,15 @@ def write(rendered: Rendered, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "resources.json").write_text(json.dumps(rendered.resources(), indent=2) + "\n")
     (out / "outputs.json").write_text(json.dumps(mask(rendered.outputs), indent=2) + "\n")
+    manifests = rendered.manifests()
+    if manifests:
+        folder = out / "manifests"
+        folder.mkdir(exist_ok=True)
+        for obj in manifests:
+            path = folder / f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+            if path.exists():
+                raise RuntimeError(f"two objects would be written to {path}")
+            path.write_text(yaml.safe_dump(obj, sort_keys=False))
     files = out / "files"
     for relative, text in rendered.files().items():
         target = files / relative

@@ -74,6 +74,7 @@ class Images:
     elasticsearch: str
     logstash: str
     kibana: str
+    fluent_bit: str
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,15 @@ class Settings:
     platform: Literal["docker", "kubernetes"]
     docker_host: str
     kube_context: str | None
+    storage_class: str | None
+    """Kubernetes PVC storage class; ``None``: the cluster's default class."""
     images: Images
     app_url: str
     server_name: str
     node_env: Literal["production", "development"]
     app_replicas: int
+    app_max_replicas: int
+    """Kubernetes HPA ceiling for the app."""
     app_memory_mb: int
     app_cpus: float
     health_path: str
@@ -238,6 +243,14 @@ def _pinned(ref: str) -> bool:
     return bool(digest) or (tag is not None and tag != "latest")
 
 
+def _storage_class(r: _Reader) -> str | None:
+    value = r.raw("storageClass") or ""
+    # A DNS-1123 subdomain, as Kubernetes requires of object names.
+    if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+        raise ConfigError("storageClass", value, "a StorageClass name (lowercase DNS subdomain)")
+    return value or None
+
+
 def _url(value: str) -> bool:
     parsed = urlparse(value)
     return parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.path in ("", "/")
@@ -268,6 +281,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         elasticsearch=r.image("elasticsearchImage"),
         logstash=r.image("logstashImage"),
         kibana=r.image("kibanaImage"),
+        fluent_bit=r.image("fluentBitImage"),
     )
     secrets = Secrets(
         db_password=r.secret("dbPassword"),
@@ -289,11 +303,13 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
             lambda v: bool(re.fullmatch(r"(unix|tcp|ssh)://\S+", v)),
         ),
         kube_context=r.raw("kubeContext") or None,
+        storage_class=_storage_class(r),
         images=images,
         app_url=app_url.rstrip("/"),
         server_name=urlparse(app_url).hostname or "",
         node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
         app_replicas=r.integer("appReplicas", 1, 50),
+        app_max_replicas=r.integer("appMaxReplicas", 1, 100),
         app_memory_mb=r.integer("appMemoryMb", 128, 16384),
         app_cpus=r.number("appCpus", 0.1, 16),
         health_path=r.path("healthPath"),
@@ -369,5 +385,7 @@ def _check_combinations(s: Settings) -> None:
         )
     if s.backups and s.database != "postgres":
         raise ConfigError("backups", "true", "backups need database: postgres")
-    if s.platform == "kubernetes":
-        raise ConfigError("platform", s.platform, "docker (kubernetes is not implemented yet)")
+    if s.app_max_replicas < s.app_replicas:
+        raise ConfigError(
+            "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
+        )

@@ -27,6 +27,10 @@ class ScrapeJob:
     interval_s: int | None = None
     honor_labels: bool = False
     """Keep the pushed ``job`` label (Pushgateway)."""
+    dns_names: Sequence[str] = ()
+    """Discover targets as the A records of these names (a headless Service), on
+    the port of the first target: ``dns_sd_configs``, which promtool accepts
+    everywhere, unlike ``kubernetes_sd_configs``. Empty: ``static_configs``."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ def prometheus_config(*, stack: str, jobs: Sequence[ScrapeJob], scrape_interval_
             "metrics_path": job.metrics_path,
             "static_configs": [{"targets": list(job.targets)}],
         }
+        if job.dns_names:
+            port = int(job.targets[0].rsplit(":", 1)[1]) if job.targets else 80
+            del cfg["static_configs"]
+            cfg["dns_sd_configs"] = [{"names": list(job.dns_names), "type": "A", "port": port}]
         if job.honor_labels:
             cfg["honor_labels"] = True
         if job.interval_s:

@@ -32,6 +32,9 @@ class Deployment:
     gate: pulumi.Output[str] | None = None
     addresses: Sequence[str] = field(default_factory=tuple)
     """``host:port`` of each replica's first port, for load balancers and scrapes."""
+    dns_names: Sequence[str] = field(default_factory=tuple)
+    """Names resolving to one A record per replica (a headless Service), for DNS
+    discovery; empty where ``addresses`` already name each replica (Docker)."""
 
 
 class Platform(Protocol):
