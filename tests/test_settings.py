@@ -110,3 +110,89 @@ def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("note:")]
     assert lines == ["error: config luna:appReplicas = '-1' is invalid: an integer from 1 to 50"]
+
+
+FREE_FORM = {"kubeContext"}  # any context name a kubeconfig may hold
+EXPLICIT_BAD = {
+    "platform": "swarm",
+    "dockerHost": "localhost",
+    "appUrl": "ftp://luna-app.com",
+    "nodeEnv": "test",
+    "appCpus": "lots",
+    "database": "mysql",
+    "redisEvictionPolicy": "lru",
+    "storageClass": "Bad_Class",
+}
+
+
+def _bad_value(key: str, declaration: dict[str, object]) -> str:
+    if key in EXPLICIT_BAD:
+        return EXPLICIT_BAD[key]
+    if declaration.get("type") == "integer":
+        return "not-a-number"
+    if declaration.get("type") == "boolean":
+        return "maybe"
+    if key.endswith("Image"):
+        return "registry.example/luna:latest"
+    if key.endswith("Path"):
+        return "no-leading-slash"
+    raise AssertionError(f"no bad value known for luna:{key}; add one to EXPLICIT_BAD")
+
+
+def _declared_keys() -> list[tuple[str, dict[str, object]]]:
+    import yaml
+
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    return [
+        (full.split(":", 1)[1], decl)
+        for full, decl in project["config"].items()
+        if full.split(":", 1)[1] not in FREE_FORM
+    ]
+
+
+@pytest.mark.parametrize(("key", "declaration"), _declared_keys(), ids=lambda v: str(v)[:40])
+def test_every_declared_key_rejects_a_bad_value(
+    key: str, declaration: dict[str, object], capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    value = _bad_value(key, declaration)
+    code = main(["--stack", "prod", "--out", str(tmp_path), "--config", f"{key}={value}"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2, f"luna:{key}={value!r} was accepted"
+    assert len(errors) == 1 and f"luna:{key} " in errors[0], errors
+
+
+def test_runs_as_pulumi_runs_it_from_inside_infra(tmp_path: object) -> None:
+    """`main: infra/`: Pulumi runs infra/__main__.py with infra/ as sys.path[0]."""
+    script = (
+        "import runpy, sys, pulumi\n"
+        "from infra.mocks import LunaMocks, RecordingMonitor\n"
+        "from infra.render import load_stack_config\n"
+        "sys.path[0] = '.'\n"
+        "stack, replicas = sys.argv[1], sys.argv[2]\n"
+        "config, secret_keys = load_stack_config(stack, overrides=[('appReplicas', replicas)])\n"
+        "monitor = RecordingMonitor(LunaMocks())\n"
+        "pulumi.runtime.set_mocks(LunaMocks(), project='luna', stack=stack, monitor=monitor)\n"
+        "pulumi.runtime.set_all_config(config, secret_keys)\n"
+        "@pulumi.runtime.test\n"
+        "def run():\n"
+        "    runpy.run_path('.', run_name='__main__')\n"
+        "try:\n"
+        "    run()\n"
+        "except pulumi.RunError as e:\n"
+        "    print('RunError:', e); sys.exit(3)\n"
+        "print(len(monitor.records), 'resources')\n"
+    )  # fmt: skip
+    ok = subprocess.run(
+        [sys.executable, "-c", script, "dev", "1"],
+        cwd=REPO / "infra", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert int(ok.stdout.split()[0]) > 5, ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-c", script, "dev", "0"],
+        cwd=REPO / "infra", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 3, bad.stdout + bad.stderr
+    assert bad.stdout.strip() == (
+        "RunError: config luna:appReplicas = '0' is invalid: an integer from 1 to 50"
+    ), bad.stdout
