@@ -109,6 +109,7 @@ class Logging(pulumi.ComponentResource):
                 # The Elastic images write their keystore and settings at start.
                 read_only_root=False,
                 ship_logs=False,
+                protect=args.protect,
             ),
             parent=self,
         )

@@ -212,6 +212,7 @@ class Monitoring(pulumi.ComponentResource):
                 ),
                 user="65534:65534",
                 connects_to=tuple(scraped),
+                protect=args.protect,
             ),
             parent=self,
         )
