@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components.passwords import secret_or_generated
-from components.platforms import Platform
+from components.platforms import Deployment, Platform
 from components.spec import HealthCheck, Mount, Port, Resources, ServiceSpec
 
 __all__ = ["APP_PORT", "LunaApp", "LunaAppArgs"]
@@ -57,6 +57,8 @@ class LunaApp(pulumi.ComponentResource):
     """
 
     addresses: Sequence[str]
+    deployment: Deployment
+    """The replicas, for services that must restart when they are replaced."""
     """``host:port`` of each replica, for the proxy and for scraping."""
     dns_names: Sequence[str]
     """Names with one A record per replica (Kubernetes), for DNS-based scrape discovery."""
@@ -130,6 +132,7 @@ class LunaApp(pulumi.ComponentResource):
             after=[migration],
         )
         self.addresses = tuple(app.addresses)
+        self.deployment = app
         self.dns_names = tuple(app.dns_names)
         self.internal_url = f"http://{SERVICE}:{APP_PORT}"
         self.url = args.app_url

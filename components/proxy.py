@@ -9,7 +9,7 @@ import pulumi
 import pulumi_tls as tls
 
 from components.configs.nginx import NginxSettings, nginx_conf
-from components.platforms import Platform
+from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Port, Resources, ServiceSpec
 
 __all__ = ["ReverseProxy", "ReverseProxyArgs"]
@@ -25,6 +25,8 @@ class ReverseProxyArgs:
     image: str
     server_name: str
     upstreams: Sequence[str]
+    upstream_deployment: Deployment | None = None
+    """The app replicas; nginx restarts when they are replaced (it resolves names at start)."""
     http_port: int = 80
     https_port: int = 443
     client_max_body_mb: int = 10
@@ -123,5 +125,6 @@ class ReverseProxy(pulumi.ComponentResource):
                 connects_to=("app",),
             ),
             parent=self,
+            after=[args.upstream_deployment] if args.upstream_deployment else [],
         )
         self.register_outputs({"status_address": self.status_address})

@@ -113,6 +113,7 @@ def build(s: Settings) -> dict[str, Any]:
                 image=img.nginx,
                 server_name=s.server_name,
                 upstreams=app.addresses,
+                upstream_deployment=app.deployment,
                 http_port=s.http_port,
                 https_port=s.https_port,
                 client_max_body_mb=s.client_max_body_mb,

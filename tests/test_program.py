@@ -195,7 +195,8 @@ def test_app_starts_only_after_its_migration(stack_render: tuple[str, str, Rende
         if rec.name.startswith("luna-app-web"):
             assert migrate.urn in rec.dependencies, f"{stack}: {rec.name} does not wait"
             labels = {lab["label"]: lab["value"] for lab in unwrap(rec.inputs["labels"])}
-            assert labels.get("com.luna.after.0") == "succeeded", f"{rec.name} has no gate"
+            gate = labels.get("com.luna.after.app-migrate")
+            assert gate == "succeeded", f"{rec.name} has no gate"
 
 
 def test_migration_runs_prisma_with_the_app_image(stack_render: tuple[str, str, Rendered]) -> None:
@@ -263,3 +264,18 @@ def test_dev_without_proxy_outputs_localhost() -> None:
 
 def resources_count(r: Rendered) -> Resources:
     return resources_of(r)
+
+
+def test_proxy_restarts_when_app_replicas_are_replaced() -> None:
+    res = resources_of(rendered("prod", "docker"))
+    proxy = res.named("luna-proxy-nginx")
+    web = [r for r in res.of_type("/container:Container") if r.name.startswith("luna-app-web")]
+    labels = {lab["label"]: lab["value"] for lab in unwrap(proxy.inputs["labels"])}
+    ids = sorted(f"{r.name}_id" for r in web)
+    assert labels.get("com.luna.after.app") == ",".join(ids), labels
+    assert all(r.urn in proxy.dependencies for r in web), "proxy does not wait for the app"
+
+
+def test_named_containers_are_deleted_before_replacement() -> None:
+    for name, rec in resources_of(rendered("prod", "docker")).containers().items():
+        assert rec.delete_before_replace, f"{name}: a replacement would collide on its name"

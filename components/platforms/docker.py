@@ -109,7 +109,17 @@ class DockerPlatform(pulumi.ComponentResource):
         self._deployed.add(spec.name)
         self._flows.extend((spec.name, target) for target in spec.connects_to)
         image = self._image(spec.image)
-        gates = [d.gate for d in after if d.gate is not None]
+        # A dependant restarts after what it follows: a job's gate fails it when
+        # the job failed, and a replaced container (new IP) replaces it too, so
+        # nginx never keeps resolving a replica that no longer exists.
+        gates = {
+            d.service: d.gate
+            if d.gate is not None
+            else pulumi.Output.all(
+                *[r.id for r in d.resources if isinstance(r, pulumi.CustomResource)]
+            ).apply(lambda ids: ",".join(sorted(str(i) for i in ids)))
+            for d in after
+        }
         depends = [r for d in after for r in d.resources]
         replicas = spec.replicas if spec.workload == "service" else 1
         containers = []
@@ -127,7 +137,8 @@ class DockerPlatform(pulumi.ComponentResource):
                         provider=self.provider,
                         depends_on=depends,
                         protect=spec.protect,
-                        delete_before_replace=bool(spec.ports and _published(spec)),
+                        # Container names are fixed, so a replacement must go first.
+                        delete_before_replace=True,
                     ),
                 )
             )
@@ -196,7 +207,7 @@ class DockerPlatform(pulumi.ComponentResource):
         spec: ServiceSpec,
         replica: str,
         image: docker.RemoteImage,
-        gates: list[pulumi.Output[str]],
+        gates: dict[str, pulumi.Output[str]],
     ) -> docker.ContainerArgs:
         networks = []
         if spec.ports:
@@ -234,8 +245,8 @@ class DockerPlatform(pulumi.ComponentResource):
             # Docker keeps `uploads` as one property, so one secret file makes the
             # whole list secret in state; this label says which files really are.
             labels[SECRET_FILES_LABEL] = pulumi.Output.from_input(",".join(secret_files))
-        for i, gate in enumerate(gates):
-            labels[f"com.luna.after.{i}"] = gate
+        for service, gate in gates.items():
+            labels[f"com.luna.after.{service}"] = gate
 
         entrypoint, command = _command(spec)
         job = spec.workload == "job"
