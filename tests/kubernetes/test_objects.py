@@ -263,7 +263,7 @@ def test_migration_job_name_changes_with_the_image() -> None:
             if o["kind"] == "Job" and o["metadata"]["name"].startswith("app-migrate-")
         ]
         assert len(found) == 1, f"migration jobs: {found}"
-        return found[0]
+        return str(found[0])
 
     first, again = name("ghcr.io/luna-app/luna-web:1.0.0"), name("ghcr.io/luna-app/luna-web:1.0.0")
     other = name("ghcr.io/luna-app/luna-web:1.0.1")
