@@ -12,7 +12,7 @@ from tests.support.harness import Resources
 
 STACKS = ("dev", "staging", "prod")
 # Every stack is tested on every platform listed here.
-PLATFORMS: tuple[str, ...] = ("docker",)
+PLATFORMS: tuple[str, ...] = ("docker", "kubernetes")
 
 SECRET_VALUES = {
     "openaiApiKey": "sk-test-openai-0123456789abcdef",

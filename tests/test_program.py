@@ -10,6 +10,7 @@ from infra.mocks import mask, unwrap
 from infra.render import Rendered
 from tests.conftest import PLATFORMS, STACKS, rendered, resources_of
 from tests.support.harness import Resources, is_secret
+from tests.support.inventory import data_records, exposed_ports, replica_count, workloads
 
 DATA_SERVICES = ("database", "cache", "elasticsearch")
 PROD_SERVICES = {
@@ -20,19 +21,18 @@ PROD_SERVICES = {
 
 
 def services(r: Rendered) -> dict[str, list[dict[str, object]]]:
-    """Deployed service name → the container inputs (one per replica)."""
-    found: dict[str, list[dict[str, object]]] = {}
-    for rec in resources_of(r).of_type("/container:Container"):
-        labels = {lab["label"]: lab["value"] for lab in unwrap(rec.inputs["labels"])}
-        found.setdefault(labels["com.luna.service"], []).append(rec.inputs)
-    return found
+    return workloads(r)
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_dev_runs_the_app_alone_with_sqlite(platform: str) -> None:
     found = services(rendered("dev", platform))
     assert set(found) == {"app", "app-migrate"}, f"dev deploys {sorted(found)}"
-    app = found["app"][0]
+
+
+def test_dev_app_answers_on_localhost_3000_with_sqlite() -> None:
+    # dev is a Docker stack by design (a laptop).
+    app = services(rendered("dev", "docker"))["app"][0]
     ports = unwrap(app["ports"])
     assert ports == [{"internal": 3000, "external": 3000, "ip": "127.0.0.1", "protocol": "tcp"}]
     mounts = unwrap(app["mounts"])
@@ -49,33 +49,45 @@ def test_staging_and_prod_run_every_service(stack: str, platform: str) -> None:
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_prod_has_n_app_replicas(platform: str) -> None:
-    found = services(rendered("prod", platform))
-    assert len(found["app"]) == 3, f"prod runs {len(found['app'])} app replicas, wants 3"
+    count = replica_count(rendered("prod", platform), "app")
+    assert count == 3, f"prod runs {count} app replicas on {platform}, wants 3"
 
 
 def test_no_data_service_is_published_on_the_host(stack_render: tuple[str, str, Rendered]) -> None:
-    stack, _, r = stack_render
-    for service, replicas in services(r).items():
-        if service in DATA_SERVICES:
-            for inputs in replicas:
-                assert not inputs.get("ports"), f"{stack}: {service} publishes {inputs['ports']}"
+    stack, platform, r = stack_render
+    for service in DATA_SERVICES:
+        exposed = exposed_ports(r, service)
+        assert not exposed, f"{stack}/{platform}: {service} is reachable from outside: {exposed}"
 
 
-def test_operator_uis_bind_to_loopback_only(stack_render: tuple[str, str, Rendered]) -> None:
-    stack, _, r = stack_render
-    for service, replicas in services(r).items():
-        for inputs in replicas:
-            for port in unwrap(inputs.get("ports") or []):
-                if service != "proxy":
-                    assert port["ip"] == "127.0.0.1", f"{stack}: {service} publishes {port}"
+def test_only_the_edge_is_exposed_beyond_loopback(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, platform, r = stack_render
+    for service in services(r):
+        public = [
+            p for p in exposed_ports(r, service) if p.get("ip", "*") != "127.0.0.1"
+        ]  # fmt: skip
+        if public:
+            assert service == "proxy", f"{stack}/{platform}: {service} is public: {public}"
 
 
 def test_physical_names_carry_the_stack(stack_render: tuple[str, str, Rendered]) -> None:
-    stack, _, r = stack_render
+    stack, platform, r = stack_render
+    checked = 0
     for rec in resources_of(r):
         if rec.type.split("/")[-1].split(":")[-1] in ("Container", "Network", "Volume"):
             name = unwrap(rec.inputs["name"])
             assert name.startswith(f"luna-{stack}-"), f"{rec.name} is named {name!r}"
+            checked += 1
+    # On Kubernetes the stack's namespace carries it.
+    for obj in r.manifests():
+        where = (
+            obj["metadata"]["name"]
+            if obj["kind"] == "Namespace"
+            else obj["metadata"].get("namespace")
+        )
+        assert where == f"luna-{stack}", f"{obj['kind']} {obj['metadata']['name']} in {where}"
+        checked += 1
+    assert checked, f"{stack}/{platform}: nothing named"
 
 
 def test_stacks_never_collide_on_one_docker_host() -> None:
@@ -105,23 +117,35 @@ def test_every_child_is_parented_and_named_after_its_component(
         assert rec.name.startswith(parent.name + "-"), f"{rec.name} not named after {parent.name}"
 
 
+def _images(r: Rendered) -> set[str]:
+    refs = {unwrap(rec.inputs["name"]) for rec in resources_of(r).of_type("RemoteImage")}
+    for items in workloads(r).values():
+        for obj in items:
+            if "kind" in obj:
+                spec = obj["spec"].get("jobTemplate", {}).get("spec", obj["spec"])
+                pod = spec["template"]["spec"]
+                refs |= {c["image"] for c in pod["containers"] + pod.get("initContainers", [])}
+    return refs
+
+
 def test_images_are_pinned(stack_render: tuple[str, str, Rendered]) -> None:
-    stack, _, r = stack_render
-    for rec in resources_of(r).of_type("remoteImage:RemoteImage"):
-        ref = unwrap(rec.inputs["name"])
+    stack, platform, r = stack_render
+    refs = _images(r)
+    assert refs, f"{stack}/{platform}: no images"
+    for ref in refs:
         assert ":" in ref.rsplit("/", 1)[-1] or "@sha256:" in ref, f"{stack}: {ref} unpinned"
         assert not ref.endswith(":latest"), f"{stack}: {ref} uses latest"
 
 
-def test_every_docker_resource_uses_the_explicit_provider(
+def test_every_platform_resource_uses_the_explicit_provider(
     stack_render: tuple[str, str, Rendered],
 ) -> None:
     _, platform, r = stack_render
-    if platform != "docker":
-        pytest.skip("docker only")
-    for rec in resources_of(r):
-        if rec.type.startswith("docker:"):
-            assert "luna-docker-provider" in rec.provider, f"{rec.name} uses {rec.provider!r}"
+    provider_type = "docker" if platform == "docker" else "kubernetes"
+    checked = [rec for rec in resources_of(r) if rec.type.startswith(f"{provider_type}:")]
+    assert checked, f"no {provider_type} resources"
+    for rec in checked:
+        assert f"luna-{platform}-provider" in rec.provider, f"{rec.name} uses {rec.provider!r}"
 
 
 def test_generated_passwords_are_secret_outputs(stack_render: tuple[str, str, Rendered]) -> None:
@@ -130,11 +154,10 @@ def test_generated_passwords_are_secret_outputs(stack_render: tuple[str, str, Re
         assert is_secret(rec.outputs["result"]), f"{rec.name}.result is not secret"
 
 
-def test_secret_environment_reaches_containers_as_secret(
-    stack_render: tuple[str, str, Rendered],
-) -> None:
-    stack, _, r = stack_render
-    for service, replicas in services(r).items():
+@pytest.mark.parametrize("stack", STACKS)
+def test_secret_environment_reaches_docker_containers_as_secret(stack: str) -> None:
+    # Kubernetes: tests/kubernetes checks every secret goes through secretKeyRef.
+    for service, replicas in services(rendered(stack, "docker")).items():
         for inputs in replicas:
             envs = inputs.get("envs")
             text = json.dumps(unwrap(envs))
@@ -170,24 +193,33 @@ def test_ui_urls_are_exported_where_deployed(platform: str) -> None:
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_prod_protects_and_retains_its_data(platform: str) -> None:
-    res = resources_of(rendered("prod", platform))
-    volumes = res.of_type("volume:Volume")
-    assert volumes, "prod has no volumes"
-    for rec in volumes:
-        assert rec.protect and rec.retain_on_delete, f"prod volume {rec.name} is not protected"
-    db = res.named("luna-database-postgres")
-    assert db.protect, "prod database container is not protected"
+    data = data_records(rendered("prod", platform))
+    assert len(data) >= 4, f"prod has only {[d.name for d in data]}"
+    for rec in data:
+        assert rec.protect and rec.retain_on_delete, f"prod {rec.type} {rec.name} is unprotected"
+    db = resources_of(rendered("prod", platform)).named("luna-database-postgres")
+    assert db.protect, f"prod database ({db.type}) is not protected"
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_staging_data_is_not_protected(platform: str) -> None:
-    for rec in resources_of(rendered("staging", platform)).of_type("volume:Volume"):
-        assert not rec.protect, f"staging volume {rec.name} is protected"
+    data = data_records(rendered("staging", platform))
+    assert data, "staging has no persistent data"
+    for rec in data:
+        assert not rec.protect, f"staging {rec.type} {rec.name} is protected"
 
 
 def test_app_starts_only_after_its_migration(stack_render: tuple[str, str, Rendered]) -> None:
-    stack, _, r = stack_render
+    stack, platform, r = stack_render
     res = resources_of(r)
+    if platform == "kubernetes":
+        jobs = res.of_type("batch/v1:Job")
+        migrate_job = next(j for j in jobs if j.name.startswith("luna-app-migrate"))
+        apps = [d for d in res.of_type("apps/v1:Deployment") if d.name.startswith("luna-app-web")]
+        assert apps, "no app Deployment"
+        for dep in apps:
+            assert migrate_job.urn in dep.dependencies, f"{stack}: {dep.name} does not wait"
+        return
     migrate = res.named("luna-app-migrate")
     assert unwrap(migrate.inputs["attach"]) is True, "migration does not run to completion"
     assert unwrap(migrate.inputs["mustRun"]) is False
@@ -200,7 +232,14 @@ def test_app_starts_only_after_its_migration(stack_render: tuple[str, str, Rende
 
 
 def test_migration_runs_prisma_with_the_app_image(stack_render: tuple[str, str, Rendered]) -> None:
-    _, _, r = stack_render
+    stack, platform, r = stack_render
+    if platform == "kubernetes":
+        found = workloads(r)
+        job = found["app-migrate"][0]["spec"]["template"]["spec"]["containers"][0]
+        app = found["app"][0]["spec"]["template"]["spec"]["containers"][0]
+        assert job["command"] == ["npx", "--no-install", "prisma", "migrate", "deploy"], job
+        assert job["image"] == app["image"], f"{stack}: migration uses another image"
+        return
     res = resources_of(r)
     migrate, web = res.named("luna-app-migrate"), res.containers()
     app = next(v for k, v in web.items() if k.endswith("-app") or k.endswith("-app-0"))
@@ -210,9 +249,9 @@ def test_migration_runs_prisma_with_the_app_image(stack_render: tuple[str, str, 
     assert migrate.inputs["image"] == app.inputs["image"], "migration uses another image"
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
-def test_networks_follow_the_declared_flows(platform: str) -> None:
-    res = resources_of(rendered("prod", platform))
+def test_docker_networks_follow_the_declared_flows() -> None:
+    # Kubernetes NetworkPolicies: tests/kubernetes.
+    res = resources_of(rendered("prod", "docker"))
     nets = {r.urn: unwrap(r.inputs["name"]) for r in res.of_type("network:Network")}
     internal = {
         unwrap(r.inputs["name"]): bool(unwrap(r.inputs.get("internal")))
@@ -243,9 +282,10 @@ def test_logs_ship_to_logstash_on_the_host_loopback() -> None:
     assert unwrap(dev_app["logDriver"]) == "json-file", "dev ships logs nowhere"
 
 
-def test_containers_are_hardened(stack_render: tuple[str, str, Rendered]) -> None:
-    stack, _, r = stack_render
-    for name, rec in resources_of(r).containers().items():
+@pytest.mark.parametrize("stack", STACKS)
+def test_docker_containers_are_hardened(stack: str) -> None:
+    # Kubernetes pod hardening: tests/kubernetes.
+    for name, rec in resources_of(rendered(stack, "docker")).containers().items():
         inputs = unwrap(rec.inputs)
         assert inputs["capabilities"]["drops"] == ["ALL"], f"{stack}: {name} keeps capabilities"
         assert "no-new-privileges:true" in inputs["securityOpts"], f"{name} may escalate"

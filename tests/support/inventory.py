@@ -1,0 +1,85 @@
+"""What a render deployed, asked the same way on either platform.
+
+Tests of platform-neutral properties (which services run, how many replicas,
+what is exposed, what is protected) use these; platform-specific shapes are
+tested in tests/test_program.py (Docker) and tests/kubernetes/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.mocks import Record, unwrap
+from infra.render import Rendered
+
+__all__ = ["data_records", "exposed_ports", "replica_count", "services", "workloads"]
+
+_WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
+_NAME = "app.kubernetes.io/name"
+
+
+def _labels(rec: Record) -> dict[str, str]:
+    return {lab["label"]: lab["value"] for lab in unwrap(rec.inputs.get("labels") or [])}
+
+
+def workloads(r: Rendered) -> dict[str, list[dict[str, Any]]]:
+    """Service name → its Docker containers' inputs, or its Kubernetes workload objects."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for rec in r.monitor.records.values():
+        if rec.type == "docker:index/container:Container":
+            found.setdefault(_labels(rec)["com.luna.service"], []).append(rec.inputs)
+    for obj in r.manifests():
+        if obj["kind"] in _WORKLOADS:
+            found.setdefault(obj["metadata"]["labels"][_NAME], []).append(obj)
+    return found
+
+
+def services(r: Rendered) -> set[str]:
+    return set(workloads(r))
+
+
+def replica_count(r: Rendered, service: str) -> int:
+    """Docker: containers; Kubernetes: `replicas`, or the HPA's floor when an HPA owns it."""
+    items = workloads(r)[service]
+    if "kind" not in items[0]:
+        return len(items)
+    for obj in r.manifests():
+        if (
+            obj["kind"] == "HorizontalPodAutoscaler"
+            and obj["spec"]["scaleTargetRef"]["name"] == (items[0]["metadata"]["name"])
+        ):
+            return int(obj["spec"]["minReplicas"])
+    return int(items[0]["spec"].get("replicas", 1))
+
+
+def exposed_ports(r: Rendered, service: str) -> list[Any]:
+    """Ports reachable from outside: host ports (Docker), or NodePort/LoadBalancer
+    Services and hostPorts (Kubernetes)."""
+    exposed: list[Any] = []
+    for item in workloads(r).get(service, []):
+        if "kind" not in item:
+            exposed += unwrap(item.get("ports") or [])
+            continue
+        pod = item["spec"].get("jobTemplate", {}).get("spec", item["spec"])["template"]["spec"]
+        for container in pod["containers"]:
+            exposed += [p for p in container.get("ports") or [] if p.get("hostPort")]
+        selector = item["spec"].get("selector", {}).get("matchLabels", {})
+        for obj in r.manifests():
+            if obj["kind"] != "Service" or obj["spec"].get("type") not in (
+                "NodePort",
+                "LoadBalancer",
+            ):
+                continue
+            if selector and obj["spec"].get("selector") == selector:
+                exposed += obj["spec"]["ports"]
+    return exposed
+
+
+def data_records(r: Rendered) -> list[Record]:
+    """Persistent data: Docker volumes, Kubernetes PVCs and StatefulSets."""
+    kinds = (
+        "docker:index/volume:Volume",
+        "kubernetes:core/v1:PersistentVolumeClaim",
+        "kubernetes:apps/v1:StatefulSet",
+    )
+    return [rec for rec in r.monitor.records.values() if rec.type in kinds]
