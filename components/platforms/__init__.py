@@ -15,7 +15,7 @@ import pulumi
 
 from components.spec import ServiceSpec, VolumeSpec
 
-__all__ = ["Deployment", "Platform"]
+__all__ = ["Deployment", "FlowGraph", "Platform"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,33 @@ class Deployment:
     dns_names: Sequence[str] = field(default_factory=tuple)
     """Names resolving to one A record per replica (a headless Service), for DNS
     discovery; empty where ``addresses`` already name each replica (Docker)."""
+
+
+class FlowGraph:
+    """Who may talk to whom: the services a stack deploys and the flows they declared.
+
+    Both platforms keep one and enforce it (Docker networks, Kubernetes
+    NetworkPolicies), so the allowed flows are a single fact.
+    """
+
+    def __init__(self) -> None:
+        self.services: dict[str, ServiceSpec] = {}
+        self.flows: list[tuple[str, str]] = []
+
+    def add(self, spec: ServiceSpec) -> None:
+        if spec.name in self.services:
+            raise ValueError(f"service {spec.name!r} is deployed twice")
+        self.services[spec.name] = spec
+        self.flows.extend((spec.name, target) for target in spec.connects_to)
+
+    def check(self) -> None:
+        """Fail when a flow names a service the stack does not deploy."""
+        for source, target in self.flows:
+            if target not in self.services:
+                raise ValueError(f"{source} connects to {target}, which this stack does not deploy")
+
+    def sources(self, target: str) -> list[str]:
+        return sorted({s for s, t in self.flows if t == target})
 
 
 class Platform(Protocol):

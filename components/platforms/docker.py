@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.platforms import Deployment
+from components.platforms import Deployment, FlowGraph
 from components.spec import ServiceSpec, VolumeSpec
 
 __all__ = ["SECRET_FILES_LABEL", "DockerPlatform", "DockerPlatformArgs"]
@@ -64,8 +64,7 @@ class DockerPlatform(pulumi.ComponentResource):
         self._egress: docker.Network | None = None
         self._images: dict[str, docker.RemoteImage] = {}
         self._volumes: dict[str, docker.Volume] = {}
-        self._deployed: set[str] = set()
-        self._flows: list[tuple[str, str]] = []
+        self._graph = FlowGraph()
         self.register_outputs({})
 
     # -- Platform protocol -------------------------------------------------
@@ -104,10 +103,7 @@ class DockerPlatform(pulumi.ComponentResource):
         parent: pulumi.Resource,
         after: Sequence[Deployment] = (),
     ) -> Deployment:
-        if spec.name in self._deployed:
-            raise ValueError(f"service {spec.name!r} is deployed twice")
-        self._deployed.add(spec.name)
-        self._flows.extend((spec.name, target) for target in spec.connects_to)
+        self._graph.add(spec)
         image = self._image(spec.image)
         # A dependant restarts after what it follows: a job's gate fails it when
         # the job failed, and a replaced container (new IP) replaces it too, so
@@ -159,13 +155,11 @@ class DockerPlatform(pulumi.ComponentResource):
 
     def finish(self) -> None:
         """Fail when a service declared a flow to a service this stack does not run."""
-        for source, target in self._flows:
-            if target not in self._deployed:
-                raise ValueError(f"{source} connects to {target}, which this stack does not deploy")
+        self._graph.check()
 
     @property
     def flows(self) -> list[tuple[str, str]]:
-        return list(self._flows)
+        return list(self._graph.flows)
 
     # -- helpers -----------------------------------------------------------
     def _image(self, ref: str) -> docker.RemoteImage:

@@ -30,7 +30,7 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.provider import Provider
 
 from components.configs.fluentbit import HEALTH_PATH, HTTP_PORT, fluent_bit_conf, parsers_conf
-from components.platforms import Deployment
+from components.platforms import Deployment, FlowGraph
 from components.spec import Resources, ServiceSpec, VolumeSpec
 
 __all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "job_name"]
@@ -137,8 +137,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
             opts=self._opts(self),
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
-        self._specs: dict[str, ServiceSpec] = {}
-        self._flows: list[tuple[str, str]] = []
+        self._graph = FlowGraph()
+        self._specs = self._graph.services
         self._finished = False
         self._policy("default-deny", {}, ingress=[], egress=[])
         # Every pod resolves Service names through the cluster DNS.
@@ -172,7 +172,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
 
     @property
     def flows(self) -> list[tuple[str, str]]:
-        return list(self._flows)
+        return list(self._graph.flows)
 
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         if key in self._volumes:
@@ -198,12 +198,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
         parent: pulumi.Resource,
         after: Sequence[Deployment] = (),
     ) -> Deployment:
-        if spec.name in self._specs:
-            raise ValueError(f"service {spec.name!r} is deployed twice")
         if self._finished:
             raise ValueError(f"{spec.name} is deployed after finish()")
-        self._specs[spec.name] = spec
-        self._flows.extend((spec.name, target) for target in spec.connects_to)
+        self._graph.add(spec)
         depends = [r for d in after for r in d.resources]
         pod_volumes, mounts, env = self._pod_inputs(name, spec, parent)
         template = self._template(spec, pod_volumes, mounts, env)
@@ -325,9 +322,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         """Check every flow has a target, add the log collector, write the NetworkPolicies."""
         if self._finished:
             raise ValueError("finish() is called twice")
-        for source, target in self._flows:
-            if target not in self._specs:
-                raise ValueError(f"{source} connects to {target}, which this stack does not deploy")
+        self._graph.check()
         if self._args.ship_logs and "logstash" in self._specs:
             self._log_collector()
         self._finished = True
@@ -661,8 +656,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             connects_to=("logstash",),
             writable_paths=("/tmp",),
         )
-        self._specs[spec.name] = spec
-        self._flows.append((LOG_COLLECTOR, "logstash"))
+        self._graph.add(spec)
         name = f"{self._name}-{LOG_COLLECTOR}"
         files = {
             "/fluent-bit/etc/fluent-bit.conf": fluent_bit_conf(
@@ -739,7 +733,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
     def _service_policy(self, service: str, spec: ServiceSpec) -> None:
         """Ingress from the declared sources, egress to the declared targets only."""
         ingress: list[Manifest] = []
-        sources = sorted({s for s, t in self._flows if t == service})
+        sources = self._graph.sources(service)
         if sources and spec.ports:
             ingress.append(
                 {
