@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -171,13 +172,7 @@ class Monitoring(pulumi.ComponentResource):
             jobs.append(ScrapeJob("pushgateway", ["pushgateway:9091"], honor_labels=True))
 
         job_names = tuple(j.name for j in jobs)
-        thresholds = AlertThresholds(
-            error_ratio=args.thresholds.error_ratio,
-            latency_p95_s=args.thresholds.latency_p95_s,
-            crisis_latency_s=args.thresholds.crisis_latency_s,
-            backup_max_age_h=args.thresholds.backup_max_age_h,
-            jobs=job_names,
-        )
+        thresholds = dataclasses.replace(args.thresholds, jobs=job_names)
         self.prometheus_yml = prometheus_config(stack=args.stack, jobs=jobs)
         self.rules_yml = alert_rules(thresholds)
         p.volume(
