@@ -14,11 +14,6 @@ STACKS = ("dev", "staging", "prod")
 # Every stack is tested on every platform listed here.
 PLATFORMS: tuple[str, ...] = ("docker", "kubernetes")
 
-SECRET_VALUES = {
-    "openaiApiKey": "sk-test-openai-0123456789abcdef",
-    "dbPassword": "TestDbPassword0123456789",
-}
-
 
 @cache
 def rendered(stack: str, platform: str, extra: tuple[tuple[str, str], ...] = ()) -> Rendered:

@@ -302,10 +302,6 @@ def test_dev_without_proxy_outputs_localhost() -> None:
     assert rendered("dev", "docker").outputs["app_url"] == "http://localhost:3000"
 
 
-def resources_count(r: Rendered) -> Resources:
-    return resources_of(r)
-
-
 def test_proxy_restarts_when_app_replicas_are_replaced() -> None:
     res = resources_of(rendered("prod", "docker"))
     proxy = res.named("luna-proxy-nginx")
