@@ -9,7 +9,7 @@ import pytest
 from infra.mocks import mask, unwrap
 from infra.render import Rendered
 from tests.conftest import PLATFORMS, STACKS, rendered, resources_of
-from tests.support.harness import Resources, is_secret
+from tests.support.harness import is_secret
 from tests.support.inventory import data_records, exposed_ports, replica_count, workloads
 
 DATA_SERVICES = ("database", "cache", "elasticsearch")
