@@ -18,7 +18,13 @@ REDACTIONS: Final = (
         r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}(?!\w)",
         "[phone redacted]",
     ),
-    ("intl-phone", r"(?<![\w+])\+\d{1,3}(?:[ .-]?\d{2,4}){2,4}(?!\w)", "[phone redacted]"),
+    # Groups of 1-4 digits (+33 1 23 45 67 89, +61 2 9374 4000); the lookahead asks for
+    # 7+ digits, so UTC offsets (+0200) and short signed numbers stay.
+    (
+        "intl-phone",
+        r"(?<![\w+])\+(?=(?:[ .-]?\d){7})\d{1,3}(?:[ .-]?\d{1,4}){2,6}(?!\w)",
+        "[phone redacted]",
+    ),
 )
 
 

@@ -1,0 +1,1 @@
+"""Tests that run the real programs (nginx, promtool, redis, PostgreSQL) on rendered config."""

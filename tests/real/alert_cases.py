@@ -1,0 +1,218 @@
+"""Build ``promtool test rules`` unit tests from a rendered alert-rules file.
+
+For every alert in the file: one group with series that should fire it (and
+the labels and summary the alert must carry), one with healthy series and
+``exp_alerts: []``. Thresholds and ``for`` durations are read from the
+rendered rules, so a changed threshold keeps these cases honest. An alert
+with no case here fails the test (see ``KNOWN``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = ["KNOWN", "AlertCase", "build_tests", "rules_by_name"]
+
+KNOWN = (
+    "LunaAppDown",
+    "LunaHighErrorRate",
+    "LunaHighLatencyP95",
+    "LunaCrisisEndpointDown",
+    "LunaCrisisLatencyHigh",
+    "LunaDatabaseDown",
+    "LunaCacheDown",
+    "LunaProxyDown",
+    "LunaBackupTooOld",
+    "LunaBackupMissing",
+)
+
+CRISIS_TARGET = "http://app:3000/api/crisis/health"
+
+
+@dataclass(frozen=True)
+class AlertCase:
+    """Series that fire (or do not fire) one alert, and what a firing alert carries."""
+
+    series: list[tuple[str, str]]
+    eval_min: int
+    labels: dict[str, str] = field(default_factory=dict)
+    value: float | None = None
+    """The alert's ``$value`` when firing (chosen to be exact)."""
+
+
+def rules_by_name(rules_yaml: str) -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load(rules_yaml)
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
+
+
+def threshold(rule: dict[str, Any]) -> float:
+    match = re.search(r">\s*([0-9.e+-]+)\s*$", rule["expr"].strip())
+    assert match, f"{rule['alert']}: no '> threshold' at the end of {rule['expr']!r}"
+    return float(match.group(1))
+
+
+def minutes(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match, f"unsupported duration {duration!r}"
+    n, unit = int(match.group(1)), match.group(2)
+    return {"s": max(1, n // 60), "m": n, "h": n * 60}[unit]
+
+
+def _go_float(value: float) -> str:
+    # Go's %v for float64: shortest representation, no trailing ".0".
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def render_template(template: str, labels: dict[str, str], value: float | None) -> str:
+    """Prometheus' alert templating, for the constructs Luna's summaries use."""
+
+    def sub(match: re.Match[str]) -> str:
+        expr = match.group(1).strip()
+        if expr.startswith("$labels."):
+            return labels[expr.removeprefix("$labels.")]
+        assert value is not None, f"template {template!r} needs $value"
+        if expr == "$value":
+            return _go_float(value)
+        if expr == "$value | humanizePercentage":
+            return f"{value * 100:.4g}%"
+        raise AssertionError(f"template construct {expr!r} is not modelled here")
+
+    return re.sub(r"\{\{(.*?)\}\}", sub, template)
+
+
+def _counter(per_min: float, n: int) -> str:
+    return f"0+{_go_float(per_min)}x{n}"
+
+
+def _cases(rule: dict[str, Any]) -> tuple[AlertCase, AlertCase]:
+    """(firing, healthy) for one alert."""
+    name = rule["alert"]
+    hold = minutes(rule.get("for", "0m"))
+    at = hold + 10  # past the rate windows (5m) and the rule's ``for``
+    n = at + 5
+    if name == "LunaAppDown":
+        s = 'up{job="app",instance="app-0:3000"}'
+        labels = {"job": "app", "instance": "app-0:3000"}
+        return (
+            AlertCase([(s, f"0x{n}")], at, labels),
+            AlertCase([(s, f"1x{n}")], at),
+        )
+    if name == "LunaHighErrorRate":
+        t = threshold(rule)
+        assert 0 < t < 0.5, f"{name}: threshold {t} outside the modelled range"
+
+        def requests(ok: float, failed: float) -> list[tuple[str, str]]:
+            return [
+                (
+                    'http_requests_total{job="app",instance="app-0:3000",status="200"}',
+                    _counter(ok, n),
+                ),
+                (
+                    'http_requests_total{job="app",instance="app-0:3000",status="500"}',
+                    _counter(failed, n),
+                ),
+            ]
+
+        # Firing: half the requests fail (ratio exactly 0.5); healthy: half the threshold.
+        return (
+            AlertCase(requests(60, 60), at, {}, value=0.5),
+            AlertCase(requests(1000 * (1 - t / 2), 1000 * t / 2), at),
+        )
+    if name == "LunaHighLatencyP95":
+        t = threshold(rule)
+        metric = "http_request_duration_seconds_bucket"
+
+        def buckets(fast: int, slow: int) -> list[tuple[str, str]]:
+            # Buckets at t/2 and 2t; ``slow`` requests take longer than 2t.
+            return [
+                (f'{metric}{{job="app",le="{_go_float(t / 2)}"}}', _counter(fast, n)),
+                (f'{metric}{{job="app",le="{_go_float(t * 2)}"}}', _counter(fast, n)),
+                (f'{metric}{{job="app",le="+Inf"}}', _counter(fast + slow, n)),
+            ]
+
+        # Firing: every request is slower than 2t, so p95 is the top finite bound, 2t.
+        return (
+            AlertCase(buckets(0, 30), at, {}, value=t * 2),
+            AlertCase(buckets(30, 0), at),
+        )
+    if name == "LunaCrisisEndpointDown":
+        s = f'probe_success{{job="crisis-probe",instance="{CRISIS_TARGET}"}}'
+        labels = {"job": "crisis-probe", "instance": CRISIS_TARGET}
+        return AlertCase([(s, f"0x{n}")], at, labels), AlertCase([(s, f"1x{n}")], at)
+    if name == "LunaCrisisLatencyHigh":
+        t = threshold(rule)
+        s = f'probe_duration_seconds{{job="crisis-probe",instance="{CRISIS_TARGET}"}}'
+        labels = {"job": "crisis-probe", "instance": CRISIS_TARGET}
+        return (
+            AlertCase([(s, f"{_go_float(t * 2)}x{n}")], at, labels, value=t * 2),
+            AlertCase([(s, f"{_go_float(t / 2)}x{n}")], at),
+        )
+    down_metrics = {
+        "LunaDatabaseDown": ("pg_up", "postgres", "postgres-exporter:9187"),
+        "LunaCacheDown": ("redis_up", "redis", "redis-exporter:9121"),
+        "LunaProxyDown": ("nginx_up", "nginx", "nginx-exporter:9113"),
+    }
+    if name in down_metrics:
+        metric, job, instance = down_metrics[name]
+        s = f'{metric}{{job="{job}",instance="{instance}"}}'
+        labels = {"job": job, "instance": instance}
+        return AlertCase([(s, f"0x{n}")], at, labels), AlertCase([(s, f"1x{n}")], at)
+    backup = 'luna_backup_last_success_timestamp_seconds{job="luna-backup"}'
+    if name == "LunaBackupTooOld":
+        t = threshold(rule)
+        at = int(t // 60) + hold + 5
+        n = at + 5
+        return (
+            # The last success was at t=0 and nothing since.
+            AlertCase([(backup, f"0x{n}")], at, {"job": "luna-backup"}),
+            # A success pushed a minute before every sample.
+            AlertCase([(backup, f"-60+60x{n}")], at),
+        )
+    if name == "LunaBackupMissing":
+        at = hold + 5
+        n = at + 5
+        return (
+            AlertCase([('up{job="pushgateway"}', f"1x{n}")], at),
+            AlertCase([(backup, f"-60+60x{n}")], at),
+        )
+    raise AssertionError(f"alert {name} has no unit-test case in tests/real/alert_cases.py")
+
+
+def build_tests(rules_file: str, rules_yaml: str) -> tuple[dict[str, Any], list[str]]:
+    """The promtool test document and the group names, ``<alert>:firing|healthy``."""
+    groups: list[dict[str, Any]] = []
+    names: list[str] = []
+    for name, rule in rules_by_name(rules_yaml).items():
+        firing, healthy = _cases(rule)
+        labels = {**rule.get("labels", {}), **firing.labels}
+        annotations = {
+            k: render_template(v, labels, firing.value)
+            for k, v in (rule.get("annotations") or {}).items()
+        }
+        for kind, case, expected in (
+            ("firing", firing, [{"exp_labels": labels, "exp_annotations": annotations}]),
+            ("healthy", healthy, []),
+        ):
+            group_name = f"{name}:{kind}"
+            names.append(group_name)
+            groups.append(
+                {
+                    "name": group_name,
+                    "interval": "1m",
+                    "input_series": [{"series": s, "values": v} for s, v in case.series],
+                    "alert_rule_test": [
+                        {
+                            "eval_time": f"{case.eval_min}m",
+                            "alertname": name,
+                            "exp_alerts": expected,
+                        }
+                    ],
+                }
+            )
+    doc = {"rule_files": [rules_file], "evaluation_interval": "1m", "tests": groups}
+    return doc, names

@@ -1,0 +1,418 @@
+"""The rendered nginx.conf, run by a real nginx in front of stand-in app replicas.
+
+Adaptations to this host, each an asserted substitution: certificate paths
+(to a test pair from openssl), ``/tmp`` (to a private temp dir), the listen
+ports (to free ports on 127.0.0.1) and the upstream ``app-N:3000`` addresses
+(to stand-in servers on 127.0.0.1). Upstream names are substituted as
+host:port pairs rather than mapped through a private /etc/hosts: nginx
+resolves them once at start either way, and pairs need no mount namespace.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.real.conftest import FULL_STACK_PARAMS, TlsPair, stack_id
+from tests.real.support import (
+    Daemon,
+    RenderedStack,
+    StandIn,
+    free_port,
+    standins,
+    substitute,
+    wait_for_port,
+)
+from tests.support.tools import need
+
+pytestmark = pytest.mark.slow
+
+NGINX_CONF = "/etc/nginx/nginx.conf"
+REQUIRED_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+ONE_YEAR_S = 365 * 24 * 3600
+
+
+@dataclass
+class Edge:
+    stack: RenderedStack
+    nginx: Daemon
+    apps: list[StandIn]
+    http_port: int
+    https_port: int
+    status_port: int
+    cert: Path
+
+    def answered_by_app(self, body: str) -> bool:
+        return bool(body.split()) and body.split()[0] in {a.ident for a in self.apps}
+
+    @property
+    def server_name(self) -> str:
+        host = self.stack.setting("appUrl").split("://", 1)[1]
+        return host.split(":")[0].rstrip("/")
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def https_conn(self) -> http.client.HTTPSConnection:
+        return _SniHTTPSConnection(
+            "127.0.0.1", self.https_port, self.server_name, context=self.tls_context(), timeout=10
+        )
+
+    def get(
+        self,
+        path: str,
+        *,
+        conn: http.client.HTTPConnection | None = None,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> tuple[int, dict[str, str], str]:
+        own = conn is None
+        c = conn or self.https_conn()
+        try:
+            c.request(method, path, body=body, headers={"Host": self.server_name})
+            resp = c.getresponse()
+            text = resp.read().decode(errors="replace")
+            return resp.status, dict(resp.getheaders()), text
+        finally:
+            if own:
+                c.close()
+
+
+class _SniHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to 127.0.0.1 but sends SNI and checks the certificate for ``server_name``."""
+
+    def __init__(
+        self, host: str, port: int, server_name: str, *, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._server_name = server_name
+        self._ctx = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._ctx.wrap_socket(raw, server_hostname=self._server_name)
+
+
+def adapt(
+    conf: str,
+    *,
+    stack: str,
+    tmp: Path,
+    cert: TlsPair,
+    ports: dict[str, int],
+    upstreams: dict[str, int],
+) -> str:
+    what = f"{stack}: {NGINX_CONF}"
+    # pid and the five *_temp_path directives (first: the test paths below are in /tmp too).
+    conf = substitute(conf, " /tmp/", f" {tmp}/", count=6, what=what)
+    conf = substitute(
+        conf, "ssl_certificate /etc/nginx/tls/tls.crt;", f"ssl_certificate {cert.cert};", what=what
+    )
+    conf = substitute(
+        conf,
+        "ssl_certificate_key /etc/nginx/tls/tls.key;",
+        f"ssl_certificate_key {cert.key};",
+        what=what,
+    )
+    # Container ports (8080 http, 8443 https, 8081 status) to free loopback ports.
+    for directive, port in ports.items():
+        container_port = directive.split()[1].rstrip(";")
+        local = directive.replace(f"listen {container_port}", f"listen 127.0.0.1:{port}")
+        conf = substitute(conf, directive, local, what=what)
+    for address, port in upstreams.items():
+        conf = substitute(conf, f"server {address} ", f"server 127.0.0.1:{port} ", what=what)
+    return conf
+
+
+def upstream_addresses(conf: str) -> list[str]:
+    block = re.search(r"upstream luna_app \{(.*?)\}", conf, re.S)
+    assert block, "nginx.conf has no upstream luna_app block"
+    return re.findall(r"^\s*server (\S+)", block.group(1), re.M)
+
+
+@pytest.fixture(params=FULL_STACK_PARAMS, ids=stack_id)
+def edge(
+    request: pytest.FixtureRequest, stacks: Callable[[str, str], RenderedStack], tls_pair: TlsPair
+) -> Iterator[Edge]:
+    nginx = need("nginx")
+    stack = stacks(*request.param)
+    conf = stack.file("proxy", NGINX_CONF)
+    addresses = upstream_addresses(conf)
+    replicas = int(stack.setting("appReplicas"))
+    expected = (
+        [f"app-{i}:3000" for i in range(replicas)] if stack.platform == "docker" else ["app:3000"]
+    )
+    assert addresses == expected, (
+        f"{stack.stack}/{stack.platform}: nginx upstreams {addresses}, expected {expected}"
+    )
+    # Not tmp_path: nginx workers drop to an unprivileged user and must reach
+    # the temp dirs, and pytest's base dir is 0700.
+    tmp = Path(tempfile.mkdtemp(prefix="luna-nginx-"))
+    tmp.chmod(0o755)
+    try:
+        with standins(addresses) as apps:
+            http_port, https_port, status_port = free_port(), free_port(), free_port()
+            ports = {
+                "listen 8080 default_server;": http_port,
+                "listen 8443 ssl default_server;": https_port,
+                "listen 8081;": status_port,
+            }
+            conf = adapt(
+                conf,
+                stack=stack.stack,
+                tmp=tmp,
+                cert=tls_pair,
+                ports=ports,
+                upstreams={a: s.port for a, s in zip(addresses, apps, strict=True)},
+            )
+            (tmp / "nginx.conf").write_text(conf)
+            daemon = Daemon(
+                [
+                    nginx,
+                    "-e",
+                    "stderr",
+                    "-p",
+                    str(tmp),
+                    "-c",
+                    str(tmp / "nginx.conf"),
+                    "-g",
+                    "daemon off;",
+                ],
+                log=tmp / "nginx.log",
+            )
+            try:
+                for port in (http_port, https_port, status_port):
+                    wait_for_port(
+                        port, proc=daemon.proc, what=f"{stack.stack} nginx", log=daemon.log
+                    )
+                yield Edge(
+                    stack=stack,
+                    nginx=daemon,
+                    apps=apps,
+                    http_port=http_port,
+                    https_port=https_port,
+                    status_port=status_port,
+                    cert=tls_pair.cert,
+                )
+            finally:
+                daemon.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_http_redirects_to_https(edge: Edge) -> None:
+    public = int(edge.stack.setting("httpsPort"))
+    expected_host = edge.server_name + ("" if public == 443 else f":{public}")
+    for method in ("GET", "POST"):
+        c = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=10)
+        try:
+            status, headers, body = edge.get("/journal/entry?id=7", conn=c, method=method)
+        finally:
+            c.close()
+        assert status == 301, f"{edge.stack.stack}: plain HTTP {method} answered {status}"
+        assert headers["Location"] == f"https://{expected_host}/journal/entry?id=7", (
+            f"{edge.stack.stack}: nginx.conf redirects to {headers['Location']}"
+        )
+        assert not edge.answered_by_app(body), f"{edge.stack.stack}: plain HTTP reached the app"
+
+
+def _handshake(edge: Edge, version: ssl.TLSVersion, port: int | None = None) -> str:
+    """Handshake pinned to one TLS version; returns the negotiated version."""
+    with warnings.catch_warnings():
+        # TLSv1/TLSv1_1 are deprecated names: we use them on purpose, to be refused.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+        if version < ssl.TLSVersion.TLSv1_2:
+            # Let the client offer old protocols at all (OpenSSL 3 forbids them at level 1).
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with (
+        socket.create_connection(("127.0.0.1", port or edge.https_port), 10) as raw,
+        ctx.wrap_socket(raw, server_hostname=edge.server_name) as tls,
+    ):
+        return str(tls.version())
+
+
+def _old_tls_server(cert: Path, key: Path) -> tuple[socket.socket, threading.Thread, list[str]]:
+    """A Python TLS server that accepts TLS 1.0-1.3: the control for the client."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    ctx.load_cert_chain(str(cert), str(key))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    seen: list[str] = []
+
+    def serve() -> None:
+        conn, _addr = listener.accept()
+        with conn:
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    seen.append(str(tls.version()))
+            except (ssl.SSLError, OSError) as error:
+                seen.append(f"error: {error}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread, seen
+
+
+@pytest.mark.parametrize(
+    ("old", "name"),
+    [(ssl.TLSVersion.TLSv1, "TLSv1"), (ssl.TLSVersion.TLSv1_1, "TLSv1.1")],
+    ids=["tls1.0", "tls1.1"],
+)
+def test_old_tls_refused_by_nginx_tls12_and_13_accepted(
+    edge: Edge, old: ssl.TLSVersion, name: str, tls_pair: TlsPair
+) -> None:
+    # Control: the same client completes a TLS 1.0/1.1 handshake with a server
+    # that allows it, so a refusal below is nginx's doing, not the client's.
+    listener, thread, seen = _old_tls_server(tls_pair.cert, tls_pair.key)
+    try:
+        control = _handshake(edge, old, port=listener.getsockname()[1])
+    finally:
+        thread.join(5)
+        listener.close()
+    assert control == name, f"control server negotiated {control} ({seen})"
+
+    with pytest.raises(ssl.SSLError) as refused:
+        _handshake(edge, old)
+    assert "PROTOCOL_VERSION" in refused.value.reason.upper() or "UNSUPPORTED_PROTOCOL" in (
+        str(refused.value.reason).upper()
+    ), f"{edge.stack.stack}: {old.name} failed, but not by protocol version: {refused.value}"
+    assert _handshake(edge, ssl.TLSVersion.TLSv1_2) == "TLSv1.2", edge.stack.stack
+    assert _handshake(edge, ssl.TLSVersion.TLSv1_3) == "TLSv1.3", edge.stack.stack
+
+
+def test_tls12_cipher_is_forward_secret_aead(edge: Edge) -> None:
+    ctx = edge.tls_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection(("127.0.0.1", edge.https_port), 10) as raw,
+        ctx.wrap_socket(raw, server_hostname=edge.server_name) as tls,
+    ):
+        cipher = tls.cipher()
+    assert cipher is not None
+    name = cipher[0]
+    assert name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name), (
+        f"{edge.stack.stack}: nginx negotiated {name} over TLS 1.2"
+    )
+
+
+def _assert_security_headers(edge: Edge, headers: dict[str, str], what: str) -> None:
+    stack = edge.stack.stack
+    hsts = headers.get("Strict-Transport-Security", "")
+    match = re.fullmatch(r"max-age=(\d+); includeSubDomains", hsts)
+    assert match and int(match.group(1)) >= ONE_YEAR_S, f"{stack}: {what}: HSTS is {hsts!r}"
+    for name, value in REQUIRED_HEADERS.items():
+        assert headers.get(name) == value, f"{stack}: {what}: {name} is {headers.get(name)!r}"
+    assert "frame-ancestors 'none'" in headers.get("Content-Security-Policy", ""), (
+        f"{stack}: {what}: CSP is {headers.get('Content-Security-Policy')!r}"
+    )
+    assert "camera=()" in headers.get("Permissions-Policy", ""), f"{stack}: {what}"
+    assert headers.get("Server") == "nginx", f"{stack}: {what}: Server {headers.get('Server')!r}"
+    assert "X-Powered-By" not in headers, f"{stack}: {what}: the app's X-Powered-By leaks"
+
+
+def test_security_headers_on_proxied_and_error_responses(edge: Edge) -> None:
+    status, headers, body = edge.get("/")
+    assert status == 200 and edge.answered_by_app(body), f"{edge.stack.stack}: {status} {body!r}"
+    _assert_security_headers(edge, headers, "proxied 200")
+    status, headers, _ = edge.get("/nope", method="POST", body=b"x" * (_limit(edge) + 1))
+    assert status == 413
+    _assert_security_headers(edge, headers, "413 error page")
+
+
+def _answers(edge: Edge, n: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    for i in range(n):
+        status, _, body = edge.get(f"/api/mood?i={i}")
+        assert status == 200, f"{edge.stack.stack}: request {i} got {status}: {body!r}"
+        seen[body.split()[0]] += 1
+    return seen
+
+
+# nginx balances only where it sees each replica (Docker: app-0, app-1, ...). On
+# Kubernetes its one upstream is the app Service, whose endpoints (ready pods)
+# do the spreading and the failover, so these two run on Docker only.
+MULTI_UPSTREAM = [p for p in FULL_STACK_PARAMS if p[1] == "docker"]
+
+
+@pytest.mark.parametrize("edge", MULTI_UPSTREAM, ids=stack_id, indirect=True)
+def test_requests_spread_across_every_replica(edge: Edge) -> None:
+    n = 12 * len(edge.apps)
+    seen = _answers(edge, n)
+    assert len(edge.apps) >= 2, f"{edge.stack.stack}: only {len(edge.apps)} upstream"
+    for app in edge.apps:
+        assert seen[app.ident] >= n // len(edge.apps) // 2, (
+            f"{edge.stack.stack}: distribution {dict(seen)} starves {app.ident}"
+        )
+
+
+@pytest.mark.parametrize("edge", MULTI_UPSTREAM, ids=stack_id, indirect=True)
+def test_dead_replica_is_routed_around(edge: Edge) -> None:
+    dead = edge.apps[0]
+    dead.kill()
+    seen = _answers(edge, 6 * len(edge.apps))
+    assert dead.ident not in seen, f"{edge.stack.stack}: {dead.ident} answered after dying"
+    assert set(seen) == {a.ident for a in edge.apps[1:]}, f"{edge.stack.stack}: {dict(seen)}"
+    # nginx tried the dead one and moved on (not merely never picked it).
+    assert f"127.0.0.1:{dead.port}" in edge.nginx.output() and "refused" in edge.nginx.output(), (
+        f"{edge.stack.stack}: nginx never reported the dead upstream"
+    )
+
+
+def test_proxy_health_endpoints_answer_without_the_app(edge: Edge) -> None:
+    for app in edge.apps:
+        app.kill()
+    stack = edge.stack.stack
+    plain = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=10)
+    status_conn = http.client.HTTPConnection("127.0.0.1", edge.status_port, timeout=10)
+    try:
+        assert edge.get("/healthz", conn=plain)[::2] == (200, "ok\n"), f"{stack}: http /healthz"
+        assert edge.get("/healthz")[::2] == (200, "ok\n"), f"{stack}: https /healthz"
+        assert edge.get("/healthz", conn=status_conn)[::2] == (200, "ok\n"), f"{stack}: status"
+        status, _, body = edge.get("/stub_status", conn=status_conn)
+        assert status == 200 and body.startswith("Active connections"), f"{stack}: stub_status"
+    finally:
+        plain.close()
+        status_conn.close()
+    # With every replica dead, app paths fail while the proxy stays healthy.
+    assert edge.get("/")[0] == 502, f"{stack}: / with no replica alive"
+
+
+def _limit(edge: Edge) -> int:
+    return int(edge.stack.setting("clientMaxBodyMb")) * 1024 * 1024
+
+
+def test_body_over_limit_gets_413_and_at_limit_reaches_the_app(edge: Edge) -> None:
+    limit = _limit(edge)
+    status, _, body = edge.get("/api/upload", method="POST", body=b"a" * limit)
+    assert status == 200 and body.split()[1] == str(limit), (
+        f"{edge.stack.stack}: a body of exactly {limit} bytes got {status} {body!r}"
+    )
+    status, _, body = edge.get("/api/upload", method="POST", body=b"a" * (limit + 1))
+    assert status == 413, f"{edge.stack.stack}: a body of {limit + 1} bytes got {status}"
+    assert not edge.answered_by_app(body), f"{edge.stack.stack}: the oversized body reached the app"

@@ -1,0 +1,130 @@
+"""promtool on the rendered prometheus.yml and alert rules, with alert unit tests.
+
+The rendered files are written to a temp dir at their container paths, so
+``rule_files: [rules/luna-alerts.yml]`` (relative to prometheus.yml) resolves
+exactly as it does in the container.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.real.alert_cases import KNOWN, build_tests, rules_by_name
+from tests.real.conftest import FULL_STACK_PARAMS, stack_id
+from tests.real.support import RenderedStack
+from tests.support.tools import need
+
+pytestmark = pytest.mark.slow
+
+CONFIG = "/etc/prometheus/prometheus.yml"
+RULES = "/etc/prometheus/rules/luna-alerts.yml"
+# Every stack, so a stack without some service still gets a valid config.
+ALL = [("dev", "docker"), *FULL_STACK_PARAMS]
+
+# The alerts the issue requires for the full stacks.
+REQUIRED = {
+    "LunaAppDown",
+    "LunaHighErrorRate",
+    "LunaHighLatencyP95",
+    "LunaCrisisEndpointDown",
+    "LunaCrisisLatencyHigh",
+    "LunaDatabaseDown",
+    "LunaCacheDown",
+    "LunaBackupTooOld",
+}
+
+
+def _tree(stack: RenderedStack, tmp: Path) -> tuple[Path, Path] | None:
+    paths = [k for k in stack.files if k.endswith(CONFIG)]
+    if not paths:
+        return None
+    root = tmp / "prometheus"
+    config = root / CONFIG.lstrip("/")
+    rules = root / RULES.lstrip("/")
+    rules.parent.mkdir(parents=True)
+    config.write_text(stack.file("prometheus", CONFIG))
+    rules.write_text(stack.file("prometheus", RULES))
+    return config, rules
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("stack_platform", ALL, ids=stack_id)
+def test_promtool_checks_config_and_rules(
+    stack_platform: tuple[str, str], stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    promtool = need("promtool")
+    stack = stacks(*stack_platform)
+    tree = _tree(stack, tmp_path)
+    if tree is None:
+        # Dev runs no monitoring: nothing to check, and that must stay true.
+        assert stack.setting("monitoring") == "false", f"{stack.stack}: monitoring without files"
+        return
+    config, rules = tree
+    n_rules = len(rules_by_name(rules.read_text()))
+    checked = _run([promtool, "check", "config", str(config)])
+    assert checked.returncode == 0, f"{stack.stack}: {CONFIG}:\n{checked.stdout}{checked.stderr}"
+    out = checked.stdout + checked.stderr
+    assert f"SUCCESS: {n_rules} rules found" in out, f"{stack.stack}: rules not loaded:\n{out}"
+    checked = _run([promtool, "check", "rules", str(rules)])
+    assert checked.returncode == 0, f"{stack.stack}: {RULES}:\n{checked.stdout}{checked.stderr}"
+
+
+@pytest.mark.parametrize("stack_platform", FULL_STACK_PARAMS, ids=stack_id)
+def test_every_alert_fires_on_bad_series_and_stays_quiet_on_healthy(
+    stack_platform: tuple[str, str], stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    promtool = need("promtool")
+    stack = stacks(*stack_platform)
+    tree = _tree(stack, tmp_path)
+    assert tree is not None, f"{stack.stack}: no prometheus.yml rendered"
+    _, rules = tree
+    alerts = set(rules_by_name(rules.read_text()))
+    assert alerts >= REQUIRED, f"{stack.stack}: {RULES} lacks {sorted(REQUIRED - alerts)}"
+    assert alerts <= set(KNOWN), f"{stack.stack}: no unit-test case for {alerts - set(KNOWN)}"
+
+    doc, groups = build_tests(rules.name, rules.read_text())
+    tests = rules.parent / "luna-alerts.test.yml"
+    tests.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "SUCCESS" in out, (
+        f"{stack.stack}: promtool test rules:\n{out}"
+    )
+    assert groups == [
+        f"{a}:{k}" for a in rules_by_name(rules.read_text()) for k in ("firing", "healthy")
+    ], f"{stack.stack}: {groups}"
+
+
+def test_alert_unit_tests_can_fail(
+    stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    """The same cases against rules with a loosened threshold must fail: the tests bite."""
+    promtool = need("promtool")
+    stack = stacks("staging", "docker")
+    tree = _tree(stack, tmp_path)
+    assert tree is not None
+    _, rules = tree
+    text = rules.read_text()
+    doc, _ = build_tests(rules.name, text)
+    # A crisis latency budget 100x larger would let the slow crisis path pass.
+    loosened = re.sub(
+        r"(probe_duration_seconds\{job=\"crisis-probe\"\} > )([0-9.]+)",
+        lambda m: m.group(1) + str(float(m.group(2)) * 100),
+        text,
+    )
+    assert loosened != text, "staging: crisis latency rule not found"
+    rules.write_text(loosened)
+    tests = rules.parent / "luna-alerts.test.yml"
+    tests.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "LunaCrisisLatencyHigh:firing" in out, out
