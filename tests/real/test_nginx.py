@@ -365,6 +365,7 @@ def test_requests_spread_across_every_replica(edge: Edge) -> None:
     n = 12 * len(edge.apps)
     seen = _answers(edge, n)
     assert len(edge.apps) >= 2, f"{edge.stack.stack}: only {len(edge.apps)} upstream"
+    print(f"{edge.stack.stack}: {n} requests -> {dict(sorted(seen.items()))}")
     for app in edge.apps:
         assert seen[app.ident] >= n // len(edge.apps) // 2, (
             f"{edge.stack.stack}: distribution {dict(seen)} starves {app.ident}"
@@ -378,6 +379,7 @@ def test_dead_replica_is_routed_around(edge: Edge) -> None:
     seen = _answers(edge, 6 * len(edge.apps))
     assert dead.ident not in seen, f"{edge.stack.stack}: {dead.ident} answered after dying"
     assert set(seen) == {a.ident for a in edge.apps[1:]}, f"{edge.stack.stack}: {dict(seen)}"
+    print(f"{edge.stack.stack}: {dead.ident} killed -> {dict(sorted(seen.items()))}")
     # nginx tried the dead one and moved on (not merely never picked it).
     assert f"127.0.0.1:{dead.port}" in edge.nginx.output() and "refused" in edge.nginx.output(), (
         f"{edge.stack.stack}: nginx never reported the dead upstream"
