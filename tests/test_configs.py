@@ -15,6 +15,7 @@ from components.configs.prometheus import AlertThresholds, alert_rules
 from components.configs.redis import redis_auth_conf, redis_conf
 from infra.render import write
 from tests.conftest import PLATFORMS, rendered
+from tests.support.tls import make_tls_pair
 from tests.support.tools import need
 
 EDGE_STACKS = [(s, p) for s in ("staging", "prod") for p in PLATFORMS]
@@ -68,14 +69,9 @@ def test_alert_rules_only_cover_deployed_services() -> None:
 
 @pytest.mark.parametrize(("stack", "platform"), EDGE_STACKS)
 def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path: Path) -> None:
-    nginx, openssl, unshare = need("nginx"), need("openssl"), need("unshare")
+    nginx, unshare = need("nginx"), need("unshare")
     conf = _one(rendered(stack, platform).files(), "/etc/nginx/nginx.conf")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-subj", "/CN=luna.test", "-days", "1",
-         "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    make_tls_pair(tmp_path, common_name="luna.test", alt_names="DNS:luna.test")
     assert "/etc/nginx/tls/" in conf, "certificate paths moved; update this test"
     local = conf.replace("/etc/nginx/tls/", f"{tmp_path}/")
     (tmp_path / "nginx.conf").write_text(local)

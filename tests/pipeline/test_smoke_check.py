@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.tools import REPO, need
+from tests.support.tls import TlsPair, make_tls_pair
+from tests.support.tools import REPO
 
 SCRIPT = REPO / "scripts" / "smoke_check.py"
 
@@ -115,42 +116,14 @@ class _PlainServer(ThreadingHTTPServer):
         self.location = location
 
 
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
+Cert = TlsPair
 
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
-    openssl = need("openssl")
-    folder = tmp_path_factory.mktemp("tls")
-    made = Cert(folder / "cert.pem", folder / "key.pem")
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(made.key),
-            "-out",
-            str(made.cert),
-        ],
-        check=True,
-        capture_output=True,
+    return make_tls_pair(
+        tmp_path_factory.mktemp("tls"), common_name="127.0.0.1", alt_names="IP:127.0.0.1"
     )
-    return made
 
 
 def _server_context(cert: Cert, *, legacy: bool) -> ssl.SSLContext:

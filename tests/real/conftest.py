@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import PLATFORMS
 from tests.real.support import RenderedStack, render_stack
-from tests.support.tools import need
+from tests.support.tls import TlsPair, make_tls_pair
 
 # Stacks that deploy the proxy, cache, PostgreSQL, monitoring and logging.
 FULL_STACKS = ("staging", "prod")
@@ -35,40 +32,11 @@ def stacks() -> Callable[..., RenderedStack]:
     return get
 
 
-@dataclass(frozen=True)
-class TlsPair:
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="session")
 def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> TlsPair:
-    """A throwaway ECDSA P-256 pair (like the proxy's self-signed one) for the stacks' names."""
-    openssl = need("openssl")
-    d = tmp_path_factory.mktemp("tls")
-    pair = TlsPair(cert=d / "tls.crt", key=d / "tls.key")
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(pair.key),
-            "-out",
-            str(pair.cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=luna-app.com",
-            "-addext",
-            "subjectAltName=DNS:luna-app.com,DNS:staging.luna-app.com",
-        ],
-        check=True,
-        capture_output=True,
+    """A throwaway pair for the stacks' names."""
+    return make_tls_pair(
+        tmp_path_factory.mktemp("tls"),
+        common_name="luna-app.com",
+        alt_names="DNS:luna-app.com,DNS:staging.luna-app.com",
     )
-    return pair

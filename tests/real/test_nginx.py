@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.conftest import FULL_STACK_PARAMS, TlsPair, stack_id
+from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.support import (
     Daemon,
     RenderedStack,
@@ -35,6 +35,7 @@ from tests.real.support import (
     substitute,
     wait_for_port,
 )
+from tests.support.tls import TlsPair
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
