@@ -315,3 +315,35 @@ def test_proxy_restarts_when_app_replicas_are_replaced() -> None:
 def test_named_containers_are_deleted_before_replacement() -> None:
     for name, rec in resources_of(rendered("prod", "docker")).containers().items():
         assert rec.delete_before_replace, f"{name}: a replacement would collide on its name"
+
+
+def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
+    res = resources_of(rendered("prod", "docker"))
+    open_nets = {
+        unwrap(r.inputs["name"])
+        for r in res.of_type("network:Network")
+        if not unwrap(r.inputs.get("internal"))
+    }
+    assert open_nets == {"luna-prod-app-edge", "luna-prod-proxy-edge", "luna-prod-grafana-edge",
+                         "luna-prod-kibana-edge", "luna-prod-logstash-edge"}, open_nets  # fmt: skip
+    for name, rec in res.containers().items():
+        joined = {n["name"] for n in unwrap(rec.inputs["networksAdvanced"])}
+        for net in joined & open_nets:
+            owner = net.removeprefix("luna-prod-").removesuffix("-edge")
+            assert name.startswith(f"luna-prod-{owner}"), f"{name} can leave the host via {net}"
+
+
+def test_no_read_only_docker_container_ships_files() -> None:
+    # Docker refuses uploads into a read-only root filesystem.
+    for stack in STACKS:
+        for name, rec in resources_of(rendered(stack, "docker")).containers().items():
+            if unwrap(rec.inputs.get("readOnly")):
+                assert not rec.inputs.get("uploads"), f"{name}: uploads into a read-only root"
+
+
+def test_docker_services_with_health_checks_are_awaited() -> None:
+    for name, rec in resources_of(rendered("prod", "docker")).containers().items():
+        inputs = unwrap(rec.inputs)
+        if inputs.get("healthcheck") and not inputs.get("attach"):
+            assert inputs.get("wait") is True, f"{name} is not awaited until healthy"
+            assert inputs["waitTimeout"] >= 60, f"{name} waits only {inputs['waitTimeout']} s"

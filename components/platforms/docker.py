@@ -2,8 +2,10 @@
 
 Segmentation follows the declared flows: every service that listens gets its
 own network, named after it, and only the services that declared a flow to it
-join that network. Networks are ``internal`` (no route off the host) unless
-the service publishes a port or needs the internet.
+join that network. Those networks are always ``internal`` (no route off the
+host). A service that publishes a port or needs the internet also joins an
+``<service>-edge`` network of its own, which no other service joins, so a
+client never inherits its target's route off the host.
 """
 
 from __future__ import annotations
@@ -61,7 +63,6 @@ class DockerPlatform(pulumi.ComponentResource):
             f"{name}-provider", host=args.host, opts=pulumi.ResourceOptions(parent=self)
         )
         self._networks: dict[str, docker.Network] = {}
-        self._egress: docker.Network | None = None
         self._images: dict[str, docker.RemoteImage] = {}
         self._volumes: dict[str, docker.Volume] = {}
         self._graph = FlowGraph()
@@ -173,28 +174,17 @@ class DockerPlatform(pulumi.ComponentResource):
             )
         return self._images[ref]
 
-    def _network(self, service: str, *, internal: bool) -> docker.Network:
-        if service not in self._networks:
-            self._networks[service] = docker.Network(
-                f"{self._name}-net-{service}",
-                name=self.physical(service),
+    def _network(self, key: str, *, internal: bool = True) -> docker.Network:
+        if key not in self._networks:
+            self._networks[key] = docker.Network(
+                f"{self._name}-net-{key}",
+                name=self.physical(key),
                 driver="bridge",
                 internal=internal,
                 labels=[docker.NetworkLabelArgs(label="com.luna.stack", value=self.stack)],
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
             )
-        return self._networks[service]
-
-    def _egress_network(self) -> docker.Network:
-        if self._egress is None:
-            self._egress = docker.Network(
-                f"{self._name}-net-egress",
-                name=self.physical("egress"),
-                driver="bridge",
-                labels=[docker.NetworkLabelArgs(label="com.luna.stack", value=self.stack)],
-                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
-            )
-        return self._egress
+        return self._networks[key]
 
     def _container_args(
         self,
@@ -205,19 +195,21 @@ class DockerPlatform(pulumi.ComponentResource):
     ) -> docker.ContainerArgs:
         networks = []
         if spec.ports:
-            own = self._network(spec.name, internal=not (_published(spec) or spec.internet_egress))
+            own = self._network(spec.name)
             networks.append(
                 docker.ContainerNetworksAdvancedArgs(
                     name=own.name, aliases=sorted({spec.name, replica})
                 )
             )
-        elif spec.internet_egress:
-            networks.append(docker.ContainerNetworksAdvancedArgs(name=self._egress_network().name))
-        for target in spec.connects_to:
-            # The target's network may be made before the target itself; it
-            # is internal until the target says otherwise (see _network).
-            net = self._networks.get(target) or self._network(target, internal=True)
-            networks.append(docker.ContainerNetworksAdvancedArgs(name=net.name))
+        if _published(spec) or spec.internet_egress:
+            # The one non-internal network: it carries the default route and
+            # the published ports, and only this service is on it.
+            edge = self._network(f"{spec.name}-edge", internal=False)
+            networks.append(docker.ContainerNetworksAdvancedArgs(name=edge.name))
+        networks += [
+            docker.ContainerNetworksAdvancedArgs(name=self._network(target).name)
+            for target in spec.connects_to
+        ]
 
         envs: list[pulumi.Input[str]] = [
             f"{k}={v}" for k, v in spec.env.items() if isinstance(v, str)
@@ -276,6 +268,10 @@ class DockerPlatform(pulumi.ComponentResource):
                 for p in spec.ports
                 if p.publish is not None
             ],
+            # "Created" means "healthy": dependants (the migration after the
+            # database, nginx after the app) start only then.
+            wait=bool(spec.health) and not job,
+            wait_timeout=_wait_timeout(spec) if spec.health and not job else None,
             healthcheck=(
                 docker.ContainerHealthcheckArgs(
                     tests=["CMD", *spec.health.command],
@@ -288,7 +284,12 @@ class DockerPlatform(pulumi.ComponentResource):
                 else None
             ),
             user=spec.user,
-            read_only=spec.read_only_root,
+            # Docker copies `uploads` into the root filesystem before start and
+            # refuses to on a read-only root ("container rootfs is marked
+            # read-only"), even for tmpfs or volume paths. Containers that ship
+            # files keep a writable root; they still run non-root with every
+            # capability dropped. Kubernetes mounts files read-only instead.
+            read_only=spec.read_only_root and not spec.files,
             tmpfs={path: "rw,noexec,nosuid,size=64m" for path in spec.writable_paths},
             capabilities=docker.ContainerCapabilitiesArgs(
                 drops=["ALL"], adds=list(spec.capabilities)
@@ -312,6 +313,12 @@ class DockerPlatform(pulumi.ComponentResource):
                 else {"max-size": "10m", "max-file": "5"}
             ),
         )
+
+
+def _wait_timeout(spec: ServiceSpec) -> int:
+    assert spec.health is not None
+    h = spec.health
+    return h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 30
 
 
 def _published(spec: ServiceSpec) -> bool:
