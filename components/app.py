@@ -39,6 +39,8 @@ class LunaAppArgs:
     database_url: pulumi.Input[str]
     database_service: str | None = None
     database_mounts: Sequence[Mount] = ()
+    database_deployment: Deployment | None = None
+    """The database server; the migration starts only once it is ready."""
     redis_url: pulumi.Input[str] | None = None
     cache_service: str | None = None
     openai_api_key: pulumi.Input[str] | None = None
@@ -98,6 +100,7 @@ class LunaApp(pulumi.ComponentResource):
                 connects_to=tuple(s for s in (args.database_service,) if s),
             ),
             parent=self,
+            after=[args.database_deployment] if args.database_deployment else [],
         )
         app = args.platform.deploy(
             f"{name}-web",

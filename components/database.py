@@ -9,7 +9,7 @@ import pulumi
 
 from components.configs.postgres import backup_script, postgres_args
 from components.passwords import secret_or_generated
-from components.platforms import Platform
+from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = ["BackupArgs", "Database", "DatabaseArgs"]
@@ -61,6 +61,8 @@ class Database(pulumi.ComponentResource):
     """Mounts a client needs (the SQLite volume)."""
     password: pulumi.Output[str] | None
     """The PostgreSQL password (secret), for exporters and backups."""
+    deployment: Deployment | None
+    """The PostgreSQL server, for clients that must wait until it is ready."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -75,12 +77,13 @@ class Database(pulumi.ComponentResource):
             self.service = None
             self.mounts = (Mount(volume="sqlite", path=SQLITE_DIR),)
             self.password = None
+            self.deployment = None
         else:
             if not args.image:
                 raise ValueError("postgres needs an image")
             self.password = secret_or_generated(f"{name}-password", args.password, parent=self)
             platform.volume(f"{name}-data", "postgres-data", data, parent=self)
-            platform.deploy(
+            self.deployment = platform.deploy(
                 f"{name}-postgres",
                 ServiceSpec(
                     name=SERVICE,

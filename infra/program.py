@@ -97,6 +97,7 @@ def build(s: Settings) -> dict[str, Any]:
             database_url=database.url,
             database_service=database.service,
             database_mounts=database.mounts,
+            database_deployment=database.deployment,
             redis_url=cache.url if cache else None,
             cache_service=cache.service if cache else None,
             openai_api_key=s.secrets.openai_api_key,

@@ -347,3 +347,19 @@ def test_docker_services_with_health_checks_are_awaited() -> None:
         if inputs.get("healthcheck") and not inputs.get("attach"):
             assert inputs.get("wait") is True, f"{name} is not awaited until healthy"
             assert inputs["waitTimeout"] >= 60, f"{name} waits only {inputs['waitTimeout']} s"
+
+
+def test_migration_waits_for_the_database(stack_render: tuple[str, str, Rendered]) -> None:
+    stack, platform, r = stack_render
+    res = resources_of(r)
+    migrate = next(
+        x
+        for x in res
+        if x.name.startswith("luna-app-migrate") and x.type.endswith(("Container", "Job"))
+    )
+    servers = [x for x in res if x.custom and x.name == "luna-database-postgres"]
+    if stack == "dev":
+        assert not servers, "dev runs PostgreSQL"
+        return
+    assert servers, f"{stack}/{platform}: no PostgreSQL workload"
+    assert servers[0].urn in migrate.dependencies, f"{stack}/{platform}: migration races the db"
