@@ -192,10 +192,15 @@ class Logging(pulumi.ComponentResource):
                 "XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY": kibana_key,
                 "XPACK_REPORTING_ENCRYPTIONKEY": kibana_key,
             },
+            # /api/status needs credentials once security is on (401 otherwise),
+            # so the check signs in as kibana_system; an exec probe on Kubernetes.
             health=HealthCheck(
-                command=("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:5601/api/status"),
-                http_path="/api/status",
-                http_port=5601,
+                command=(
+                    "sh",
+                    "-c",
+                    'curl -fsS -o /dev/null -u "kibana_system:$ELASTICSEARCH_PASSWORD" '
+                    "http://127.0.0.1:5601/api/status",
+                ),
                 start_period_s=120,
             ),
             user="1000:0",

@@ -161,9 +161,11 @@ class Monitoring(pulumi.ComponentResource):
                     image=img.pushgateway,
                     resources=_SMALL,
                     # Persisted, so a restart does not forget the last backup.
-                    args=("--persistence.file=/data/pushgateway.db",),
+                    # /pushgateway is the image's own directory, owned by nobody: a
+                    # fresh Docker volume there inherits that owner (one at /data is root's).
+                    args=("--persistence.file=/pushgateway/pushgateway.db",),
                     ports=(Port("http", 9091),),
-                    mounts=(Mount("pushgateway-data", "/data"),),
+                    mounts=(Mount("pushgateway-data", "/pushgateway"),),
                     user="65534:65534",
                 ),
                 parent=self,

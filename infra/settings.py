@@ -357,16 +357,18 @@ def _check_unknown(read: set[str]) -> None:
 
 def required_secrets(stack: str) -> tuple[str, ...]:
     """Secret keys a stack cannot deploy without (no generated fallback)."""
+    if stack == "prod":
+        # A self-signed certificate behind two years of HSTS would lock users out.
+        return ("openaiApiKey", "tlsCert", "tlsKey")
     return () if stack == "dev" else ("openaiApiKey",)
 
 
 def _check_combinations(s: Settings) -> None:
-    if "openaiApiKey" in required_secrets(s.stack) and s.secrets.openai_api_key is None:
-        raise ConfigError(
-            "openaiApiKey",
-            None,
-            f"required in {s.stack}: pulumi config set --secret luna:openaiApiKey …",
-        )
+    for key in required_secrets(s.stack):
+        if getattr(s.secrets, re.sub(r"([A-Z])", r"_\1", key).lower()) is None:
+            raise ConfigError(
+                key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
+            )
     if s.stack != "dev" and s.database != "postgres":
         raise ConfigError("database", s.database, f"{s.stack} needs postgres")
     if s.database == "sqlite" and s.app_replicas != 1:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pulumi
 import pytest
 
-from infra.render import main, render
+from infra.mocks import LunaMocks
+from infra.render import load_stack_config, main, render
 from infra.settings import ConfigError
 from tests.support.tools import REPO
 
@@ -84,7 +86,7 @@ def test_a_plain_key_set_as_secret_is_refused() -> None:
 
 def test_tls_cert_without_key_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"tlsCert and tlsKey"):
-        render("prod", secrets=[("tlsCert", "PEM")])
+        render("staging", secrets=[("tlsCert", "PEM")])
 
 
 def test_supplied_secrets_replace_generated_ones() -> None:
@@ -196,3 +198,16 @@ def test_runs_as_pulumi_runs_it_from_inside_infra(tmp_path: object) -> None:
     assert bad.stdout.strip() == (
         "RunError: config luna:appReplicas = '0' is invalid: an integer from 1 to 50"
     ), bad.stdout
+
+
+def test_prod_requires_a_real_certificate() -> None:
+    from infra.settings import load_settings
+
+    config, secret_keys = load_stack_config("prod")
+    for key in ("tlsCert", "tlsKey"):
+        del config[f"luna:{key}"]  # the render fills required secrets with placeholders
+        secret_keys.remove(f"luna:{key}")
+    pulumi.runtime.set_mocks(LunaMocks(), project="luna", stack="prod")
+    pulumi.runtime.set_all_config(config, secret_keys)
+    with pytest.raises(ConfigError, match=r"luna:tlsCert .*required in prod"):
+        load_settings("prod")
