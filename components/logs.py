@@ -37,6 +37,8 @@ class LoggingArgs:
     heap_mb: int
     elastic_password: pulumi.Input[str] | None = None
     kibana_port: int | None = 5601
+    gelf_port: int | None = 12201
+    """Host loopback port for GELF (Docker's log driver); unique per stack on a host."""
     """Host loopback port for Kibana (Docker); reach it through an SSH tunnel."""
     protect: bool = False
 
@@ -154,7 +156,7 @@ class Logging(pulumi.ComponentResource):
                 resources=Resources(memory_mb=1024, cpus=1.0),
                 ports=(
                     # The Docker daemon's gelf driver sends to the host loopback.
-                    Port("gelf-udp", GELF_PORT, protocol="udp", publish=GELF_PORT),
+                    Port("gelf-udp", GELF_PORT, protocol="udp", publish=args.gelf_port),
                     Port("gelf-tcp", GELF_PORT),
                 ),
                 env={"LS_JAVA_OPTS": "-Xms512m -Xmx512m"},

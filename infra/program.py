@@ -41,7 +41,9 @@ def make_platform(s: Settings) -> Platform:
 
     return DockerPlatform(
         f"luna-{s.platform}",
-        DockerPlatformArgs(stack=s.stack, host=s.docker_host, ship_logs=s.logging),
+        DockerPlatformArgs(
+            stack=s.stack, host=s.docker_host, ship_logs=s.logging, gelf_port=s.gelf_port
+        ),
     )
 
 
@@ -183,6 +185,7 @@ def build(s: Settings) -> dict[str, Any]:
                 heap_mb=s.elasticsearch_heap_mb,
                 elastic_password=s.secrets.elastic_password,
                 kibana_port=s.kibana_port,
+                gelf_port=s.gelf_port,
                 protect=s.protect_data,
             ),
         )

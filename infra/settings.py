@@ -135,6 +135,7 @@ class Settings:
     elasticsearch_volume_gb: int
     elasticsearch_heap_mb: int
     kibana_port: int
+    gelf_port: int
     protect_data: bool
     secrets: Secrets
 
@@ -338,6 +339,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         elasticsearch_volume_gb=r.integer("elasticsearchVolumeGb", 1, 10000),
         elasticsearch_heap_mb=r.integer("elasticsearchHeapMb", 256, 32768),
         kibana_port=r.port("kibanaPort"),
+        gelf_port=r.port("gelfPort"),
         protect_data=r.boolean("protectData"),
         secrets=secrets,
     )

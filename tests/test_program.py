@@ -363,3 +363,11 @@ def test_migration_waits_for_the_database(stack_render: tuple[str, str, Rendered
         return
     assert servers, f"{stack}/{platform}: no PostgreSQL workload"
     assert servers[0].urn in migrate.dependencies, f"{stack}/{platform}: migration races the db"
+
+
+def test_gelf_port_keeps_stacks_logs_apart_on_one_host() -> None:
+    res = resources_of(rendered("staging", "docker", (("gelfPort", "12202"),)))
+    app = unwrap(res.containers()["luna-staging-app-0"].inputs)
+    assert app["logOpts"]["gelf-address"] == "udp://127.0.0.1:12202", app["logOpts"]
+    published = unwrap(res.containers()["luna-staging-logstash"].inputs["ports"])
+    assert {"internal": 12201, "external": 12202, "ip": "127.0.0.1", "protocol": "udp"} in published

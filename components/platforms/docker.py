@@ -23,7 +23,6 @@ from components.spec import ServiceSpec, VolumeSpec
 
 __all__ = ["SECRET_FILES_LABEL", "DockerPlatform", "DockerPlatformArgs"]
 
-_GELF_PORT = 12201
 SECRET_FILES_LABEL = "com.luna.secret-files"  # noqa: S105 - a label name
 
 
@@ -33,6 +32,8 @@ class DockerPlatformArgs:
     host: str
     """``unix:///var/run/docker.sock`` or ``ssh://user@host`` for a remote single host."""
     ship_logs: bool = False
+    gelf_port: int = 12201
+    """Host loopback port of this stack's Logstash GELF input (one per stack on a host)."""
     """Send container logs to Logstash's GELF input published on the host's loopback.
 
     The logging driver runs in the Docker daemon, not in a container, so it
@@ -306,7 +307,7 @@ class DockerPlatform(pulumi.ComponentResource):
             log_driver="gelf" if self._args.ship_logs and spec.ship_logs else "json-file",
             log_opts=(
                 {
-                    "gelf-address": f"udp://127.0.0.1:{_GELF_PORT}",
+                    "gelf-address": f"udp://127.0.0.1:{self._args.gelf_port}",
                     "tag": f"{self.stack}/{spec.name}",
                 }
                 if self._args.ship_logs and spec.ship_logs

@@ -585,7 +585,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     metadata=self._meta(f"{spec.name}-edge", spec.component, spec.name),
                     spec={
                         "type": "LoadBalancer",
-                        # Keep the client's address for nginx's rate limits and logs.
+                        # Keep the client's address for nginx's access logs.
                         "externalTrafficPolicy": "Local",
                         "selector": self._selector(spec.name),
                         "ports": [
