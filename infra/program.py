@@ -35,6 +35,7 @@ def make_platform(s: Settings) -> Platform:
                 app_max_replicas=s.app_max_replicas,
                 ship_logs=s.logging,
                 log_collector_image=s.images.fluent_bit,
+                protect_namespace=s.protect_data,
             ),
         )
     from components.platforms.docker import DockerPlatform, DockerPlatformArgs

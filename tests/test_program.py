@@ -371,3 +371,11 @@ def test_gelf_port_keeps_stacks_logs_apart_on_one_host() -> None:
     assert app["logOpts"]["gelf-address"] == "udp://127.0.0.1:12202", app["logOpts"]
     published = unwrap(res.containers()["luna-staging-logstash"].inputs["ports"])
     assert {"internal": 12201, "external": 12202, "ip": "127.0.0.1", "protocol": "udp"} in published
+
+
+def test_prod_namespace_is_protected_and_staging_is_not() -> None:
+    for stack, expected in (("prod", True), ("staging", False)):
+        res = resources_of(rendered(stack, "kubernetes"))
+        (namespace,) = res.of_type("core/v1:Namespace")
+        assert namespace.protect is expected, f"{stack} namespace protect={namespace.protect}"
+        assert namespace.retain_on_delete is expected, f"{stack} namespace retain_on_delete"

@@ -51,6 +51,8 @@ final="$dir/luna-$stamp.dump"
 tmp="$final.partial"
 umask 077
 mkdir -p "$dir"
+# A failed dump leaves no partial file behind to be mistaken for a backup.
+trap 'rm -f "$tmp"' EXIT
 # Custom format: compressed, and pg_restore can restore single tables.
 pg_dump --format=custom --no-owner --file="$tmp"
 mv "$tmp" "$final"

@@ -83,6 +83,8 @@ class KubernetesPlatformArgs:
     ship_logs: bool = False
     """Run a log collector DaemonSet that ships pod logs to Logstash's GELF input."""
     log_collector_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.1.9"
+    protect_namespace: bool = False
+    """Protect and retain the namespace (prod), since its deletion takes the data with it."""
 
 
 def job_name(service: str, spec: ServiceSpec) -> str:
@@ -134,7 +136,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     "pod-security.kubernetes.io/audit": "restricted",
                 },
             },
-            opts=self._opts(self),
+            # Deleting a namespace deletes every PVC in it, protected or not.
+            opts=self._opts(self, protect=args.protect_namespace),
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._graph = FlowGraph()
