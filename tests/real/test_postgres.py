@@ -11,8 +11,6 @@ from docs/runbooks/backup-restore.md and run as written there.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
 import signal
@@ -325,6 +323,16 @@ def test_retention_keeps_exactly_the_newest_dumps(backups: Backups) -> None:
         f"extra {sorted(set(backups.dumps()) - set(expected))}"
     )
     assert all(STAMP_RE.fullmatch(name) for name in backups.dumps()), backups.dumps()
-    with contextlib.suppress(FileNotFoundError):
-        assert not list(backups.dir.glob("*.partial")), f"{stack}: partial dumps left behind"
-    assert os.access(backups.script, os.R_OK)
+
+
+def test_failed_dump_leaves_nothing_behind_and_reports_no_success(backups: Backups) -> None:
+    env = {**backups.server.env(), "PGDATABASE": "no_such_db", "LUNA_TEST_STAMP": _stamp(0)}
+    result = subprocess.run(
+        ["sh", str(backups.script)], env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    stack = backups.stack.stack
+    assert result.returncode != 0, f"{stack}: a failed pg_dump exited 0"
+    left = sorted(p.name for p in backups.dir.iterdir()) if backups.dir.exists() else []
+    assert not left, f"{stack}: a failed backup left {left}"
+    assert not backups.pushgateway.pushes, f"{stack}: a failed backup reported success"
