@@ -44,6 +44,12 @@ def _fake(kind: str, name: str, length: int = 24) -> str:
 
 
 class LunaMocks(pulumi.runtime.Mocks):
+    """``exit_codes`` makes named one-shot containers fail, as a failed migration would."""
+
+    def __init__(self, exit_codes: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self.exit_codes = exit_codes or {}
+
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         typ, name = args.typ, args.name
@@ -56,7 +62,7 @@ class LunaMocks(pulumi.runtime.Mocks):
             )
             state["repoDigest"] = f"{state.get('name')}@{state['imageId']}"
         elif typ == "docker:index/container:Container" and state.get("attach"):
-            state["exitCode"] = 0
+            state["exitCode"] = self.exit_codes.get(name, 0)
         elif typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"MOCK PRIVATE KEY PEM {_fake('key', name)}\n"
             state["publicKeyPem"] = f"MOCK PUBLIC KEY PEM {_fake('pub', name)}\n"

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pulumi
 import pytest
 
 from components.app import LunaApp, LunaAppArgs
 from components.cache import Cache, CacheArgs
 from components.database import BackupArgs, Database, DatabaseArgs
+from components.logs import Logging
+from components.monitoring import Monitoring
 from components.platforms.docker import DockerPlatform, DockerPlatformArgs
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import Resources as Size
 from components.spec import ServiceSpec
-from infra.mocks import unwrap
+from infra.mocks import LunaMocks, unwrap
 from tests.support.harness import Resources, is_secret, run_components
 
 HOST = "unix:///var/run/docker.sock"
@@ -30,8 +34,11 @@ def test_component_type_tokens_match_class_names() -> None:
 
     res = run_components(build)
     tokens = {r.type for r in res if not r.custom}
-    assert {"luna:components:Cache", "luna:components:Database"} <= tokens, tokens
-    assert "luna:platform:DockerPlatform" in tokens
+    for cls in (Cache, Database, DockerPlatform):
+        assert any(t.endswith(f":{cls.__name__}") for t in tokens), f"{cls.__name__}: {tokens}"
+    for cls in (LunaApp, ReverseProxy, Monitoring, Logging):
+        source = inspect.getsource(cls.__init__)
+        assert f'"luna:components:{cls.__name__}"' in source, f"{cls.__name__} type token"
 
 
 def test_cache_password_is_generated_and_secret_in_file_and_env() -> None:
@@ -87,19 +94,26 @@ def test_postgres_health_check_uses_pg_isready() -> None:
     assert health["tests"][:2] == ["CMD", "pg_isready"], health
 
 
-def test_app_replicas_and_health_check() -> None:
-    def build() -> None:
-        LunaApp(
-            "luna-app",
-            LunaAppArgs(
-                platform=platform(), image="ghcr.io/luna-app/luna-web:1.0.0",
-                app_url="https://luna.test", node_env="production", replicas=2,
-                resources=Size(512, 1.0), health_path="/api/health",
-                database_url=pulumi.Output.secret("file:/app/data/dev.db"),
-            ),
-        )  # fmt: skip
+def _app() -> None:
+    LunaApp(
+        "luna-app",
+        LunaAppArgs(
+            platform=platform(), image="ghcr.io/luna-app/luna-web:1.0.0",
+            app_url="https://luna.test", node_env="production", replicas=2,
+            resources=Size(512, 1.0), health_path="/api/health",
+            database_url=pulumi.Output.secret("file:/app/data/dev.db"),
+        ),
+    )  # fmt: skip
 
-    res = run_components(build)
+
+def test_a_failed_migration_stops_the_app_from_starting() -> None:
+    with pytest.raises(Exception, match="app-migrate exited with status 1"):
+        run_components(_app, mocks=LunaMocks(exit_codes={"luna-app-migrate": 1}))
+    assert run_components(_app).named("luna-app-web-0"), "a passing migration lets the app start"
+
+
+def test_app_replicas_and_health_check() -> None:
+    res = run_components(_app)
     web = [r for r in res.of_type("/container:Container") if r.name.startswith("luna-app-web")]
     assert len(web) == 2, [r.name for r in web]
     health = unwrap(web[0].inputs["healthcheck"])

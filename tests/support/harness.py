@@ -48,12 +48,13 @@ def plain_dump(value: Any) -> str:
     return json.dumps(unwrap(value), default=str)
 
 
-def run_components(build: Callable[[], object], *, stack: str = "test") -> Resources:
+def run_components(
+    build: Callable[[], object], *, stack: str = "test", mocks: LunaMocks | None = None
+) -> Resources:
     """Run ``build`` (which creates components) under mocks and return what registered."""
-    monitor = RecordingMonitor(LunaMocks())
-    pulumi.runtime.set_mocks(
-        LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor
-    )
+    mocks = mocks or LunaMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="luna", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({}, [])
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
