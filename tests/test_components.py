@@ -36,9 +36,10 @@ def test_component_type_tokens_match_class_names() -> None:
     tokens = {r.type for r in res if not r.custom}
     for cls in (Cache, Database, DockerPlatform):
         assert any(t.endswith(f":{cls.__name__}") for t in tokens), f"{cls.__name__}: {tokens}"
-    for cls in (LunaApp, ReverseProxy, Monitoring, Logging):
-        source = inspect.getsource(cls.__init__)
-        assert f'"luna:components:{cls.__name__}"' in source, f"{cls.__name__} type token"
+    for component in (LunaApp, ReverseProxy, Monitoring, Logging):
+        source = inspect.getsource(component.__init__)
+        name = component.__name__
+        assert f'"luna:components:{name}"' in source, f"{name}: type token"
 
 
 def test_cache_password_is_generated_and_secret_in_file_and_env() -> None:
