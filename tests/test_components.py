@@ -107,10 +107,19 @@ def _app() -> None:
     )  # fmt: skip
 
 
-def test_a_failed_migration_stops_the_app_from_starting() -> None:
-    with pytest.raises(Exception, match="app-migrate exited with status 1"):
-        run_components(_app, mocks=LunaMocks(exit_codes={"luna-app-migrate": 1}))
-    assert run_components(_app).named("luna-app-web-0"), "a passing migration lets the app start"
+def _migration() -> pulumi.Output[str] | None:
+    p = platform()
+    spec = ServiceSpec(name="app-migrate", image="busybox:1.36", resources=Size(32, 0.1),
+                       workload="job")  # fmt: skip
+    return p.deploy("luna-app-migrate", spec, parent=p).gate
+
+
+def test_a_failed_job_fails_the_gate_its_dependants_wait_on() -> None:
+    # The app's containers carry this gate (test_program checks the wiring), so a
+    # failed migration fails the deployment before any app container is replaced.
+    with pytest.raises(RuntimeError, match="app-migrate exited with status 1"):
+        run_components(_migration, mocks=LunaMocks(exit_codes={"luna-app-migrate": 1}))
+    run_components(_migration)  # exit status 0 passes
 
 
 def test_app_replicas_and_health_check() -> None:

@@ -58,8 +58,9 @@ def run_components(
     pulumi.runtime.set_all_config({}, [])
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def program() -> None:
-        build()
+    def program() -> object:
+        # Returning an Output makes the run await it, so errors inside apply() fail.
+        return build()
 
     program()
     return Resources(monitor.records)
