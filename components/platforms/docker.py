@@ -159,10 +159,6 @@ class DockerPlatform(pulumi.ComponentResource):
         """Fail when a service declared a flow to a service this stack does not run."""
         self._graph.check()
 
-    @property
-    def flows(self) -> list[tuple[str, str]]:
-        return list(self._graph.flows)
-
     # -- helpers -----------------------------------------------------------
     def _image(self, ref: str) -> docker.RemoteImage:
         if ref not in self._images:

@@ -141,7 +141,6 @@ class KubernetesPlatform(pulumi.ComponentResource):
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._graph = FlowGraph()
-        self._specs = self._graph.services
         self._finished = False
         self._policy("default-deny", {}, ingress=[], egress=[])
         # Every pod resolves Service names through the cluster DNS.
@@ -172,10 +171,6 @@ class KubernetesPlatform(pulumi.ComponentResource):
     @property
     def stack(self) -> str:
         return self._args.stack
-
-    @property
-    def flows(self) -> list[tuple[str, str]]:
-        return list(self._graph.flows)
 
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         if key in self._volumes:
@@ -326,10 +321,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if self._finished:
             raise ValueError("finish() is called twice")
         self._graph.check()
-        if self._args.ship_logs and "logstash" in self._specs:
+        if self._args.ship_logs and "logstash" in self._graph.services:
             self._log_collector()
         self._finished = True
-        for service, spec in self._specs.items():
+        for service, spec in self._graph.services.items():
             self._service_policy(service, spec)
 
     # -- naming, labels, options -------------------------------------------
@@ -755,10 +750,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         egress: list[Manifest] = [
             {
                 "to": [{"podSelector": {"matchLabels": self._selector(target)}}],
-                "ports": _policy_ports(self._specs[target]),
+                "ports": _policy_ports(self._graph.services[target]),
             }
             for target in sorted(set(spec.connects_to))
-            if self._specs[target].ports
+            if self._graph.services[target].ports
         ]
         if service == LOG_COLLECTOR:
             egress = [
