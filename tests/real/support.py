@@ -93,12 +93,22 @@ def substitute_re(text: str, pattern: str, new: str, *, count: int, what: str) -
     return result
 
 
+def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """``count`` distinct ports free right now on 127.0.0.1.
+
+    All sockets stay bound until every port is chosen: released one at a time,
+    the kernel may hand out the same port twice.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, kind)) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port free right now on 127.0.0.1 (bound to 0, then released)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1, kind)[0]
 
 
 def wait_for_port(

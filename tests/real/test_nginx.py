@@ -30,7 +30,7 @@ from tests.real.support import (
     Daemon,
     RenderedStack,
     StandIn,
-    free_port,
+    free_ports,
     standins,
     substitute,
     wait_for_port,
@@ -168,7 +168,7 @@ def edge(
     tmp.chmod(0o755)
     try:
         with standins(addresses) as apps:
-            http_port, https_port, status_port = free_port(), free_port(), free_port()
+            http_port, https_port, status_port = free_ports(3)
             ports = {
                 "listen 8080 default_server;": http_port,
                 "listen 8443 ssl default_server;": https_port,
