@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,13 +136,23 @@ def server(stacks: Callable[[str, str], RenderedStack]) -> Iterator[Server]:
         )
         wait_for_port(port, proc=daemon.proc, what="postgres", log=daemon.log)
         srv = Server(port=port, root=root, bindir=bindir)
-        subprocess.run(
+        # An open port is not a ready server: until startup finishes PostgreSQL
+        # answers "the database system is starting up" (pg_isready exits 1).
+        deadline = time.monotonic() + 30
+        while True:
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                capture_output=True, text=True, timeout=10, check=False,
+            )  # fmt: skip
+            if ready.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert ready.returncode == 0, f"postgres not ready: {ready.stdout}{daemon.log.read_text()}"
+        created = subprocess.run(
             [str(bindir / "createdb"), "luna"],
-            env=srv.env(),
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+            env=srv.env(), capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert created.returncode == 0, f"createdb: {created.stderr}{daemon.log.read_text()}"
         yield srv
     finally:
         if daemon:
