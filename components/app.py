@@ -47,6 +47,10 @@ class LunaAppArgs:
     jwt_secret: pulumi.Input[str] | None = None
     publish_port: int | None = None
     """Publish the app itself on the host's loopback (dev, without a proxy)."""
+    drain_s: int = 10
+    """Seconds a stopping replica keeps serving while it leaves the load balancers."""
+    protect: bool = False
+    """Protect the generated JWT secret (prod): losing it signs every user out."""
 
 
 class LunaApp(pulumi.ComponentResource):
@@ -59,9 +63,9 @@ class LunaApp(pulumi.ComponentResource):
     """
 
     addresses: Sequence[str]
+    """``host:port`` of each replica, for scraping."""
     deployment: Deployment
-    """The replicas, for services that must restart when they are replaced."""
-    """``host:port`` of each replica, for the proxy and for scraping."""
+    """The replicas, for the proxy (its service address and resolver)."""
     dns_names: Sequence[str]
     """Names with one A record per replica (Kubernetes), for DNS-based scrape discovery."""
     internal_url: str
@@ -71,7 +75,9 @@ class LunaApp(pulumi.ComponentResource):
         self, name: str, args: LunaAppArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("luna:components:LunaApp", name, None, opts)
-        jwt = secret_or_generated(f"{name}-jwt-secret", args.jwt_secret, parent=self, length=64)
+        jwt = secret_or_generated(
+            f"{name}-jwt-secret", args.jwt_secret, parent=self, protect=args.protect, length=64
+        )
         secret_env: dict[str, pulumi.Input[str]] = {
             "DATABASE_URL": pulumi.Output.secret(args.database_url),
             "JWT_SECRET": jwt,
@@ -127,6 +133,7 @@ class LunaApp(pulumi.ComponentResource):
                     http_port=APP_PORT,
                 ),
                 user=APP_UID,
+                drain_s=args.drain_s,
                 connects_to=data_services,
                 # The app calls the OpenAI API.
                 internet_egress=True,

@@ -25,6 +25,8 @@ class CacheArgs:
     max_memory_mb: int
     eviction_policy: str
     password: pulumi.Input[str] | None = None
+    protect: bool = False
+    """Protect the generated password (prod), with the data it guards."""
 
 
 class Cache(pulumi.ComponentResource):
@@ -43,7 +45,9 @@ class Cache(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CacheArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("luna:components:Cache", name, None, opts)
-        self.password = secret_or_generated(f"{name}-password", args.password, parent=self)
+        self.password = secret_or_generated(
+            f"{name}-password", args.password, parent=self, protect=args.protect
+        )
         self.service = SERVICE
         # Headroom above maxmemory for Redis' own buffers.
         memory = args.max_memory_mb + max(64, args.max_memory_mb // 4)

@@ -81,7 +81,9 @@ class Database(pulumi.ComponentResource):
         else:
             if not args.image:
                 raise ValueError("postgres needs an image")
-            self.password = secret_or_generated(f"{name}-password", args.password, parent=self)
+            self.password = secret_or_generated(
+                f"{name}-password", args.password, parent=self, protect=args.protect
+            )
             platform.volume(f"{name}-data", "postgres-data", data, parent=self)
             self.deployment = platform.deploy(
                 f"{name}-postgres",
@@ -107,7 +109,6 @@ class Database(pulumi.ComponentResource):
                         start_period_s=60,
                     ),
                     user=PG_UID,
-                    protect=args.protect,
                 ),
                 parent=self,
             )

@@ -63,11 +63,17 @@ class Logging(pulumi.ComponentResource):
         super().__init__("luna:components:Logging", name, None, opts)
         p, img = args.platform, args.images
         self.elastic_password = secret_or_generated(
-            f"{name}-elastic-password", args.elastic_password, parent=self
+            f"{name}-elastic-password", args.elastic_password, parent=self, protect=args.protect
         )
-        kibana_password = secret_or_generated(f"{name}-kibana-password", None, parent=self)
-        logstash_password = secret_or_generated(f"{name}-logstash-password", None, parent=self)
-        kibana_key = secret_or_generated(f"{name}-kibana-key", None, parent=self, length=48)
+        kibana_password = secret_or_generated(
+            f"{name}-kibana-password", None, parent=self, protect=args.protect
+        )
+        logstash_password = secret_or_generated(
+            f"{name}-logstash-password", None, parent=self, protect=args.protect
+        )
+        kibana_key = secret_or_generated(
+            f"{name}-kibana-key", None, parent=self, protect=args.protect, length=48
+        )
 
         p.volume(
             f"{name}-es-data",
@@ -111,7 +117,6 @@ class Logging(pulumi.ComponentResource):
                 # The Elastic images write their keystore and settings at start.
                 read_only_root=False,
                 ship_logs=False,
-                protect=args.protect,
             ),
             parent=self,
         )

@@ -209,13 +209,12 @@ class Monitoring(pulumi.ComponentResource):
                 ),
                 user="65534:65534",
                 connects_to=tuple(scraped),
-                protect=args.protect,
             ),
             parent=self,
         )
 
         self.grafana_password = secret_or_generated(
-            f"{name}-grafana-password", args.grafana_password, parent=self
+            f"{name}-grafana-password", args.grafana_password, parent=self, protect=args.protect
         )
         p.volume(
             f"{name}-grafana-data",

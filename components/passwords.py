@@ -14,14 +14,16 @@ def secret_or_generated(
     *,
     parent: pulumi.Resource,
     length: int = 32,
+    protect: bool = False,
 ) -> pulumi.Output[str]:
-    """Return ``supplied`` as a secret, or a new ``RandomPassword`` named ``name``.
+    """Return ``supplied`` as a secret, or else the ``RandomPassword`` named ``name``.
 
-    Generated values use letters and digits only: they end up in URLs, JSON
-    bodies and config files, where punctuation would need escaping.
+    The generator exists either way, so supplying a value later (the rotation
+    runbook) never deletes it: with ``protect`` (prod) a deletion would fail the
+    update, and ``pulumi destroy --exclude-protected`` keeps the credentials of
+    the data it keeps. Generated values use letters and digits only: they end up
+    in URLs, JSON bodies and config files, where punctuation would need escaping.
     """
-    if supplied is not None:
-        return pulumi.Output.secret(supplied)
     generated = random.RandomPassword(
         name,
         length=length,
@@ -29,6 +31,8 @@ def secret_or_generated(
         min_lower=4,
         min_upper=4,
         min_numeric=4,
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, protect=protect),
     )
+    if supplied is not None:
+        return pulumi.Output.secret(supplied)
     return pulumi.Output.secret(generated.result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -24,9 +23,13 @@ class ReverseProxyArgs:
     platform: Platform
     image: str
     server_name: str
-    upstreams: Sequence[str]
-    upstream_deployment: Deployment | None = None
-    """The app replicas; nginx restarts when they are replaced (it resolves names at start)."""
+    upstream: Deployment
+    """The app; nginx reaches its replicas through ``service_address`` (and
+    ``resolver``, where replicas change address), so a deploy never restarts it."""
+    replicas: int = 1
+    drain_s: int = 0
+    """Seconds a stopping edge keeps serving, longer than the load balancer's
+    health-check window, so a drain or rollout loses no request."""
     http_port: int = 80
     https_port: int = 443
     client_max_body_mb: int = 10
@@ -42,7 +45,7 @@ class ReverseProxy(pulumi.ComponentResource):
     Usage::
 
         ReverseProxy("luna-proxy", ReverseProxyArgs(platform=p, image="nginxinc/...",
-                     server_name="luna-app.com", upstreams=app.addresses))
+                     server_name="luna-app.com", upstream=app.deployment))
     """
 
     nginx_conf: str
@@ -81,9 +84,12 @@ class ReverseProxy(pulumi.ComponentResource):
             cert = self_signed.cert_pem
             key = pulumi.Output.secret(private.private_key_pem)
 
+        if args.upstream.service_address is None:
+            raise ValueError(f"{args.upstream.service} has no address to proxy to")
         settings = NginxSettings(
             server_name=args.server_name,
-            upstreams=tuple(args.upstreams),
+            upstream=args.upstream.service_address,
+            resolver=args.upstream.resolver,
             status_port=STATUS_PORT,
             public_https_port=args.https_port,
             client_max_body_mb=args.client_max_body_mb,
@@ -96,7 +102,8 @@ class ReverseProxy(pulumi.ComponentResource):
                 name=SERVICE,
                 component="proxy",
                 image=args.image,
-                replicas=1,
+                replicas=args.replicas,
+                drain_s=args.drain_s,
                 resources=args.resources,
                 ports=(
                     # The public edge listens on every interface.
@@ -125,6 +132,6 @@ class ReverseProxy(pulumi.ComponentResource):
                 connects_to=("app",),
             ),
             parent=self,
-            after=[args.upstream_deployment] if args.upstream_deployment else [],
+            after=[args.upstream],
         )
         self.register_outputs({"status_address": self.status_address})

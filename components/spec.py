@@ -128,8 +128,9 @@ class ServiceSpec:
     internet_egress: bool = False
     ship_logs: bool = True
     schedule_hours: int | None = None
-    protect: bool = False
-    """Protect the workload itself from deletion (prod data services)."""
+    drain_s: int = 0
+    """Seconds a stopping replica keeps serving before it is signalled, so that
+    load balancers stop sending to it first (a Kubernetes ``preStop`` sleep)."""
     component: str = "luna"
     """The ``app.kubernetes.io/component`` label / Docker label."""
 

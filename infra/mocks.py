@@ -37,6 +37,9 @@ class Record:
     provider: str
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    """Input name -> URNs its value came from. The engine replaces a dependant of a
+    delete-before-replace resource only through these, never through depends_on."""
 
 
 def _fake(kind: str, name: str, length: int = 24) -> str:
@@ -44,7 +47,13 @@ def _fake(kind: str, name: str, length: int = 24) -> str:
 
 
 class LunaMocks(pulumi.runtime.Mocks):
-    """``exit_codes`` makes named one-shot containers fail, as a failed migration would."""
+    """``exit_codes`` makes named one-shot jobs fail, as a failed migration would.
+
+    A pulumi-command ``Command`` whose script exits non-zero fails its own create
+    with Go's ``exec.ExitError`` text (pulumi/pulumi-command provider/pkg/provider/
+    local/commandController.go runs the script; ``exit status N`` comes from Go's
+    os/exec), so the mock fails the registration the same way.
+    """
 
     def __init__(self, exit_codes: dict[str, int] | None = None) -> None:
         super().__init__()
@@ -61,8 +70,11 @@ class LunaMocks(pulumi.runtime.Mocks):
                 "sha256:" + hashlib.sha256(str(state.get("name")).encode()).hexdigest()
             )
             state["repoDigest"] = f"{state.get('name')}@{state['imageId']}"
-        elif typ == "docker:index/container:Container" and state.get("attach"):
-            state["exitCode"] = self.exit_codes.get(name, 0)
+        elif typ == "command:local:Command":
+            code = self.exit_codes.get(name, 0)
+            if code:
+                raise RuntimeError(f"{name}: exit status {code}")
+            state["stdout"], state["stderr"] = "", ""
         elif typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"MOCK PRIVATE KEY PEM {_fake('key', name)}\n"
             state["publicKeyPem"] = f"MOCK PUBLIC KEY PEM {_fake('pub', name)}\n"
@@ -113,6 +125,9 @@ class RecordingMonitor(mocks.MockMonitor):
             provider=request.provider,
             inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
             outputs=dict(registration.state),
+            property_dependencies={
+                key: sorted(set(deps.urns)) for key, deps in request.propertyDependencies.items()
+            },
         )
         return response
 

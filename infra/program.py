@@ -12,16 +12,27 @@ from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging, LoggingArgs, LoggingImages
 from components.monitoring import PUSHGATEWAY_URL, Monitoring, MonitoringArgs, MonitoringImages
-from components.platforms import Platform
+from components.platforms import Platform, RegistryAuth
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import Resources
 from infra.settings import Settings
 
-__all__ = ["build"]
+__all__ = ["EDGE_REPLICAS", "build"]
+
+EDGE_REPLICAS = 2
 
 
 def make_platform(s: Settings) -> Platform:
     """The stack's platform; each module is imported only when chosen (SDK import time)."""
+    registry = (
+        RegistryAuth(
+            server=s.registry_server,
+            username=s.registry_username,
+            password=s.secrets.registry_password,
+        )
+        if s.registry_server and s.registry_username and s.secrets.registry_password
+        else None
+    )
     if s.platform == "kubernetes":
         from components.platforms.kubernetes import KubernetesPlatform, KubernetesPlatformArgs
 
@@ -35,7 +46,8 @@ def make_platform(s: Settings) -> Platform:
                 app_max_replicas=s.app_max_replicas,
                 ship_logs=s.logging,
                 log_collector_image=s.images.fluent_bit,
-                protect_namespace=s.protect_data,
+                protect_data=s.protect_data,
+                registry=registry,
             ),
         )
     from components.platforms.docker import DockerPlatform, DockerPlatformArgs
@@ -43,7 +55,11 @@ def make_platform(s: Settings) -> Platform:
     return DockerPlatform(
         f"luna-{s.platform}",
         DockerPlatformArgs(
-            stack=s.stack, host=s.docker_host, ship_logs=s.logging, gelf_port=s.gelf_port
+            stack=s.stack,
+            host=s.docker_host,
+            ship_logs=s.logging,
+            gelf_port=s.gelf_port,
+            registry=registry,
         ),
     )
 
@@ -82,6 +98,7 @@ def build(s: Settings) -> dict[str, Any]:
                 max_memory_mb=s.redis_max_memory_mb,
                 eviction_policy=s.redis_eviction_policy,
                 password=s.secrets.redis_password,
+                protect=s.protect_data,
             ),
         )
         if s.cache
@@ -107,6 +124,7 @@ def build(s: Settings) -> dict[str, Any]:
             jwt_secret=s.secrets.jwt_secret,
             # Without the proxy (dev) the app itself answers on localhost:3000.
             publish_port=None if s.proxy else APP_PORT,
+            protect=s.protect_data,
         ),
     )
     proxy = (
@@ -116,8 +134,12 @@ def build(s: Settings) -> dict[str, Any]:
                 platform=platform,
                 image=img.nginx,
                 server_name=s.server_name,
-                upstreams=app.addresses,
-                upstream_deployment=app.deployment,
+                upstream=app.deployment,
+                # Kubernetes runs two edges behind its load balancer, each draining
+                # for longer than that balancer's health-check window; one Docker
+                # host binds the public ports once.
+                replicas=EDGE_REPLICAS if s.platform == "kubernetes" else 1,
+                drain_s=s.edge_drain_s if s.platform == "kubernetes" else 0,
                 http_port=s.http_port,
                 https_port=s.https_port,
                 client_max_body_mb=s.client_max_body_mb,

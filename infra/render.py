@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pulumi.runtime import rpc
 
 from components.platforms.docker import SECRET_FILES_LABEL
 from components.platforms.kubernetes import FILES_ANNOTATION
-from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
+from infra.mocks import MASK, LunaMocks, Record, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
 
@@ -89,6 +90,9 @@ class Rendered:
                 text = MASK + "\n" if obj["kind"] == "Secret" else str(data[key])
                 shipped[f"{obj['metadata']['name']}{path}"] = text
         for r in self.monitor.records.values():
+            if r.type == "command:local:Command":
+                shipped.update(_job_files(r))
+                continue
             if r.type != "docker:index/container:Container":
                 continue
             container = unwrap(r.inputs.get("name"))
@@ -105,6 +109,20 @@ class Rendered:
                 text = MASK + "\n" if secret else str(unwrap(content))
                 shipped[f"{container}{path}"] = text
         return shipped
+
+
+def _job_files(r: Record) -> dict[str, str]:
+    """Files a Docker job's script writes into its container, from its environment."""
+    script = str(unwrap(r.inputs.get("create") or ""))
+    name = re.search(r"docker create --name (\S+)", script)
+    if not name:
+        return {}
+    env, _ = _peel(r.inputs.get("environment") or {})
+    shipped = {}
+    for variable, path in re.findall(r'printf "%s" "\$(\w+)" > "\$stage"(\S+)', script):
+        content, secret = _peel(env[variable])
+        shipped[f"{name.group(1)}{path}"] = MASK + "\n" if secret else str(unwrap(content))
+    return shipped
 
 
 def _peel(value: Any) -> tuple[Any, bool]:

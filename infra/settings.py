@@ -40,6 +40,7 @@ SECRET_KEYS: Final = (
     "tlsCert",
     "tlsKey",
     "kubeconfig",
+    "registryPassword",
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
 # name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
@@ -90,6 +91,7 @@ class Secrets:
     tls_cert: pulumi.Output[str] | None
     tls_key: pulumi.Output[str] | None
     kubeconfig: pulumi.Output[str] | None
+    registry_password: pulumi.Output[str] | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,11 @@ class Settings:
     kibana_port: int
     gelf_port: int
     protect_data: bool
+    edge_drain_s: int
+    """Kubernetes: seconds a stopping edge pod keeps serving (longer than the LB's checks)."""
+    registry_server: str | None
+    """Private registry host the app image is pulled from, with ``registry_username``."""
+    registry_username: str | None
     secrets: Secrets
 
 
@@ -252,6 +259,16 @@ def _storage_class(r: _Reader) -> str | None:
     return value or None
 
 
+def _registry_server(r: _Reader) -> str | None:
+    value = r.raw("registryServer") or ""
+    # A registry host as image references name it: host[:port], no scheme or path.
+    if value and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", value):
+        raise ConfigError(
+            "registryServer", value, "a registry host such as ghcr.io or registry.example:5000"
+        )
+    return value or None
+
+
 def _url(value: str) -> bool:
     parsed = urlparse(value)
     return parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.path in ("", "/")
@@ -294,6 +311,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         tls_cert=r.secret("tlsCert"),
         tls_key=r.secret("tlsKey"),
         kubeconfig=r.secret("kubeconfig"),
+        registry_password=r.secret("registryPassword"),
     )
     settings = Settings(
         stack=stack,
@@ -341,6 +359,9 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         kibana_port=r.port("kibanaPort"),
         gelf_port=r.port("gelfPort"),
         protect_data=r.boolean("protectData"),
+        edge_drain_s=r.integer("edgeDrainSeconds", 0, 600),
+        registry_server=_registry_server(r),
+        registry_username=r.raw("registryUsername") or None,
         secrets=secrets,
     )
     _check_unknown(r.read)
@@ -389,6 +410,14 @@ def _check_combinations(s: Settings) -> None:
         )
     if s.backups and s.database != "postgres":
         raise ConfigError("backups", "true", "backups need database: postgres")
+    registry = (s.registry_server, s.registry_username, s.secrets.registry_password)
+    if any(v is not None for v in registry) and None in registry:
+        missing = ("registryServer", "registryUsername", "registryPassword")[registry.index(None)]
+        raise ConfigError(
+            missing,
+            None,
+            "registryServer, registryUsername and registryPassword (secret) are set together",
+        )
     if s.app_max_replicas < s.app_replicas:
         raise ConfigError(
             "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"

@@ -12,6 +12,7 @@ from components.cache import Cache, CacheArgs
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging
 from components.monitoring import Monitoring
+from components.platforms import Deployment
 from components.platforms.docker import DockerPlatform, DockerPlatformArgs
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import Resources as Size
@@ -78,7 +79,9 @@ def test_postgres_protection_follows_args(protect: bool) -> None:
     for name in ("luna-database-data", "luna-database-backups"):
         vol = res.named(name)
         assert vol.protect is protect and vol.retain_on_delete is protect, name
-    assert res.named("luna-database-postgres").protect is protect
+    assert res.named("luna-database-password").protect is protect
+    # The process is replaceable; the data and its credentials are what is kept.
+    assert res.named("luna-database-postgres").protect is False
     backup = unwrap(res.named("luna-database-backup").inputs)
     loop = backup["entrypoints"][-1]
     assert "sleep 21600" in loop and "/opt/luna/backup.sh" in loop, loop
@@ -107,17 +110,19 @@ def _app() -> None:
     )  # fmt: skip
 
 
-def _migration() -> pulumi.Output[str] | None:
+def _migration() -> pulumi.Output[str]:
     p = platform()
     spec = ServiceSpec(name="app-migrate", image="busybox:1.36", resources=Size(32, 0.1),
                        workload="job")  # fmt: skip
-    return p.deploy("luna-app-migrate", spec, parent=p).gate
+    (job,) = p.deploy("luna-app-migrate", spec, parent=p).resources
+    assert isinstance(job, pulumi.CustomResource)
+    return job.urn
 
 
-def test_a_failed_job_fails_the_gate_its_dependants_wait_on() -> None:
-    # The app's containers carry this gate (test_program checks the wiring), so a
-    # failed migration fails the deployment before any app container is replaced.
-    with pytest.raises(RuntimeError, match="app-migrate exited with status 1"):
+def test_a_failed_job_fails_its_own_resource() -> None:
+    # Its dependants wait through depends_on (test_program checks the wiring); the
+    # engine starts none of them after a failed step (tests/engine models that).
+    with pytest.raises(Exception, match="luna-app-migrate: exit status 1"):
         run_components(_migration, mocks=LunaMocks(exit_codes={"luna-app-migrate": 1}))
     run_components(_migration)  # exit status 0 passes
 
@@ -140,7 +145,7 @@ def test_proxy_generates_a_self_signed_pair_without_config() -> None:
                 platform(),
                 "nginxinc/nginx-unprivileged:1.27.2-alpine",
                 "luna.test",
-                ["app-0:3000", "app-1:3000"],
+                Deployment("app", [], service_address="app:3000", resolver="127.0.0.11"),
             ),
         )
     )
@@ -158,7 +163,7 @@ def test_proxy_uses_supplied_certificate() -> None:
                 platform(),
                 "nginxinc/nginx-unprivileged:1.27.2-alpine",
                 "luna.test",
-                ["app:3000"],
+                Deployment("app", [], service_address="app:3000"),
                 tls_cert="CERT",
                 tls_key=pulumi.Output.secret("KEY"),
             ),

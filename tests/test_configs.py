@@ -28,24 +28,29 @@ def _one(files: dict[str, str], suffix: str) -> str:
 
 
 def test_nginx_allows_only_tls_12_and_13() -> None:
-    conf = nginx_conf(NginxSettings(server_name="luna.test", upstreams=["a:1"]))
+    conf = nginx_conf(NginxSettings(server_name="luna.test", upstream="a:1"))
     assert re.findall(r"ssl_protocols ([^;]+);", conf) == ["TLSv1.2 TLSv1.3"]
     assert "Strict-Transport-Security" in conf and "return 301 https://" in conf
 
 
-def test_nginx_balances_across_every_upstream() -> None:
-    conf = nginx_conf(NginxSettings(server_name="x", upstreams=["app-0:3000", "app-1:3000"]))
-    assert re.findall(r"server (app-\d:3000)", conf) == ["app-0:3000", "app-1:3000"]
+def test_nginx_resolves_replicas_per_request_with_a_resolver() -> None:
+    conf = nginx_conf(NginxSettings(server_name="x", upstream="app:3000", resolver="127.0.0.11"))
+    assert "resolver 127.0.0.11 valid=2s ipv6=off;" in conf, conf
+    assert 'set $luna_app "app:3000";' in conf and "proxy_pass http://$luna_app;" in conf
+    assert "upstream luna_app" not in conf, "a static upstream resolves only at start"
+    static = nginx_conf(NginxSettings(server_name="x", upstream="app:3000"))
+    assert re.findall(r"server (app:3000)", static) == ["app:3000"]
+    assert "resolver " not in static
 
 
 def test_nginx_redirect_keeps_a_non_default_https_port() -> None:
-    conf = nginx_conf(NginxSettings(server_name="x", upstreams=["a:1"], public_https_port=8443))
+    conf = nginx_conf(NginxSettings(server_name="x", upstream="a:1", public_https_port=8443))
     assert "return 301 https://$host:8443$request_uri;" in conf
 
 
 def test_nginx_needs_an_upstream() -> None:
     with pytest.raises(ValueError, match="upstream"):
-        nginx_conf(NginxSettings(server_name="x", upstreams=[]))
+        nginx_conf(NginxSettings(server_name="x", upstream=""))
 
 
 def test_redis_rejects_unknown_policy_and_unsafe_password() -> None:
@@ -75,9 +80,11 @@ def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path:
     assert "/etc/nginx/tls/" in conf, "certificate paths moved; update this test"
     local = conf.replace("/etc/nginx/tls/", f"{tmp_path}/")
     (tmp_path / "nginx.conf").write_text(local)
-    # nginx resolves upstream names at load time: give them a private /etc/hosts.
+    # nginx resolves static upstream names at load time: give them a private
+    # /etc/hosts. A name behind `resolver` is looked up per request instead.
     hosts = sorted(set(re.findall(r"^\s*server ([a-z0-9-]+):\d+", conf, re.M)))
-    assert hosts, "no upstream servers in nginx.conf"
+    dynamic = re.findall(r'^\s*set \$luna_app "[a-z0-9-]+:\d+";', conf, re.M)
+    assert hosts or dynamic, "no upstream in nginx.conf"
     (tmp_path / "hosts").write_text("".join(f"127.0.0.1 {h}\n" for h in hosts))
     script = f"mount --bind {tmp_path}/hosts /etc/hosts && {nginx} -t -c {tmp_path}/nginx.conf"
     proc = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -197,8 +198,14 @@ def test_prod_protects_and_retains_its_data(platform: str) -> None:
     assert len(data) >= 4, f"prod has only {[d.name for d in data]}"
     for rec in data:
         assert rec.protect and rec.retain_on_delete, f"prod {rec.type} {rec.name} is unprotected"
-    db = resources_of(rendered("prod", platform)).named("luna-database-postgres")
-    assert db.protect, f"prod database ({db.type}) is not protected"
+    res = resources_of(rendered("prod", platform))
+    # Processes are replaced freely; protecting them would fail every change to them.
+    db = res.named("luna-database-postgres")
+    assert not db.protect, f"prod database process ({db.type}) is protected"
+    passwords = res.of_type("randomPassword:RandomPassword")
+    assert passwords, "prod generates no passwords"
+    for rec in passwords:
+        assert rec.protect, f"prod {rec.name} is unprotected: a destroy would orphan the data"
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -221,14 +228,16 @@ def test_app_starts_only_after_its_migration(stack_render: tuple[str, str, Rende
             assert migrate_job.urn in dep.dependencies, f"{stack}: {dep.name} does not wait"
         return
     migrate = res.named("luna-app-migrate")
-    assert unwrap(migrate.inputs["attach"]) is True, "migration does not run to completion"
-    assert unwrap(migrate.inputs["mustRun"]) is False
-    for rec in res.of_type("/container:Container"):
-        if rec.name.startswith("luna-app-web"):
-            assert migrate.urn in rec.dependencies, f"{stack}: {rec.name} does not wait"
-            labels = {lab["label"]: lab["value"] for lab in unwrap(rec.inputs["labels"])}
-            gate = labels.get("com.luna.after.app-migrate")
-            assert gate == "succeeded", f"{rec.name} has no gate"
+    assert migrate.type == "command:local:Command", f"{stack}: migration is a {migrate.type}"
+    # `docker start --attach` exits with the container's status: a failed
+    # migration fails its own resource (tests/test_jobs.py runs the script).
+    assert 'docker start --attach "$cid"' in unwrap(migrate.inputs["create"])
+    web = [r for r in res.of_type("/container:Container") if r.name.startswith("luna-app-web")]
+    assert web, "no app containers"
+    for rec in web:
+        assert migrate.urn in rec.dependencies, f"{stack}: {rec.name} does not wait"
+        # Ordering travels in depends_on only: no input of the app names the job.
+        assert migrate.urn not in rec.property_dependencies.get("labels", []), rec.name
 
 
 def test_migration_runs_prisma_with_the_app_image(stack_render: tuple[str, str, Rendered]) -> None:
@@ -243,10 +252,11 @@ def test_migration_runs_prisma_with_the_app_image(stack_render: tuple[str, str, 
     res = resources_of(r)
     migrate, web = res.named("luna-app-migrate"), res.containers()
     app = next(v for k, v in web.items() if k.endswith("-app") or k.endswith("-app-0"))
-    assert unwrap(migrate.inputs["entrypoints"]) == [
-        "npx", "--no-install", "prisma", "migrate", "deploy",
-    ]  # fmt: skip
-    assert migrate.inputs["image"] == app.inputs["image"], "migration uses another image"
+    script = unwrap(migrate.inputs["create"])
+    image = unwrap(app.inputs["image"])
+    assert f"{image} --no-install prisma migrate deploy" in script, script
+    assert "--entrypoint npx" in script, script
+    assert unwrap(migrate.inputs["triggers"]) == [image], "a new image does not re-run it"
 
 
 def test_docker_networks_follow_the_declared_flows() -> None:
@@ -279,7 +289,7 @@ def test_logs_ship_to_logstash_on_the_host_loopback() -> None:
         logstash["ports"]
     )
     dev_app = resources_of(rendered("dev", "docker")).containers()["luna-dev-app"].inputs
-    assert unwrap(dev_app["logDriver"]) == "json-file", "dev ships logs nowhere"
+    assert unwrap(dev_app["logDriver"]) == "local", "dev ships logs nowhere"
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -302,19 +312,31 @@ def test_dev_without_proxy_outputs_localhost() -> None:
     assert rendered("dev", "docker").outputs["app_url"] == "http://localhost:3000"
 
 
-def test_proxy_restarts_when_app_replicas_are_replaced() -> None:
-    res = resources_of(rendered("prod", "docker"))
+def test_edge_finds_app_replicas_per_request_and_never_depends_on_their_inputs() -> None:
+    r = rendered("prod", "docker")
+    res = resources_of(r)
     proxy = res.named("luna-proxy-nginx")
-    web = [r for r in res.of_type("/container:Container") if r.name.startswith("luna-app-web")]
-    labels = {lab["label"]: lab["value"] for lab in unwrap(proxy.inputs["labels"])}
-    ids = sorted(f"{r.name}_id" for r in web)
-    assert labels.get("com.luna.after.app") == ",".join(ids), labels
-    assert all(r.urn in proxy.dependencies for r in web), "proxy does not wait for the app"
+    web = [x for x in res.of_type("/container:Container") if x.name.startswith("luna-app-web")]
+    assert all(x.urn in proxy.dependencies for x in web), "proxy does not wait for the app"
+    for prop, deps in proxy.property_dependencies.items():
+        assert not set(deps) & {x.urn for x in web}, f"proxy input {prop} follows app replicas"
+    conf = next(v for k, v in r.files().items() if k.endswith("/etc/nginx/nginx.conf"))
+    assert "resolver 127.0.0.11 " in conf and "proxy_pass http://$luna_app;" in conf, conf
+    for rec in web:
+        aliases = {a for n in unwrap(rec.inputs["networksAdvanced"]) for a in n.get("aliases", [])}
+        assert "app" in aliases, f"{rec.name} does not answer to the service name"
 
 
-def test_named_containers_are_deleted_before_replacement() -> None:
+def test_stateless_containers_are_replaced_create_before_delete() -> None:
+    exclusive = {"proxy", "database", "elasticsearch", "prometheus", "grafana", "kibana",
+                 "pushgateway", "database-backup", "logstash"}  # fmt: skip
     for name, rec in resources_of(rendered("prod", "docker")).containers().items():
-        assert rec.delete_before_replace, f"{name}: a replacement would collide on its name"
+        service = name.removeprefix("luna-prod-").rstrip("-0123456789")
+        expected = service in exclusive
+        assert rec.delete_before_replace is expected, (
+            f"{name}: delete_before_replace={rec.delete_before_replace}, expected {expected}"
+        )
+        assert re.fullmatch(r"luna-prod-[a-z0-9-]+-[0-9a-f]{10}", unwrap(rec.inputs["name"]))
 
 
 def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
@@ -355,7 +377,7 @@ def test_migration_waits_for_the_database(stack_render: tuple[str, str, Rendered
     migrate = next(
         x
         for x in res
-        if x.name.startswith("luna-app-migrate") and x.type.endswith(("Container", "Job"))
+        if x.name.startswith("luna-app-migrate") and x.type.endswith(("Command", "Job"))
     )
     servers = [x for x in res if x.custom and x.name == "luna-database-postgres"]
     if stack == "dev":

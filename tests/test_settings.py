@@ -8,7 +8,7 @@ import sys
 import pulumi
 import pytest
 
-from infra.mocks import LunaMocks
+from infra.mocks import LunaMocks, unwrap
 from infra.render import load_stack_config, main, render
 from infra.settings import ConfigError
 from tests.support.tools import REPO
@@ -91,9 +91,12 @@ def test_tls_cert_without_key_is_refused() -> None:
 
 def test_supplied_secrets_replace_generated_ones() -> None:
     r = render("staging", secrets=[("dbPassword", "SuppliedPassword123")])
-    names = {rec.name for rec in r.monitor.records.values()}
-    assert "luna-database-password" not in names, "a password was generated although supplied"
-    assert "luna-cache-password" in names
+    records = {rec.name: rec for rec in r.monitor.records.values()}
+    # The generator stays (supplying a value later must not delete it), unused.
+    assert "luna-database-password" in records and "luna-cache-password" in records
+    generated = unwrap(records["luna-database-password"].outputs["result"])
+    url = unwrap(r.outputs["database_url"])
+    assert ":SuppliedPassword123@" in url and generated not in url, url
 
 
 def test_unknown_stack_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
@@ -114,8 +117,9 @@ def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
     assert lines == ["error: config luna:appReplicas = '-1' is invalid: an integer from 1 to 50"]
 
 
-FREE_FORM = {"kubeContext"}  # any context name a kubeconfig may hold
+FREE_FORM = {"kubeContext", "registryUsername"}  # any context / user name is valid
 EXPLICIT_BAD = {
+    "registryServer": "https://ghcr.io/luna",
     "platform": "swarm",
     "dockerHost": "localhost",
     "appUrl": "ftp://luna-app.com",

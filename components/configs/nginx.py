@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["NginxSettings", "nginx_conf"]
@@ -31,8 +30,13 @@ SECURITY_HEADERS: dict[str, str] = {
 @dataclass(frozen=True)
 class NginxSettings:
     server_name: str
-    upstreams: Sequence[str]
-    """``host:port`` of every app replica; nginx balances across them."""
+    upstream: str
+    """``host:port`` that reaches every app replica."""
+    resolver: str | None = None
+    """DNS server (``ip[:port]``) that answers for ``upstream`` with the replicas that
+    run now. Set, nginx re-resolves per request (``valid`` seconds cached), so
+    replicas come and go without a reload; ``None``: resolved once at start."""
+    resolver_valid_s: int = 2
     cert_path: str = "/etc/nginx/tls/tls.crt"
     key_path: str = "/etc/nginx/tls/tls.key"
     http_port: int = 8080
@@ -49,12 +53,10 @@ class NginxSettings:
 
 def nginx_conf(s: NginxSettings) -> str:
     """Return the complete nginx.conf for the edge proxy."""
-    if not s.upstreams:
-        raise ValueError("nginx needs at least one upstream")
+    if ":" not in s.upstream:
+        raise ValueError(f"nginx upstream {s.upstream!r} is not host:port")
     redirect_port = "" if s.public_https_port == 443 else f":{s.public_https_port}"
-    upstream_lines = "\n".join(
-        f"        server {u} max_fails=3 fail_timeout=10s;" for u in s.upstreams
-    )
+    upstream_block, target = _upstream(s)
     headers = "\n".join(
         f'        add_header {k} "{v}" always;' for k, v in SECURITY_HEADERS.items()
     )
@@ -103,11 +105,7 @@ http {{
         '' '';
     }}
 
-    upstream luna_app {{
-        least_conn;
-{upstream_lines}
-        keepalive 32;
-    }}
+{upstream_block}
 
     # Plain HTTP only redirects, except the proxy's own health endpoint.
     server {{
@@ -148,7 +146,7 @@ http {{
         }}
 
         location / {{
-            proxy_pass http://luna_app;
+{target}
             proxy_http_version 1.1;
             proxy_set_header Host $host;
             proxy_set_header X-Real-IP $remote_addr;
@@ -161,7 +159,7 @@ http {{
             proxy_read_timeout {s.proxy_read_timeout_s}s;
             # A dead replica is skipped; non-idempotent requests are never retried.
             proxy_next_upstream error timeout http_502 http_503 http_504;
-            proxy_next_upstream_tries 2;
+            proxy_next_upstream_tries 3;
             proxy_hide_header X-Powered-By;
         }}
     }}
@@ -180,3 +178,31 @@ http {{
     }}
 }}
 """
+
+
+def _upstream(s: NginxSettings) -> tuple[str, str]:
+    """The ``http`` block's upstream part and the ``location``'s ``proxy_pass``.
+
+    With a resolver, ``proxy_pass`` takes a variable: nginx then resolves the
+    name through ``resolver`` at request time (every address it returns is
+    tried in turn on ``proxy_next_upstream``), instead of once at start. That
+    works on nginx 1.22 (Debian) as on the pinned image; ``server … resolve``
+    inside an upstream needs nginx >= 1.27.3.
+    """
+    if s.resolver is None:
+        block = (
+            "    upstream luna_app {\n"
+            "        least_conn;\n"
+            f"        server {s.upstream} max_fails=3 fail_timeout=10s;\n"
+            "        keepalive 32;\n"
+            "    }\n"
+        )
+        return block, "            proxy_pass http://luna_app;"
+    block = (
+        "    # Replicas are found per request: a deploy adds and removes them\n"
+        "    # without restarting the edge.\n"
+        f"    resolver {s.resolver} valid={s.resolver_valid_s}s ipv6=off;\n"
+        "    resolver_timeout 2s;\n"
+    )
+    target = f'            set $luna_app "{s.upstream}";\n            proxy_pass http://$luna_app;'
+    return block, target

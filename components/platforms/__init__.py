@@ -15,26 +15,44 @@ import pulumi
 
 from components.spec import ServiceSpec, VolumeSpec
 
-__all__ = ["Deployment", "FlowGraph", "Platform"]
+__all__ = ["Deployment", "FlowGraph", "Platform", "RegistryAuth"]
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Pull credentials for a private image registry (secret config)."""
+
+    server: str
+    """Registry host, e.g. ``ghcr.io``; images whose name starts with it use these."""
+    username: str
+    password: pulumi.Input[str]
+
+    def serves(self, image: str) -> bool:
+        return image.split("/", 1)[0] == self.server
 
 
 @dataclass(frozen=True)
 class Deployment:
     """What a platform made for one service.
 
-    ``resources`` are what dependants wait for. ``gate`` is set for one-shot
-    jobs: an Output that fails the deployment when the job did not succeed, so
-    anything built from it cannot start after a failed migration.
+    ``resources`` are what dependants wait for, through ``depends_on`` only: an
+    ordering never forces a replacement. A one-shot job's resource fails when
+    the job fails, so the engine starts none of its dependants.
     """
 
     service: str
     resources: Sequence[pulumi.Resource]
-    gate: pulumi.Output[str] | None = None
     addresses: Sequence[str] = field(default_factory=tuple)
-    """``host:port`` of each replica's first port, for load balancers and scrapes."""
+    """``host:port`` of each replica's first port, for scrapes."""
     dns_names: Sequence[str] = field(default_factory=tuple)
     """Names resolving to one A record per replica (a headless Service), for DNS
     discovery; empty where ``addresses`` already name each replica (Docker)."""
+    service_address: str | None = None
+    """``host:port`` that reaches every replica, for load balancers."""
+    resolver: str | None = None
+    """A DNS server that answers for ``service_address`` with the replicas that run
+    now; load balancers re-resolve through it per request. ``None``: the address
+    is stable (a Kubernetes Service's cluster IP)."""
 
 
 class FlowGraph:

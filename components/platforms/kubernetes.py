@@ -11,6 +11,7 @@ flow. See docs/kubernetes.md.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.provider import Provider
 
 from components.configs.fluentbit import HEALTH_PATH, HTTP_PORT, fluent_bit_conf, parsers_conf
-from components.platforms import Deployment, FlowGraph
+from components.platforms import Deployment, FlowGraph, RegistryAuth
 from components.spec import Resources, ServiceSpec, VolumeSpec
 
 __all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "job_name"]
@@ -44,6 +45,7 @@ _GELF_PORT = 12201
 _DEFAULT_ID = 10001
 """Run-as uid/gid for images whose spec keeps the image's own (non-root) user."""
 # Egress to the internet never reaches the cluster, the node or cloud metadata.
+JOB_DEADLINE_S = 1800
 _PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 # checkov skips: each is written on the object it concerns, with its reason.
 _SKIP_DIGEST = (
@@ -83,8 +85,12 @@ class KubernetesPlatformArgs:
     ship_logs: bool = False
     """Run a log collector DaemonSet that ships pod logs to Logstash's GELF input."""
     log_collector_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.1.9"
-    protect_namespace: bool = False
-    """Protect and retain the namespace (prod), since its deletion takes the data with it."""
+    protect_data: bool = False
+    """Protect and retain what holds or guards the data (prod): the namespace (its
+    deletion takes every PVC with it), the claims, and the NetworkPolicies that
+    deny by default and fence the data services."""
+    registry: RegistryAuth | None = None
+    """Pull credentials for a private registry; pods pulling from it reference them."""
 
 
 def job_name(service: str, spec: ServiceSpec) -> str:
@@ -137,12 +143,14 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 },
             },
             # Deleting a namespace deletes every PVC in it, protected or not.
-            opts=self._opts(self, protect=args.protect_namespace),
+            opts=self._opts(self, protect=args.protect_data),
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
+        self._protected_volumes: set[str] = set()
         self._graph = FlowGraph()
         self._finished = False
-        self._policy("default-deny", {}, ingress=[], egress=[])
+        self._pull_secret = self._registry_secret(args.registry) if args.registry else None
+        self._policy("default-deny", {}, ingress=[], egress=[], protect=args.protect_data)
         # Every pod resolves Service names through the cluster DNS.
         self._policy(
             "allow-dns",
@@ -181,6 +189,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
         }
         if self._args.storage_class:
             claim["storageClassName"] = self._args.storage_class
+        if spec.protect:
+            self._protected_volumes.add(key)
         self._volumes[key] = PersistentVolumeClaim(
             name,
             metadata=self._meta(key, "storage", key),
@@ -212,20 +222,17 @@ class KubernetesPlatform(pulumi.ComponentResource):
             resources += self._services(name, spec, parent, headless=spec.workload == "stateful")
         if spec.workload == "service":
             replicated = spec.replicas > 1
-            uses_claim = bool(spec.mounts)
             workload_spec: Manifest = {
                 "selector": {"matchLabels": self._selector(spec.name)},
                 "template": template,
                 "revisionHistoryLimit": 5,
-                # A ReadWriteOnce claim attaches to one node: the old pod must go first.
-                "strategy": (
-                    {"type": "Recreate"}
-                    if uses_claim
-                    else {
-                        "type": "RollingUpdate",
-                        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-                    }
-                ),
+                # The new pod serves before the old one stops. A ReadWriteOnce claim
+                # attaches to one node, so a pod that mounts one is placed beside
+                # its predecessor (see _template) instead of waiting for it to go.
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
             }
             if not replicated:
                 workload_spec["replicas"] = 1
@@ -235,7 +242,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 name,
                 metadata=self._meta(spec.name, spec.component, spec.name, skips=skips),
                 spec=workload_spec,
-                opts=self._opts(parent, depends_on=depends, protect=spec.protect),
+                opts=self._opts(parent, depends_on=depends),
             )
             resources.append(workload)
             if replicated:
@@ -254,7 +261,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     "podManagementPolicy": "OrderedReady",
                     "updateStrategy": {"type": "RollingUpdate"},
                 },
-                opts=self._opts(parent, depends_on=depends, protect=spec.protect),
+                opts=self._opts(parent, depends_on=depends),
             )
             resources.append(workload)
         elif spec.workload == "job":
@@ -265,12 +272,22 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 ),
                 spec={
                     "backoffLimit": 3,
-                    "activeDeadlineSeconds": 1800,
+                    "activeDeadlineSeconds": JOB_DEADLINE_S,
                     "template": _restart(template, "Never"),
                 },
                 # Replaced, never patched: a new image means a new Job that must
-                # complete before its dependants roll (pulumi-kubernetes waits).
-                opts=self._opts(parent, depends_on=depends, delete_before_replace=True),
+                # complete before its dependants roll. pulumi-kubernetes waits 10
+                # minutes for a Job unless told otherwise; this one may run for its
+                # whole activeDeadlineSeconds, plus time to be scheduled.
+                opts=pulumi.ResourceOptions.merge(
+                    self._opts(parent, depends_on=depends, delete_before_replace=True),
+                    pulumi.ResourceOptions(
+                        custom_timeouts=pulumi.CustomTimeouts(
+                            create=f"{JOB_DEADLINE_S // 60 + 5}m",
+                            update=f"{JOB_DEADLINE_S // 60 + 5}m",
+                        )
+                    ),
+                ),
             )
             resources.append(workload)
         else:
@@ -303,6 +320,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             resources=[workload],
             addresses=addresses,
             dns_names=dns_names,
+            service_address=addresses[0] if addresses else None,
         )
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
@@ -535,8 +553,32 @@ class KubernetesPlatform(pulumi.ComponentResource):
             "securityContext": pod_security,
             "containers": [container],
             "volumes": volumes,
-            "terminationGracePeriodSeconds": 60 if spec.workload == "stateful" else 30,
+            "terminationGracePeriodSeconds": (60 if spec.workload == "stateful" else 30)
+            + spec.drain_s,
         }
+        if spec.drain_s:
+            # Endpoints and load balancers drop a terminating pod only after a
+            # while; it keeps serving until they have (the image ships `sleep`).
+            container["lifecycle"] = {
+                "preStop": {"exec": {"command": ["sleep", str(spec.drain_s)]}}
+            }
+        registry = self._args.registry
+        if self._pull_secret and registry is not None and registry.serves(spec.image):
+            pod["imagePullSecrets"] = [{"name": self._pull_secret}]
+        if spec.workload == "service" and any(not m.read_only for m in spec.mounts):
+            # A ReadWriteOnce claim attaches to one node: a surge pod must land on
+            # the node of the pod it replaces (a pod that matches its own term may
+            # start where none runs yet, so the first one schedules anywhere).
+            pod["affinity"] = {
+                "podAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "labelSelector": {"matchLabels": self._selector(spec.name)},
+                            "topologyKey": "kubernetes.io/hostname",
+                        }
+                    ]
+                }
+            }
         if spec.workload == "service" and spec.replicas > 1:
             pod["topologySpreadConstraints"] = [
                 {
@@ -548,6 +590,20 @@ class KubernetesPlatform(pulumi.ComponentResource):
             ]
         pod.update(extra or {})
         return {"metadata": {"labels": self._labels(spec.name, spec.component)}, "spec": pod}
+
+    def _registry_secret(self, registry: RegistryAuth) -> str:
+        """A ``kubernetes.io/dockerconfigjson`` Secret with the pull credentials."""
+        name = "registry-credentials"
+        password: pulumi.Output[str] = pulumi.Output.secret(registry.password)
+        config = password.apply(lambda p: _docker_config(registry.server, registry.username, p))
+        Secret(
+            f"{self._name}-registry-credentials",
+            metadata=self._meta(name, "registry", "luna"),
+            type="kubernetes.io/dockerconfigjson",
+            string_data={".dockerconfigjson": config},
+            opts=self._opts(self),
+        )
+        return name
 
     # -- Services, scaling ---------------------------------------------------
     def _services(
@@ -714,6 +770,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         ingress: list[Manifest] | None = None,
         egress: list[Manifest] | None = None,
         service: str = "luna",
+        protect: bool = False,
     ) -> None:
         types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
         body: Manifest = {"podSelector": {"matchLabels": dict(selector)}, "policyTypes": types}
@@ -725,7 +782,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             f"{self._name}-netpol-{name}",
             metadata=self._meta(name, "network", service),
             spec=body,
-            opts=self._opts(self),
+            # Protected with the data it fences: `pulumi destroy --exclude-protected`
+            # never leaves a retained database reachable by everyone.
+            opts=self._opts(self, protect=protect),
         )
 
     def _service_policy(self, service: str, spec: ServiceSpec) -> None:
@@ -777,6 +836,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             ingress=ingress or None,
             egress=egress or None,
             service=service,
+            protect=any(m.volume in self._protected_volumes for m in spec.mounts),
         )
 
 
@@ -827,6 +887,13 @@ def _probes(spec: ServiceSpec) -> Manifest:
         "readinessProbe": {**base, "failureThreshold": 3},
         "livenessProbe": {**base, "failureThreshold": retries},
     }
+
+
+def _docker_config(server: str, username: str, password: str) -> str:
+    """The ``.dockerconfigjson`` a kubelet reads pull credentials from."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    entry = {"username": username, "password": password, "auth": auth}
+    return json.dumps({"auths": {server: entry}})
 
 
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:

@@ -287,15 +287,23 @@ def test_data_services_are_stateful_with_claims_and_backups_have_retention(stack
     assert "find" in script or "tail" in script or "ls" in script, "backup retention"
 
 
-def test_prod_statefulsets_and_claims_are_protected_and_retained() -> None:
+def test_prod_protects_data_and_its_guards_never_processes() -> None:
+    guards = {"default-deny", "database", "database-backup", "elasticsearch", "prometheus",
+              "pushgateway", "grafana"}  # fmt: skip
     for stack, want in (("prod", True), ("staging", False)):
-        records = render_k8s(stack).monitor.records.values()
-        kinds = ("kubernetes:apps/v1:StatefulSet", "kubernetes:core/v1:PersistentVolumeClaim")
-        data = [r for r in records if r.type in kinds]
-        assert len(data) >= 6, f"{stack}: {[r.name for r in data]}"
-        for r in data:
+        records = list(render_k8s(stack).monitor.records.values())
+        claims = [r for r in records if r.type == "kubernetes:core/v1:PersistentVolumeClaim"]
+        assert len(claims) >= 5, f"{stack}: {[r.name for r in claims]}"
+        for r in claims:
             assert r.protect is want, f"{stack}: {r.name} protect={r.protect}"
             assert r.retain_on_delete is want, f"{stack}: {r.name} retain={r.retain_on_delete}"
+        for r in records:
+            if r.type.startswith("kubernetes:apps/v1:"):
+                # Workloads change with every image or setting: protection would fail them.
+                assert not r.protect, f"{stack}: workload {r.name} is protected"
+            if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy":
+                fenced = r.name.removeprefix("luna-kubernetes-netpol-") in guards
+                assert r.protect is (want and fenced), f"{stack}: {r.name} protect={r.protect}"
 
 
 def test_prometheus_discovers_each_app_replica_through_dns() -> None:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from infra.mocks import unwrap
 from tests.real.support import RenderedStack
 
 __all__ = ["env_of", "reachable", "service_names", "url_hosts"]
@@ -43,8 +44,15 @@ def reachable(stack: RenderedStack, consumer: str) -> set[str]:
         return service_names(stack) | LOOPBACK
     containers = stack.records(DOCKER)
     own = [c for c in containers if c.get("hostname") == consumer]
-    assert own, f"{stack.stack}: no container for service {consumer!r}"
     networks = {n["name"] for c in own for n in c.get("networksAdvanced") or []}
+    for job in stack.records("command:local:Command"):
+        # A one-shot job joins its networks with `--network` / `docker network connect`.
+        if f" --name luna-{stack.stack}-{consumer} " in job["create"]:
+            own.append(job)
+            networks |= set(
+                re.findall(r"(?:--network|docker network connect) (\S+)", job["create"])
+            )
+    assert own, f"{stack.stack}: no container for service {consumer!r}"
     names = {consumer, *LOOPBACK}
     for c in containers:
         for net in c.get("networksAdvanced") or []:
@@ -72,6 +80,16 @@ def env_of(stack: RenderedStack) -> dict[str, dict[str, str]]:
             env = dict(e.split("=", 1) for e in c.get("envs") or [])
             env["<args>"] = " ".join([*(c.get("entrypoints") or []), *(c.get("command") or [])])
             result[c["hostname"]] = env
+        for r in stack.rendered.monitor.records.values():
+            if r.type != "command:local:Command":
+                continue
+            # A one-shot job: plain variables in its script, secret ones in its environment.
+            script = unwrap(r.inputs["create"])
+            name = re.search(r"docker create --name luna-[a-z]+-(\S+)", script)
+            assert name, f"{r.name}: no container in its script"
+            env = dict(re.findall(r"--env (\w+)=(\S+)", script))
+            env.update(unwrap(r.inputs.get("environment") or {}))
+            result[name.group(1)] = env
         return result
     for kind in ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet"):
         for r in stack.rendered.monitor.records.values():

@@ -37,8 +37,11 @@ def references(stack: RenderedStack) -> list[tuple[str, str, str]]:
 
     if conf := shipped("/etc/nginx/nginx.conf"):
         block = re.search(r"upstream luna_app \{(.*?)\}", conf, re.S)
-        assert block, f"{stack.stack}: nginx.conf has no upstream"
-        for addr in re.findall(r"^\s*server (\S+)", block.group(1), re.M):
+        # A static upstream (Kubernetes' Service), or a name resolved per request (Docker).
+        found = re.findall(r"^\s*server (\S+)", block.group(1), re.M) if block else []
+        found += re.findall(r'^\s*set \$luna_app "(\S+)";', conf, re.M)
+        assert found, f"{stack.stack}: nginx.conf names no upstream"
+        for addr in found:
             refs.append(("proxy", _host(addr), "nginx.conf upstream"))
     if prom := shipped("/etc/prometheus/prometheus.yml"):
         for job in yaml.safe_load(prom)["scrape_configs"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,8 +33,15 @@ class Resources:
         return found[0]
 
     def containers(self) -> dict[str, Record]:
-        """Docker containers by their physical name."""
-        return {unwrap(r.inputs["name"]): r for r in self.of_type("/container:Container")}
+        """Docker containers by their physical name without its digest suffix.
+
+        Names end in ``-<10 hex>``, a digest of the inputs that cannot change in
+        place (components/platforms/docker/forms.py); tests name the replica.
+        """
+        return {
+            re.sub(r"-[0-9a-f]{10}$", "", unwrap(r.inputs["name"])): r
+            for r in self.of_type("/container:Container")
+        }
 
     def by_urn(self, urn: str) -> Record:
         return next(r for r in self.records if r.urn == urn)

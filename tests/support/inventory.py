@@ -7,6 +7,7 @@ tested in tests/test_program.py (Docker) and tests/kubernetes/.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from infra.mocks import Record, unwrap
@@ -28,6 +29,13 @@ def workloads(r: Rendered) -> dict[str, list[dict[str, Any]]]:
     for rec in r.monitor.records.values():
         if rec.type == "docker:index/container:Container":
             found.setdefault(_labels(rec)["com.luna.service"], []).append(rec.inputs)
+        elif rec.type == "command:local:Command":
+            # A Docker one-shot job: its script creates the container by name.
+            match = re.search(
+                r"docker create --name luna-[a-z]+-(\S+)", unwrap(rec.inputs["create"])
+            )
+            assert match, f"{rec.name}: no container in its script"
+            found.setdefault(match.group(1), []).append(rec.inputs)
     for obj in r.manifests():
         if obj["kind"] in _WORKLOADS:
             found.setdefault(obj["metadata"]["labels"][_NAME], []).append(obj)
@@ -76,10 +84,6 @@ def exposed_ports(r: Rendered, service: str) -> list[Any]:
 
 
 def data_records(r: Rendered) -> list[Record]:
-    """Persistent data: Docker volumes, Kubernetes PVCs and StatefulSets."""
-    kinds = (
-        "docker:index/volume:Volume",
-        "kubernetes:core/v1:PersistentVolumeClaim",
-        "kubernetes:apps/v1:StatefulSet",
-    )
+    """Persistent data: Docker volumes and Kubernetes PVCs (processes are not data)."""
+    kinds = ("docker:index/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim")
     return [rec for rec in r.monitor.records.values() if rec.type in kinds]
