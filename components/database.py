@@ -75,7 +75,7 @@ class Database(pulumi.ComponentResource):
             platform.volume(f"{name}-sqlite", "sqlite", data, parent=self)
             self.url = pulumi.Output.secret(f"file:{SQLITE_DIR}/dev.db")
             self.service = None
-            self.mounts = (Mount(volume="sqlite", path=SQLITE_DIR),)
+            self.mounts = (Mount(volume="sqlite", path=SQLITE_DIR, shared=True),)
             self.password = None
             self.deployment = None
         else:

@@ -72,6 +72,9 @@ class Mount:
     volume: str
     path: str
     read_only: bool = False
+    shared: bool = False
+    """Several processes may write it at once (SQLite, which locks its own file), so
+    a replacement may start before its predecessor stops."""
 
 
 @dataclass(frozen=True)

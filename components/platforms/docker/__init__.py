@@ -164,6 +164,9 @@ class DockerPlatform(pulumi.ComponentResource):
             service=spec.name,
             resources=containers,
             addresses=tuple(addresses),
+            # Docker's DNS answers the service name with every replica: scrapes
+            # discover them, so scaling the app never rewrites Prometheus' config.
+            dns_names=(spec.name,) if spec.ports and spec.workload == "service" else (),
             service_address=f"{spec.name}:{spec.ports[0].port}" if spec.ports else None,
             resolver=EMBEDDED_DNS,
         )
@@ -421,7 +424,7 @@ def _unique_name(base: str, inputs: dict[str, Any]) -> pulumi.Output[str]:
 
 def _exclusive(spec: ServiceSpec) -> bool:
     """A host port binds once, and a volume has one writer: such a container goes first."""
-    writes_volume = any(not m.read_only for m in spec.mounts)
+    writes_volume = any(not (m.read_only or m.shared) for m in spec.mounts)
     return _published(spec) or writes_volume or spec.workload == "stateful"
 
 

@@ -1,0 +1,86 @@
+"""Renders of a stack before and after an operator's change, and what counts as the app.
+
+Each scenario renders the real program twice under the mocks (the state, then
+the program after the change) and hands both to :func:`tests.engine.model.plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+
+from infra.render import render
+from tests.engine.model import Plan, Resource, plan, running, snapshot
+
+__all__ = [
+    "APP_IMAGE_NEXT",
+    "app_timeline",
+    "belongs_to",
+    "component_of",
+    "day2",
+    "snap",
+]
+
+APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0"
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+@cache
+def snap(stack: str, platform: str, config: Pairs = (), secrets: Pairs = ()) -> dict[str, Resource]:
+    rendered = render(stack, overrides=(("platform", platform), *config), secrets=secrets)
+    return snapshot(rendered)
+
+
+def component_of(urn: str) -> str:
+    """The Luna component a resource belongs to, from its URN's type chain."""
+    chain = urn.split("::")[2]
+    for part in chain.split("$"):
+        if part.startswith("luna:components:"):
+            return part.removeprefix("luna:components:")
+    return "platform"
+
+
+def belongs_to(urn: str, *components: str) -> bool:
+    return component_of(urn) in components
+
+
+def _is_app(r: Resource) -> bool:
+    if r.type == "docker:index/container:Container":
+        labels = {x["label"]: x["value"] for x in r.inputs.get("labels") or []}
+        return labels.get("com.luna.service") == "app"
+    if r.type == "kubernetes:apps/v1:Deployment":
+        return bool((r.inputs.get("metadata") or {}).get("name") == "app")
+    return False
+
+
+def _replicas(resources: Mapping[str, Resource]) -> dict[str, int]:
+    return {
+        r.inputs["spec"]["scaleTargetRef"]["name"]: int(r.inputs["spec"]["minReplicas"])
+        for r in resources.values()
+        if r.type == "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+    }
+
+
+def app_timeline(
+    result: Plan, before: Mapping[str, Resource], after: Mapping[str, Resource]
+) -> list[int]:
+    """Running app replicas after each executed event."""
+    floors = {**_replicas(before), **_replicas(after)}
+
+    def counts(r: Resource) -> int:
+        if r.type == "docker:index/container:Container":
+            return 1
+        spec = r.inputs.get("spec") or {}
+        return int(spec.get("replicas") or floors.get("app", 1))
+
+    return running(result, before, after, counts, _is_app)
+
+
+def day2(
+    before: Mapping[str, Resource],
+    after: Mapping[str, Resource],
+    **kwargs: object,
+) -> tuple[Plan, list[int]]:
+    result = plan(before, after, **kwargs)  # type: ignore[arg-type]
+    return result, app_timeline(result, before, after)

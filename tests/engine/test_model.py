@@ -1,0 +1,183 @@
+"""The engine model's own tests: each fact against its upstream source's behaviour.
+
+These fix the model; tests/test_day2.py runs it on the program's renders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.platforms.docker.forms import docker_cpus, go_duration
+from tests.engine.facts import (
+    DaemonConfig,
+    diff,
+    go_duration_string,
+    nano_to_decimal_string,
+    read_back,
+)
+from tests.engine.model import Resource, plan, running
+
+CONTAINER = "docker:index/container:Container"
+
+
+# ------------------------------------------------------------ read-back facts
+@pytest.mark.parametrize(
+    ("cpus", "spelled"),
+    # helpers.go nanoInt64ToDecimalString: "round" values keep one decimal, values
+    # with a zero elsewhere lose every trailing zero (Count("0") == 9 test).
+    [(1, "1.0"), (2, "2.0"), (0.5, "0.5"), (1.5, "1.5"), (0.25, "0.25"), (10, "10."),
+     (20, "20."), (16, "16.0"), (0.1, "0.1"), (10.5, "10.5"), (1.05, "1.05")],
+)  # fmt: skip
+def test_cpus_read_back_as_the_provider_spells_them(cpus: float, spelled: str) -> None:
+    assert nano_to_decimal_string(round(cpus * 10**9)) == spelled
+    # The program writes the same spelling, so a second `up` sees no diff.
+    assert docker_cpus(cpus) == spelled
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (5, "5s"), (59, "59s"), (60, "1m0s"), (90, "1m30s"), (120, "2m0s"),
+     (3600, "1h0m0s"), (3725, "1h2m5s")],
+)  # fmt: skip
+def test_durations_read_back_in_go_format(seconds: int, text: str) -> None:
+    assert go_duration_string(seconds) == text
+    assert go_duration(seconds) == text
+
+
+def _container(**inputs: Any) -> dict[str, Any]:
+    base = {"name": "c", "image": "sha256:1", "memory": 512, "memorySwap": 512, "cpus": "1.0"}
+    return {**base, **inputs}
+
+
+def test_a_whole_cpus_spelled_1_replaces_the_container_on_every_up() -> None:
+    # The first build's bug: `cpus = "1"` reads back as "1.0", and cpus is ForceNew.
+    written = _container(cpus="1")
+    d = diff(CONTAINER, read_back(CONTAINER, written, DaemonConfig()), written)
+    assert d.replace == {"cpus"}, d
+
+
+def test_health_check_in_seconds_is_a_perpetual_diff_but_never_applied() -> None:
+    written = _container(healthcheck={"tests": ["CMD", "true"], "interval": "60s"})
+    d = diff(CONTAINER, read_back(CONTAINER, written, DaemonConfig()), written)
+    assert d.changed == {"healthcheck"} and not d.replace and d.unapplied == {"healthcheck"}
+
+
+def test_daemon_log_opts_merge_into_default_driver_only_except_cache() -> None:
+    daemon = DaemonConfig("json-file", {"max-size": "50m", "cache-disabled": "true"})
+    json_file = _container(logDriver="json-file", logOpts={"max-file": "3"})
+    state = read_back(CONTAINER, json_file, daemon)
+    assert state["logOpts"] == {"max-file": "3", "max-size": "50m", "cache-disabled": "true"}
+    assert diff(CONTAINER, state, json_file).replace == {"logOpts"}
+    local = _container(logDriver="local", logOpts={"max-file": "3"})
+    # Another driver still takes the daemon's cache-* keys (loggerutils/cache).
+    assert read_back(CONTAINER, local, daemon)["logOpts"] == {
+        "max-file": "3",
+        "cache-disabled": "true",
+    }
+
+
+def test_memory_without_swap_reads_back_twice_as_swap() -> None:
+    written = _container(memorySwap=None)
+    state = read_back(CONTAINER, written, DaemonConfig())
+    assert state["memorySwap"] == 1024
+    d = diff(CONTAINER, state, written)
+    assert d.changed == {"memorySwap"} and not d.replace, d
+
+
+def test_labels_envs_and_uploads_force_a_new_container() -> None:
+    for key, value in (("labels", [{"label": "a", "value": "b"}]), ("envs", ["A=1"]),
+                       ("uploads", [{"file": "/x", "content": "1"}])):  # fmt: skip
+        old, new = _container(), _container(**{key: value})
+        assert key in diff(CONTAINER, read_back(CONTAINER, old, DaemonConfig()), new).replace
+
+
+def test_kubernetes_replacement_rules() -> None:
+    job = {"metadata": {"name": "m"}, "spec": {"template": {"spec": {"x": 1}}}}
+    changed = {"metadata": {"name": "m"}, "spec": {"template": {"spec": {"x": 2}}}}
+    d = diff("kubernetes:batch/v1:Job", job, changed)
+    assert d.replace and d.delete_before_replace, "a named Job is replaced delete-first"
+    dep = {"metadata": {"name": "app"}, "spec": {"template": {"image": "a"}}}
+    d = diff("kubernetes:apps/v1:Deployment", dep, {**dep, "spec": {"template": {"image": "b"}}})
+    assert d.changed and not d.replace, "a Deployment's template rolls in place"
+    secret = {"metadata": {}, "stringData": {"k": "1"}}
+    d = diff("kubernetes:core/v1:Secret", secret, {"metadata": {}, "stringData": {"k": "2"}})
+    assert d.replace and not d.delete_before_replace, "an auto-named Secret is replaced first"
+
+
+# -------------------------------------------------------------- engine steps
+def _res(name: str, type_: str = CONTAINER, **kw: Any) -> Resource:
+    inputs = kw.pop("inputs", _container(name=name))
+    return Resource(
+        urn=f"urn:pulumi:s::p::{type_}::{name}",
+        type=type_,
+        name=name,
+        inputs=inputs,
+        protect=kw.get("protect", False),
+        delete_before_replace=kw.get("dbr", False),
+        dependencies=tuple(kw.get("deps", ())),
+        property_dependencies=kw.get("prop_deps", {}),
+    )
+
+
+def _state(*resources: Resource) -> dict[str, Resource]:
+    return {r.urn: r for r in resources}
+
+
+def test_protected_resource_that_must_be_replaced_fails_the_update() -> None:
+    old = _res("db", protect=True)
+    new = _res("db", protect=True, inputs=_container(name="db", image="sha256:2"))
+    result = plan(_state(old), _state(new))
+    assert result.errors and "marked for protection" in result.errors[0], result.errors
+    deleted = plan(_state(old), {})
+    assert "cannot be deleted because it is protected" in deleted.errors[0]
+
+
+def test_create_before_delete_deletes_old_copies_at_the_end() -> None:
+    a = _res("a")
+    b = _res("b", deps=[a.urn])
+    a2 = _res("a", inputs=_container(name="a2"), deps=[])
+    b2 = _res("b", inputs=_container(name="b2"), deps=[a.urn])
+    result = plan(_state(a, b), _state(a2, b2))
+    assert result.events == [("create", a.urn), ("create", b.urn), ("delete", b.urn),
+                             ("delete", a.urn)]  # fmt: skip
+
+
+def test_delete_before_replace_goes_delete_first_and_leaves_a_gap() -> None:
+    a = _res("app", inputs=_container(name="app"))
+    a2 = _res("app", dbr=True, inputs=_container(name="app", image="sha256:2"))
+    result = plan(_state(a), _state(a2))
+    assert result.events == [("delete", a.urn), ("create", a.urn)]
+    timeline = running(result, _state(a), _state(a2), lambda r: 1, lambda r: True)
+    assert min(timeline) == 0, timeline
+
+
+def test_dbr_replaces_dependants_only_through_their_inputs() -> None:
+    root = _res("net", inputs=_container(name="net"), dbr=True)
+    via_input = _res("x", deps=[root.urn], prop_deps={"networksAdvanced": (root.urn,)})
+    via_depends_on = _res("y", deps=[root.urn])
+    root2 = _res("net", inputs=_container(name="net2"), dbr=True)
+    result = plan(_state(root, via_input, via_depends_on), _state(root2, via_input, via_depends_on))
+    assert result.steps[via_input.urn].op == "replace"
+    assert result.steps[via_depends_on.urn].op == "same", "depends_on never forces a replacement"
+
+
+def test_a_failed_step_cancels_everything_after_it_and_the_deletes() -> None:
+    job = _res("job", inputs=_container(name="job1"))
+    app = _res("app", deps=[job.urn])
+    job2 = _res("job", inputs=_container(name="job2"))
+    app2 = _res("app", inputs=_container(name="app2"), deps=[job.urn])
+    result = plan(_state(job, app), _state(job2, app2), failing=["job"])
+    assert result.events == [("fail", job.urn)], result.events
+    assert not result.executed(app.urn)
+
+
+def test_memory_above_the_swap_limit_is_refused_unless_swap_is_sent() -> None:
+    old = _res("c", inputs=_container(name="c", memory=512, memorySwap=None))
+    bigger = _res("c", inputs=_container(name="c", memory=2048, memorySwap=None))
+    assert plan(_state(old), _state(bigger)).errors, "2048 MiB > 1024 MiB swap was accepted"
+    old = _res("c", inputs=_container(name="c", memory=512, memorySwap=512))
+    bigger = _res("c", inputs=_container(name="c", memory=2048, memorySwap=2048))
+    result = plan(_state(old), _state(bigger))
+    assert not result.errors and result.steps[old.urn].op == "update", result
