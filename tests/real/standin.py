@@ -1,9 +1,10 @@
-"""A stand-in app replica: ``python -m tests.real.standin ID``.
+"""A stand-in app replica: ``python -m tests.real.standin ID [HOST [PORT]]``.
 
-Binds 127.0.0.1:0, prints the port, and answers every request with
-``ID <bytes of body received>``. It sets ``X-Powered-By`` like Next.js does, so
-the proxy test can show nginx hides it. A separate process, so a test can kill
-it like a crashed replica (every socket closes, keep-alive ones included).
+Binds HOST:PORT (default 127.0.0.1:0), prints the port, and answers every
+request with ``ID <bytes of body received>``. It sets ``X-Powered-By`` like
+Next.js does, so the proxy test can show nginx hides it. A separate process, so
+a test can kill it like a crashed replica (every socket closes, keep-alive ones
+included).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _handler(ident: str) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(sys.argv[1]))
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    server = ThreadingHTTPServer((host, port), _handler(sys.argv[1]))
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -181,6 +181,11 @@ class StandIn:
     ident: str
     port: int
     proc: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def kill(self) -> None:
         """Die like a crashed replica: every socket, listening or kept alive, closes."""
@@ -191,9 +196,12 @@ class StandIn:
             self.proc.stdout.close()
 
 
-def start_standin(ident: str, *, timeout: float = 10.0) -> StandIn:
+def start_standin(
+    ident: str, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0
+) -> StandIn:
+    """A stand-in on ``host:port`` (port 0: any), once it listens."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.real.standin", ident],
+        [sys.executable, "-m", "tests.real.standin", ident, host, str(port)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         cwd=REPO,
@@ -207,15 +215,21 @@ def start_standin(ident: str, *, timeout: float = 10.0) -> StandIn:
         proc.wait(timeout=10)
         proc.stdout.close()
         raise AssertionError(f"stand-in {ident} did not report its port: {line!r}")
-    return StandIn(ident=ident, port=int(line), proc=proc)
+    return StandIn(ident=ident, port=int(line), proc=proc, host=host)
 
 
 @contextlib.contextmanager
-def standins(idents: Sequence[str]) -> Iterator[list[StandIn]]:
+def standins(
+    idents: Sequence[str], *, hosts: Sequence[str] = (), port: int = 0
+) -> Iterator[list[StandIn]]:
+    """Stand-ins on 127.0.0.1 (any port), or one per host in ``hosts`` on ``port``."""
     started: list[StandIn] = []
     try:
-        for ident in idents:
-            started.append(start_standin(ident))
+        for i, ident in enumerate(idents):
+            if hosts:
+                started.append(start_standin(ident, host=hosts[i], port=port))
+            else:
+                started.append(start_standin(ident))
         yield started
     finally:
         for s in started:

@@ -1,15 +1,19 @@
 """The rendered nginx.conf, run by a real nginx in front of stand-in app replicas.
 
 Adaptations to this host, each an asserted substitution: certificate paths
-(to a test pair from openssl), ``/tmp`` (to a private temp dir), the listen
-ports (to free ports on 127.0.0.1) and the upstream ``app-N:3000`` addresses
-(to stand-in servers on 127.0.0.1). Upstream names are substituted as
-host:port pairs rather than mapped through a private /etc/hosts: nginx
-resolves them once at start either way, and pairs need no mount namespace.
+(to a test pair from openssl), ``/tmp`` (to a private temp dir) and the listen
+ports (to free ports on 127.0.0.1). The app is found as each platform finds it:
+- Kubernetes: a static upstream ``app:3000`` (the Service), substituted with a
+  stand-in's host:port (nginx resolves it once at start either way);
+- Docker: ``resolver 127.0.0.11`` and the name ``app``, looked up per request.
+  The resolver becomes a stand-in of Docker's embedded DNS (tests/real/dns.py)
+  that answers ``app`` with one loopback address per stand-in replica, and the
+  port 3000 the stand-ins' common port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import shutil
@@ -26,10 +30,12 @@ from pathlib import Path
 import pytest
 
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
+from tests.real.dns import ReplicaDns, replica_dns
 from tests.real.support import (
     Daemon,
     RenderedStack,
     StandIn,
+    free_port,
     free_ports,
     standins,
     substitute,
@@ -58,6 +64,9 @@ class Edge:
     https_port: int
     status_port: int
     cert: Path
+    dns: ReplicaDns | None = None
+    """Docker: the embedded DNS stand-in that lists the replicas."""
+    app_port: int = 0
 
     def answered_by_app(self, body: str) -> bool:
         return bool(body.split()) and body.split()[0] in {a.ident for a in self.apps}
@@ -117,7 +126,8 @@ def adapt(
     tmp: Path,
     cert: TlsPair,
     ports: dict[str, int],
-    upstreams: dict[str, int],
+    upstreams: dict[str, str],
+    resolver: str | None = None,
 ) -> str:
     what = f"{stack}: {NGINX_CONF}"
     # pid and the five *_temp_path directives (first: the test paths below are in /tmp too).
@@ -136,15 +146,24 @@ def adapt(
         container_port = directive.split()[1].rstrip(";")
         local = directive.replace(f"listen {container_port}", f"listen 127.0.0.1:{port}")
         conf = substitute(conf, directive, local, what=what)
-    for address, port in upstreams.items():
-        conf = substitute(conf, f"server {address} ", f"server 127.0.0.1:{port} ", what=what)
+    for address, local in upstreams.items():
+        if resolver is None:
+            conf = substitute(conf, f"server {address} ", f"server {local} ", what=what)
+        else:
+            conf = substitute(conf, f'"{address}"', f'"{local}"', what=what)
+    if resolver is not None:
+        conf = substitute(conf, "resolver 127.0.0.11 ", f"resolver {resolver} ", what=what)
     return conf
 
 
 def upstream_addresses(conf: str) -> list[str]:
+    """The static upstream's servers, or the name resolved per request."""
     block = re.search(r"upstream luna_app \{(.*?)\}", conf, re.S)
-    assert block, "nginx.conf has no upstream luna_app block"
-    return re.findall(r"^\s*server (\S+)", block.group(1), re.M)
+    if block:
+        return re.findall(r"^\s*server (\S+)", block.group(1), re.M)
+    dynamic = re.findall(r'^\s*set \$luna_app "(\S+)";', conf, re.M)
+    assert dynamic, "nginx.conf has neither an upstream block nor a resolved name"
+    return dynamic
 
 
 @pytest.fixture(params=FULL_STACK_PARAMS, ids=stack_id)
@@ -156,65 +175,62 @@ def edge(
     conf = stack.file("proxy", NGINX_CONF)
     addresses = upstream_addresses(conf)
     replicas = int(stack.setting("appReplicas"))
-    expected = (
-        [f"app-{i}:3000" for i in range(replicas)] if stack.platform == "docker" else ["app:3000"]
-    )
-    assert addresses == expected, (
-        f"{stack.stack}/{stack.platform}: nginx upstreams {addresses}, expected {expected}"
-    )
+    assert addresses == ["app:3000"], f"{stack.stack}/{stack.platform}: nginx upstream {addresses}"
+    docker = stack.platform == "docker"
+    assert ("resolver 127.0.0.11 " in conf) is docker, f"{stack.stack}/{stack.platform}: resolver"
     # Not tmp_path: nginx workers drop to an unprivileged user and must reach
     # the temp dirs, and pytest's base dir is 0700.
     tmp = Path(tempfile.mkdtemp(prefix="luna-nginx-"))
     tmp.chmod(0o755)
-    try:
-        with standins(addresses) as apps:
-            http_port, https_port, status_port = free_ports(3)
-            ports = {
-                "listen 8080 default_server;": http_port,
-                "listen 8443 ssl default_server;": https_port,
-                "listen 8081;": status_port,
-            }
-            conf = adapt(
-                conf,
-                stack=stack.stack,
-                tmp=tmp,
-                cert=tls_pair,
-                ports=ports,
-                upstreams={a: s.port for a, s in zip(addresses, apps, strict=True)},
-            )
-            (tmp / "nginx.conf").write_text(conf)
-            daemon = Daemon(
-                [
-                    nginx,
-                    "-e",
-                    "stderr",
-                    "-p",
-                    str(tmp),
-                    "-c",
-                    str(tmp / "nginx.conf"),
-                    "-g",
-                    "daemon off;",
-                ],
-                log=tmp / "nginx.log",
-            )
-            try:
-                for port in (http_port, https_port, status_port):
-                    wait_for_port(
-                        port, proc=daemon.proc, what=f"{stack.stack} nginx", log=daemon.log
-                    )
-                yield Edge(
-                    stack=stack,
-                    nginx=daemon,
-                    apps=apps,
-                    http_port=http_port,
-                    https_port=https_port,
-                    status_port=status_port,
-                    cert=tls_pair.cert,
-                )
-            finally:
-                daemon.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    idents = [f"app-{i}" for i in range(replicas)] if docker else ["app"]
+    app_port = free_port()
+    with contextlib.ExitStack() as stack_ctx:
+        stack_ctx.callback(shutil.rmtree, tmp, ignore_errors=True)
+        dns = stack_ctx.enter_context(replica_dns()) if docker else None
+        hosts = [replica_host(i) for i in range(len(idents))] if docker else []
+        apps = stack_ctx.enter_context(standins(idents, hosts=hosts, port=app_port))
+        for app in apps if dns else []:
+            dns.add("app", app.host)  # type: ignore[union-attr]
+        http_port, https_port, status_port = free_ports(3)
+        ports = {
+            "listen 8080 default_server;": http_port,
+            "listen 8443 ssl default_server;": https_port,
+            "listen 8081;": status_port,
+        }
+        conf = adapt(
+            conf,
+            stack=stack.stack,
+            tmp=tmp,
+            cert=tls_pair,
+            ports=ports,
+            upstreams={"app:3000": f"app:{app_port}" if dns else apps[0].address},
+            resolver=f"127.0.0.1:{dns.port}" if dns else None,
+        )
+        (tmp / "nginx.conf").write_text(conf)
+        daemon = Daemon(
+            [nginx, "-e", "stderr", "-p", str(tmp), "-c", str(tmp / "nginx.conf"),
+             "-g", "daemon off;"],
+            log=tmp / "nginx.log",
+        )  # fmt: skip
+        stack_ctx.callback(daemon.stop)
+        for port in (http_port, https_port, status_port):
+            wait_for_port(port, proc=daemon.proc, what=f"{stack.stack} nginx", log=daemon.log)
+        yield Edge(
+            stack=stack,
+            nginx=daemon,
+            apps=apps,
+            http_port=http_port,
+            https_port=https_port,
+            status_port=status_port,
+            cert=tls_pair.cert,
+            dns=dns,
+            app_port=app_port,
+        )
+
+
+def replica_host(index: int) -> str:
+    """A loopback address of its own per replica, as each container has its own IP."""
+    return f"127.0.0.{10 + index}"
 
 
 def test_http_redirects_to_https(edge: Edge) -> None:
@@ -355,9 +371,10 @@ def _answers(edge: Edge, n: int) -> Counter[str]:
     return seen
 
 
-# nginx balances only where it sees each replica (Docker: app-0, app-1, ...). On
-# Kubernetes its one upstream is the app Service, whose endpoints (ready pods)
-# do the spreading and the failover, so these two run on Docker only.
+# nginx balances only where it sees each replica (Docker: every address the
+# embedded DNS gives for `app`). On Kubernetes its one upstream is the app
+# Service, whose endpoints (ready pods) do the spreading and the failover, so
+# these two run on Docker only.
 MULTI_UPSTREAM = [p for p in FULL_STACK_PARAMS if p[1] == "docker"]
 
 
@@ -382,7 +399,7 @@ def test_dead_replica_is_routed_around(edge: Edge) -> None:
     assert set(seen) == {a.ident for a in edge.apps[1:]}, f"{edge.stack.stack}: {dict(seen)}"
     print(f"{edge.stack.stack}: {dead.ident} killed -> {dict(sorted(seen.items()))}")
     # nginx tried the dead one and moved on (not merely never picked it).
-    assert f"127.0.0.1:{dead.port}" in edge.nginx.output() and "refused" in edge.nginx.output(), (
+    assert dead.address in edge.nginx.output() and "refused" in edge.nginx.output(), (
         f"{edge.stack.stack}: nginx never reported the dead upstream"
     )
 
