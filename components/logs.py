@@ -15,7 +15,7 @@ from components.passwords import secret_or_generated
 from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
-__all__ = ["Logging", "LoggingArgs", "LoggingImages"]
+__all__ = ["Logging", "LoggingArgs", "LoggingImages", "disk_watermarks"]
 
 ES_URL = "http://elasticsearch:9200"
 
@@ -101,6 +101,7 @@ class Logging(pulumi.ComponentResource):
                     "node.store.allow_mmap": "false",
                     "ingest.geoip.downloader.enabled": "false",
                     "ES_JAVA_OPTS": f"-Xms{args.heap_mb}m -Xmx{args.heap_mb}m",
+                    **disk_watermarks(args.volume_gb),
                 },
                 secret_env={"ELASTIC_PASSWORD": self.elastic_password},
                 mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
@@ -222,3 +223,20 @@ class Logging(pulumi.ComponentResource):
         self.register_outputs(
             {"kibana_url": self.kibana_url, "elastic_password": self.elastic_password}
         )
+
+
+def disk_watermarks(volume_gb: int) -> dict[str, str]:
+    """Free space Elasticsearch leaves on its filesystem, in absolute sizes.
+
+    On one Docker host that filesystem is PostgreSQL's too, and a volume size
+    bounds nothing there. Absolute watermarks are free space: at ``flood_stage``
+    Elasticsearch makes its indices read-only (logs wait in Logstash) instead of
+    filling the disk the database needs. On Kubernetes its PVC is its own.
+    """
+    flood = max(2, volume_gb // 10)
+    return {
+        "cluster.routing.allocation.disk.threshold_enabled": "true",
+        "cluster.routing.allocation.disk.watermark.low": f"{flood * 3}gb",
+        "cluster.routing.allocation.disk.watermark.high": f"{flood * 2}gb",
+        "cluster.routing.allocation.disk.watermark.flood_stage": f"{flood}gb",
+    }

@@ -20,7 +20,13 @@ from components.passwords import secret_or_generated
 from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
-__all__ = ["PUSHGATEWAY_URL", "Monitoring", "MonitoringArgs", "MonitoringImages"]
+__all__ = [
+    "PUSHGATEWAY_URL",
+    "Monitoring",
+    "MonitoringArgs",
+    "MonitoringImages",
+    "retention_size_mb",
+]
 
 PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
 _SMALL = Resources(memory_mb=64, cpus=0.25)
@@ -195,6 +201,9 @@ class Monitoring(pulumi.ComponentResource):
                     "--config.file=/etc/prometheus/prometheus.yml",
                     "--storage.tsdb.path=/prometheus",
                     f"--storage.tsdb.retention.time={args.retention_days}d",
+                    # A volume size bounds nothing on one Docker host: the TSDB
+                    # deletes its oldest blocks to stay within 80% of it.
+                    f"--storage.tsdb.retention.size={retention_size_mb(args.volume_gb)}MB",
                 ),
                 ports=(Port("http", 9090),),
                 files=(
@@ -292,3 +301,8 @@ class Monitoring(pulumi.ComponentResource):
             user="65534:65534",
             connects_to=connects_to,
         )
+
+
+def retention_size_mb(volume_gb: int) -> int:
+    """80% of the volume: the WAL and compaction need the rest (Prometheus storage docs)."""
+    return volume_gb * 1024 * 8 // 10

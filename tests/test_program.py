@@ -401,3 +401,25 @@ def test_prod_namespace_is_protected_and_staging_is_not() -> None:
         (namespace,) = res.of_type("core/v1:Namespace")
         assert namespace.protect is expected, f"{stack} namespace protect={namespace.protect}"
         assert namespace.retain_on_delete is expected, f"{stack} namespace retain_on_delete"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_prometheus_and_elasticsearch_are_bounded_by_size_on_the_shared_disk(platform: str) -> None:
+    # One Docker host shares one disk between PostgreSQL and the log and metric stores.
+    found = workloads(rendered("prod", platform))
+    flags: list[str] = []
+    es_env: dict[str, str] = {}
+    for item in found["prometheus"]:
+        flags += unwrap(item.get("command") or []) if "kind" not in item else (
+            item["spec"]["template"]["spec"]["containers"][0].get("args") or []
+        )  # fmt: skip
+    for item in found["elasticsearch"]:
+        if "kind" in item:
+            env = item["spec"]["template"]["spec"]["containers"][0]["env"]
+            es_env = {e["name"]: e.get("value") for e in env}
+        else:
+            es_env = dict(e.split("=", 1) for e in unwrap(item["envs"]))
+    size = [f for f in flags if f.startswith("--storage.tsdb.retention.size=")]
+    assert size == ["--storage.tsdb.retention.size=40960MB"], flags  # 80% of 50 GiB
+    flood = es_env.get("cluster.routing.allocation.disk.watermark.flood_stage")
+    assert flood == "10gb", f"elasticsearch flood stage {flood!r}"  # free space kept, 100 GiB/10
