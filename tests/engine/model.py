@@ -116,7 +116,9 @@ def _order(resources: Mapping[str, Resource]) -> list[str]:
 
 
 def _memory_refusal(old: Resource, state: Mapping[str, Any], new: Resource) -> str | None:
-    """moby daemon/update.go via ContainerUpdate: memory above the swap limit is refused.
+    """moby daemon (update_linux.go): memory above the swap limit is refused.
+
+    The message is the daemon's own, seen here from Docker 20.10 (tests/real/test_docker_host.py).
 
     resourceDockerContainerUpdate sends memory always and memory_swap when non-zero;
     without it the daemon keeps the container's current swap limit.
@@ -126,7 +128,8 @@ def _memory_refusal(old: Resource, state: Mapping[str, Any], new: Resource) -> s
     if memory and swap and memory > swap:
         return (
             f"{new.name}: the Docker daemon refuses memory {memory} MiB above its swap "
-            f"limit {swap} MiB (Minimum memoryswap limit should be larger than memory limit)"
+            f"limit {swap} MiB: Memory limit should be smaller than already set memoryswap "
+            "limit, update the memoryswap at the same time"
         )
     return None
 

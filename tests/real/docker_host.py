@@ -1,0 +1,87 @@
+"""A real Docker daemon (Debian's docker.io) on a private socket, for the tests.
+
+No registry is reachable, so its one image is imported from Debian's static
+busybox. The daemon is configured like a host whose daemon.json sets default
+log options, the case where Docker merges them into containers
+(moby daemon/logs.go ``mergeAndVerifyLogConfig``). It has no iptables rules and
+no default bridge, and uses the vfs storage driver, so it starts on any kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.engine.facts import DaemonConfig
+from tests.real.support import Daemon
+from tests.support.tools import need
+
+__all__ = ["DAEMON", "IMAGE", "DockerHost", "docker_host"]
+
+IMAGE = "luna/busybox:test"
+DAEMON = DaemonConfig("json-file", {"max-size": "50m", "max-file": "3", "cache-max-size": "7m"})
+"""The daemon.json log options of the test daemon (and of the model's host)."""
+
+
+@dataclass
+class DockerHost:
+    socket: str
+    env: dict[str, str]
+
+    def docker(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=120, **kw
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {proc.stderr}")
+        return proc
+
+
+def _busybox_rootfs(folder: Path) -> Path:
+    busybox = Path(need("busybox"))
+    (folder / "bin").mkdir(parents=True)
+    (folder / "tmp").mkdir()
+    shutil.copy(busybox, folder / "bin" / "busybox")
+    for applet in ("sh", "cat", "echo", "sleep", "true", "id", "wc", "ls"):
+        (folder / "bin" / applet).symlink_to("busybox")
+    tar = folder.parent / "rootfs.tar"
+    with tarfile.open(tar, "w") as archive:
+        archive.add(folder, arcname=".")
+    return tar
+
+
+def docker_host(root: Path) -> Iterator[DockerHost]:
+    """Start dockerd under ``root``, import the image, stop it afterwards."""
+    dockerd = need("dockerd")
+    need("docker")
+    sock = root / "docker.sock"
+    opts = [f"--log-opt={k}={v}" for k, v in DAEMON.log_opts.items()]
+    daemon = Daemon(
+        [dockerd, f"--host=unix://{sock}", f"--data-root={root / 'data'}",
+         f"--exec-root={root / 'exec'}", f"--pidfile={root / 'dockerd.pid'}",
+         "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
+         f"--log-driver={DAEMON.default_driver}", *opts],
+        log=root / "dockerd.log",
+    )  # fmt: skip
+    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+    host = DockerHost(socket=str(sock), env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while host.docker("info", check=False).returncode != 0:
+            if daemon.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"dockerd did not start:\n{daemon.output()[-3000:]}")
+            time.sleep(0.3)
+        tar = _busybox_rootfs(root / "rootfs")
+        host.docker("import", str(tar), IMAGE)
+        yield host
+    finally:
+        daemon.stop()
+        # Mounts under the data root (vfs has none, but netns files may remain).
+        subprocess.run(["umount", "-R", str(root / "exec")], capture_output=True, check=False)
