@@ -35,8 +35,14 @@ from packaging.utils import canonicalize_name
 from tests.support.tools import REPO, need
 
 PROJECT_NAME = "luna-infra"
-# What the language host's first `pip install --upgrade` leaves in a new venv.
-BOOTSTRAP = {"pip", "setuptools", "wheel"}
+
+
+def program_requirements(root: Path) -> set[str]:
+    """This project and its runtime dependencies, by distribution name."""
+    meta = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {canonicalize_name(meta["name"])} | {
+        canonicalize_name(Requirement(dep).name) for dep in meta["dependencies"]
+    }
 
 
 # ------------------------------------------------------ the language host model
@@ -198,10 +204,9 @@ def test_pulumi_install_on_a_fresh_clone(tmp_path: Path) -> None:
         f"{program_dir.relative_to(root)}/requirements.txt is missing on a fresh clone: "
         "the language host would install nothing into the venv"
     )
+    wanted = program_requirements(root)
     packages = installed(venv, env)
-    assert {PROJECT_NAME, "pulumi", "pulumi-docker", "pulumi-kubernetes"} <= packages, (
-        f"the venv lacks the program's dependencies: {sorted(packages)}"
-    )
+    assert wanted <= packages, f"the venv lacks {sorted(wanted - packages)}"
     imported = import_program(probe, venv, program_dir, env)
     assert "error" not in imported, f"the program cannot import from its venv: {imported['error']}"
     for module, file in imported.items():
@@ -232,7 +237,9 @@ def test_pulumi_install_on_a_fresh_clone(tmp_path: Path) -> None:
     imported = import_program(probe, venv, program_dir, env)
     print("old layout ran:\n  " + "\n  ".join(ran) + f"\nleft {sorted(packages)}; {imported}")
     assert not any("requirements.txt" in command for command in ran), ran
-    assert packages <= BOOTSTRAP, f"the old layout was expected to give an empty venv: {packages}"
+    assert not packages & wanted, (
+        f"the old layout was expected to leave no program package: {packages}"
+    )
     assert "ModuleNotFoundError" in imported.get("error", ""), imported
 
 
