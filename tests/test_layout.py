@@ -224,12 +224,19 @@ def test_pulumi_install_on_a_fresh_clone(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    print(f"naive `-r ../requirements.txt`: exit {naive.returncode}, {naive.stderr.strip()[-160:]}")
+    pip_version = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(" from ")[0]
+    print(f"naive `-r ../requirements.txt` with {pip_version}: exit {naive.returncode}, ")
+    print(f"  {naive.stderr.strip()[-160:]}")
     assert naive.returncode != 0, "pip resolved `-e .` against the file, not its cwd: simplify"
     assert f"{program_dir}" in naive.stderr and "Python project" in naive.stderr, naive.stderr
 
     # The old layout: no requirements.txt in the program directory. A venv made
-    # then stays empty, and the program cannot even import pulumi.
+    # then holds pip's own tools only, and the program cannot import its packages.
     shutil.rmtree(venv)
     (program_dir / "requirements.txt").unlink()
     ran = install_dependencies(program_dir, venv, env)
