@@ -196,6 +196,7 @@ def test_pulumi_install_on_a_fresh_clone(tmp_path: Path) -> None:
     base_env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env = activate(base_env, venv)
 
+    # pip's default cache (~/.cache/pip) is left on, so repeat runs download nothing.
     started = time.monotonic()
     ran = install_dependencies(program_dir, venv, env)
     seconds = time.monotonic() - started
