@@ -6,8 +6,9 @@
 # Reads:  STACK, IMAGE (empty: the luna:appImage committed in Pulumi.$STACK.yaml),
 #         PULUMI_BACKEND_URL, and whichever credentials the environment holds:
 #         PULUMI_ACCESS_TOKEN | AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (state),
-#         PULUMI_CONFIG_PASSPHRASE (secrets provider), KUBECONFIG_DATA or
-#         DOCKER_HOST_SSH_KEY + DOCKER_HOST_KNOWN_HOSTS (target), OPENAI_API_KEY.
+#         PULUMI_CONFIG_PASSPHRASE (secrets provider), KUBECONFIG_DATA (target),
+#         OPENAI_API_KEY. An ssh:// Docker host is reached through the key and
+#         pinned host key that ssh-setup.sh, the step before, configured.
 # Writes: step output app_url; $RUNNER_TEMP/stack-outputs.json, the outputs as
 #         `pulumi stack output --json` shows them (secrets stay "[secret]").
 set -euo pipefail
@@ -23,19 +24,6 @@ if [ -n "${KUBECONFIG_DATA:-}" ]; then
   export KUBECONFIG="$RUNNER_TEMP/kubeconfig"
 fi
 unset KUBECONFIG_DATA
-if [ -n "${DOCKER_HOST_SSH_KEY:-}" ]; then
-  if [ -z "${DOCKER_HOST_KNOWN_HOSTS:-}" ]; then
-    echo "::error::DOCKER_HOST_KNOWN_HOSTS must pin the Docker host's SSH key" >&2
-    exit 1
-  fi
-  mkdir -p ~/.ssh
-  printf '%s\n' "$DOCKER_HOST_KNOWN_HOSTS" >> ~/.ssh/known_hosts
-  printf '%s\n' "$DOCKER_HOST_SSH_KEY" > "$RUNNER_TEMP/docker-host-key"
-  eval "$(ssh-agent -s)" >/dev/null
-  trap 'ssh-agent -k >/dev/null' EXIT
-  ssh-add -q "$RUNNER_TEMP/docker-host-key"
-fi
-unset DOCKER_HOST_SSH_KEY
 
 pulumi login --non-interactive "$PULUMI_BACKEND_URL"
 
