@@ -1,0 +1,483 @@
+#!/usr/bin/env python3
+"""Accessibility, performance and header audit of a deployed Luna site (docs/pipeline.md).
+
+Runs Lighthouse (pinned by audit/package-lock.json, installed by
+scripts/install-lighthouse) in the OS's Chromium, on its mobile emulation,
+against each page that audit/budgets.toml lists for the stack::
+
+    audit_site.py --url https://staging.luna-app.com --stack staging --out reports/audit
+    audit_site.py --url https://luna-app.com --stack prod --page crisis
+
+Per page it checks:
+
+- accessibility: the Lighthouse category score (axe-core) against its minimum,
+  and that none of the critical rules failed;
+- performance: LCP, CLS, TBT and total transfer size against the page's budget;
+- HTTPS: Lighthouse's is-on-https (the page and every subresource over HTTPS,
+  so no mixed content);
+- headers: HSTS of a year or more and the security headers the edge sets, with
+  smoke_check.py's rules.
+
+It writes ``<page>.report.json`` and ``<page>.report.html`` (Lighthouse's own
+reports), ``results.json`` and ``summary.md`` into ``--out`` and prints the
+summary. Exit status: 0 when every check passed, 1 when one failed (each
+failure is named on stderr), 2 on bad arguments or budgets (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+import smoke_check
+
+__all__ = ["Budgets", "Check", "Page", "UsageError", "evaluate", "load_budgets", "main"]
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BUDGETS = REPO / "audit" / "budgets.toml"
+INSTALLED_LIGHTHOUSE = REPO / ".tools" / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
+# Where chrome-launcher looks on Linux, in its order; CHROME_PATH wins over all.
+CHROMIUM_NAMES = ("google-chrome-stable", "google-chrome", "chromium-browser", "chromium")
+CATEGORIES = ("performance", "accessibility", "best-practices")
+
+
+class UsageError(Exception):
+    """Bad arguments or budgets: exit status 2."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A performance budget key and the Lighthouse audit that measures it."""
+
+    key: str
+    audit: str
+    unit: str
+    scale: float  # numericValue / scale = the budget's unit
+
+    def show(self, value: float) -> str:
+        if self.unit == "":
+            return f"{value:.3f}"
+        return f"{value:.0f} {self.unit}"
+
+
+METRICS = (
+    Metric("lcp_ms", "largest-contentful-paint", "ms", 1.0),
+    Metric("cls", "cumulative-layout-shift", "", 1.0),
+    Metric("tbt_ms", "total-blocking-time", "ms", 1.0),
+    Metric("transfer_kib", "total-byte-weight", "KiB", 1024.0),
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One audited page and its budget (audit/budgets.toml, [defaults.pages.<name>])."""
+
+    name: str
+    path: str
+    accessibility_min_score: float
+    lcp_ms: float
+    cls: float
+    tbt_ms: float
+    transfer_kib: float
+
+    def budget(self, metric: Metric) -> float:
+        value = getattr(self, metric.key)
+        assert isinstance(value, float)
+        return value
+
+
+@dataclass(frozen=True)
+class Budgets:
+    stack: str
+    critical_rules: tuple[str, ...]
+    pages: tuple[Page, ...]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the report."""
+
+    page: str
+    check: str
+    ok: bool
+    measured: str
+    budget: str
+    detail: str = ""
+
+
+# ------------------------------------------------------------------- budgets
+_PAGE_KEYS = tuple(f.name for f in fields(Page) if f.name != "name")
+# (low, high) for every numeric page key; high is generous, it catches typos.
+_LIMITS: dict[str, tuple[float, float]] = {
+    "accessibility_min_score": (0.0, 1.0),
+    "lcp_ms": (1.0, 60_000.0),
+    "cls": (0.0, 5.0),
+    "tbt_ms": (1.0, 60_000.0),
+    "transfer_kib": (1.0, 100_000.0),
+}
+_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _page(where: str, name: str, raw: object) -> Page:
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"{where}: page name {name!r} must be lower-case letters, digits, '-'")
+    if not isinstance(raw, Mapping):
+        raise UsageError(f"{where}.{name} must be a table")
+    unknown = sorted(set(raw) - set(_PAGE_KEYS))
+    missing = [k for k in _PAGE_KEYS if k not in raw]
+    if unknown or missing:
+        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
+        raise UsageError(f"{where}.{name}: {problem}; a page has exactly {list(_PAGE_KEYS)}")
+    path = raw["path"]
+    if not isinstance(path, str) or not re.fullmatch(r"/[A-Za-z0-9._~/?=&%-]*", path):
+        raise UsageError(f"{where}.{name}.path = {path!r}: an absolute URL path such as /crisis")
+    numbers: dict[str, float] = {}
+    for key, (low, high) in _LIMITS.items():
+        value = raw[key]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not low <= value <= high:
+            raise UsageError(f"{where}.{name}.{key} = {value!r}: a number from {low:g} to {high:g}")
+        numbers[key] = float(value)
+    return Page(name=name, path=path, **numbers)
+
+
+def load_budgets(path: Path, stack: str) -> Budgets:
+    """The budgets of ``stack``: [defaults] with [stacks.<stack>] merged over it."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read budgets {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"defaults", "stacks"})
+    if unknown:
+        raise UsageError(f"{path}: unknown top-level keys {unknown}; expected defaults, stacks")
+    stacks = data.get("stacks", {})
+    if stack not in stacks:
+        raise UsageError(f"--stack {stack!r} is not in {path}; audited stacks: {sorted(stacks)}")
+    merged = _merge(data.get("defaults", {}), stacks[stack])
+    unknown = sorted(set(merged) - {"critical_rules", "pages"})
+    if unknown:
+        raise UsageError(
+            f"{path} [{stack}]: unknown keys {unknown}; expected critical_rules, pages"
+        )
+    rules = merged.get("critical_rules")
+    if (
+        not isinstance(rules, list)
+        or not rules
+        or not all(isinstance(r, str) and _NAME.fullmatch(r) for r in rules)
+    ):
+        raise UsageError(f"{path} [{stack}]: critical_rules must be a list of audit ids")
+    pages = merged.get("pages")
+    if not isinstance(pages, Mapping) or not pages:
+        raise UsageError(f"{path} [{stack}]: no pages to audit")
+    where = f"{path.name} [{stack}] pages"
+    return Budgets(
+        stack=stack,
+        critical_rules=tuple(rules),
+        pages=tuple(_page(where, name, raw) for name, raw in pages.items()),
+    )
+
+
+# ---------------------------------------------------------------- evaluation
+def _passed(audit: Mapping[str, Any]) -> bool:
+    """A binary Lighthouse audit passed, or did not apply (no such element on the page)."""
+    return audit.get("scoreDisplayMode") == "notApplicable" or audit.get("score") == 1
+
+
+def _failing_items(audit: Mapping[str, Any]) -> str:
+    items = (audit.get("details") or {}).get("items") or []
+    snippets = []
+    for item in items[:3]:
+        node = item.get("node") or {}
+        snippets.append(str(node.get("snippet") or item.get("url") or "?")[:80])
+    more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+    return f"{len(items)} element(s): " + "; ".join(snippets) + more if items else ""
+
+
+def evaluate(page: Page, rules: Sequence[str], lhr: Mapping[str, Any]) -> list[Check]:
+    """Every check of one page against one Lighthouse result (its JSON report)."""
+    error = lhr.get("runtimeError")
+    if error:
+        return [
+            Check(page.name, "load", False, str(error.get("code", "?")), "loads",
+                  str(error.get("message", "")))
+        ]  # fmt: skip
+    audits: Mapping[str, Any] = lhr.get("audits", {})
+    categories: Mapping[str, Any] = lhr.get("categories", {})
+    settings: Mapping[str, Any] = lhr.get("configSettings", {})
+    checks: list[Check] = []
+
+    # Budgets are set for a phone; a desktop run would pass them too easily.
+    emulation = settings.get("screenEmulation") or {}
+    mobile = settings.get("formFactor") == "mobile" and emulation.get("mobile") is True
+    throttling = settings.get("throttlingMethod", "?")
+    checks.append(
+        Check(page.name, "mobile emulation", mobile, f"{settings.get('formFactor')}", "mobile",
+              f"throttling: {throttling}")
+    )  # fmt: skip
+
+    score = (categories.get("accessibility") or {}).get("score")
+    checks.append(
+        Check(
+            page.name,
+            "accessibility score",
+            isinstance(score, int | float) and score >= page.accessibility_min_score,
+            "not measured" if score is None else f"{score:.2f}",
+            f">= {page.accessibility_min_score:.2f}",
+        )
+    )
+    for rule in rules:
+        audit = audits.get(rule)
+        if audit is None:
+            checks.append(
+                Check(page.name, f"rule {rule}", False, "unknown", "pass",
+                      "not a Lighthouse audit: check critical_rules in the budgets")
+            )  # fmt: skip
+            continue
+        ok = _passed(audit)
+        state = "n/a" if audit.get("scoreDisplayMode") == "notApplicable" else "pass"
+        if not ok:
+            state = "error" if audit.get("scoreDisplayMode") == "error" else "fail"
+        detail = audit.get("title", "") if ok else _failing_items(audit) or audit.get("title", "")
+        checks.append(Check(page.name, f"rule {rule}", ok, state, "pass", detail))
+
+    for metric in METRICS:
+        audit = audits.get(metric.audit) or {}
+        value = audit.get("numericValue")
+        limit = page.budget(metric)
+        if not isinstance(value, int | float):
+            checks.append(
+                Check(page.name, f"budget {metric.key}", False, "not measured",
+                      f"<= {metric.show(limit)}", str(audit.get("errorMessage", metric.audit)))
+            )  # fmt: skip
+            continue
+        measured = value / metric.scale
+        checks.append(
+            Check(page.name, f"budget {metric.key}", measured <= limit, metric.show(measured),
+                  f"<= {metric.show(limit)}", metric.audit)
+        )  # fmt: skip
+
+    https = audits.get("is-on-https") or {}
+    checks.append(
+        Check(page.name, "https", _passed(https), "pass" if _passed(https) else "fail",
+              "pass", _failing_items(https) or "page and subresources over HTTPS")
+    )  # fmt: skip
+    return checks
+
+
+def check_headers(page: Page, opts: smoke_check.Options) -> list[Check]:
+    """HSTS and the security headers on the page's own response (smoke_check's rules)."""
+    rows = []
+    for result in (
+        smoke_check.check_hsts(opts, page.path),
+        smoke_check.check_headers(opts, page.path),
+    ):
+        state = "pass" if result.ok else "fail"
+        rows.append(Check(page.name, result.name, result.ok, state, "pass", result.detail))
+    return rows
+
+
+# ---------------------------------------------------------------- lighthouse
+def _spki_hashes(cafile: Path) -> list[str]:
+    """SHA-256 SPKI pins of every certificate in a PEM bundle, as Chromium takes them."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise UsageError("--cafile needs openssl to pin the CA for Chromium; install openssl")
+    pems = re.findall(
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+        cafile.read_text(encoding="ascii", errors="replace"),
+        re.DOTALL,
+    )
+    if not pems:
+        raise UsageError(f"--cafile {cafile} holds no PEM certificate")
+    pins = []
+    for pem in pems:
+        der = subprocess.run(
+            [openssl, "x509", "-noout", "-pubkey"], input=pem.encode(), capture_output=True
+        )
+        key = subprocess.run(
+            [openssl, "pkey", "-pubin", "-outform", "DER"], input=der.stdout, capture_output=True
+        )
+        if der.returncode or key.returncode:
+            raise UsageError(f"--cafile {cafile}: openssl cannot read a certificate in it")
+        digest = subprocess.run(
+            [openssl, "dgst", "-sha256", "-binary"], input=key.stdout, capture_output=True
+        )
+        pins.append(base64.b64encode(digest.stdout).decode("ascii"))
+    return pins
+
+
+def chrome_flags(pins: Sequence[str]) -> list[str]:
+    flags = ["--headless=new", "--disable-dev-shm-usage"]  # /dev/shm is 64 MB in containers
+    if os.geteuid() == 0:
+        # Chromium refuses to start as root with its sandbox. Root is the CI
+        # container (and this project's test machine); the page is our own.
+        flags.append("--no-sandbox")
+    if pins:
+        # A private CA (staging): trust exactly its key, for this profile only.
+        flags.append("--ignore-certificate-errors-spki-list=" + ",".join(pins))
+    return flags
+
+
+def run_lighthouse(
+    lighthouse: str, chrome: str, url: str, out_base: Path, flags: Sequence[str], timeout: float
+) -> dict[str, Any]:
+    """Run Lighthouse once; its JSON report, or a stand-in with runtimeError on failure."""
+    command = [
+        lighthouse, url, "--quiet", "--output=json", "--output=html",
+        f"--output-path={out_base}", "--only-categories=" + ",".join(CATEGORIES),
+        "--chrome-flags=" + " ".join(flags),
+    ]  # fmt: skip
+    report = out_base.with_name(out_base.name + ".report.json")
+    report.unlink(missing_ok=True)
+    env = {**os.environ, "CHROME_PATH": chrome}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"runtimeError": {"code": "TIMEOUT", "message": f"no result in {timeout:.0f} s"}}
+    if not report.is_file():
+        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])[:300]
+        return {"runtimeError": {"code": f"EXIT {done.returncode}", "message": tail}}
+    lhr: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
+    return lhr
+
+
+# -------------------------------------------------------------------- report
+def render(url: str, stack: str, browser: str, checks: Sequence[Check]) -> str:
+    failed = [c for c in checks if not c.ok]
+    verdict = "all checks passed" if not failed else f"{len(failed)} of {len(checks)} checks failed"
+    lines = [
+        f"## Lighthouse audit of {url} ({stack})",
+        "",
+        f"**{verdict}**. {browser}, mobile emulation. Reports: the audit artifact.",
+        "",
+        "| page | check | measured | budget | result | detail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        detail = c.detail.replace("|", "\\|").replace("\n", " ")
+        result = "PASS" if c.ok else "**FAIL**"
+        lines.append(f"| {c.page} | {c.check} | {c.measured} | {c.budget} | {result} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------- CLI
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"audit_site: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="audit_site", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--url", required=True, help="https:// base URL (the stack's app_url)")
+    parser.add_argument("--stack", required=True, help="stack whose budgets apply")
+    parser.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS, help="budgets TOML")
+    parser.add_argument(
+        "--page", action="append", help="audit only this page of the budgets (repeatable)"
+    )
+    parser.add_argument("--cafile", type=Path, help="PEM CA to trust (staging's private CA)")
+    parser.add_argument("--out", type=Path, default=Path("reports/audit"), help="report folder")
+    parser.add_argument("--lighthouse", help="lighthouse command (default: .tools/lighthouse)")
+    parser.add_argument(
+        "--timeout", type=smoke_check._positive_float, default=240.0, help="seconds per page"
+    )
+    return parser
+
+
+def _find_tools(lighthouse: str | None) -> tuple[str, str]:
+    found = lighthouse or (
+        str(INSTALLED_LIGHTHOUSE) if INSTALLED_LIGHTHOUSE.is_file() else shutil.which("lighthouse")
+    )
+    if not found or not (Path(found).is_file() or shutil.which(found)):
+        raise UsageError(
+            "lighthouse not found: run scripts/install-lighthouse or pass --lighthouse"
+        )
+    chrome = os.environ.get("CHROME_PATH") or next(
+        (p for p in map(shutil.which, CHROMIUM_NAMES) if p), None
+    )
+    if not chrome or not Path(chrome).is_file():
+        raise UsageError("Chromium not found: apt-get install chromium, or set CHROME_PATH")
+    return found, chrome
+
+
+def run(args: argparse.Namespace) -> int:
+    target = smoke_check.Target.parse(args.url)
+    budgets = load_budgets(args.budgets, args.stack)
+    pages = budgets.pages
+    if args.page:
+        names = {p.name for p in pages}
+        unknown = sorted(set(args.page) - names)
+        if unknown:
+            raise UsageError(
+                f"--page {unknown[0]!r} is not a page of {args.stack}: {sorted(names)}"
+            )
+        pages = tuple(p for p in pages if p.name in args.page)
+    cafile: Path | None = args.cafile
+    if cafile is not None and not cafile.is_file():
+        raise UsageError(f"--cafile {cafile} does not exist")
+    lighthouse, chrome = _find_tools(args.lighthouse)
+    flags = chrome_flags(_spki_hashes(cafile) if cafile else [])
+    opts = smoke_check.Options(target, str(cafile) if cafile else None, 15.0)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    checks: list[Check] = []
+    browser = "Chromium"
+    # One page at a time: parallel runs share the CPU and skew each other's timings.
+    for page in pages:
+        lhr = run_lighthouse(
+            lighthouse, chrome, target.url.rstrip("/") + page.path, args.out / page.name, flags,
+            args.timeout,
+        )  # fmt: skip
+        agent = str((lhr.get("environment") or {}).get("hostUserAgent", ""))
+        version = re.search(r"(?:Headless)?Chrome/([\d.]+)", agent)
+        if version:
+            browser = f"Chromium {version.group(1)}, Lighthouse {lhr.get('lighthouseVersion')}"
+        checks += evaluate(page, budgets.critical_rules, lhr)
+        checks += check_headers(page, opts)
+
+    summary = render(target.url, args.stack, browser, checks)
+    (args.out / "summary.md").write_text(summary, encoding="utf-8")
+    (args.out / "results.json").write_text(
+        json.dumps([asdict(c) for c in checks], indent=2) + "\n", encoding="utf-8"
+    )
+    sys.stdout.write(summary)
+    for c in checks:
+        if not c.ok:
+            print(f"FAIL {c.page}: {c.check}: {c.measured} (expected {c.budget}) {c.detail}",
+                  file=sys.stderr)  # fmt: skip
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, smoke_check.UsageError) as exc:
+        print(f"audit_site: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
