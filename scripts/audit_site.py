@@ -213,7 +213,7 @@ def _failing_items(audit: Mapping[str, Any]) -> str:
         node = item.get("node") or {}
         snippets.append(str(node.get("snippet") or item.get("url") or "?")[:80])
     more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-    return f"{len(items)} element(s): " + "; ".join(snippets) + more if items else ""
+    return f"{len(items)} found: " + "; ".join(snippets) + more if items else ""
 
 
 def evaluate(page: Page, rules: Sequence[str], lhr: Mapping[str, Any]) -> list[Check]:
@@ -389,6 +389,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"audit_site: error: {message}\n")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audit_site", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--url", required=True, help="https:// base URL (the stack's app_url)")
@@ -400,9 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cafile", type=Path, help="PEM CA to trust (staging's private CA)")
     parser.add_argument("--out", type=Path, default=Path("reports/audit"), help="report folder")
     parser.add_argument("--lighthouse", help="lighthouse command (default: .tools/lighthouse)")
-    parser.add_argument(
-        "--timeout", type=smoke_check._positive_float, default=240.0, help="seconds per page"
-    )
+    parser.add_argument("--timeout", type=_seconds, default=240.0, help="seconds per page")
     return parser
 
 

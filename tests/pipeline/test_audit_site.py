@@ -219,6 +219,12 @@ BLOCKING = CLEAN.replace(
 )
 
 
+# An image over plain HTTP on an HTTPS page: mixed content, whatever the browser does with it.
+MIXED = CLEAN.replace(
+    "{extra}", '<img src="http://127.0.0.1:9/pixel.png" alt="" width="1" height="1">'
+)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -226,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.server.routes.get(self.path.split("?")[0])
         data = (body or "not found").replace("{extra}", "").encode()
         self.send_response(200 if body else 404)
-        for name, value in EDGE_HEADERS.items():
+        for name, value in self.server.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -240,13 +246,17 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     routes: Mapping[str, str]
+    headers: Mapping[str, str]
 
 
 @contextmanager
-def https_site(tmp_path: Path, routes: Mapping[str, str]) -> Iterator[tuple[str, Path]]:
+def https_site(
+    tmp_path: Path, routes: Mapping[str, str], headers: Mapping[str, str]
+) -> Iterator[tuple[str, Path]]:
     pair = make_tls_pair(tmp_path, common_name="127.0.0.1", alt_names="IP:127.0.0.1")
     server = _Server(("127.0.0.1", 0), _Handler)
     server.routes = routes
+    server.headers = headers
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pair.cert, pair.key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
@@ -259,14 +269,19 @@ def https_site(tmp_path: Path, routes: Mapping[str, str]) -> Iterator[tuple[str,
         server.server_close()
 
 
-def audit(tmp_path: Path, routes: Mapping[str, str], *pages: str) -> tuple[int, dict[str, Any]]:
+def audit(
+    tmp_path: Path,
+    routes: Mapping[str, str],
+    *pages: str,
+    headers: Mapping[str, str] = EDGE_HEADERS,
+) -> tuple[int, dict[str, Any]]:
     need("chromium")
     need("openssl")
     lighthouse = REPO / ".tools" / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
     if not lighthouse.is_file():
         need("lighthouse")  # skips (locally) or fails (CI) with the install hint
     out = tmp_path / "reports"
-    with https_site(tmp_path, routes) as (url, cert):
+    with https_site(tmp_path, routes, headers) as (url, cert):
         args = ["--url", url, "--stack", "prod", "--cafile", str(cert), "--out", str(out)]
         for page in pages:
             args += ["--page", page]
@@ -319,3 +334,15 @@ def test_two_seconds_of_main_thread_fail_the_tbt_budget(tmp_path: Path) -> None:
     tbt = result["checks"]["crisis: budget tbt_ms"]
     print(f"TBT measured {tbt['measured']} against {tbt['budget']}")
     assert not {c for c in failed(result) if c.startswith("crisis: rule")}, "a11y regressed"
+
+
+@pytest.mark.slow
+def test_mixed_content_and_a_missing_edge_header_fail_https_and_headers(tmp_path: Path) -> None:
+    weak_edge = {k: v for k, v in EDGE_HEADERS.items() if k != "X-Frame-Options"}
+    rc, result = audit(tmp_path, {"/": MIXED}, "home", headers=weak_edge)
+    assert rc == 1
+    assert {"home: https", "home: headers"} <= failed(result), sorted(failed(result))
+    checks = result["checks"]
+    assert "http://127.0.0.1:9/pixel.png" in checks["home: https"]["detail"]
+    assert "X-Frame-Options missing" in checks["home: headers"]["detail"]
+    assert checks["home: hsts"]["ok"], "HSTS was sent and must pass"
