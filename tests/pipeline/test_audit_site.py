@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import audit_budgets
 import audit_site
 import pytest
 
@@ -55,7 +56,7 @@ def run_script(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[s
 # ------------------------------------------------------- committed budgets
 @pytest.mark.parametrize("stack", AUDITED_STACKS)
 def test_committed_budgets_load_with_home_and_crisis(stack: str) -> None:
-    budgets = audit_site.load_budgets(BUDGETS, stack)
+    budgets = audit_budgets.load_budgets(BUDGETS, stack)
     paths = {p.name: p.path for p in budgets.pages}
     assert paths.get("home") == "/", f"{stack}: the home page is not audited: {paths}"
     assert "crisis" in paths, f"{stack}: the crisis page is not audited: {paths}"
@@ -66,10 +67,10 @@ def test_committed_budgets_load_with_home_and_crisis(stack: str) -> None:
 
 @pytest.mark.parametrize("stack", AUDITED_STACKS)
 def test_crisis_page_has_the_strictest_budget(stack: str) -> None:
-    pages = {p.name: p for p in audit_site.load_budgets(BUDGETS, stack).pages}
+    pages = {p.name: p for p in audit_budgets.load_budgets(BUDGETS, stack).pages}
     crisis = pages.pop("crisis")
     for other in pages.values():
-        for metric in audit_site.METRICS:
+        for metric in audit_budgets.METRICS:
             assert crisis.budget(metric) <= other.budget(metric), (
                 f"{stack}: crisis {metric.key} {crisis.budget(metric)} is looser than "
                 f"{other.name}'s {other.budget(metric)}"
@@ -77,23 +78,25 @@ def test_crisis_page_has_the_strictest_budget(stack: str) -> None:
         assert crisis.accessibility_min_score >= other.accessibility_min_score, stack
     # Strictly tighter somewhere, or "strictest" would be an empty word.
     assert any(
-        crisis.budget(m) < other.budget(m) for m in audit_site.METRICS for other in pages.values()
+        crisis.budget(m) < other.budget(m)
+        for m in audit_budgets.METRICS
+        for other in pages.values()
     ), f"{stack}: the crisis budget is no tighter than any other page's"
 
 
 def test_staging_gate_is_at_least_as_strict_as_prod() -> None:
     # The staging audit gates production: a looser staging lets through what prod then fails.
-    staging = {p.name: p for p in audit_site.load_budgets(BUDGETS, "staging").pages}
-    prod = audit_site.load_budgets(BUDGETS, "prod")
+    staging = {p.name: p for p in audit_budgets.load_budgets(BUDGETS, "staging").pages}
+    prod = audit_budgets.load_budgets(BUDGETS, "prod")
     assert staging.keys() >= {p.name for p in prod.pages}, "staging skips a page prod audits"
-    assert set(audit_site.load_budgets(BUDGETS, "staging").critical_rules) >= set(
+    assert set(audit_budgets.load_budgets(BUDGETS, "staging").critical_rules) >= set(
         prod.critical_rules
     )
     for page in prod.pages:
         gate = staging[page.name]
         assert gate.path == page.path, page.name
         assert gate.accessibility_min_score >= page.accessibility_min_score, page.name
-        for metric in audit_site.METRICS:
+        for metric in audit_budgets.METRICS:
             assert gate.budget(metric) <= page.budget(metric), f"staging {page.name} {metric.key}"
 
 
@@ -103,8 +106,8 @@ def test_a_stack_override_changes_only_its_key(tmp_path: Path) -> None:
     text = text.replace("[stacks.prod]\n", "", 1)
     budgets = tmp_path / "budgets.toml"
     budgets.write_text(text, encoding="utf-8")
-    prod = {p.name: p for p in audit_site.load_budgets(budgets, "prod").pages}
-    staging = {p.name: p for p in audit_site.load_budgets(budgets, "staging").pages}
+    prod = {p.name: p for p in audit_budgets.load_budgets(budgets, "prod").pages}
+    staging = {p.name: p for p in audit_budgets.load_budgets(budgets, "staging").pages}
     assert prod["home"].lcp_ms == 3000
     assert staging["home"].lcp_ms != 3000, "a prod override leaked into staging"
     assert prod["home"].tbt_ms == staging["home"].tbt_ms, "an override dropped other keys"
@@ -162,8 +165,8 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str], expected: str) -> N
 
 
 # ------------------------------------------------------------- evaluation
-def _page() -> audit_site.Page:
-    return audit_site.load_budgets(BUDGETS, "prod").pages[0]
+def _page() -> audit_budgets.Page:
+    return audit_budgets.load_budgets(BUDGETS, "prod").pages[0]
 
 
 def test_a_critical_rule_lighthouse_does_not_know_fails() -> None:
