@@ -231,13 +231,13 @@ def run_lighthouse(
 
 
 # -------------------------------------------------------------------- report
-def render(url: str, stack: str, browser: str, checks: Sequence[Check]) -> str:
+def render(url: str, stack: str, tools: str, checks: Sequence[Check]) -> str:
     failed = [c for c in checks if not c.ok]
     verdict = "all checks passed" if not failed else f"{len(failed)} of {len(checks)} checks failed"
     lines = [
         f"## Lighthouse audit of {url} ({stack})",
         "",
-        f"**{verdict}**. {browser}, mobile emulation. Reports: the audit artifact.",
+        f"**{verdict}**. {tools}, mobile emulation. Reports: the audit artifact.",
         "",
         "| page | check | measured | budget | result | detail |",
         "|---|---|---|---|---|---|",
@@ -296,6 +296,15 @@ def _find_tools(lighthouse: str | None) -> tuple[str, str]:
     return found, chrome
 
 
+def _browser_version(chrome: str) -> str:
+    """``Chromium 156.0.8078.108``: the exact build, which the report's user agent hides."""
+    try:
+        done = subprocess.run([chrome, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return Path(chrome).name
+    return done.stdout.split(" built ")[0].strip() or Path(chrome).name
+
+
 def run(args: argparse.Namespace) -> int:
     target = smoke_check.Target.parse(args.url)
     budgets = load_budgets(args.budgets, args.stack)
@@ -317,21 +326,20 @@ def run(args: argparse.Namespace) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     checks: list[Check] = []
-    browser = "Chromium"
+    tools = browser = _browser_version(chrome)
     # One page at a time: parallel runs share the CPU and skew each other's timings.
     for page in pages:
         lhr = run_lighthouse(
             lighthouse, chrome, target.url.rstrip("/") + page.path, args.out / page.name, flags,
             args.timeout,
         )  # fmt: skip
-        agent = str((lhr.get("environment") or {}).get("hostUserAgent", ""))
-        version = re.search(r"(?:Headless)?Chrome/([\d.]+)", agent)
-        if version:
-            browser = f"Chromium {version.group(1)}, Lighthouse {lhr.get('lighthouseVersion')}"
+        if "lighthouseVersion" in lhr:
+            axe = (lhr.get("environment") or {}).get("credits", {}).get("axe-core", "?")
+            tools = f"{browser}, Lighthouse {lhr['lighthouseVersion']}, axe-core {axe}"
         checks += evaluate(page, budgets.critical_rules, lhr)
         checks += check_headers(page, opts)
 
-    summary = render(target.url, args.stack, browser, checks)
+    summary = render(target.url, args.stack, tools, checks)
     (args.out / "summary.md").write_text(summary, encoding="utf-8")
     (args.out / "results.json").write_text(
         json.dumps([asdict(c) for c in checks], indent=2) + "\n", encoding="utf-8"
