@@ -100,6 +100,16 @@ def test_staging_gate_is_at_least_as_strict_as_prod() -> None:
             assert gate.budget(metric) <= page.budget(metric), f"staging {page.name} {metric.key}"
 
 
+def test_docs_show_the_committed_budgets() -> None:
+    docs = (REPO / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    for p in audit_budgets.load_budgets(BUDGETS, "prod").pages:
+        row = (
+            f"| `{p.name}` | `{p.path}` | ≥ {p.accessibility_min_score:.2f} | ≤ {p.lcp_ms:.0f} ms "
+            f"| ≤ {p.cls:g} | ≤ {p.tbt_ms:.0f} ms | ≤ {p.transfer_kib:.0f} KiB |"
+        )
+        assert row in docs, f"docs/pipeline.md's budget table is out of date; expected: {row}"
+
+
 def test_a_stack_override_changes_only_its_key(tmp_path: Path) -> None:
     text = BUDGETS.read_text(encoding="utf-8") + "\n[stacks.prod.pages.home]\nlcp_ms = 3000\n"
     # TOML forbids defining [stacks.prod] twice; drop the committed empty one.
