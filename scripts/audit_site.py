@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
-import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -166,33 +168,39 @@ def check_headers(page: Page, opts: smoke_check.Options) -> list[Check]:
 
 
 # ---------------------------------------------------------------- lighthouse
-def _spki_hashes(cafile: Path) -> list[str]:
-    """SHA-256 SPKI pins of every certificate in a PEM bundle, as Chromium takes them."""
+def _spki_pin(der: bytes) -> str:
+    """The base64 SHA-256 of a DER certificate's SubjectPublicKeyInfo, as Chromium takes it."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise UsageError("--cafile needs openssl to pin the CA for Chromium; install openssl")
-    pems = re.findall(
-        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
-        cafile.read_text(encoding="ascii", errors="replace"),
-        re.DOTALL,
+        raise UsageError("--cafile needs openssl to pin the certificate; install openssl")
+    pem_key = subprocess.run(
+        [openssl, "x509", "-inform", "DER", "-noout", "-pubkey"], input=der, capture_output=True
     )
-    if not pems:
-        raise UsageError(f"--cafile {cafile} holds no PEM certificate")
-    pins = []
-    for pem in pems:
-        der = subprocess.run(
-            [openssl, "x509", "-noout", "-pubkey"], input=pem.encode(), capture_output=True
-        )
-        key = subprocess.run(
-            [openssl, "pkey", "-pubin", "-outform", "DER"], input=der.stdout, capture_output=True
-        )
-        if der.returncode or key.returncode:
-            raise UsageError(f"--cafile {cafile}: openssl cannot read a certificate in it")
-        digest = subprocess.run(
-            [openssl, "dgst", "-sha256", "-binary"], input=key.stdout, capture_output=True
-        )
-        pins.append(base64.b64encode(digest.stdout).decode("ascii"))
-    return pins
+    spki = subprocess.run(
+        [openssl, "pkey", "-pubin", "-outform", "DER"], input=pem_key.stdout, capture_output=True
+    )
+    if pem_key.returncode or spki.returncode or not spki.stdout:
+        raise ssl.SSLError("openssl could not read the served certificate's public key")
+    return base64.b64encode(hashlib.sha256(spki.stdout).digest()).decode("ascii")
+
+
+def served_certificate_pin(target: smoke_check.Target, ctx: ssl.SSLContext, timeout: float) -> str:
+    """Verify the served certificate with ``ctx`` (chain, name, dates), then pin its key.
+
+    Chromium's --ignore-certificate-errors-spki-list matches only the certificates
+    the server presents, and then ignores every error, expiry and name included
+    (Chromium services/network/ignore_errors_cert_verifier.cc). A private root CA
+    is rarely presented, so its pin would not match. The leaf that OpenSSL has
+    just verified against the CA is pinned instead: the full check happens here.
+    """
+    with (
+        socket.create_connection((target.host, target.port), timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname=target.host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ssl.SSLError("the server presented no certificate")
+    return _spki_pin(der)
 
 
 def chrome_flags(pins: Sequence[str]) -> list[str]:
@@ -202,7 +210,7 @@ def chrome_flags(pins: Sequence[str]) -> list[str]:
         # container (and this project's test machine); the page is our own.
         flags.append("--no-sandbox")
     if pins:
-        # A private CA (staging): trust exactly its key, for this profile only.
+        # A private CA (staging): trust exactly the verified leaf's key, in this run's profile.
         flags.append("--ignore-certificate-errors-spki-list=" + ",".join(pins))
     return flags
 
@@ -320,13 +328,28 @@ def run(args: argparse.Namespace) -> int:
     cafile: Path | None = args.cafile
     if cafile is not None and not cafile.is_file():
         raise UsageError(f"--cafile {cafile} does not exist")
+    ctx = None
+    if cafile is not None:
+        try:
+            ctx = smoke_check.client_context(str(cafile))
+        except ssl.SSLError:
+            raise UsageError(f"--cafile {cafile} holds no PEM certificate") from None
     lighthouse, chrome = _find_tools(args.lighthouse)
-    flags = chrome_flags(_spki_hashes(cafile) if cafile else [])
     opts = smoke_check.Options(target, str(cafile) if cafile else None, 15.0)
 
     args.out.mkdir(parents=True, exist_ok=True)
     checks: list[Check] = []
     tools = browser = _browser_version(chrome)
+    pins: list[str] = []
+    if ctx is not None:
+        try:
+            pins.append(served_certificate_pin(target, ctx, opts.timeout))
+        except (OSError, ssl.SSLError) as exc:
+            # Chromium could not load a page either; say why once, instead of per page.
+            checks.append(Check("*", "certificate", False, "untrusted", "trusted by --cafile",
+                                f"{type(exc).__name__}: {exc}"))  # fmt: skip
+            pages = ()
+    flags = chrome_flags(pins)
     # One page at a time: parallel runs share the CPU and skew each other's timings.
     for page in pages:
         lhr = run_lighthouse(

@@ -1,8 +1,9 @@
 """scripts/audit_site.py: budgets, arguments, and real Lighthouse runs against local pages.
 
-The slow tests serve pages over HTTPS on 127.0.0.1 (http.server + ssl, a
-throwaway certificate trusted through ``--cafile`` exactly as staging's private
-CA is), with the security headers the edge sets (components/configs/nginx.py).
+The slow tests serve pages over HTTPS on 127.0.0.1 (http.server + ssl), with a
+certificate from a throwaway private CA that the server does not present, the
+CA passed as ``--cafile`` exactly as staging's is, and with the security headers
+the edge sets (components/configs/nginx.py).
 They run the script as the pipeline does, with Debian's ``chromium`` and the
 Lighthouse pinned by audit/package-lock.json, against the committed prod
 budgets. Each prints its summary table (``pytest -s`` shows it).
@@ -26,7 +27,7 @@ import audit_site
 import pytest
 
 from components.configs.nginx import SECURITY_HEADERS, NginxSettings
-from tests.support.tls import make_tls_pair
+from tests.support.tls import make_ca_signed_pair
 from tests.support.tools import REPO, need
 
 SCRIPT = REPO / "scripts" / "audit_site.py"
@@ -266,7 +267,7 @@ class _Server(ThreadingHTTPServer):
 def https_site(
     tmp_path: Path, routes: Mapping[str, str], headers: Mapping[str, str]
 ) -> Iterator[tuple[str, Path]]:
-    pair = make_tls_pair(tmp_path, common_name="127.0.0.1", alt_names="IP:127.0.0.1")
+    pair = make_ca_signed_pair(tmp_path, common_name="127.0.0.1", alt_names="IP:127.0.0.1")
     server = _Server(("127.0.0.1", 0), _Handler)
     server.routes = routes
     server.headers = headers
@@ -276,10 +277,18 @@ def https_site(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", pair.cert
+        yield f"https://127.0.0.1:{server.server_address[1]}", pair.ca
     finally:
         server.shutdown()
         server.server_close()
+
+
+def need_audit_tools() -> None:
+    need("chromium")
+    need("openssl")
+    lighthouse = REPO / ".tools" / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
+    if not lighthouse.is_file():
+        need("lighthouse")  # skips (locally) or fails (CI) with the install hint
 
 
 def audit(
@@ -288,11 +297,7 @@ def audit(
     *pages: str,
     headers: Mapping[str, str] = EDGE_HEADERS,
 ) -> tuple[int, dict[str, Any]]:
-    need("chromium")
-    need("openssl")
-    lighthouse = REPO / ".tools" / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
-    if not lighthouse.is_file():
-        need("lighthouse")  # skips (locally) or fails (CI) with the install hint
+    need_audit_tools()
     out = tmp_path / "reports"
     with https_site(tmp_path, routes, headers) as (url, cert):
         args = ["--url", url, "--stack", "prod", "--cafile", str(cert), "--out", str(out)]
@@ -359,3 +364,23 @@ def test_mixed_content_and_a_missing_edge_header_fail_https_and_headers(tmp_path
     assert "http://127.0.0.1:9/pixel.png" in checks["home: https"]["detail"]
     assert "X-Frame-Options missing" in checks["home: headers"]["detail"]
     assert checks["home: hsts"]["ok"], "HSTS was sent and must pass"
+
+
+def test_a_certificate_the_ca_did_not_sign_fails_before_any_page_is_audited(
+    tmp_path: Path,
+) -> None:
+    # The pin handed to Chromium skips its own checks, so the script's own
+    # verification against --cafile must hold: another CA's certificate fails.
+    need_audit_tools()
+    other = tmp_path / "other"
+    other.mkdir()
+    stranger = make_ca_signed_pair(other, common_name="127.0.0.1", alt_names="IP:127.0.0.1")
+    out = tmp_path / "reports"
+    with https_site(tmp_path, {"/": CLEAN}, EDGE_HEADERS) as (url, _ca):
+        args = ["--url", url, "--stack", "prod", "--cafile", str(stranger.ca), "--out", str(out)]
+        done = run_script(*args)
+    assert done.returncode == 1, done.stderr
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["check"], r["ok"]) for r in rows] == [("certificate", False)], rows
+    assert "CERTIFICATE_VERIFY_FAILED" in rows[0]["detail"], rows[0]["detail"]
+    assert not list(out.glob("*.report.json")), "Lighthouse ran against an untrusted site"
