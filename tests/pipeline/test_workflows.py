@@ -133,11 +133,19 @@ EXPECTED_NEEDS = {
     "quality": {"scan-manifests", "scan-dependencies", "scan-secrets", "scan-workflows"},
     "preview": {"quality"},
     "deploy-staging": {"resolve", "quality"},
-    "deploy-production": {"resolve", "deploy-staging"},
+    "audit-staging": {"deploy-staging"},
+    "deploy-production": {"resolve", "deploy-staging", "audit-staging"},
     "performance": {"deploy-production"},
     "compliance": {"deploy-production"},
     "crisis-validation": {"deploy-production"},
-    "final-validation": {"deploy-production", "performance", "compliance", "crisis-validation"},
+    "audit-production": {"deploy-production"},
+    "final-validation": {
+        "deploy-production",
+        "performance",
+        "compliance",
+        "crisis-validation",
+        "audit-production",
+    },
 }
 
 
@@ -285,6 +293,90 @@ def test_after_production_checks() -> None:
     final = job(wf, "final-validation")
     assert "always()" in final["if"], "the final report must be written when a check failed"
     assert "GITHUB_STEP_SUMMARY" in run_text(final)
+
+
+# ------------------------------------------------------ Lighthouse audits
+AUDIT_LOCK = REPO / "audit" / "package-lock.json"
+
+
+def _audit_command(j: Job) -> str:
+    found = [str(s["run"]) for s in j["steps"] if "scripts/audit_site.py" in str(s.get("run", ""))]
+    assert len(found) == 1, f"expected one step running scripts/audit_site.py, found {len(found)}"
+    return found[0]
+
+
+def _before(j: Job, first: str, then: str) -> bool:
+    runs = [str(s.get("run", "")) for s in j["steps"]]
+    at = {text: next(i for i, r in enumerate(runs) if text in r) for text in (first, then)}
+    return at[first] < at[then]
+
+
+def test_staging_audit_gates_production() -> None:
+    wf = load(PIPELINE)
+    gate = job(wf, "audit-staging")
+    assert needs(gate) == {"deploy-staging"}, "the staging audit must follow the staging deploy"
+    assert "audit-staging" in needs(job(wf, "deploy-production")), (
+        "pipeline.yml: deploy-production does not wait for the staging audit"
+    )
+    # A gate that always() runs, or that skips on failure, would let production through.
+    assert "if" not in gate or "always()" not in str(gate["if"]), "audit-staging must not always()"
+    command = _audit_command(gate)
+    assert "--stack staging" in command, "the staging audit must use staging's budgets"
+    step = next(s for s in gate["steps"] if "scripts/audit_site.py" in str(s.get("run", "")))
+    assert step["env"]["APP_URL"] == "${{ needs.deploy-staging.outputs.app_url }}"
+    assert "--cafile" in command, "staging's private CA is not passed to the audit"
+    assert 'exit "$rc"' in command, "the audit's failure must fail the gate"
+
+
+def test_production_audit_runs_after_production_and_fails_the_report() -> None:
+    wf = load(PIPELINE)
+    after = job(wf, "audit-production")
+    assert needs(after) == {"deploy-production"}, "the production audit runs after production"
+    command = _audit_command(after)
+    assert "--stack prod" in command, "the production audit must use prod's budgets"
+    step = next(s for s in after["steps"] if "scripts/audit_site.py" in str(s.get("run", "")))
+    assert step["env"]["APP_URL"] == "${{ needs.deploy-production.outputs.app_url }}"
+    final = job(wf, "final-validation")
+    assert "audit-production" in needs(final)
+    report = run_text(final)
+    assert "needs.audit-production.result" in str(step_by_env(final, "AUDIT"))
+    assert '"$AUDIT"' in report, "final-validation does not fail when the audit failed"
+    assert "reports/audit/summary.md" in report, "the audit summary is not in the final report"
+
+
+def step_by_env(j: Job, name: str) -> str:
+    for step in j.get("steps", []):
+        if name in (step.get("env") or {}):
+            return str(step["env"][name])
+    raise AssertionError(f"no step sets {name}")
+
+
+@pytest.mark.parametrize("job_name", ["audit-staging", "audit-production"])
+def test_audit_jobs_pin_their_tools_cache_the_browser_and_keep_reports(job_name: str) -> None:
+    j = job(load(PIPELINE), job_name)
+    assert str(j["container"]["image"]).endswith("-bookworm"), f"{job_name}: not Debian 12"
+    commands = run_text(j)
+    assert re.search(r"apt-get install[^\n]*(?:\\\n[^\n]*)*\bchromium\b", commands), (
+        f"{job_name}: Chromium does not come from the package manager"
+    )
+    assert "scripts/install-lighthouse" in commands, f"{job_name}: Lighthouse is not the pinned one"
+    assert _before(j, "scripts/install-lighthouse", "scripts/audit_site.py"), job_name
+    keys = {str(s["with"]["key"]) for s in steps_using(j, "actions/cache")}
+    assert any("steps.apt.outputs.chromium" in k for k in keys), f"{job_name}: browser not cached"
+    assert any("hashFiles('audit/package-lock.json')" in k for k in keys), job_name
+    (upload,) = steps_using(j, "actions/upload-artifact")
+    assert upload["if"] == "${{ !cancelled() }}", f"{job_name}: reports must upload on failure"
+    assert "--out reports/" in _audit_command(j), f"{job_name}: reports are not where uploaded"
+
+
+def test_lighthouse_is_pinned_exactly_with_a_lockfile() -> None:
+    package = json.loads((REPO / "audit" / "package.json").read_text(encoding="utf-8"))
+    assert package["dependencies"] == {"lighthouse": "12.2.3"}, "pin lighthouse exactly"
+    lock = json.loads(AUDIT_LOCK.read_text(encoding="utf-8"))
+    locked = lock["packages"]["node_modules/lighthouse"]
+    assert locked["version"] == "12.2.3" and locked["integrity"].startswith("sha512-")
+    unpinned = [k for k, v in lock["packages"].items() if k and "integrity" not in v]
+    assert not unpinned, f"lockfile entries without integrity: {unpinned[:5]}"
 
 
 def test_security_and_quality_stages() -> None:
