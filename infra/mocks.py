@@ -78,8 +78,13 @@ class LunaMocks(pulumi.runtime.Mocks):
         elif typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"MOCK PRIVATE KEY PEM {_fake('key', name)}\n"
             state["publicKeyPem"] = f"MOCK PUBLIC KEY PEM {_fake('pub', name)}\n"
-        elif typ == "tls:index/selfSignedCert:SelfSignedCert":
+        elif typ in (
+            "tls:index/selfSignedCert:SelfSignedCert",
+            "tls:index/locallySignedCert:LocallySignedCert",
+        ):
             state["certPem"] = f"MOCK CERTIFICATE PEM {_fake('cert', name)}\n"
+        elif typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = f"MOCK CERTIFICATE REQUEST PEM {_fake('csr', name)}\n"
         elif typ.startswith("kubernetes:") and args.custom:
             # The provider auto-names objects that have no metadata.name.
             meta = dict(state.get("metadata") or {})

@@ -187,3 +187,23 @@ def test_flow_to_a_missing_service_fails() -> None:
 def test_resources_helper_names_missing_resource() -> None:
     with pytest.raises(AssertionError, match="no resource named"):
         Resources({}).named("nothing")
+
+
+def test_internal_ca_issues_server_certificates_with_secret_keys() -> None:
+    from components.certificates import InternalCA, InternalCAArgs
+
+    def build() -> pulumi.Output[str]:
+        ca = InternalCA("luna-ca", InternalCAArgs(stack="test"))
+        issued = ca.issue("database", ["database", "database.luna-test.svc"])
+        with pytest.raises(ValueError, match="twice"):
+            ca.issue("database", ["database"])
+        return issued.key_pem
+
+    res = run_components(build)
+    cert = unwrap(res.named("luna-ca-database-cert").inputs)
+    assert "server_auth" in cert["allowedUses"] and cert["earlyRenewalHours"] == 60 * 24, cert
+    assert is_secret(res.named("luna-ca-database-cert").inputs["caPrivateKeyPem"])
+    csr = unwrap(res.named("luna-ca-database-csr").inputs)
+    assert csr["dnsNames"] == ["database", "database.luna-test.svc"], csr
+    root = unwrap(res.named("luna-ca-cert").inputs)
+    assert root["isCaCertificate"] is True and "cert_signing" in root["allowedUses"], root

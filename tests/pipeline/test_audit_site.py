@@ -37,7 +37,7 @@ AUDITED_STACKS = ("staging", "prod")
 EDGE_HEADERS = {
     **SECURITY_HEADERS,
     "Strict-Transport-Security": (
-        f"max-age={NginxSettings(server_name='x', upstreams=['a:1']).hsts_max_age_s}; "
+        f"max-age={NginxSettings(server_name='x', upstream='a:1').hsts_max_age_s}; "
         "includeSubDomains"
     ),
 }
