@@ -423,3 +423,21 @@ def test_prometheus_and_elasticsearch_are_bounded_by_size_on_the_shared_disk(pla
     assert size == ["--storage.tsdb.retention.size=40960MB"], flags  # 80% of 50 GiB
     flood = es_env.get("cluster.routing.allocation.disk.watermark.flood_stage")
     assert flood == "10gb", f"elasticsearch flood stage {flood!r}"  # free space kept, 100 GiB/10
+
+
+def test_docker_pulls_with_registry_credentials_kept_secret() -> None:
+    from infra.render import render
+
+    r = render(
+        "staging",
+        overrides=[("platform", "docker"), ("registryServer", "ghcr.io"),
+                   ("registryUsername", "luna-bot")],
+        secrets=[("registryPassword", "ghp-pull-token-123")],
+    )  # fmt: skip
+    (provider,) = [x for x in r.monitor.records.values() if x.type == "pulumi:providers:docker"]
+    # Provider configuration travels as JSON text; one secret field makes it all secret.
+    auth = provider.inputs["registryAuth"]
+    assert is_secret(auth), "the registry token reaches the provider in clear"
+    (entry,) = json.loads(unwrap(auth))
+    assert entry == {"address": "ghcr.io", "username": "luna-bot", "password": "ghp-pull-token-123"}
+    assert "ghp-pull-token-123" not in json.dumps(mask(r.outputs)), "token in outputs"

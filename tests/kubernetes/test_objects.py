@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from infra.mocks import unwrap
 from infra.render import render
 from tests.kubernetes.conftest import KUBE_STACKS, ident, manifests, render_k8s
 from tests.kubernetes.pods import matches, pod_template, workloads
+from tests.support.harness import is_secret, plain_dump
 
 LABELS = (
     "app.kubernetes.io/name",
@@ -320,3 +322,63 @@ def test_kubernetes_objects_use_the_explicit_provider() -> None:
     for r in records:
         if r.type.startswith("kubernetes:"):
             assert r.provider.startswith(providers[0].urn), f"{r.name} uses {r.provider!r}"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_edge_survives_drains_and_rollouts(stack: str) -> None:
+    objs = manifests(stack)
+    proxy = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "proxy")
+    hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler"
+               and o["spec"]["scaleTargetRef"]["name"] == "proxy")  # fmt: skip
+    assert hpa["spec"]["minReplicas"] >= 2, f"{stack}: edge floor {hpa['spec']['minReplicas']}"
+    name = "app.kubernetes.io/name"
+    pdbs = [o for o in objs if o["kind"] == "PodDisruptionBudget"
+            and o["spec"]["selector"]["matchLabels"][name] == "proxy"]  # fmt: skip
+    assert pdbs and pdbs[0]["spec"]["maxUnavailable"] == 1, f"{stack}: edge PDB {pdbs}"
+    pod = proxy["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    (container,) = pod["containers"]
+    sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+    drain = int(sleep[1])
+    # Longer than the load balancer needs to drop a target (luna:edgeDrainSeconds).
+    assert sleep[0] == "sleep" and drain >= 40, f"{stack}: preStop {sleep}"
+    assert pod["terminationGracePeriodSeconds"] > drain, f"{stack}: grace ends the drain early"
+    strategy = proxy["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0, f"{stack}: edge rollout {strategy}"
+
+
+def test_migration_job_is_awaited_for_its_whole_deadline() -> None:
+    records = render_k8s("prod").monitor.records.values()
+    job = next(r for r in records if r.type == "kubernetes:batch/v1:Job")
+    deadline = unwrap(job.inputs)["spec"]["activeDeadlineSeconds"]
+    # pulumi-kubernetes waits 10 minutes for a Job unless customTimeouts say otherwise.
+    create = job.custom_timeouts.get("create", "10m")
+    assert create.endswith("m") and int(create[:-1]) * 60 > deadline, (job.name, create, deadline)
+
+
+def test_private_registry_credentials_reach_only_pods_pulling_from_it() -> None:
+    r = render(
+        "prod",
+        overrides=[("platform", "kubernetes"), ("registryServer", "ghcr.io"),
+                   ("registryUsername", "luna-bot")],
+        secrets=[("registryPassword", "ghp-pull-token-123")],
+    )  # fmt: skip
+    secret = next(
+        rec for rec in r.monitor.records.values()
+        if rec.type == "kubernetes:core/v1:Secret" and rec.name.endswith("registry-credentials")
+    )  # fmt: skip
+    data = secret.inputs["stringData"]
+    assert is_secret(data) or is_secret(data[".dockerconfigjson"]), "pull credentials in clear"
+    assert "ghp-pull-token-123" in plain_dump(data), "the token does not reach the Secret"
+    assert unwrap(secret.inputs["type"]) == "kubernetes.io/dockerconfigjson"
+    for obj in r.manifests():
+        spec = obj.get("spec") or {}
+        pod = spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec")
+        if not pod:
+            continue
+        images = {c["image"] for c in pod["containers"]}
+        pulls = pod.get("imagePullSecrets")
+        if any(i.startswith("ghcr.io/") for i in images):
+            assert pulls == [{"name": "registry-credentials"}], obj["metadata"]["name"]
+        else:
+            assert not pulls, f"{obj['metadata']['name']} gets credentials it does not need"
