@@ -24,7 +24,8 @@ PHI: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ("jane%2Btherapy%40example.com",),
     ),
     (
-        '{"level":"warn","msg":"login failed","email":"jane.doe+therapy@example.com","ip":"10.0.3.7"}',
+        '{"level":"warn","msg":"login failed",'
+        '"email":"jane.doe+therapy@example.com","ip":"10.0.3.7"}',
         ("jane.doe+therapy@example.com",),
     ),
     (
@@ -123,7 +124,8 @@ PHI: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ("sam@example.net",),
     ),
     (
-        '{"level":"error","msg":"sms failed","to":"+1 (555) 010-9999","err":"timeout after 3000ms"}',
+        '{"level":"error","msg":"sms failed",'
+        '"to":"+1 (555) 010-9999","err":"timeout after 3000ms"}',
         ("(555) 010-9999",),
     ),
     (
