@@ -37,6 +37,7 @@ EXPECTED_FLOWS = {
     ("prometheus", "pushgateway"),
     ("database-backup", "database"),
     ("database-backup", "pushgateway"),
+    ("database-audit-setup", "database"),
     ("grafana", "prometheus"),
     ("log-collector", "logstash"),
     ("logstash", "elasticsearch"),

@@ -87,7 +87,10 @@ def test_elasticsearch_output_uses_secret_credentials_and_stack_indices(
     setup = stack.file("elasticsearch-setup", ES_SETUP)
     assert f"/_security/user/{user.group(1)}" in setup, f"{stack.stack}: user never created"
     role = json.loads(re.search(r"luna_logs_writer '(\{.*?\})'\n", setup).group(1))  # type: ignore[union-attr]
-    assert role["indices"][0]["names"] == [f"luna-{stack.stack}-logs-*"], role
+    assert role["indices"][0]["names"] == [
+        f"luna-{stack.stack}-logs-*",
+        f"luna-{stack.stack}-audit-*",
+    ], role
     assert "delete_index" not in role["indices"][0]["privileges"], role
 
 
