@@ -9,8 +9,11 @@ Python's fnmatch reads the same way for ``*`` and ``?``.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ import yaml
 
 from tests.real.conftest import FULL_STACKS, stack_id
 from tests.real.support import RenderedStack
+from tests.support.tools import need
 
 FLUENT_BIT = "/fluent-bit/etc/fluent-bit.conf"
 LOGSTASH_YML = "/usr/share/logstash/config/logstash.yml"
@@ -115,3 +119,34 @@ def test_logstash_queue_is_persisted_on_a_volume(
         f"{name}/{platform}: queue {queue} is not on a volume ({targets})"
     )
     assert re.fullmatch(r"\d+[kmg]b", settings["queue.max_bytes"]), settings
+
+
+@pytest.mark.parametrize("platform", ["docker", "kubernetes"])
+def test_slow_queries_come_from_pg_stat_statements(
+    platform: str, stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    stack = stacks("prod", platform)
+    exporter = stack.records(
+        "docker:index/container:Container"
+        if platform == "docker"
+        else "kubernetes:apps/v1:Deployment"
+    )
+    text = json.dumps([r for r in exporter if "postgres-exporter" in json.dumps(r)])
+    assert "--collector.stat_statements" in text, (
+        f"{platform}: the exporter skips pg_stat_statements"
+    )
+    dashboard = json.loads(stack.file("grafana", "/etc/grafana/dashboards/luna-overview.json"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    slow = [e for e in exprs if "pg_stat_statements_seconds_total" in e]
+    assert slow, f"{platform}: no Grafana panel reads pg_stat_statements"
+    # promtool parses the panel's PromQL as it would a recording rule's.
+    rules = tmp_path / "panel.yml"
+    rules.write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "panel", "rules": [{"record": "luna:slow", "expr": slow[0]}]}]}
+        )
+    )
+    result = subprocess.run(
+        [need("promtool"), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"promtool: {result.stdout}{result.stderr}"
