@@ -111,6 +111,7 @@ def backup_script(*, retention: int, backup_dir: str = "/backups", push_url: str
     push = ""
     if push_url:
         push = f"""
+url="{push_url}"
 metrics="$(mktemp)"
 printf 'luna_backup_last_success_timestamp_seconds %s\\nluna_backup_size_bytes %s\\n' \\
   "$(date +%s)" "$(wc -c < "$final" | tr -d ' ')" > "$metrics"
@@ -118,9 +119,9 @@ printf 'luna_backup_last_success_timestamp_seconds %s\\nluna_backup_size_bytes %
 push_py='import sys, urllib.request as u
 u.urlopen(u.Request(sys.argv[2], open(sys.argv[1], "rb").read(), method="POST"), timeout=30)'
 if command -v wget > /dev/null 2>&1; then
-  wget -q -O /dev/null --post-file="$metrics" "{push_url}" || echo "backup: metric push failed" >&2
+  wget -q -O /dev/null --post-file="$metrics" "$url" || echo "backup: metric push failed" >&2
 else
-  python3 -c "$push_py" "$metrics" "{push_url}" || echo "backup: metric push failed" >&2
+  python3 -c "$push_py" "$metrics" "$url" || echo "backup: metric push failed" >&2
 fi
 rm -f "$metrics"
 """

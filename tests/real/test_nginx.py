@@ -17,6 +17,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -439,7 +440,13 @@ def test_access_log_keeps_no_query_string_header_or_full_client_address(edge: Ed
     finally:
         conn.close()
     assert resp.status == 200, f"{stack}: the search answered {resp.status}"
-    lines = [line for line in edge.nginx.output().splitlines() if "/api/journal/search" in line]
+    # nginx writes both lines in its log phase, after the response has gone out.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in edge.nginx.output().splitlines() if "/api/journal/search" in line]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     print(f"\n{stack}/{edge.stack.platform}: access log lines {lines}")
     operational = [line for line in lines if not line.startswith("luna-audit ")]
     audit = [line for line in lines if line.startswith("luna-audit ")]
