@@ -11,15 +11,18 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.real.support import Daemon, RenderedStack, free_port, wait_for_port
+from tests.real.support import Daemon, RenderedStack, free_port, substitute, wait_for_port
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
@@ -181,3 +184,75 @@ def test_slow_query_with_a_phi_literal_leaves_no_trace_and_is_normalised(audited
     assert int(calls) == 1 and float(mean_ms) >= 1000, rows
     assert PHI_EMAIL not in query and PHI_PHONE not in query, query
     assert "email = $" in query and "phone = $" in query, f"not normalised: {query}"
+
+
+def test_backup_pushes_its_metric_with_python3_where_the_image_has_no_wget(
+    audited: Server, stacks: Callable[[str, str], RenderedStack]
+) -> None:
+    # The Debian-based image (CloudNativePG's) has python3 but no wget.
+    pushes: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            pushes.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    gateway = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=gateway.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    work = Path(tempfile.mkdtemp(prefix="luna-backup-nowget-"))
+    try:
+        script = stacks("prod", "docker").file("database-backup", "/opt/luna/backup.sh")
+        script = substitute(
+            script, 'dir="/var/lib/postgresql/backups"', f'dir="{work}/b"', what="backup.sh"
+        )
+        url = f"http://127.0.0.1:{gateway.server_address[1]}/metrics/job/luna-backup"
+        script = substitute(
+            script,
+            '"http://pushgateway:9091/metrics/job/luna-backup"',
+            f'"{url}"',
+            what="backup.sh",
+        )
+        (work / "backup.sh").write_text(script)
+        tools = work / "bin"
+        tools.mkdir()
+        for tool in (
+            "sh",
+            "date",
+            "mktemp",
+            "wc",
+            "tr",
+            "ls",
+            "sort",
+            "tail",
+            "rm",
+            "mv",
+            "mkdir",
+        ):
+            (tools / tool).symlink_to(Path(need(tool)).resolve())
+        (tools / "pg_dump").symlink_to(audited.bindir / "pg_dump")
+        # The interpreter itself, not a wrapper script (pyenv's shims need bash).
+        (tools / "python3").symlink_to(Path(sys.executable).resolve())
+        env = {**audited.env(), "PATH": str(tools)}
+        result = subprocess.run(
+            [str(tools / "sh"), str(work / "backup.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0 and "metric push failed" not in result.stderr, result.stderr
+        assert len(pushes) == 1 and b"luna_backup_last_success_timestamp_seconds" in pushes[0], (
+            pushes
+        )
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        thread.join(5)
+        shutil.rmtree(work, ignore_errors=True)
