@@ -9,13 +9,20 @@ configuration file shipped into a container, secrets masked). For a kubernetes
 stack it also writes ``manifests/<kind>-<name>.yaml``: one object per file, as
 the provider would apply it, and ``files/<ConfigMap or Secret name>/<path>``.
 Needs no Pulumi CLI and no network. Bad configuration exits 2 with one line.
+
+``--out`` always holds exactly one render: each run writes a sibling temporary
+folder and swaps it in, so repeating a render, or switching platform, never
+leaves files of an earlier one behind. A folder that is neither empty nor an
+earlier render is refused (exit 2) rather than deleted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +38,13 @@ from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
 
-__all__ = ["Rendered", "load_stack_config", "main", "render"]
+__all__ = ["MARKER", "Rendered", "load_stack_config", "main", "render", "write"]
 
 REPO = Path(__file__).resolve().parent.parent
+# Written into every output folder; only a folder carrying it (or an empty one) is replaced.
+MARKER = ".luna-render"
+# What a render writes; a folder holding only these predates the marker and is a render too.
+_RENDER_ENTRIES = frozenset({MARKER, "resources.json", "outputs.json", "files", "manifests"})
 
 
 @dataclass
@@ -219,14 +230,47 @@ def _pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def write(rendered: Rendered, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "resources.json").write_text(json.dumps(rendered.resources(), indent=2) + "\n")
-    (out / "outputs.json").write_text(json.dumps(mask(rendered.outputs), indent=2) + "\n")
-    manifests = rendered.manifests()
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def check_out(out: Path) -> None:
+    """Refuse (UsageError) an ``--out`` this tool may not replace."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: not a folder; give a new or empty folder, or a render")
+    if not out.exists():
+        return
+    entries = {p.name for p in out.iterdir()}
+    if (
+        entries
+        and MARKER not in entries
+        and not (entries <= _RENDER_ENTRIES and "resources.json" in entries)
+    ):
+        raise UsageError(
+            f"--out {out}: holds files that are not a render ({', '.join(sorted(entries)[:3])}"
+            f"{', …' if len(entries) > 3 else ''}); give a new or empty folder, or a render"
+        )
+
+
+def _write_tree(rendered: Rendered, out: Path) -> None:
+    (out / MARKER).write_text("written by python -m infra.render; replaced by the next render\n")
+    # Sorted, so that two renders of one configuration are byte-identical and a
+    # `diff -r` between renders shows only what changed (registration is asynchronous).
+    resources = sorted(rendered.resources(), key=lambda r: str(r["urn"]))
+    (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    outputs = json.dumps(mask(rendered.outputs), indent=2, sort_keys=True)
+    (out / "outputs.json").write_text(outputs + "\n")
+    manifests = [
+        {"apiVersion": o["apiVersion"], "kind": o["kind"], "metadata": None, **_sorted(o)}
+        for o in rendered.manifests()
+    ]
     if manifests:
         folder = out / "manifests"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir()
         for obj in manifests:
             path = folder / f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
             if path.exists():
@@ -239,6 +283,38 @@ def write(rendered: Rendered, out: Path) -> None:
         target.write_text(text)
 
 
+def write(rendered: Rendered, out: Path) -> None:
+    """Replace ``out`` with this render: written aside, then renamed into place.
+
+    Readers see the previous render or the new one, never a mix; a failure while
+    writing leaves the previous render untouched.
+    """
+    check_out(out)
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        _write_tree(rendered, staging)
+        staging.chmod(0o755)  # mkdtemp makes it 0700; a render folder is an ordinary one
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    aside = None
+    if out.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(aside / out.name)
+    try:
+        staging.rename(out)
+    except BaseException:
+        if aside is not None:
+            (aside / out.name).rename(out)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.render", description=__doc__.split("\n")[0]
@@ -249,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--secret", action="append", type=_pair, default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
+        check_out(args.out)
         rendered = render(args.stack, overrides=args.config, secrets=args.secret)
     except (ConfigError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
