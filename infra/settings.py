@@ -6,6 +6,7 @@ bad value and what is allowed, before any resource is created.
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ __all__ = [
     "STACKS",
     "ConfigError",
     "Images",
+    "KeySpec",
     "Secrets",
     "Settings",
+    "describe_keys",
     "load_settings",
     "required_secrets",
 ]
@@ -143,15 +146,32 @@ class Settings:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """What validation enforces for one key: docs/configuration.md is generated from these."""
+
+    key: str
+    kind: str
+    """integer, number, boolean, choice, image, path, url, string or secret."""
+    allowed: str
+    """The exact text a ConfigError prints for this key."""
+
+
 class _Reader:
-    """Reads ``luna:*`` keys, remembering which were read to catch typos."""
+    """Reads ``luna:*`` keys, remembering which were read (to catch typos) and how
+    each is validated (to document it: ``python -m infra.docs_config``)."""
 
     def __init__(self, config: pulumi.Config) -> None:
         self._config = config
         self.read: set[str] = set()
+        self.specs: dict[str, KeySpec] = {}
 
-    def raw(self, key: str) -> str | None:
+    def _spec(self, key: str, kind: str, allowed: str) -> None:
+        self.specs[key] = KeySpec(key, kind, allowed)
+
+    def raw(self, key: str, allowed: str = "any text") -> str | None:
         self.read.add(key)
+        self.specs.setdefault(key, KeySpec(key, "string", allowed))
         if key in SECRET_KEYS:
             raise AssertionError(f"{key} is secret; use secret()")
         if runtime_config.is_config_secret(f"{NAMESPACE}:{key}"):
@@ -166,6 +186,7 @@ class _Reader:
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
         allowed = "one of " + ", ".join(choices)
+        self._spec(key, "choice", allowed)
         value = self.require(key, allowed)
         if value not in choices:
             raise ConfigError(key, value, allowed)
@@ -177,6 +198,7 @@ class _Reader:
             if options
             else (f"an integer from {low} to {high}")
         )
+        self._spec(key, "integer", allowed)
         value = self.require(key, allowed)
         try:
             number = int(value)
@@ -191,6 +213,7 @@ class _Reader:
 
     def number(self, key: str, low: float, high: float) -> float:
         allowed = f"a number from {low:g} to {high:g}"
+        self._spec(key, "number", allowed)
         value = self.require(key, allowed)
         try:
             number = float(value)
@@ -201,12 +224,16 @@ class _Reader:
         return number
 
     def boolean(self, key: str) -> bool:
+        self._spec(key, "boolean", "true or false")
         value = self.require(key, "true or false")
         if value not in ("true", "false"):
             raise ConfigError(key, value, "true or false")
         return value == "true"
 
-    def checked(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str:
+    def checked(
+        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
+    ) -> str:
+        self._spec(key, kind, allowed)
         value = self.require(key, allowed)
         if not ok(value):
             raise ConfigError(key, value, allowed)
@@ -214,7 +241,10 @@ class _Reader:
 
     def image(self, key: str) -> str:
         return self.checked(
-            key, "a pinned image reference: name:tag (not latest) or name@sha256:…", _pinned
+            key,
+            "a pinned image reference: name:tag (not latest) or name@sha256:…",
+            _pinned,
+            kind="image",
         )
 
     def path(self, key: str) -> str:
@@ -222,10 +252,12 @@ class _Reader:
             key,
             "an absolute URL path such as /api/health",
             lambda v: bool(re.fullmatch(r"/[A-Za-z0-9._~/-]*", v)),
+            kind="path",
         )
 
     def secret(self, key: str) -> pulumi.Output[str] | None:
         self.read.add(key)
+        self._spec(key, "secret", "any text, set with --secret")
         full = f"{NAMESPACE}:{key}"
         if runtime_config.get_config(full) is None:
             return None
@@ -244,11 +276,14 @@ def _pinned(ref: str) -> bool:
     return bool(digest) or (tag is not None and tag != "latest")
 
 
+_STORAGE_CLASS = "empty, or a StorageClass name (lowercase DNS subdomain)"
+
+
 def _storage_class(r: _Reader) -> str | None:
-    value = r.raw("storageClass") or ""
+    value = r.raw("storageClass", _STORAGE_CLASS) or ""
     # A DNS-1123 subdomain, as Kubernetes requires of object names.
     if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
-        raise ConfigError("storageClass", value, "a StorageClass name (lowercase DNS subdomain)")
+        raise ConfigError("storageClass", value, _STORAGE_CLASS)
     return value or None
 
 
@@ -263,10 +298,37 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     if stack not in STACKS:
         raise ConfigError("(stack)", stack, "the stack must be one of " + ", ".join(STACKS))
     r = _Reader(config or pulumi.Config(NAMESPACE))
+    settings = _read(r, stack)
+    _check_unknown(r.read)
+    _check_combinations(settings)
+    return settings
 
+
+def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
+    """How each key is validated, in reading order, by reading ``config`` (full
+    ``luna:key`` names, e.g. Pulumi.yaml's defaults) exactly as ``load_settings`` does.
+
+    Raises ConfigError when a value in ``config`` is invalid.
+    """
+
+    def run() -> list[KeySpec]:
+        secret_keys = [f"{NAMESPACE}:{k}" for k in SECRET_KEYS if f"{NAMESPACE}:{k}" in config]
+        pulumi.runtime.set_all_config(config, secret_keys)
+        r = _Reader(pulumi.Config(NAMESPACE))
+        _read(r, stack)
+        return list(r.specs.values())
+
+    # Pulumi keeps config in context variables: a copied context leaves the caller's alone.
+    return contextvars.copy_context().run(run)
+
+
+def _read(r: _Reader, stack: str) -> Settings:
+    """Read and validate each key on its own (rules across keys: _check_combinations)."""
     platform = r.choice("platform", PLATFORMS)
     database = r.choice("database", ("sqlite", "postgres"))
-    app_url = r.checked("appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url)
+    app_url = r.checked(
+        "appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url, kind="url"
+    )
     images = Images(
         app=r.image("appImage"),
         postgres=r.image("postgresImage"),
@@ -295,7 +357,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         tls_key=r.secret("tlsKey"),
         kubeconfig=r.secret("kubeconfig"),
     )
-    settings = Settings(
+    return Settings(
         stack=stack,
         platform=platform,  # type: ignore[arg-type]
         docker_host=r.checked(
@@ -303,7 +365,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
             "unix:///path, tcp://host:port or ssh://user@host",
             lambda v: bool(re.fullmatch(r"(unix|tcp|ssh)://\S+", v)),
         ),
-        kube_context=r.raw("kubeContext") or None,
+        kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
         storage_class=_storage_class(r),
         images=images,
         app_url=app_url.rstrip("/"),
@@ -343,9 +405,6 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         protect_data=r.boolean("protectData"),
         secrets=secrets,
     )
-    _check_unknown(r.read)
-    _check_combinations(settings)
-    return settings
 
 
 def _check_unknown(read: set[str]) -> None:
