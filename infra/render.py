@@ -32,8 +32,6 @@ import pulumi
 import yaml
 from pulumi.runtime import rpc
 
-from components.platforms.docker import SECRET_FILES_LABEL
-from components.platforms.kubernetes import FILES_ANNOTATION
 from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
@@ -90,8 +88,13 @@ class Rendered:
 
         Docker: ``<container>/<path>``; Kubernetes: ``<ConfigMap or Secret>/<path>``.
         """
+        # Each platform module is imported only when its resources are present: a
+        # render pays for the SDK of its own platform only (scripts/render_cost.py).
         shipped: dict[str, str] = {}
-        for obj in self.manifests():
+        manifests = self.manifests()
+        if manifests:
+            from components.platforms.kubernetes import FILES_ANNOTATION
+        for obj in manifests:
             note = (obj["metadata"].get("annotations") or {}).get(FILES_ANNOTATION)
             if obj["kind"] not in ("ConfigMap", "Secret") or not note:
                 continue
@@ -102,6 +105,8 @@ class Rendered:
         for r in self.monitor.records.values():
             if r.type != "docker:index/container:Container":
                 continue
+            from components.platforms.docker import SECRET_FILES_LABEL
+
             container = unwrap(r.inputs.get("name"))
             labels = {x["label"]: x["value"] for x in unwrap(r.inputs.get("labels") or [])}
             secret_paths = set(filter(None, labels.get(SECRET_FILES_LABEL, "").split(",")))
