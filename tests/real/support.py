@@ -13,7 +13,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import IO, Any
 from infra.mocks import unwrap
 from infra.render import Rendered, load_stack_config
 from tests.conftest import rendered
-from tests.support.tools import REPO
+from tests.support.tools import REPO, need
 
 __all__ = [
     "Daemon",
@@ -174,9 +173,13 @@ class Daemon:
         self._out.close()
 
 
+DEMO_APP = REPO / "demo-app" / "server.js"
+
+
 @dataclass
 class StandIn:
-    """An app replica stand-in: a child process answering every request with its id."""
+    """An app replica: the demo app (demo-app/server.js, the one implementation of
+    the app contract), which answers other pages with its id and the body bytes it got."""
 
     ident: str
     port: int
@@ -191,13 +194,21 @@ class StandIn:
             self.proc.stdout.close()
 
 
-def start_standin(ident: str, *, timeout: float = 10.0) -> StandIn:
+def start_standin(
+    ident: str, *, timeout: float = 10.0, env: Mapping[str, str] | None = None
+) -> StandIn:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.real.standin", ident],
+        [need("node"), str(DEMO_APP)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "PORT": "0",
+            "HOSTNAME": "127.0.0.1",
+            "DEMO_INSTANCE": ident,
+            **(env or {}),
+        },
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
