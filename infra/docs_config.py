@@ -144,9 +144,9 @@ def overrides_table(root: Path = REPO) -> str:
 
 
 def _default_render(stack: str, platform: str) -> Rendered:
-    from infra.render import render
+    from infra.render import on_platform, render
 
-    return render(stack, overrides=[("platform", platform)])
+    return render(stack, overrides=on_platform(platform))
 
 
 def sizing_table(render_fn: RenderFn | None = None) -> str:

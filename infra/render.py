@@ -36,7 +36,7 @@ from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
 
-__all__ = ["MARKER", "Rendered", "load_stack_config", "main", "render", "write"]
+__all__ = ["MARKER", "Rendered", "load_stack_config", "main", "on_platform", "render", "write"]
 
 REPO = Path(__file__).resolve().parent.parent
 # Written into every output folder; only a folder carrying it (or an empty one) is replaced.
@@ -192,6 +192,12 @@ def load_stack_config(
                 file=sys.stderr,
             )
     return config, sorted(secret_keys)
+
+
+def on_platform(platform: str) -> list[tuple[str, str]]:
+    """Overrides that move any stack to ``platform``, as an operator would set them:
+    the demo app (dev) is built on a Docker host, so Kubernetes runs ``appImage``."""
+    return [("platform", platform)] + ([("demoApp", "false")] if platform != "docker" else [])
 
 
 def render(

@@ -104,6 +104,8 @@ class Settings:
     storage_class: str | None
     """Kubernetes PVC storage class; ``None``: the cluster's default class."""
     images: Images
+    demo_app: bool
+    """dev: build and run demo-app/ instead of ``images.app``."""
     app_url: str
     server_name: str
     node_env: Literal["production", "development"]
@@ -368,6 +370,7 @@ def _read(r: _Reader, stack: str) -> Settings:
         kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
         storage_class=_storage_class(r),
         images=images,
+        demo_app=r.boolean("demoApp"),
         app_url=app_url.rstrip("/"),
         server_name=urlparse(app_url).hostname or "",
         node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
@@ -430,6 +433,21 @@ def _check_combinations(s: Settings) -> None:
             raise ConfigError(
                 key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
             )
+    if s.demo_app and s.stack != "dev":
+        raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
+    if s.demo_app and s.platform != "docker":
+        raise ConfigError(
+            "demoApp", "true", "false on kubernetes: the demo image is built on a Docker host"
+        )
+    if s.proxy and s.stack == "dev":
+        # nginx would publish 80/443 on every interface of a laptop, and the app
+        # stops publishing localhost:3000, which app_url still names.
+        raise ConfigError(
+            "proxy",
+            "true",
+            "false in dev (the app answers on localhost:3000); "
+            "try the edge with the offline render or in staging",
+        )
     if s.stack != "dev" and s.database != "postgres":
         raise ConfigError("database", s.database, f"{s.stack} needs postgres")
     if s.database == "sqlite" and s.app_replicas != 1:

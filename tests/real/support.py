@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from infra.mocks import unwrap
-from infra.render import Rendered, load_stack_config
+from infra.render import Rendered, load_stack_config, on_platform
 from tests.conftest import rendered
 from tests.support.tools import REPO, need
 
@@ -69,7 +69,7 @@ class RenderedStack:
 def render_stack(stack: str, *, platform: str = "docker") -> RenderedStack:
     """The lead's cached render (tests/conftest.py), so a worker renders each stack once."""
     result = rendered(stack, platform)
-    config, _ = load_stack_config(stack, overrides=[("platform", platform)])
+    config, _ = load_stack_config(stack, overrides=on_platform(platform))
     return RenderedStack(
         stack=stack, platform=platform, rendered=result, config=config, files=result.files()
     )
