@@ -120,12 +120,14 @@ def secrets_table() -> str:
 
 
 def overrides_table(root: Path = REPO) -> str:
+    from infra.render import stack_config_file
+
     declared = project_config(root)
     per_stack = {
         s: {
             k.split(":", 1)[1]: v
             for k, v in (
-                (yaml.safe_load((root / f"Pulumi.{s}.yaml").read_text()) or {}).get("config") or {}
+                (yaml.safe_load(stack_config_file(s, root).read_text()) or {}).get("config") or {}
             ).items()
         }
         for s in STACKS

@@ -36,9 +36,19 @@ from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
 from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
 
-__all__ = ["MARKER", "Rendered", "load_stack_config", "main", "on_platform", "render", "write"]
+__all__ = [
+    "MARKER",
+    "Rendered",
+    "load_stack_config",
+    "main",
+    "on_platform",
+    "render",
+    "stack_config_file",
+    "write",
+]
 
 REPO = Path(__file__).resolve().parent.parent
+DEV_TEMPLATE = "Pulumi.dev.example.yaml"
 # Written into every output folder; only a folder carrying it (or an empty one) is replaced.
 MARKER = ".luna-render"
 # What a render writes; a folder holding only these predates the marker and is a render too.
@@ -151,8 +161,11 @@ def load_stack_config(
     overrides: Sequence[tuple[str, str]] = (),
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
+    personal: bool = False,
 ) -> tuple[dict[str, str], list[str]]:
-    """Merge Pulumi.yaml defaults, Pulumi.<stack>.yaml and overrides, as the CLI does.
+    """Merge Pulumi.yaml defaults, the stack's file and overrides, as the CLI does.
+
+    ``personal``: for dev, read the developer's own Pulumi.dev.yaml when it exists.
 
     ``secure:`` values cannot be decrypted here; they become placeholder secrets.
     """
@@ -163,7 +176,7 @@ def load_stack_config(
         value = decl.get("default") if isinstance(decl, dict) else decl
         if value is not None:
             config[_full(key)] = _text(value)
-    stack_file = root / f"Pulumi.{stack}.yaml"
+    stack_file = stack_config_file(stack, root, personal=personal)
     if not stack_file.exists():
         raise UsageError(f"--stack {stack}: {stack_file.name} does not exist")
     for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
@@ -194,6 +207,19 @@ def load_stack_config(
     return config, sorted(secret_keys)
 
 
+def stack_config_file(stack: str, root: Path = REPO, *, personal: bool = False) -> Path:
+    """The committed config of ``stack``: ``Pulumi.<stack>.yaml``, except dev's.
+
+    dev's committed config is a template, Pulumi.dev.example.yaml; each developer's
+    Pulumi.dev.yaml starts as a copy and stays out of git, because Pulumi writes the
+    salt of that developer's passphrase into it (docs/environments.md).
+    """
+    if stack == "dev":
+        own = root / "Pulumi.dev.yaml"
+        return own if personal and own.exists() else root / DEV_TEMPLATE
+    return root / f"Pulumi.{stack}.yaml"
+
+
 def on_platform(platform: str) -> list[tuple[str, str]]:
     """Overrides that move any stack to ``platform``, as an operator would set them:
     the demo app (dev) is built on a Docker host, so Kubernetes runs ``appImage``."""
@@ -206,9 +232,12 @@ def render(
     overrides: Sequence[tuple[str, str]] = (),
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
+    personal: bool = False,
 ) -> Rendered:
     """Run the program for ``stack`` under mocks. Raises ConfigError on bad config."""
-    config, secret_keys = load_stack_config(stack, overrides=overrides, secrets=secrets, root=root)
+    config, secret_keys = load_stack_config(
+        stack, overrides=overrides, secrets=secrets, root=root, personal=personal
+    )
     monitor = RecordingMonitor(LunaMocks())
     pulumi.runtime.set_mocks(
         LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor
@@ -337,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_out(args.out)
-        rendered = render(args.stack, overrides=args.config, secrets=args.secret)
+        # What `pulumi up` would deploy from this checkout: your own dev config if any.
+        rendered = render(args.stack, overrides=args.config, secrets=args.secret, personal=True)
     except (ConfigError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

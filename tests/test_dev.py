@@ -4,6 +4,7 @@ break dev's URL or ship the demo beyond dev is refused with one line."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from components.demo_app import DEMO_APP_DIR, demo_image_ref
 from infra.mocks import unwrap
 from infra.render import main
 from tests.conftest import rendered
+from tests.support.tools import REPO
 
 IMAGE = "docker:index/image:Image"
 REMOTE = "docker:index/remoteImage:RemoteImage"
@@ -81,3 +83,22 @@ def test_refused_with_one_line(
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], errors
     assert not (tmp_path / "out").exists(), "nothing is written for a refused configuration"
+
+
+def test_dev_config_is_a_template_copied_per_developer(tmp_path: Path) -> None:
+    from infra.render import DEV_TEMPLATE, load_stack_config, stack_config_file
+
+    for name in ("Pulumi.yaml", DEV_TEMPLATE):
+        shutil.copy(REPO / name, tmp_path / name)
+    assert stack_config_file("dev", tmp_path, personal=True).name == DEV_TEMPLATE
+    (tmp_path / "Pulumi.dev.yaml").write_text(
+        "encryptionsalt: v1:abc\nconfig:\n  luna:cache: 'true'\n  luna:database: sqlite\n"
+    )
+    own, _ = load_stack_config("dev", root=tmp_path, personal=True)
+    assert own["luna:cache"] == "true", "the CLI render reads your own dev config"
+    shared, _ = load_stack_config("dev", root=tmp_path)
+    assert shared["luna:cache"] == "false", "tests and docs read the committed template"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "Pulumi.dev.yaml"], cwd=REPO, check=False
+    )
+    assert ignored.returncode == 0, "Pulumi.dev.yaml (your salt and settings) must be ignored"

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from infra import docs_config
+from infra.render import stack_config_file
 from infra.settings import NAMESPACE, SECRET_KEYS, STACKS, ConfigError, describe_keys
 from tests.conftest import rendered
 from tests.support.tools import REPO
@@ -64,9 +65,9 @@ def test_the_allowed_column_is_what_a_refused_value_prints() -> None:
 def test_stack_file_commands_name_their_stack() -> None:
     """After deploy-dev selects dev, a command without --stack would change dev."""
     for stack in STACKS:
-        text = (REPO / f"Pulumi.{stack}.yaml").read_text()
-        for line in re.findall(r"^#.*pulumi config set.*$", text, re.M):
-            assert f"--stack {stack}" in line, f"Pulumi.{stack}.yaml: {line.strip()}"
+        path = stack_config_file(stack)
+        for line in re.findall(r"^#.*pulumi config set.*$", path.read_text(), re.M):
+            assert f"--stack {stack}" in line, f"{path.name}: {line.strip()}"
 
 
 def test_prod_docs_require_what_settings_requires() -> None:
