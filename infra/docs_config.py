@@ -14,6 +14,8 @@ and ``<!-- generated:NAME end -->``; text outside the markers is left alone.
 - ``overrides`` (docs/environments.md): every value a ``Pulumi.<stack>.yaml`` sets.
 - ``sizing`` (docs/environments.md): summed limits of each stack's render, per
   platform (``infra/sizing.py``).
+- ``diagram-docker``, ``diagram-kubernetes`` (docs/platforms.md): prod's render
+  drawn as Mermaid (``infra/diagrams.py``).
 
 Adding a key: read it in ``infra/settings.py``, declare it with a default and a
 description in ``Pulumi.yaml`` (a secret: add a line to ``SECRET_DOCS``), then
@@ -45,7 +47,11 @@ DOCS = {
     "secrets": "docs/configuration.md",
     "overrides": "docs/environments.md",
     "sizing": "docs/environments.md",
+    "diagram-docker": "docs/platforms.md",
+    "diagram-kubernetes": "docs/platforms.md",
 }
+# The stack whose render the platform diagrams show.
+DIAGRAM_STACK = "prod"
 COMMAND = "python -m infra.docs_config --write"
 
 # What each secret does when it is not set. Required-ness comes from settings.
@@ -185,13 +191,21 @@ def sizing_table(render_fn: RenderFn | None = None) -> str:
     return "\n".join(rows)
 
 
+def diagram(platform: str, render_fn: RenderFn | None = None) -> str:
+    from infra.diagrams import mermaid
+
+    rendered = (render_fn or _default_render)(DIAGRAM_STACK, platform)
+    return f"```mermaid\n{mermaid(rendered, platform, DIAGRAM_STACK)}\n```"
+
+
 def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, str]:
-    """Every generated table, by block name."""
+    """Every generated table and diagram, by block name."""
     return {
         "settings": settings_table(root),
         "secrets": secrets_table(),
         "overrides": overrides_table(root),
         "sizing": sizing_table(render_fn),
+        **{f"diagram-{p}": diagram(p, render_fn) for p in PLATFORMS},
     }
 
 

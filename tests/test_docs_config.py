@@ -78,3 +78,16 @@ def test_prod_docs_require_what_settings_requires() -> None:
         row = next(r for r in text.splitlines() if r.startswith(f"| `{key}` |"))
         assert "prod" in row.split("|")[2], f"docs/configuration.md: {row}"
         assert f"luna:{key} --stack prod" in text, f"no command setting {key} on prod"
+
+
+def test_platform_diagrams_show_what_adopters_look_for() -> None:
+    from infra.diagrams import mermaid
+
+    docker = mermaid(rendered("prod", "docker"), "docker", "prod")
+    kubernetes = mermaid(rendered("prod", "kubernetes"), "kubernetes", "prod")
+    for needle in ("app_migrate[/", "elasticsearch_setup[/", "postgres_exporter", "proxy --> app"):
+        assert needle in docker, f"docker diagram lacks {needle}"
+    assert "app -. logs .-> logstash" in docker and "kibana -. logs" not in docker
+    assert "host -. :443 .-> proxy" in docker, "nginx's public port"
+    for needle in ("(DaemonSet)", "LoadBalancer :80, :443 .-> proxy", "(CronJob)", "(HPA)"):
+        assert needle in kubernetes, f"kubernetes diagram lacks {needle}"
