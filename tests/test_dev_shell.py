@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.tools import REPO
+from tests.support.tools import REPO, need
 
 STUB_PULUMI = f"""#!{sys.executable}
 import json, os, pathlib, sys
@@ -249,3 +249,12 @@ def test_supported_pythons_agree_between_pyproject_venv_script_and_readme() -> N
     readme = (REPO / "README.md").read_text()
     assert f"Python {low} to 3.{minor}" in readme, "README must state the supported Pythons"
     assert os.access(REPO / "scripts" / "destroy-dev", os.X_OK)
+
+
+def test_dev_scripts_pass_shellcheck() -> None:
+    scripts = ["deploy-dev", "destroy-dev", "dev-env", "lib/venv.sh"]
+    proc = subprocess.run(
+        [need("shellcheck"), "-x", *scripts], cwd=REPO / "scripts",
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
