@@ -80,7 +80,9 @@ def doc_commands() -> list[tuple[str, str]]:
         for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, re.S):
             found += [(name, cmd) for cmd in _statements(block)]
         outside = re.sub(r"```.*?```", "", text, flags=re.S)
-        for cmd in re.findall(r"`((?:\.venv/bin/)?python3? [^`]+)`", outside):
+        for cmd in re.findall(
+            r"`((?:\.venv/bin/)?python3? [^`]+|pulumi config set [^`]*luna:[^`]+)`", outside
+        ):
             found.append((name, cmd))
     # A pipeline continues on the next line with `|`: join it to its command.
     joined: list[tuple[str, str]] = []
