@@ -21,6 +21,7 @@ sys.exit(code)
 _FOREIGN = {"docker": "pulumi_kubernetes", "kubernetes": "pulumi_docker"}
 
 
+@pytest.mark.slow  # a fresh interpreter per platform, to see what it imports
 @pytest.mark.parametrize("platform", ["docker", "kubernetes"])
 def test_a_render_imports_only_its_platform_sdk(platform: str, tmp_path: Path) -> None:
     proc = subprocess.run(
