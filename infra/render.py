@@ -29,7 +29,15 @@ from components.platforms.docker import SECRET_FILES_LABEL
 from components.platforms.kubernetes import FILES_ANNOTATION
 from infra.mocks import MASK, LunaMocks, RecordingMonitor, mask, unwrap
 from infra.program import build
-from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
+from infra.settings import (
+    NAMESPACE,
+    STACKS,
+    ConfigError,
+    load_settings,
+    placeholder_secret,
+    required_secret_groups,
+    required_secrets,
+)
 
 __all__ = ["Rendered", "load_stack_config", "main", "render"]
 
@@ -135,6 +143,7 @@ def load_stack_config(
     overrides: Sequence[tuple[str, str]] = (),
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
+    placeholders: bool = True,
 ) -> tuple[dict[str, str], list[str]]:
     """Merge Pulumi.yaml defaults, Pulumi.<stack>.yaml and overrides, as the CLI does.
 
@@ -153,7 +162,7 @@ def load_stack_config(
     for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
         full = _full(key)
         if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = f"placeholder-{full.split(':')[-1]}"
+            config[full] = placeholder_secret(full.split(":")[-1])
             secret_keys.add(full)
         else:
             config[full] = _text(value)
@@ -163,12 +172,15 @@ def load_stack_config(
     for key, value in secrets:
         config[_full(key)] = value
         secret_keys.add(_full(key))
-    for key in required_secrets(stack):
+    groups = required_secret_groups(stack) if config.get(_full("monitoring")) != "false" else ()
+    if not placeholders:
+        return config, sorted(secret_keys)
+    for key in [*required_secrets(stack), *(g[0] for g in groups if not _any_set(g, config))]:
         # Like a `secure:` value we cannot decrypt: set on the real stack by
         # `pulumi config set --secret`, a placeholder here. `pulumi up` still refuses
         # to run without it (infra/settings.py).
         if _full(key) not in config:
-            config[_full(key)] = f"placeholder-{key}"
+            config[_full(key)] = placeholder_secret(key)
             secret_keys.add(_full(key))
             print(
                 f"note: {_full(key)} is not in {stack_file.name}; rendering with a "
@@ -178,15 +190,25 @@ def load_stack_config(
     return config, sorted(secret_keys)
 
 
+def _any_set(keys: Sequence[str], config: dict[str, str]) -> bool:
+    return any(_full(k) in config for k in keys)
+
+
 def render(
     stack: str,
     *,
     overrides: Sequence[tuple[str, str]] = (),
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
+    placeholders: bool = True,
 ) -> Rendered:
-    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config."""
-    config, secret_keys = load_stack_config(stack, overrides=overrides, secrets=secrets, root=root)
+    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config.
+
+    ``placeholders=False`` refuses, as ``pulumi up`` does, a missing required secret.
+    """
+    config, secret_keys = load_stack_config(
+        stack, overrides=overrides, secrets=secrets, root=root, placeholders=placeholders
+    )
     monitor = RecordingMonitor(LunaMocks())
     pulumi.runtime.set_mocks(
         LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor
@@ -247,9 +269,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--config", action="append", type=_pair, default=[], metavar="KEY=VALUE")
     parser.add_argument("--secret", action="append", type=_pair, default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="no placeholder for a missing required secret: fail as `pulumi up` would",
+    )
     args = parser.parse_args(argv)
     try:
-        rendered = render(args.stack, overrides=args.config, secrets=args.secret)
+        rendered = render(
+            args.stack,
+            overrides=args.config,
+            secrets=args.secret,
+            placeholders=not args.require_secrets,
+        )
     except (ConfigError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,15 +19,22 @@ from components.configs.redis import EVICTION_POLICIES
 
 __all__ = [
     "STACKS",
+    "AlertingSettings",
     "ConfigError",
     "Images",
     "Secrets",
     "Settings",
     "load_settings",
+    "placeholder_secret",
+    "required_secret_groups",
     "required_secrets",
 ]
 
 NAMESPACE: Final = "luna"
+# Alertmanager's receivers (docs/configuration.md, "Alerting").
+PAGER_KEYS: Final = ("pagerdutyRoutingKey", "opsgenieApiKey")
+URL_SECRET_KEYS: Final = ("chatWebhookUrl", "alertWebhookUrl", "heartbeatUrl")
+ALERT_SECRET_KEYS: Final = (*PAGER_KEYS, *URL_SECRET_KEYS, "smtpPassword")
 STACKS: Final = ("dev", "staging", "prod")
 PLATFORMS: Final = ("docker", "kubernetes")
 SECRET_KEYS: Final = (
@@ -40,6 +47,7 @@ SECRET_KEYS: Final = (
     "tlsCert",
     "tlsKey",
     "kubeconfig",
+    *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
 # name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
@@ -75,6 +83,7 @@ class Images:
     logstash: str
     kibana: str
     fluent_bit: str
+    alertmanager: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,29 @@ class Secrets:
     tls_cert: pulumi.Output[str] | None
     tls_key: pulumi.Output[str] | None
     kubeconfig: pulumi.Output[str] | None
+
+
+@dataclass(frozen=True)
+class AlertingSettings:
+    """Alertmanager's receivers and the crisis SLO. Secret values stay Outputs."""
+
+    pagerduty_routing_key: pulumi.Output[str] | None
+    opsgenie_api_key: pulumi.Output[str] | None
+    chat_kind: Literal["slack", "teams"]
+    chat_webhook_url: pulumi.Output[str] | None
+    webhook_url: pulumi.Output[str] | None
+    heartbeat_url: pulumi.Output[str] | None
+    smtp_smarthost: str | None
+    smtp_from: str | None
+    email_to: str | None
+    smtp_username: str | None
+    smtp_password: pulumi.Output[str] | None
+    slo_objective_percent: float
+    runbook_base_url: str
+
+    @property
+    def can_page(self) -> bool:
+        return self.pagerduty_routing_key is not None or self.opsgenie_api_key is not None
 
 
 @dataclass(frozen=True)
@@ -138,6 +170,7 @@ class Settings:
     gelf_port: int
     protect_data: bool
     secrets: Secrets
+    alerting: AlertingSettings
 
 
 T = TypeVar("T")
@@ -235,6 +268,32 @@ class _Reader:
             )
         return self._config.get_secret(key)
 
+    def secret_url(self, key: str) -> pulumi.Output[str] | None:
+        """A secret URL, checked before anything is created; the error never shows it."""
+        value = self.secret(key)
+        text = runtime_config.get_config(f"{NAMESPACE}:{key}")
+        if value is not None and not _https_url(text or ""):
+            raise ConfigError(
+                key, "[hidden]", "an https:// URL with a host, e.g. https://hooks.example.com/…"
+            )
+        return value
+
+    def optional(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str | None:
+        value = self.raw(key) or ""
+        if value and not ok(value):
+            raise ConfigError(key, value, allowed)
+        return value or None
+
+
+def _https_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return (
+        parsed.scheme == "https"
+        and bool(parsed.hostname)
+        and not any(c.isspace() for c in value)
+        and "@" not in parsed.netloc
+    )
+
 
 def _pinned(ref: str) -> bool:
     match = _IMAGE.match(ref)
@@ -283,6 +342,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         logstash=r.image("logstashImage"),
         kibana=r.image("kibanaImage"),
         fluent_bit=r.image("fluentBitImage"),
+        alertmanager=r.image("alertmanagerImage"),
     )
     secrets = Secrets(
         db_password=r.secret("dbPassword"),
@@ -342,10 +402,98 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         gelf_port=r.port("gelfPort"),
         protect_data=r.boolean("protectData"),
         secrets=secrets,
+        alerting=_alerting(r),
     )
     _check_unknown(r.read)
     _check_combinations(settings)
+    _check_alerting(settings)
     return settings
+
+
+def _alerting(r: _Reader) -> AlertingSettings:
+    email = "an e-mail address such as oncall@luna-app.com"
+    return AlertingSettings(
+        pagerduty_routing_key=r.secret("pagerdutyRoutingKey"),
+        opsgenie_api_key=r.secret("opsgenieApiKey"),
+        chat_kind=r.choice("chatKind", ("slack", "teams")),  # type: ignore[arg-type]
+        chat_webhook_url=r.secret_url("chatWebhookUrl"),
+        webhook_url=r.secret_url("alertWebhookUrl"),
+        heartbeat_url=r.secret_url("heartbeatUrl"),
+        smtp_smarthost=r.optional(
+            "smtpSmarthost",
+            "host:port of the SMTP relay, e.g. smtp.example.com:587",
+            lambda v: bool(re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v)),
+        ),
+        smtp_from=r.optional("smtpFrom", email, _email),
+        email_to=r.optional("alertEmailTo", email, _email),
+        smtp_username=r.raw("smtpUsername") or None,
+        smtp_password=r.secret("smtpPassword"),
+        slo_objective_percent=r.number("crisisSloObjective", 90, 99.99),
+        runbook_base_url=r.checked(
+            "runbookBaseUrl",
+            "an https:// URL of the docs/runbooks folder, without a trailing slash",
+            lambda v: _https_url(v) and not v.endswith("/"),
+        ),
+    )
+
+
+def _email(value: str) -> bool:
+    return bool(re.fullmatch(r"[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", value))
+
+
+def required_secret_groups(stack: str) -> tuple[tuple[str, ...], ...]:
+    """Secret keys of which a monitored stack needs at least one per group.
+
+    Prod pages a person and has a dead-man's switch; staging may page a chat channel.
+    """
+    if stack == "prod":
+        return (PAGER_KEYS, ("heartbeatUrl",))
+    if stack == "staging":
+        return ((*PAGER_KEYS, "chatWebhookUrl"),)
+    return ()
+
+
+def placeholder_secret(key: str) -> str:
+    """What the offline render uses for a secret it cannot decrypt."""
+    if key in URL_SECRET_KEYS:
+        return f"https://placeholder.invalid/{key}"
+    return f"placeholder-{key}"
+
+
+def _check_alerting(s: Settings) -> None:
+    a = s.alerting
+    if s.stack == "prod" and not s.monitoring:
+        raise ConfigError("monitoring", "false", "true in prod: every alert must reach a person")
+    if not s.monitoring:
+        return
+    for group in required_secret_groups(s.stack):
+        present = [k for k in group if getattr(a, _ALERT_FIELDS[k]) is not None]
+        if not present:
+            names = " or ".join(f"luna:{k}" for k in group)
+            what = "a paging receiver" if group[0] in PAGER_KEYS else "a dead-man's switch"
+            raise ConfigError(
+                group[0], None, f"{s.stack} needs {what}: pulumi config set --secret {names} …"
+            )
+    if a.pagerduty_routing_key is not None and a.opsgenie_api_key is not None:
+        raise ConfigError("opsgenieApiKey", "[hidden]", "set one pager: PagerDuty or Opsgenie")
+    email = {"smtpSmarthost": a.smtp_smarthost, "smtpFrom": a.smtp_from, "alertEmailTo": a.email_to}
+    if any(email.values()) and not all(email.values()):
+        missing = next(k for k, v in email.items() if not v)
+        raise ConfigError(missing, None, "smtpSmarthost, smtpFrom and alertEmailTo go together")
+    if (a.smtp_username is None) != (a.smtp_password is None):
+        raise ConfigError(
+            "smtpPassword" if a.smtp_password is None else "smtpUsername",
+            None,
+            "smtpUsername and smtpPassword are set together",
+        )
+
+
+_ALERT_FIELDS: Final = {
+    "pagerdutyRoutingKey": "pagerduty_routing_key",
+    "opsgenieApiKey": "opsgenie_api_key",
+    "chatWebhookUrl": "chat_webhook_url",
+    "heartbeatUrl": "heartbeat_url",
+}
 
 
 def _check_unknown(read: set[str]) -> None:

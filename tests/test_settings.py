@@ -114,7 +114,7 @@ def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
     assert lines == ["error: config luna:appReplicas = '-1' is invalid: an integer from 1 to 50"]
 
 
-FREE_FORM = {"kubeContext"}  # any context name a kubeconfig may hold
+FREE_FORM = {"kubeContext", "smtpUsername"}  # any context name / SMTP login
 EXPLICIT_BAD = {
     "platform": "swarm",
     "dockerHost": "localhost",
@@ -124,6 +124,12 @@ EXPLICIT_BAD = {
     "database": "mysql",
     "redisEvictionPolicy": "lru",
     "storageClass": "Bad_Class",
+    "chatKind": "discord",
+    "smtpSmarthost": "smtp.example.com",
+    "smtpFrom": "not-an-address",
+    "alertEmailTo": "oncall",
+    "crisisSloObjective": "100",
+    "runbookBaseUrl": "http://docs.example.com/runbooks",
 }
 
 
