@@ -449,7 +449,7 @@ def required_secret_groups(stack: str) -> tuple[tuple[str, ...], ...]:
     if stack == "prod":
         return (PAGER_KEYS, ("heartbeatUrl",))
     if stack == "staging":
-        return ((*PAGER_KEYS, "chatWebhookUrl"),)
+        return (("chatWebhookUrl", *PAGER_KEYS),)
     return ()
 
 
@@ -470,7 +470,11 @@ def _check_alerting(s: Settings) -> None:
         present = [k for k in group if getattr(a, _ALERT_FIELDS[k]) is not None]
         if not present:
             names = " or ".join(f"luna:{k}" for k in group)
-            what = "a paging receiver" if group[0] in PAGER_KEYS else "a dead-man's switch"
+            what = {
+                "pagerdutyRoutingKey": "a paging receiver",
+                "chatWebhookUrl": "a receiver that reaches a person",
+                "heartbeatUrl": "a dead-man's switch",
+            }[group[0]]
             raise ConfigError(
                 group[0], None, f"{s.stack} needs {what}: pulumi config set --secret {names} …"
             )

@@ -34,7 +34,6 @@ __all__ = [
     "Email",
     "Receivers",
     "alertmanager_config",
-    "receiver_names",
 ]
 
 CONFIG_PATH = "/etc/alertmanager/alertmanager.yml"
@@ -75,15 +74,24 @@ class Receivers:
         return bool(self.pagerduty_routing_key or self.opsgenie_api_key)
 
 
-def _pager_configs(r: Receivers) -> dict[str, Any]:
+def _pager_configs(r: Receivers, *, urgent: bool = True) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     if r.pagerduty_routing_key:
         configs["pagerduty_configs"] = [
-            {"routing_key": r.pagerduty_routing_key, "severity": "critical", "send_resolved": True}
+            {
+                "routing_key": r.pagerduty_routing_key,
+                # PagerDuty maps event severity to urgency: warnings do not wake anyone.
+                "severity": "critical" if urgent else "warning",
+                "send_resolved": True,
+            }
         ]
     if r.opsgenie_api_key:
         configs["opsgenie_configs"] = [
-            {"api_key": r.opsgenie_api_key, "priority": "P1", "send_resolved": True}
+            {
+                "api_key": r.opsgenie_api_key,
+                "priority": "P1" if urgent else "P3",
+                "send_resolved": True,
+            }
         ]
     return configs
 
@@ -106,34 +114,23 @@ def _chat_configs(r: Receivers) -> dict[str, Any]:
     return configs
 
 
-def receiver_names(r: Receivers) -> dict[str, str]:
-    """Which receiver gets each kind of alert: ``critical``, ``warning``, ``heartbeat``."""
-    chat = "chat" if (r.chat_webhook_url or r.email) else None
-    pager = "pager" if r.can_page else chat
-    warning = chat or pager
-    if pager is None or warning is None:
-        if not r.allow_unrouted:
-            raise ValueError("alertmanager: no receiver can page or post to chat")
-        pager = warning = "unrouted"
-    return {
-        "critical": pager,
-        "warning": warning,
-        "heartbeat": "heartbeat" if r.heartbeat_url else "watchdog-unmonitored",
-    }
-
-
 def alertmanager_config(r: Receivers) -> str:
-    """The whole alertmanager.yml; it contains secrets, so ship it as a secret file."""
-    names = receiver_names(r)
-    receivers: list[dict[str, Any]] = []
-    if r.can_page:
-        receivers.append({"name": "pager", **_pager_configs(r)})
+    """The whole alertmanager.yml; it contains secrets, so ship it as a secret file.
+
+    The routing tree is the same in every stack; what differs is what the
+    ``pager`` and ``chat`` receivers hold. Without a pager (staging), pages go
+    to chat; without chat, warnings go to the pager at low urgency.
+    """
     chat = _chat_configs(r)
-    if chat:
-        receivers.append({"name": "chat", **chat})
-    receivers.append({"name": "everyone", **_pager_configs(r), **chat})
-    if names["critical"] == "unrouted":
-        receivers.append({"name": "unrouted"})
+    pager = _pager_configs(r) if r.can_page else chat
+    warnings = chat or _pager_configs(r, urgent=False)
+    if not (pager and warnings) and not r.allow_unrouted:
+        raise ValueError("alertmanager: no receiver can page or post to chat")
+    receivers: list[dict[str, Any]] = [
+        {"name": "pager", **pager},
+        {"name": "chat", **warnings},
+        {"name": "everyone", **_pager_configs(r), **chat},
+    ]
     if r.heartbeat_url:
         receivers.append(
             {
@@ -151,7 +148,7 @@ def alertmanager_config(r: Receivers) -> str:
 
     routes: list[dict[str, Any]] = [
         {
-            "receiver": names["heartbeat"],
+            "receiver": "heartbeat" if r.heartbeat_url else "watchdog-unmonitored",
             "matchers": ['alertname="Watchdog"'],
             "group_wait": "0s",
             "group_interval": "1m",
@@ -174,14 +171,14 @@ def alertmanager_config(r: Receivers) -> str:
             "repeat_interval": "1h",
         },
         {
-            "receiver": names["critical"],
+            "receiver": "pager",
             "matchers": ['severity="critical"'],
             "group_wait": "10s",
             "group_interval": "1m",
             "repeat_interval": "1h",
         },
         {
-            "receiver": names["warning"],
+            "receiver": "chat",
             "matchers": ['severity="warning"'],
             "group_wait": "30s",
             "group_interval": "5m",
@@ -209,7 +206,7 @@ def alertmanager_config(r: Receivers) -> str:
         "global": glob,
         "route": {
             # Unmatched alerts (no or an unknown severity) page: nothing routes to nowhere.
-            "receiver": names["critical"],
+            "receiver": "pager",
             "group_by": ["alertname", "stack", "cause"],
             "group_wait": "30s",
             "group_interval": "5m",
