@@ -194,17 +194,14 @@ def test_receivers_are_secret_outputs_in_settings() -> None:
     assert all(o is not None for o in outputs)
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def check() -> pulumi.Output[list[bool]]:
-        return pulumi.Output.all(
-            *[pulumi.Output.from_input(o.is_secret()) for o in outputs if o is not None]
-        ).apply(lambda flags: _all_true(flags))
+    def check() -> pulumi.Output[None]:
+        async def flags() -> None:
+            found = [await o.is_secret() for o in outputs if o is not None]
+            assert all(found), f"receiver settings lost secrecy: {found}"
+
+        return pulumi.Output.from_input(flags())
 
     check()
-
-
-def _all_true(flags: list[bool]) -> list[bool]:
-    assert all(flags), f"receiver settings lost secrecy: {flags}"
-    return flags
 
 
 REQUIRED = [("openaiApiKey", "sk-test"), ("tlsCert", "PEM"), ("tlsKey", "PEM")]
