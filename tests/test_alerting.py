@@ -293,3 +293,23 @@ def test_no_receiver_at_all_is_refused_outside_dev() -> None:
         alertmanager_config(Receivers())
     doc = yaml.safe_load(alertmanager_config(Receivers(allow_unrouted=True)))
     assert doc["route"]["receiver"] == "pager"
+
+
+def test_alertmanager_yml_is_written_out_in_full() -> None:
+    # A YAML alias (&id001/*id001) would hide a receiver's settings from its reader.
+    text = alertmanager_yml(rendered("prod", "kubernetes"))
+    assert "*id" not in text and "&id" not in text, text
+
+
+@pytest.mark.parametrize("objective", ["99.9", "99.5"])
+def test_grafana_shows_the_crisis_error_budget(objective: str) -> None:
+    r = render("staging", overrides=[("platform", "docker"), ("crisisSloObjective", objective)])
+    dashboard = next(t for k, t in r.files().items() if k.endswith("luna-overview.json"))
+    panels = {p["title"]: p["targets"][0]["expr"] for p in json.loads(dashboard)["panels"]}
+    budget = f"{1 - float(objective) / 100:.6g}"
+    for sli, series in (("availability", "errors"), ("latency", "slow")):
+        expr = panels[f"Crisis {sli} error budget left (30d)"]
+        assert expr == f"1 - avg_over_time(luna:crisis_probe_{series}:bool[30d]) / {budget}", expr
+    rules = rules_yml(r)
+    records = {x["record"] for g in rules["groups"] for x in g["rules"] if "record" in x}
+    assert {"luna:crisis_probe_errors:bool", "luna:crisis_probe_slow:bool"} <= records
