@@ -16,6 +16,15 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.configs.redis import EVICTION_POLICIES
+from infra.alerting import (
+    ALERT_SECRET_KEYS,
+    AlertingSettings,
+    check_alerting,
+    https_url,
+    placeholder_secret,
+    read_alerting,
+    required_secret_groups,
+)
 
 __all__ = [
     "STACKS",
@@ -31,10 +40,6 @@ __all__ = [
 ]
 
 NAMESPACE: Final = "luna"
-# Alertmanager's receivers (docs/configuration.md, "Alerting").
-PAGER_KEYS: Final = ("pagerdutyRoutingKey", "opsgenieApiKey")
-URL_SECRET_KEYS: Final = ("chatWebhookUrl", "alertWebhookUrl", "heartbeatUrl")
-ALERT_SECRET_KEYS: Final = (*PAGER_KEYS, *URL_SECRET_KEYS, "smtpPassword")
 STACKS: Final = ("dev", "staging", "prod")
 PLATFORMS: Final = ("docker", "kubernetes")
 SECRET_KEYS: Final = (
@@ -99,29 +104,6 @@ class Secrets:
     tls_cert: pulumi.Output[str] | None
     tls_key: pulumi.Output[str] | None
     kubeconfig: pulumi.Output[str] | None
-
-
-@dataclass(frozen=True)
-class AlertingSettings:
-    """Alertmanager's receivers and the crisis SLO. Secret values stay Outputs."""
-
-    pagerduty_routing_key: pulumi.Output[str] | None
-    opsgenie_api_key: pulumi.Output[str] | None
-    chat_kind: Literal["slack", "teams"]
-    chat_webhook_url: pulumi.Output[str] | None
-    webhook_url: pulumi.Output[str] | None
-    heartbeat_url: pulumi.Output[str] | None
-    smtp_smarthost: str | None
-    smtp_from: str | None
-    email_to: str | None
-    smtp_username: str | None
-    smtp_password: pulumi.Output[str] | None
-    slo_objective_percent: float
-    runbook_base_url: str
-
-    @property
-    def can_page(self) -> bool:
-        return self.pagerduty_routing_key is not None or self.opsgenie_api_key is not None
 
 
 @dataclass(frozen=True)
@@ -272,7 +254,7 @@ class _Reader:
         """A secret URL, checked before anything is created; the error never shows it."""
         value = self.secret(key)
         text = runtime_config.get_config(f"{NAMESPACE}:{key}")
-        if value is not None and not _https_url(text or ""):
+        if value is not None and not https_url(text or ""):
             raise ConfigError(
                 key, "[hidden]", "an https:// URL with a host, e.g. https://hooks.example.com/…"
             )
@@ -283,16 +265,6 @@ class _Reader:
         if value and not ok(value):
             raise ConfigError(key, value, allowed)
         return value or None
-
-
-def _https_url(value: str) -> bool:
-    parsed = urlparse(value)
-    return (
-        parsed.scheme == "https"
-        and bool(parsed.hostname)
-        and not any(c.isspace() for c in value)
-        and "@" not in parsed.netloc
-    )
 
 
 def _pinned(ref: str) -> bool:
@@ -402,102 +374,12 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         gelf_port=r.port("gelfPort"),
         protect_data=r.boolean("protectData"),
         secrets=secrets,
-        alerting=_alerting(r),
+        alerting=read_alerting(r),
     )
     _check_unknown(r.read)
     _check_combinations(settings)
-    _check_alerting(settings)
+    check_alerting(settings)
     return settings
-
-
-def _alerting(r: _Reader) -> AlertingSettings:
-    email = "an e-mail address such as oncall@luna-app.com"
-    return AlertingSettings(
-        pagerduty_routing_key=r.secret("pagerdutyRoutingKey"),
-        opsgenie_api_key=r.secret("opsgenieApiKey"),
-        chat_kind=r.choice("chatKind", ("slack", "teams")),  # type: ignore[arg-type]
-        chat_webhook_url=r.secret_url("chatWebhookUrl"),
-        webhook_url=r.secret_url("alertWebhookUrl"),
-        heartbeat_url=r.secret_url("heartbeatUrl"),
-        smtp_smarthost=r.optional(
-            "smtpSmarthost",
-            "host:port of the SMTP relay, e.g. smtp.example.com:587",
-            lambda v: bool(re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v)),
-        ),
-        smtp_from=r.optional("smtpFrom", email, _email),
-        email_to=r.optional("alertEmailTo", email, _email),
-        smtp_username=r.raw("smtpUsername") or None,
-        smtp_password=r.secret("smtpPassword"),
-        slo_objective_percent=r.number("crisisSloObjective", 90, 99.99),
-        runbook_base_url=r.checked(
-            "runbookBaseUrl",
-            "an https:// URL of the docs/runbooks folder, without a trailing slash",
-            lambda v: _https_url(v) and not v.endswith("/"),
-        ),
-    )
-
-
-def _email(value: str) -> bool:
-    return bool(re.fullmatch(r"[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", value))
-
-
-def required_secret_groups(stack: str) -> tuple[tuple[str, ...], ...]:
-    """Secret keys of which a monitored stack needs at least one per group.
-
-    Prod pages a person and has a dead-man's switch; staging may page a chat channel.
-    """
-    if stack == "prod":
-        return (PAGER_KEYS, ("heartbeatUrl",))
-    if stack == "staging":
-        return (("chatWebhookUrl", *PAGER_KEYS),)
-    return ()
-
-
-def placeholder_secret(key: str) -> str:
-    """What the offline render uses for a secret it cannot decrypt."""
-    if key in URL_SECRET_KEYS:
-        return f"https://placeholder.invalid/{key}"
-    return f"placeholder-{key}"
-
-
-def _check_alerting(s: Settings) -> None:
-    a = s.alerting
-    if s.stack == "prod" and not s.monitoring:
-        raise ConfigError("monitoring", "false", "true in prod: every alert must reach a person")
-    if not s.monitoring:
-        return
-    for group in required_secret_groups(s.stack):
-        present = [k for k in group if getattr(a, _ALERT_FIELDS[k]) is not None]
-        if not present:
-            names = " or ".join(f"luna:{k}" for k in group)
-            what = {
-                "pagerdutyRoutingKey": "a paging receiver",
-                "chatWebhookUrl": "a receiver that reaches a person",
-                "heartbeatUrl": "a dead-man's switch",
-            }[group[0]]
-            raise ConfigError(
-                group[0], None, f"{s.stack} needs {what}: pulumi config set --secret {names} …"
-            )
-    if a.pagerduty_routing_key is not None and a.opsgenie_api_key is not None:
-        raise ConfigError("opsgenieApiKey", "[hidden]", "set one pager: PagerDuty or Opsgenie")
-    email = {"smtpSmarthost": a.smtp_smarthost, "smtpFrom": a.smtp_from, "alertEmailTo": a.email_to}
-    if any(email.values()) and not all(email.values()):
-        missing = next(k for k, v in email.items() if not v)
-        raise ConfigError(missing, None, "smtpSmarthost, smtpFrom and alertEmailTo go together")
-    if (a.smtp_username is None) != (a.smtp_password is None):
-        raise ConfigError(
-            "smtpPassword" if a.smtp_password is None else "smtpUsername",
-            None,
-            "smtpUsername and smtpPassword are set together",
-        )
-
-
-_ALERT_FIELDS: Final = {
-    "pagerdutyRoutingKey": "pagerduty_routing_key",
-    "opsgenieApiKey": "opsgenie_api_key",
-    "chatWebhookUrl": "chat_webhook_url",
-    "heartbeatUrl": "heartbeat_url",
-}
 
 
 def _check_unknown(read: set[str]) -> None:
