@@ -114,3 +114,14 @@ def test_amtool_rejects_a_broken_route(tmp_path: Path) -> None:
     result = _amtool("check-config", str(config))
     assert result.returncode != 0, result.stdout
     assert "nobody" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("platform", ["docker", "kubernetes"])
+def test_dev_with_monitoring_switched_on_passes_amtool(platform: str, tmp_path: Path) -> None:
+    """Dev runs no monitoring by default; switched on, its receivers may be empty."""
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        alertmanager_yml(render("dev", overrides=[("platform", platform), ("monitoring", "true")]))
+    )
+    _check(config, f"dev/{platform}")
+    assert _routes(config, {**CRISIS, "stack": "dev"}) == "pager"
