@@ -30,7 +30,6 @@ __all__ = [
     "RUNBOOK_BASE",
     "AlertThresholds",
     "alert_rules",
-    "burn_windows",
 ]
 
 RUNBOOK_BASE = "https://github.com/luna-app/luna-infrastructure/blob/main/docs/runbooks"
@@ -63,11 +62,6 @@ class AlertThresholds:
     slo_objective_percent: float = 99.9
     """The crisis path's availability and latency objective over 30 days."""
     runbook_base: str = RUNBOOK_BASE
-
-
-def burn_windows() -> tuple[tuple[str, str, float, str, str, str], ...]:
-    """The burn-rate table: (suffix, severity, factor, long, short, for)."""
-    return _BURNS
 
 
 def _number(value: float) -> str:
