@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 import pulumi
@@ -63,6 +64,13 @@ def make_platform(s: Settings) -> Platform:
             registry=registry,
         ),
     )
+
+
+def crisis_prefix(path: str) -> str:
+    """The crisis endpoints' directory (``/api/crisis/health`` → ``/api/crisis/``): the
+    whole crisis area, not only the probed endpoint, is exempt from rate limits."""
+    parent = posixpath.dirname(path.rstrip("/"))
+    return path if parent in ("", "/") else parent + "/"
 
 
 def build(s: Settings) -> dict[str, Any]:
@@ -150,6 +158,7 @@ def build(s: Settings) -> dict[str, Any]:
                 client_max_body_mb=s.client_max_body_mb,
                 tls_cert=s.secrets.tls_cert,
                 tls_key=s.secrets.tls_key,
+                crisis_paths=(crisis_prefix(s.crisis_path),),
             ),
         )
         if s.proxy

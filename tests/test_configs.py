@@ -46,7 +46,7 @@ def test_nginx_resolves_replicas_per_request_with_a_resolver() -> None:
 
 def test_nginx_redirect_keeps_a_non_default_https_port() -> None:
     conf = nginx_conf(NginxSettings(server_name="x", upstream="a:1", public_https_port=8443))
-    assert "return 301 https://$host:8443$request_uri;" in conf
+    assert "return 301 https://x:8443$request_uri;" in conf
 
 
 def test_nginx_needs_an_upstream() -> None:
@@ -125,3 +125,15 @@ def test_rendered_prometheus_config_and_rules_pass_promtool(
             f"{stack}: promtool {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
         )
     assert "SUCCESS: 10 rules found" in proc.stdout, proc.stdout
+
+
+def test_nginx_forwarded_for_is_the_peer_unless_a_trusted_balancer_is_configured() -> None:
+    direct = nginx_conf(NginxSettings(server_name="x", upstream="a:1"))
+    assert "$proxy_add_x_forwarded_for" not in direct, "the client's X-Forwarded-For is appended"
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in direct
+    assert "real_ip_header" not in direct, "X-Forwarded-For trusted without a balancer"
+    behind = nginx_conf(
+        NginxSettings(server_name="x", upstream="a:1", trusted_proxies=("10.0.0.0/8",))
+    )
+    assert "set_real_ip_from 10.0.0.0/8;" in behind and "real_ip_recursive on;" in behind
+    assert "$proxy_add_x_forwarded_for" not in behind

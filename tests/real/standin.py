@@ -2,7 +2,8 @@
 
 Binds HOST:PORT (default 127.0.0.1:0), prints the port, and answers every
 request with ``ID <bytes of body received>``. It sets ``X-Powered-By`` like
-Next.js does, so the proxy test can show nginx hides it. A separate process, so
+Next.js does, so the proxy test can show nginx hides it, and echoes the
+forwarding headers it received as ``X-Seen-<name>``. A separate process, so
 a test can kill it like a crashed replica (every socket closes, keep-alive ones
 included).
 """
@@ -30,6 +31,9 @@ def _handler(ident: str) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Powered-By", "Next.js")
+            # What the proxy told the app about the client, for the edge tests.
+            for name in ("X-Forwarded-For", "X-Real-IP", "Forwarded", "Host"):
+                self.send_header(f"X-Seen-{name}", self.headers.get(name, "-"))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
