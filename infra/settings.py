@@ -16,6 +16,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.configs.redis import EVICTION_POLICIES
+from infra.secret_checks import app_url_problem, image_problem, port_collision, secret_problem
 
 __all__ = [
     "STACKS",
@@ -221,7 +222,9 @@ class _Reader:
 
     def image(self, key: str) -> str:
         return self.checked(
-            key, "a pinned image reference: name:tag (not latest) or name@sha256:…", _pinned
+            key,
+            "a pinned image reference: name:tag (not latest) or name@sha256:…",
+            lambda v: _pinned(v) and image_problem(v) is None,
         )
 
     def path(self, key: str) -> str:
@@ -240,6 +243,9 @@ class _Reader:
             raise ConfigError(
                 key, "[hidden]", f"must be encrypted: pulumi config set --secret {full} …"
             )
+        problem = secret_problem(key, runtime_config.get_config(full))
+        if problem:
+            raise ConfigError(key, "[hidden]", problem)
         return self._config.get_secret(key)
 
 
@@ -284,6 +290,8 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     platform = r.choice("platform", PLATFORMS)
     database = r.choice("database", ("sqlite", "postgres"))
     app_url = r.checked("appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url)
+    if problem := app_url_problem(app_url, stack=stack):
+        raise ConfigError("appUrl", app_url, problem)
     images = Images(
         app=r.image("appImage"),
         postgres=r.image("postgresImage"),
@@ -366,6 +374,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     )
     _check_unknown(r.read)
     _check_combinations(settings)
+    _check_hostile(settings)
     return settings
 
 
@@ -422,3 +431,24 @@ def _check_combinations(s: Settings) -> None:
         raise ConfigError(
             "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
         )
+
+
+def _check_hostile(s: Settings) -> None:
+    """Values that parse but cannot work, or would expose the stack (infra/secret_checks.py)."""
+    if s.platform == "docker" and s.docker_host.startswith("tcp://"):
+        raise ConfigError(
+            "dockerHost",
+            s.docker_host,
+            "ssh://user@host or unix:///path: tcp:// carries the Docker API (root on the "
+            "host) without TLS, and no client certificate is configured",
+        )
+    ports = {"httpPort": s.http_port, "httpsPort": s.https_port}
+    if s.platform == "docker":
+        # Host ports published on one Docker host must differ.
+        if s.monitoring:
+            ports["grafanaPort"] = s.grafana_port
+        if s.logging:
+            ports["kibanaPort"] = s.kibana_port
+    if clash := port_collision(ports):
+        key, port, other = clash
+        raise ConfigError(key, str(port), f"a port not already used by {other}")
