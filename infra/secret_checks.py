@@ -21,11 +21,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Final
+from urllib.parse import urlsplit
 
 __all__ = [
     "MIN_JWT_BYTES",
     "MIN_PASSWORD",
     "app_url_problem",
+    "ascii_host",
     "image_problem",
     "port_collision",
     "secret_problem",
@@ -133,3 +135,10 @@ def port_collision(ports: dict[str, int]) -> tuple[str, int, str] | None:
             return key, port, seen[port]
         seen[port] = key
     return None
+
+
+def ascii_host(url: str) -> str:
+    """The URL's host in punycode (``bücher.de`` → ``xn--bcher-kva.de``), lowercase:
+    what nginx's ``server_name``, SNI and certificates carry."""
+    host = urlsplit(url).hostname or ""
+    return host.encode("idna").decode("ascii").lower()

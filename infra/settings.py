@@ -16,7 +16,13 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.configs.redis import EVICTION_POLICIES
-from infra.secret_checks import app_url_problem, image_problem, port_collision, secret_problem
+from infra.secret_checks import (
+    app_url_problem,
+    ascii_host,
+    image_problem,
+    port_collision,
+    secret_problem,
+)
 
 __all__ = [
     "STACKS",
@@ -333,7 +339,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         storage_class=_storage_class(r),
         images=images,
         app_url=app_url.rstrip("/"),
-        server_name=urlparse(app_url).hostname or "",
+        server_name=ascii_host(app_url),
         node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
         app_replicas=r.integer("appReplicas", 1, 50),
         app_max_replicas=r.integer("appMaxReplicas", 1, 100),

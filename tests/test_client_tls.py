@@ -16,6 +16,7 @@ from components.cache import TLS
 from components.monitoring import REDIS_EXPORTER_CA
 from components.platforms.kubernetes import FILES_ANNOTATION
 from infra.mocks import unwrap
+from infra.render import render
 from tests.conftest import PLATFORMS, rendered
 from tests.support.inventory import service_env, services
 
@@ -65,3 +66,11 @@ def test_redis_clients_use_tls_verified_against_the_ca_as_their_own_users(
     # Nothing anywhere in the stack still speaks plaintext Redis.
     everything = json.dumps([unwrap(rec.inputs) for rec in r.monitor.records.values()])
     assert "redis://" not in everything, f"{what}: a plaintext redis:// URL is configured"
+
+
+def test_a_supplied_redis_password_with_url_and_quote_syntax_survives_the_url() -> None:
+    password = 'p@ss:/#?%"\\x41-0123456789'
+    r = render("staging", overrides=[("platform", "docker")], secrets=[("redisPassword", password)])
+    url = urlsplit(service_env(r, "app")["REDIS_URL"])
+    assert (url.hostname, url.port, url.username) == ("cache", 6380, "app"), url
+    assert unquote(url.password or "") == password, url.password

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra.secret_checks import app_url_problem, image_problem, port_collision, secret_problem
+from infra.secret_checks import (
+    app_url_problem,
+    ascii_host,
+    image_problem,
+    port_collision,
+    secret_problem,
+)
 from tests.support.tools import REPO
 
 
@@ -142,6 +148,7 @@ def test_app_url_accepts_dns_names_and_idns_and_refuses_the_rest() -> None:
     assert app_url_problem("http://localhost:3000", stack="dev") is None
     assert app_url_problem("http://luna-app.com", stack="prod") is not None
     assert app_url_problem("https://a.com;x", stack="dev") is not None
+    assert ascii_host("https://Bücher.de:8443") == "xn--bcher-kva.de"
 
 
 def test_images_and_ports() -> None:
