@@ -299,15 +299,17 @@ def test_evicts_least_recently_used_keys_over_the_memory_cap(cache: Cache) -> No
         while int(_info(monitor, "memory")["used_memory"]) < cap * 0.9:
             old = _fill(c, stack, value, old, old + 32)
         assert _info(monitor, "stats")["evicted_keys"] == "0", f"{stack}: evicted below the cap"
-        # Redis' LRU clock ticks once a second: wait (bounded) until the old keys
-        # are measurably idle, then touch the hot key, so LRU can tell them apart.
-        deadline = time.monotonic() + 5
-        while c("OBJECT", "IDLETIME", "cold:0") == 0:
+        # Redis' LRU clock ticks once a second: wait (bounded) until even the
+        # newest old key is two ticks idle, then touch the hot key, so LRU can
+        # tell the generations apart even if writing the next one (over TLS, on a
+        # loaded machine) spans a tick.
+        deadline = time.monotonic() + 10
+        while c("OBJECT", "IDLETIME", f"cold:{old - 1}") < 2:  # type: ignore[operator]
             assert time.monotonic() < deadline, f"{stack}: LRU clock did not advance"
             time.sleep(0.1)
         assert c("GET", "hot") == b"session", stack
-        # Another ~20% of the cap, written within the next clock tick: over the cap,
-        # so volatile-* or noeviction would refuse these (OOM).
+        # Another ~20% of the cap, written right away: over the cap, so
+        # volatile-* or noeviction would refuse these (OOM).
         n = _fill(c, stack, value, old, old + cap // len(value) // 5)
         stats = _info(monitor, "stats")
         evicted = int(stats["evicted_keys"])
