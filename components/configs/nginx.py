@@ -294,7 +294,10 @@ def _proxy_directives(s: NginxSettings, target: str) -> str:
             proxy_read_timeout {s.proxy_read_timeout_s}s;
             # A dead replica is skipped; non-idempotent requests are never retried.
             proxy_next_upstream error timeout http_502 http_503 http_504;
-            proxy_next_upstream_tries 3;
+            # Every replica may be tried: during a deploy up to half the addresses
+            # nginx holds can be gone, so a fixed number of tries could run out.
+            proxy_next_upstream_tries 0;
+            proxy_next_upstream_timeout 10s;
             proxy_hide_header X-Powered-By;"""
 
 
