@@ -1,0 +1,85 @@
+"""Every policy of the pack fails on a resource that violates it, reported by name
+through the pack's own analyzer (pulumi-policy's servicer, as the CLI drives it)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
+
+from policy import capabilities
+from policy.check import VERSION
+from policy.luna_policies import POLICIES
+from tests.policy.cases import SATISFIED, VIOLATIONS
+from tests.policy.support import by, run
+from tests.support.tools import REPO
+
+NAMES = sorted(p.name for p in POLICIES)
+
+
+def test_every_policy_has_a_failing_case() -> None:
+    assert sorted(VIOLATIONS) == NAMES, "each policy needs a case in tests/policy/cases.py"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_policy_reports_its_violation(name: str) -> None:
+    resources, culprit = VIOLATIONS[name]
+    found = by(run(resources), name)
+    assert found, f"{name} reported nothing on its violating case"
+    if culprit is not None:
+        assert {v.resource for v in found} == {culprit}, f"{name} named {found}"
+    print(f"{name}: {found[0].line()}")
+
+
+@pytest.mark.parametrize("name", sorted(SATISFIED))
+def test_policy_recognises_the_capability_once_it_exists(name: str) -> None:
+    found = by(run(SATISFIED[name]), name)
+    assert not found, f"{name} still reports {[v.message for v in found]}"
+
+
+def test_levels_follow_the_capabilities() -> None:
+    """A policy waiting for a capability is advisory and names it; all others are mandatory."""
+    waiting = {
+        c.what
+        for c in vars(capabilities).values()
+        if isinstance(c, capabilities.Capability) and not c.landed
+    }
+    for policy in POLICIES:
+        named = [w for w in waiting if w in policy.description]
+        if policy.enforcement_level is EnforcementLevel.ADVISORY:
+            assert named, f"{policy.name} is advisory but names no missing capability"
+        else:
+            assert policy.enforcement_level is EnforcementLevel.MANDATORY, policy.name
+            assert not named, f"{policy.name} is mandatory yet waits for {named}"
+        assert policy.framework and policy.framework.reference, f"{policy.name}: no control"
+        assert isinstance(policy, ResourceValidationPolicy | StackValidationPolicy)
+
+
+def test_mandatory_violations_are_reported_as_mandatory() -> None:
+    resources, _ = VIOLATIONS["container-hardening"]
+    assert all(v.mandatory for v in by(run(resources), "container-hardening"))
+    resources, _ = VIOLATIONS["internal-tls-redis"]
+    levels = {v.mandatory for v in by(run(resources), "internal-tls-redis")}
+    assert levels == {capabilities.TLS_REDIS.landed}
+
+
+def test_pack_config_can_raise_a_level_as_the_cli_does() -> None:
+    """--policy-pack-config semantics: the pack's Configure call sets the level."""
+    resources, _ = VIOLATIONS["internal-tls-postgres"]
+    found = by(run(resources, {"internal-tls-postgres": "mandatory"}), "internal-tls-postgres")
+    assert found and all(v.mandatory for v in found)
+    assert not by(run(resources, {"internal-tls-postgres": "disabled"}), "internal-tls-postgres")
+
+
+def test_messages_never_carry_credentials() -> None:
+    from tests.policy.cases import deployment
+
+    url = "postgresql://luna:s3cr3t-pw@database:5432/luna?sslmode=prefer"
+    found = run([deployment("app", env=[{"name": "DATABASE_URL", "value": url}])])
+    assert found and not [v for v in found if "s3cr3t" in v.line()], [v.line() for v in found]
+
+
+def test_pack_version_matches_pulumipolicy_yaml() -> None:
+    project = yaml.safe_load((REPO / "policy" / "PulumiPolicy.yaml").read_text())
+    assert str(project["version"]) == VERSION
+    assert project["runtime"]["name"] == "python"
