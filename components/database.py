@@ -7,7 +7,7 @@ from typing import Literal
 
 import pulumi
 
-from components.configs.postgres import backup_script, postgres_args
+from components.configs.postgres import audit_setup_sql, backup_script, postgres_args
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
@@ -18,7 +18,12 @@ SERVICE = "database"
 SQLITE_DIR = "/app/data"
 PG_USER = "luna"
 PG_DB = "luna"
-PG_UID = "70:70"  # the postgres user of the official alpine image
+# The data volume's owner. 70 is the alpine image's postgres user; the Debian
+# images (the CloudNativePG operand image is one) run any uid through
+# nss_wrapper and keep PGDATA's parent 1777, so volumes made before the image
+# change stay readable.
+PG_UID = "70:70"
+AUDIT_SQL = "/opt/luna/audit.sql"
 
 
 @dataclass(frozen=True)
@@ -121,11 +126,39 @@ class Database(pulumi.ComponentResource):
                     f"@{SERVICE}:5432/{PG_DB}?schema=public",
                 )
             )
+            self._audit_setup(name, args)
             if args.backup:
                 self._backups(name, args)
 
         self.register_outputs(
             {"url": self.url, "service": self.service or "", "password": self.password}
+        )
+
+    def _audit_setup(self, name: str, args: DatabaseArgs) -> None:
+        """Puts every table under pgaudit object auditing; idempotent, runs on each deploy."""
+        assert self.password is not None and self.deployment is not None
+        args.platform.deploy(
+            f"{name}-audit-setup",
+            ServiceSpec(
+                name="database-audit-setup",
+                component="database",
+                image=args.image,
+                workload="job",
+                resources=Resources(memory_mb=128, cpus=0.25),
+                command=(
+                    "sh",
+                    "-c",
+                    f"until pg_isready -q; do sleep 2; done; exec psql -X -q -f {AUDIT_SQL}",
+                ),
+                files=(ConfigFile(AUDIT_SQL, audit_setup_sql(owner=PG_USER)),),
+                env={"PGHOST": SERVICE, "PGUSER": PG_USER, "PGDATABASE": PG_DB},
+                secret_env={"PGPASSWORD": self.password},
+                writable_paths=("/tmp",),
+                user=PG_UID,
+                connects_to=(SERVICE,),
+            ),
+            parent=self,
+            after=[self.deployment],
         )
 
     def _backups(self, name: str, args: DatabaseArgs) -> None:

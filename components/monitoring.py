@@ -117,6 +117,9 @@ class Monitoring(pulumi.ComponentResource):
                         "DATA_SOURCE_USER": "luna",
                     },
                     secret_env={"DATA_SOURCE_PASS": args.database_password},
+                    # Slow queries from pg_stat_statements: per queryid, never
+                    # the text (the server log no longer has statements at all).
+                    args=("--collector.stat_statements",),
                     connects_to=(args.database_service,),
                 ),
                 parent=self,

@@ -204,6 +204,7 @@ def build(s: Settings) -> dict[str, Any]:
                     elasticsearch=img.elasticsearch, logstash=img.logstash, kibana=img.kibana
                 ),
                 retention_days=s.log_retention_days,
+                audit_retention_days=s.audit_retention_days,
                 volume_gb=s.elasticsearch_volume_gb,
                 heap_mb=s.elasticsearch_heap_mb,
                 elastic_password=s.secrets.elastic_password,

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from components.configs.elasticsearch import AUDIT_RETENTION_MIN_DAYS
 from components.configs.redis import EVICTION_POLICIES
 
 __all__ = [
@@ -134,6 +135,8 @@ class Settings:
     grafana_port: int
     logging: bool
     log_retention_days: int
+    audit_retention_days: int
+    """Days the audit index keeps records (HIPAA 164.316(b)(2): at least six years)."""
     elasticsearch_volume_gb: int
     elasticsearch_heap_mb: int
     kibana_port: int
@@ -354,6 +357,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         grafana_port=r.port("grafanaPort"),
         logging=r.boolean("logging"),
         log_retention_days=r.integer("logRetentionDays", 1, 3650),
+        audit_retention_days=r.integer("auditRetentionDays", AUDIT_RETENTION_MIN_DAYS, 36500),
         elasticsearch_volume_gb=r.integer("elasticsearchVolumeGb", 1, 10000),
         elasticsearch_heap_mb=r.integer("elasticsearchHeapMb", 256, 32768),
         kibana_port=r.port("kibanaPort"),

@@ -15,7 +15,8 @@ from tests.support.inventory import data_records, exposed_ports, replica_count, 
 
 DATA_SERVICES = ("database", "cache", "elasticsearch")
 PROD_SERVICES = {
-    "app", "app-migrate", "database", "database-backup", "cache", "proxy", "prometheus",
+    "app", "app-migrate", "database", "database-backup", "database-audit-setup", "cache",
+    "proxy", "prometheus",
     "grafana", "pushgateway", "blackbox", "postgres-exporter", "redis-exporter",
     "nginx-exporter", "elasticsearch", "elasticsearch-setup", "logstash", "kibana",
 }  # fmt: skip

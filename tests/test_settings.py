@@ -36,6 +36,7 @@ BAD_VALUES = [
     ("clientMaxBodyMb", "0"),
     ("crisisLatencyBudgetMs", "1"),
     ("logRetentionDays", "0"),
+    ("auditRetentionDays", "365"),
     ("elasticsearchHeapMb", "64"),
     ("protectData", "maybe"),
     ("postgresImage", "postgres"),

@@ -80,6 +80,13 @@ def luna_dashboard(*, stack: str) -> dict[str, Any]:
         ("Crisis endpoint latency", 'probe_duration_seconds{job="crisis-probe"}', "s"),
         ("App replicas up", 'sum(up{job="app"})', "short"),
         ("PostgreSQL up", 'pg_up{job="postgres"}', "bool"),
+        (
+            # Look the text up by queryid in pg_stat_statements (normalised, no literals).
+            "Slowest statements, mean time by queryid",
+            'topk(5, sum by (queryid) (rate(pg_stat_statements_seconds_total{job="postgres"}[5m]))'
+            ' / sum by (queryid) (rate(pg_stat_statements_calls_total{job="postgres"}[5m]) > 0))',
+            "s",
+        ),
         ("Redis memory used", 'redis_memory_used_bytes{job="redis"}', "bytes"),
         ("Nginx active connections", 'nginx_connections_active{job="nginx"}', "short"),
         (

@@ -82,9 +82,23 @@ http {{
     uwsgi_temp_path {t}/uwsgi_temp;
     scgi_temp_path {t}/scgi_temp;
 
-    log_format luna '$remote_addr "$request" $status $body_bytes_sent '
-                    'rt=$request_time urt=$upstream_response_time ua="$upstream_addr"';
+    # The operational access log holds the path without its query string (which
+    # carries search terms, e-mails, tokens), no header a client sets, and
+    # the client's network only (/24, or the first three IPv6 groups).
+    map $remote_addr $luna_client_net {{
+        "~^(?P<net>[0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$" $net.0;
+        "~^(?P<net>[0-9a-fA-F]*:[0-9a-fA-F]*:[0-9a-fA-F]*):" $net::;
+        default -;
+    }}
+    log_format luna '$luna_client_net "$request_method $uri $server_protocol" $status '
+                    '$body_bytes_sent rt=$request_time urt=$upstream_response_time '
+                    'ua="$upstream_addr" rid=$request_id';
+    # The full address goes to the audit trail only: Logstash routes lines that
+    # start with "luna-audit " to the audit index (components/configs/logstash.py).
+    log_format luna_audit 'luna-audit edge time=$time_iso8601 client=$remote_addr '
+                          'method=$request_method path=$uri status=$status rid=$request_id';
     access_log /dev/stdout luna;
+    access_log /dev/stdout luna_audit;
 
     sendfile on;
     keepalive_timeout 65s;

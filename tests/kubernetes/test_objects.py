@@ -39,6 +39,7 @@ EXPECTED_FLOWS = {
     ("prometheus", "pushgateway"),
     ("database-backup", "database"),
     ("database-backup", "pushgateway"),
+    ("database-audit-setup", "database"),
     ("grafana", "prometheus"),
     ("log-collector", "logstash"),
     ("logstash", "elasticsearch"),
@@ -152,6 +153,10 @@ def test_every_pod_is_hardened(stack: str) -> None:
             if "hostPath" in volume:
                 assert collector, f"{name} mounts a hostPath"
                 mounts = [m for c in pod["containers"] for m in c["volumeMounts"]]
+                # One writable exception: the collector's own state directory
+                # (read positions, disk buffer), one per namespace.
+                if volume["hostPath"]["path"] == f"/var/lib/luna-log-collector/luna-{stack}":
+                    continue
                 assert all(m.get("readOnly") for m in mounts if m["name"] == volume["name"]), name
 
 
@@ -290,8 +295,8 @@ def test_data_services_are_stateful_with_claims_and_backups_have_retention(stack
 
 
 def test_prod_protects_data_and_its_guards_never_processes() -> None:
-    guards = {"default-deny", "database", "database-backup", "elasticsearch", "prometheus",
-              "pushgateway", "grafana"}  # fmt: skip
+    guards = {"default-deny", "database", "database-backup", "elasticsearch", "logstash",
+              "prometheus", "pushgateway", "grafana"}  # fmt: skip
     for stack, want in (("prod", True), ("staging", False)):
         records = list(render_k8s(stack).monitor.records.values())
         claims = [r for r in records if r.type == "kubernetes:core/v1:PersistentVolumeClaim"]

@@ -21,6 +21,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -436,3 +437,47 @@ def test_body_over_limit_gets_413_and_at_limit_reaches_the_app(edge: Edge) -> No
     status, _, body = edge.get("/api/upload", method="POST", body=b"a" * (limit + 1))
     assert status == 413, f"{edge.stack.stack}: a body of {limit + 1} bytes got {status}"
     assert not edge.answered_by_app(body), f"{edge.stack.stack}: the oversized body reached the app"
+
+
+def test_access_log_keeps_no_query_string_header_or_full_client_address(edge: Edge) -> None:
+    stack = edge.stack.stack
+    query = "email=jane.doe%40example.com&phone=%2B44%2020%207946%200958&mail=sam@example.net"
+    headers = {
+        "Host": edge.server_name,
+        "User-Agent": "Mozilla/5.0 (patient-device-7788)",
+        "Referer": "https://luna-app.com/crisis?name=Jane+Doe",
+        "X-Forwarded-For": "198.51.100.23",
+        "Cookie": "session=s3cr3t-cookie-value",
+    }
+    conn = edge.https_conn()
+    try:
+        conn.request("GET", f"/api/journal/search?{query}", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, f"{stack}: the search answered {resp.status}"
+    # nginx writes both lines in its log phase, after the response has gone out.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in edge.nginx.output().splitlines() if "/api/journal/search" in line]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    print(f"\n{stack}/{edge.stack.platform}: access log lines {lines}")
+    operational = [line for line in lines if not line.startswith("luna-audit ")]
+    audit = [line for line in lines if line.startswith("luna-audit ")]
+    assert len(operational) == 1 and len(audit) == 1, f"{stack}: access log lines {lines}"
+    log = "\n".join(lines)
+    for secret in (
+        "jane.doe", "%40example", "example.com", "7946", "%2B44", "sam@example.net",
+        "patient-device-7788", "Jane+Doe", "198.51.100.23", "s3cr3t-cookie-value", "?",
+    ):  # fmt: skip
+        assert secret not in log, f"{stack}: the access log keeps {secret!r}: {lines}"
+    # The operational line keeps the client's network, the audit line its address.
+    assert operational[0].startswith('127.0.0.0 "GET /api/journal/search HTTP/1.1" 200 '), (
+        f"{stack}: {operational[0]}"
+    )
+    assert " client=127.0.0.1 method=GET path=/api/journal/search status=200 " in audit[0], (
+        f"{stack}: {audit[0]}"
+    )
