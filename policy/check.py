@@ -153,8 +153,11 @@ def analyze(
     singles: Sequence[proto.AnalyzeRequest],
     stack: proto.AnalyzeStackRequest,
     config: dict[str, Any] | None = None,
+    not_judged: list[str] | None = None,
 ) -> list[Violation]:
-    """Run the pack's own analyzer servicer on the requests, as the CLI would."""
+    """Run the pack's own analyzer servicer on the requests, as the CLI would.
+
+    Policies that declare themselves not applicable are appended to ``not_judged``."""
     # pulumi-policy's servicer is untyped.
     servicer: Any = _PolicyAnalyzerServicer(PACK_NAME, VERSION, POLICIES, EnforcementLevel.ADVISORY)
     servicer.Configure(_configure_request(config or {}), None)
@@ -162,8 +165,11 @@ def analyze(
     for request in singles:
         for d in servicer.Analyze(request, None).diagnostics:
             found.append(_violation(d, request.urn))
-    for d in servicer.AnalyzeStack(stack, None).diagnostics:
+    answer = servicer.AnalyzeStack(stack, None)
+    for d in answer.diagnostics:
         found.append(_violation(d, d.urn))
+    if not_judged is not None:
+        not_judged += [f"{n.policy_name}: {n.reason}" for n in answer.not_applicable]
     return found
 
 
@@ -188,7 +194,9 @@ def _configure_request(config: dict[str, Any]) -> proto.ConfigureAnalyzerRequest
             or (policy.enforcement_level or EnforcementLevel.ADVISORY).value
         )
         properties = {k: v for k, v in entry.items() if k != "enforcementLevel"}
-        if policy.name == "no-plaintext-secret":
+        schema = policy.config_schema.properties if policy.config_schema else {}
+        if "secretsMasked" in schema:
+            # A render's secret leaves read "[secret]": policies that can tell say so.
             properties.setdefault("secretsMasked", True)
         request.policyConfig[policy.name].CopyFrom(
             proto.PolicyConfig(enforcementLevel=_ENUM[level], properties=_struct(properties))
@@ -256,9 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     singles, stack = requests_from_render(resources, args.directory / "files")
-    violations = analyze(singles, stack, config)
+    not_judged: list[str] = []
+    violations = analyze(singles, stack, config, not_judged)
     for v in violations:
         print(v.line())
+    for note in not_judged:
+        print(f"not judged offline: {note}", file=sys.stderr)
     mandatory = sum(v.mandatory for v in violations)
     print(
         f"{len(singles)} resources, {len(POLICIES)} policies: {mandatory} mandatory and "

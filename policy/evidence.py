@@ -26,6 +26,7 @@ __all__ = [
     "image_refs",
     "k8s_labels",
     "pod_spec",
+    "secret_file_paths",
     "service_of",
     "stack_of",
     "strings",
@@ -180,6 +181,25 @@ def image_refs(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     if not found:
         return []
     return [c["image"] for c in container_specs(found[1]) if isinstance(get(c, "image"), str)]
+
+
+# How the platforms mark files shipped as secrets (components/platforms/docker
+# SECRET_FILES_LABEL, components/platforms/kubernetes FILES_ANNOTATION on a Secret).
+SECRET_FILES_LABEL = "com.luna.secret-files"  # noqa: S105 - a label name
+FILES_ANNOTATION = "luna.app/files"
+
+
+def secret_file_paths(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """Paths of the files a resource ships as secrets (their content is masked in a render)."""
+    if resource_type == DOCKER_CONTAINER:
+        return [p for p in docker_labels(props).get(SECRET_FILES_LABEL, "").split(",") if p]
+    if resource_type == "kubernetes:core/v1:Secret":
+        note = get(props, "metadata", "annotations", FILES_ANNOTATION)
+        try:
+            return [str(p) for p in json.loads(note).values()] if isinstance(note, str) else []
+        except (ValueError, AttributeError):
+            return []
+    return []
 
 
 _ILM_PUT = re.compile(r"_ilm/policy/([A-Za-z0-9_.-]+)\s*'(\{.*?\})'\s*$", re.MULTILINE)

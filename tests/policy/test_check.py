@@ -209,3 +209,16 @@ def test_importing_the_pack_neither_blocks_nor_serves() -> None:
     assert done.returncode == 0, done.stderr
     policies, sockets, threads = map(int, done.stdout.split())
     assert policies >= 20 and sockets == 0 and threads == 1, done.stdout
+
+
+def test_docker_uploads_are_restored_from_the_render(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Docker container's upload list is masked whole (one secret file); policy.check
+    restores its non-secret files from files/, so the edge's nginx.conf is judged."""
+    out = render_dir(tmp_path, "prod", "docker")
+    (conf,) = out.glob("files/*/etc/nginx/nginx.conf")
+    conf.write_text(conf.read_text().replace("TLSv1.2 TLSv1.3", "TLSv1.1 TLSv1.2"))
+    code, lines = check(out, capsys)
+    hits = [line for line in lines if "| edge-tls |" in line and "TLSv1.1" in line]
+    assert code == 1 and hits and hits[0].startswith("MANDATORY luna-proxy-nginx"), lines

@@ -83,3 +83,41 @@ def test_pack_version_matches_pulumipolicy_yaml() -> None:
     project = yaml.safe_load((REPO / "policy" / "PulumiPolicy.yaml").read_text())
     assert str(project["version"]) == VERSION
     assert project["runtime"]["name"] == "python"
+
+
+def test_docker_env_secrecy_is_judged_only_where_secrets_are_marked() -> None:
+    """At preview the engine hands secrets over unwrapped, so a Docker env cannot be told
+    secret from plain; in a render a secret leaf reads [secret], and only there does the
+    policy judge it (policy.check sets secretsMasked)."""
+    from tests.policy.cases import container
+
+    plain = container("app", envs=["NODE_ENV=production", "API_TOKEN=abc123"])
+    masked = container("app", envs=["[secret]", "[secret]"])
+    offline = {"no-plaintext-secret": {"enforcementLevel": "mandatory", "secretsMasked": True}}
+    preview = {"no-plaintext-secret": {"enforcementLevel": "mandatory", "secretsMasked": False}}
+    assert [v.resource for v in by(run([plain], offline), "no-plaintext-secret")] == ["luna-app"]
+    assert not by(run([masked], offline), "no-plaintext-secret")
+    assert not by(run([plain], preview), "no-plaintext-secret")
+
+
+def test_a_masked_alertmanager_config_is_not_judged_offline() -> None:
+    from policy.check import analyze, requests_from_render
+    from tests.policy.cases import RULES, configmap
+    from tests.policy.support import resource
+
+    secret = resource(
+        "kubernetes:core/v1:Secret",
+        "luna-alertmanager-secret-files",
+        {
+            "metadata": {"annotations": {"luna.app/files": '{"am": "/etc/alertmanager/am.yml"}'}},
+            "stringData": {"am": "[secret]"},
+        },
+    )
+    singles, stack = requests_from_render([configmap("luna-rules", {"r.yml": RULES}), secret])
+    skipped: list[str] = []
+    found = analyze(singles, stack, None, skipped)
+    assert not by(found, "alert-routes") and not by(found, "paging-receiver")
+    assert sorted(s.split(":")[0] for s in skipped) == ["alert-routes", "paging-receiver"]
+    # At preview (no masking) the same stack is judged, and fails.
+    found = analyze(singles, stack, {"alert-routes": {"secretsMasked": False}})
+    assert by(found, "alert-routes")
