@@ -79,6 +79,12 @@ def _phi_isolation(args: StackValidationArgs, report: ReportViolation) -> None:
     ]
     for r in args.resources:
         service = service_of(r.resource_type, r.props)
+        if r.resource_type == CNPG_CLUSTER:
+            # CloudNativePG labels its instance pods cnpg.io/cluster=<name>.
+            service, cluster = "database", get(r.props, "metadata", "name")
+            found_pods: tuple[dict[str, str], Any] | None = ({"cnpg.io/cluster": cluster}, None)
+        else:
+            found_pods = pod_spec(r.resource_type, r.props)
         if service not in phi:
             continue
         if r.resource_type == DOCKER_CONTAINER:
@@ -91,10 +97,9 @@ def _phi_isolation(args: StackValidationArgs, report: ReportViolation) -> None:
                         r.urn,
                     )
             continue
-        found = pod_spec(r.resource_type, r.props)
-        if not found:
+        if not found_pods:
             continue
-        labels = found[0]
+        labels = found_pods[0]
         # The stack-wide default-deny selects every pod ({}); a PHI service needs its own.
         own = [s for s in selectors if s and all(labels.get(k) == v for k, v in s.items())]
         if not own:

@@ -121,3 +121,22 @@ def test_a_masked_alertmanager_config_is_not_judged_offline() -> None:
     # At preview (no masking) the same stack is judged, and fails.
     found = analyze(singles, stack, {"alert-routes": {"secretsMasked": False}})
     assert by(found, "alert-routes")
+
+
+def test_a_database_cluster_needs_its_own_network_policy() -> None:
+    from tests.policy.support import resource
+
+    cluster = resource(
+        "kubernetes:postgresql.cnpg.io/v1:Cluster",
+        "luna-database-cluster",
+        {"metadata": {"name": "database"}, "spec": {"instances": 3}},
+        protect=True,
+    )
+    policy = resource(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "luna-netpol-database",
+        {"spec": {"podSelector": {"matchLabels": {"cnpg.io/cluster": "database"}}}},
+    )
+    found = by(run([cluster]), "phi-network-isolation")
+    assert [v.resource for v in found] == ["luna-database-cluster"]
+    assert not by(run([cluster, policy]), "phi-network-isolation")
