@@ -40,27 +40,14 @@ __all__ = ["RESOURCE_POLICIES", "redact"]
 DATA_SERVICES = frozenset({"database", "cache", "elasticsearch"})
 """Services that hold data: never reachable from outside the stack."""
 
-# Exceptions to a read-only root filesystem, per platform, each with its reason.
-WRITABLE_ROOT: dict[str, dict[str, str]] = {
-    "docker": {
-        service: "ships files through `uploads`, which Docker copies onto the root "
-        "filesystem before start and refuses on a read-only one"
-        for service in (
-            "cache",
-            "database-backup",
-            "elasticsearch",
-            "grafana",
-            "kibana",
-            "logstash",
-            "prometheus",
-            "proxy",
-        )
-    },
-    "kubernetes": {
-        "elasticsearch": "writes its keystore and generated config under its install dir",
-        "kibana": "writes optimizer bundles under its install dir",
-        "logstash": "writes its settings and queue under its install dir",
-    },
+# Exceptions to a read-only root filesystem, each with its reason. On Docker there is
+# one more, structural: a container that ships files through `uploads` needs a writable
+# root, because Docker copies them onto the root filesystem before
+# start and refuses on a read-only one (components/platforms/docker/__init__.py).
+WRITABLE_ROOT: dict[str, str] = {
+    "elasticsearch": "writes its keystore and generated config under its install dir",
+    "kibana": "writes optimizer bundles under its install dir",
+    "logstash": "writes its settings and queue under its install dir",
 }
 # Exceptions to running as a non-root user, each with its reason.
 ROOT_USER: dict[str, str] = {
@@ -78,10 +65,6 @@ def redact(text: str) -> str:
     """A URL without its userinfo, short enough for one line."""
     cut = _CREDENTIALS.sub(r"\1***@", text)
     return cut if len(cut) <= 120 else cut[:117] + "..."
-
-
-def _platform(resource_type: str) -> str:
-    return resource_type.split(":", 1)[0]
 
 
 # --- HIPAA 164.312(e)(1): transmission security ---------------------------------
@@ -202,7 +185,6 @@ def _pod_security(args: ResourceValidationArgs, report: ReportViolation) -> None
 def _hardening(args: ResourceValidationArgs, report: ReportViolation) -> None:
     typ, props = args.resource_type, args.props
     service = service_of(typ, props)
-    writable = WRITABLE_ROOT.get(_platform(typ), {})
     if typ == DOCKER_CONTAINER:
         who = f"container of {service or args.name}"
         if get(props, "privileged") is True:
@@ -219,7 +201,8 @@ def _hardening(args: ResourceValidationArgs, report: ReportViolation) -> None:
         opts = [str(o) for o in items(get(props, "securityOpts"))]
         if not {"no-new-privileges", "no-new-privileges:true"} & set(opts):
             report(f"{who} allows privilege escalation (no no-new-privileges)", None)
-        if get(props, "readOnly") is not True and service not in writable:
+        shipping = bool(items(get(props, "uploads")))
+        if get(props, "readOnly") is not True and not shipping and service not in WRITABLE_ROOT:
             report(f"{who} has a writable root filesystem (not a listed exception)", None)
         return
     found = pod_spec(typ, props)
@@ -245,7 +228,7 @@ def _hardening(args: ResourceValidationArgs, report: ReportViolation) -> None:
         uid = get(pod_sc, "runAsUser") if uid is None else uid
         if service not in ROOT_USER and (non_root is not True or uid == 0):
             report(f"{who} may run as root (runAsNonRoot={non_root}, runAsUser={uid})", None)
-        if get(sc, "readOnlyRootFilesystem") is not True and service not in writable:
+        if get(sc, "readOnlyRootFilesystem") is not True and service not in WRITABLE_ROOT:
             report(f"{who} has a writable root filesystem (not a listed exception)", None)
 
 

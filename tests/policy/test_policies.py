@@ -140,3 +140,16 @@ def test_a_database_cluster_needs_its_own_network_policy() -> None:
     found = by(run([cluster]), "phi-network-isolation")
     assert [v.resource for v in found] == ["luna-database-cluster"]
     assert not by(run([cluster, policy]), "phi-network-isolation")
+
+
+def test_docker_root_is_writable_only_for_containers_that_ship_files() -> None:
+    """Docker copies uploads onto the root filesystem and refuses a read-only one."""
+    from tests.policy.cases import container
+
+    bare = container("app", readOnly=False)
+    shipping = container("app", readOnly=False, uploads=[{"file": "/etc/x", "content": "x"}])
+    found = by(run([bare]), "container-hardening")
+    assert [v.message for v in found] == [
+        "container of app has a writable root filesystem (not a listed exception)"
+    ]
+    assert not by(run([shipping]), "container-hardening")
