@@ -72,9 +72,7 @@ class Server:
 
 def _flags(stack: RenderedStack) -> list[str]:
     (db,) = [
-        c
-        for c in stack.records("docker:index/container:Container")
-        if c["name"] == f"luna-{stack.stack}-database"
+        c for c in stack.records("docker:index/container:Container") if c["hostname"] == "database"
     ]
     flags: list[str] = db["command"]
     assert flags and flags[0] == "-c", f"{stack.stack}: database command is {flags}"
