@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_tls as tls
 
 from components.configs.nginx import NginxSettings, nginx_conf
 from components.platforms import Deployment, Platform
@@ -62,6 +61,9 @@ class ReverseProxy(pulumi.ComponentResource):
             cert: pulumi.Input[str] = args.tls_cert
             key: pulumi.Input[str] = pulumi.Output.secret(args.tls_key)
         else:
+            # Imported here: a stack with a real certificate never loads the TLS SDK.
+            import pulumi_tls as tls
+
             # Staging without a real certificate: generated, kept in encrypted state.
             private = tls.PrivateKey(
                 f"{name}-tls-key",

@@ -68,6 +68,13 @@ def build(s: Settings) -> dict[str, Any]:
     """Create every component the stack's settings ask for; return the stack outputs."""
     platform = make_platform(s)
     img = s.images
+    app_image = img.app
+    if s.demo_app:
+        from components.demo_app import DemoAppImage, DemoAppImageArgs
+        from components.platforms.docker import DockerPlatform
+
+        assert isinstance(platform, DockerPlatform), "settings allow demoApp on docker only"
+        app_image = DemoAppImage("luna-demo-app", DemoAppImageArgs(platform=platform)).ref
     database = Database(
         "luna-database",
         DatabaseArgs(
@@ -108,7 +115,7 @@ def build(s: Settings) -> dict[str, Any]:
         "luna-app",
         LunaAppArgs(
             platform=platform,
-            image=img.app,
+            image=app_image,
             app_url=s.app_url,
             node_env=s.node_env,
             replicas=s.app_replicas,
@@ -154,7 +161,7 @@ def build(s: Settings) -> dict[str, Any]:
         "stack": s.stack,
         "platform": s.platform,
         "app_url": s.app_url,
-        "app_image": s.images.app,
+        "app_image": app_image,
         "database_url": database.url,
     }
     if s.monitoring:

@@ -6,6 +6,7 @@ bad value and what is allowed, before any resource is created.
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ __all__ = [
     "STACKS",
     "ConfigError",
     "Images",
+    "KeySpec",
     "Secrets",
     "Settings",
+    "describe_keys",
     "load_settings",
     "required_secrets",
 ]
@@ -104,6 +107,8 @@ class Settings:
     storage_class: str | None
     """Kubernetes PVC storage class; ``None``: the cluster's default class."""
     images: Images
+    demo_app: bool
+    """dev: build and run demo-app/ instead of ``images.app``."""
     app_url: str
     server_name: str
     node_env: Literal["production", "development"]
@@ -153,15 +158,32 @@ class Settings:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """What validation enforces for one key: docs/configuration.md is generated from these."""
+
+    key: str
+    kind: str
+    """integer, number, boolean, choice, image, path, url, string or secret."""
+    allowed: str
+    """The exact text a ConfigError prints for this key."""
+
+
 class _Reader:
-    """Reads ``luna:*`` keys, remembering which were read to catch typos."""
+    """Reads ``luna:*`` keys, remembering which were read (to catch typos) and how
+    each is validated (to document it: ``python -m infra.docs_config``)."""
 
     def __init__(self, config: pulumi.Config) -> None:
         self._config = config
         self.read: set[str] = set()
+        self.specs: dict[str, KeySpec] = {}
 
-    def raw(self, key: str) -> str | None:
+    def _spec(self, key: str, kind: str, allowed: str) -> None:
+        self.specs[key] = KeySpec(key, kind, allowed)
+
+    def raw(self, key: str, allowed: str = "any text") -> str | None:
         self.read.add(key)
+        self.specs.setdefault(key, KeySpec(key, "string", allowed))
         if key in SECRET_KEYS:
             raise AssertionError(f"{key} is secret; use secret()")
         if runtime_config.is_config_secret(f"{NAMESPACE}:{key}"):
@@ -176,6 +198,7 @@ class _Reader:
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
         allowed = "one of " + ", ".join(choices)
+        self._spec(key, "choice", allowed)
         value = self.require(key, allowed)
         if value not in choices:
             raise ConfigError(key, value, allowed)
@@ -187,6 +210,7 @@ class _Reader:
             if options
             else (f"an integer from {low} to {high}")
         )
+        self._spec(key, "integer", allowed)
         value = self.require(key, allowed)
         try:
             number = int(value)
@@ -201,6 +225,7 @@ class _Reader:
 
     def number(self, key: str, low: float, high: float) -> float:
         allowed = f"a number from {low:g} to {high:g}"
+        self._spec(key, "number", allowed)
         value = self.require(key, allowed)
         try:
             number = float(value)
@@ -211,12 +236,16 @@ class _Reader:
         return number
 
     def boolean(self, key: str) -> bool:
+        self._spec(key, "boolean", "true or false")
         value = self.require(key, "true or false")
         if value not in ("true", "false"):
             raise ConfigError(key, value, "true or false")
         return value == "true"
 
-    def checked(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str:
+    def checked(
+        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
+    ) -> str:
+        self._spec(key, kind, allowed)
         value = self.require(key, allowed)
         if not ok(value):
             raise ConfigError(key, value, allowed)
@@ -224,7 +253,10 @@ class _Reader:
 
     def image(self, key: str) -> str:
         return self.checked(
-            key, "a pinned image reference: name:tag (not latest) or name@sha256:…", _pinned
+            key,
+            "a pinned image reference: name:tag (not latest) or name@sha256:…",
+            _pinned,
+            kind="image",
         )
 
     def path(self, key: str) -> str:
@@ -232,10 +264,12 @@ class _Reader:
             key,
             "an absolute URL path such as /api/health",
             lambda v: bool(re.fullmatch(r"/[A-Za-z0-9._~/-]*", v)),
+            kind="path",
         )
 
     def secret(self, key: str) -> pulumi.Output[str] | None:
         self.read.add(key)
+        self._spec(key, "secret", "any text, set with --secret")
         full = f"{NAMESPACE}:{key}"
         if runtime_config.get_config(full) is None:
             return None
@@ -254,21 +288,25 @@ def _pinned(ref: str) -> bool:
     return bool(digest) or (tag is not None and tag != "latest")
 
 
+_STORAGE_CLASS = "empty, or a StorageClass name (lowercase DNS subdomain)"
+
+
 def _storage_class(r: _Reader) -> str | None:
-    value = r.raw("storageClass") or ""
+    value = r.raw("storageClass", _STORAGE_CLASS) or ""
     # A DNS-1123 subdomain, as Kubernetes requires of object names.
     if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
-        raise ConfigError("storageClass", value, "a StorageClass name (lowercase DNS subdomain)")
+        raise ConfigError("storageClass", value, _STORAGE_CLASS)
     return value or None
 
 
+_REGISTRY = "empty, or a registry host such as ghcr.io or registry.example:5000"
+
+
 def _registry_server(r: _Reader) -> str | None:
-    value = r.raw("registryServer") or ""
+    value = r.raw("registryServer", _REGISTRY) or ""
     # A registry host as image references name it: host[:port], no scheme or path.
     if value and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", value):
-        raise ConfigError(
-            "registryServer", value, "a registry host such as ghcr.io or registry.example:5000"
-        )
+        raise ConfigError("registryServer", value, _REGISTRY)
     return value or None
 
 
@@ -283,10 +321,37 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     if stack not in STACKS:
         raise ConfigError("(stack)", stack, "the stack must be one of " + ", ".join(STACKS))
     r = _Reader(config or pulumi.Config(NAMESPACE))
+    settings = _read(r, stack)
+    _check_unknown(r.read)
+    _check_combinations(settings)
+    return settings
 
+
+def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
+    """How each key is validated, in reading order, by reading ``config`` (full
+    ``luna:key`` names, e.g. Pulumi.yaml's defaults) exactly as ``load_settings`` does.
+
+    Raises ConfigError when a value in ``config`` is invalid.
+    """
+
+    def run() -> list[KeySpec]:
+        secret_keys = [f"{NAMESPACE}:{k}" for k in SECRET_KEYS if f"{NAMESPACE}:{k}" in config]
+        pulumi.runtime.set_all_config(config, secret_keys)
+        r = _Reader(pulumi.Config(NAMESPACE))
+        _read(r, stack)
+        return list(r.specs.values())
+
+    # Pulumi keeps config in context variables: a copied context leaves the caller's alone.
+    return contextvars.copy_context().run(run)
+
+
+def _read(r: _Reader, stack: str) -> Settings:
+    """Read and validate each key on its own (rules across keys: _check_combinations)."""
     platform = r.choice("platform", PLATFORMS)
     database = r.choice("database", ("sqlite", "postgres"))
-    app_url = r.checked("appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url)
+    app_url = r.checked(
+        "appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url, kind="url"
+    )
     images = Images(
         app=r.image("appImage"),
         postgres=r.image("postgresImage"),
@@ -316,7 +381,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         kubeconfig=r.secret("kubeconfig"),
         registry_password=r.secret("registryPassword"),
     )
-    settings = Settings(
+    return Settings(
         stack=stack,
         platform=platform,  # type: ignore[arg-type]
         docker_host=r.checked(
@@ -324,9 +389,10 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
             "unix:///path, tcp://host:port or ssh://user@host",
             lambda v: bool(re.fullmatch(r"(unix|tcp|ssh)://\S+", v)),
         ),
-        kube_context=r.raw("kubeContext") or None,
+        kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
         storage_class=_storage_class(r),
         images=images,
+        demo_app=r.boolean("demoApp"),
         app_url=app_url.rstrip("/"),
         server_name=urlparse(app_url).hostname or "",
         node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
@@ -365,12 +431,9 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         protect_data=r.boolean("protectData"),
         edge_drain_s=r.integer("edgeDrainSeconds", 0, 600),
         registry_server=_registry_server(r),
-        registry_username=r.raw("registryUsername") or None,
+        registry_username=r.raw("registryUsername", "empty, or the registry user name") or None,
         secrets=secrets,
     )
-    _check_unknown(r.read)
-    _check_combinations(settings)
-    return settings
 
 
 def _check_unknown(read: set[str]) -> None:
@@ -396,6 +459,21 @@ def _check_combinations(s: Settings) -> None:
             raise ConfigError(
                 key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
             )
+    if s.demo_app and s.stack != "dev":
+        raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
+    if s.demo_app and s.platform != "docker":
+        raise ConfigError(
+            "demoApp", "true", "false on kubernetes: the demo image is built on a Docker host"
+        )
+    if s.proxy and s.stack == "dev":
+        # nginx would publish 80/443 on every interface of a laptop, and the app
+        # stops publishing localhost:3000, which app_url still names.
+        raise ConfigError(
+            "proxy",
+            "true",
+            "false in dev (the app answers on localhost:3000); "
+            "try the edge with the offline render or in staging",
+        )
     if s.stack != "dev" and s.database != "postgres":
         raise ConfigError("database", s.database, f"{s.stack} needs postgres")
     if s.database == "sqlite" and s.app_replicas != 1:

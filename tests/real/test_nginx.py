@@ -16,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import re
+import shlex
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,7 +46,7 @@ from tests.real.support import (
     wait_for_port,
 )
 from tests.support.tls import TlsPair
-from tests.support.tools import need
+from tests.support.tools import REPO, need
 
 pytestmark = pytest.mark.slow
 
@@ -481,3 +484,38 @@ def test_access_log_keeps_no_query_string_header_or_full_client_address(edge: Ed
     assert " client=127.0.0.1 method=GET path=/api/journal/search status=200 " in audit[0], (
         f"{stack}: {audit[0]}"
     )
+
+
+def _pipeline_check(edge: Edge, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/smoke_check.py as the pipeline does, with the stack's name resolving
+    to loopback (a private mount namespace's /etc/hosts; nothing changes outside it)."""
+    hosts = tmp / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {edge.server_name}\n")
+    url = f"https://{edge.server_name}:{edge.https_port}"
+    command = [
+        sys.executable, str(REPO / "scripts" / "smoke_check.py"), "check", "--url", url,
+        "--cafile", str(edge.cert), *args,
+    ]  # fmt: skip
+    script = f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec {shlex.join(command)}"
+    return subprocess.run(
+        [need("unshare"), "-m", "sh", "-c", script],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_pipeline_smoke_and_crisis_checks_pass_against_the_demo_app_behind_the_edge(
+    edge: Edge, tmp_path: Path
+) -> None:
+    """The post-deploy smoke check (health, TLS, HSTS, headers, crisis) and the crisis
+    job's check (20 samples, p95 within the stack's budget), exactly as
+    .github/workflows/pipeline.yml runs them, against nginx with the rendered
+    config in front of the demo app."""
+    smoke = _pipeline_check(edge, tmp_path, "--wait", "10")
+    assert smoke.returncode == 0, f"{edge.stack.stack}: smoke check failed\n{smoke.stdout}"
+    budget = edge.stack.setting("crisisLatencyBudgetMs")
+    crisis = _pipeline_check(
+        edge, tmp_path, "--only", "crisis", "--crisis-path", edge.stack.setting("crisisPath"),
+        "--crisis-budget-ms", budget, "--crisis-samples", "20", "--crisis-stat", "p95",
+    )  # fmt: skip
+    assert crisis.returncode == 0, f"{edge.stack.stack}: crisis check failed\n{crisis.stdout}"
+    print(f"\n{edge.stack.stack}/{edge.stack.platform}:\n{smoke.stdout}{crisis.stdout}")
