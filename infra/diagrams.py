@@ -58,13 +58,36 @@ def _draw(
     return "\n".join(lines)
 
 
+_COMPONENTS = {
+    "luna:components:LunaApp": "app",
+    "luna:components:Database": "database",
+    "luna:components:Logging": "logging",
+    "luna:components:Monitoring": "monitoring",
+    "luna:components:Cache": "cache",
+    "luna:components:ReverseProxy": "proxy",
+}
+"""A component's type token -> the ``com.luna.component`` its containers carry."""
+
+
 def _docker(rendered: Rendered, stack: str) -> str:
     nodes: dict[str, tuple[str, str, str]] = {}
     edges: set[tuple[str, str, str]] = set()
     extra: list[str] = []
     members: list[tuple[str, dict[str, Any]]] = []
     count: dict[str, int] = defaultdict(int)
+    prefix = f"luna-{stack}-"
     for rec in rendered.monitor.records.values():
+        if rec.type == "command:local:Command":
+            # A one-shot job: its script names the container and the networks it joins.
+            script = str(unwrap(rec.inputs.get("create") or ""))
+            name = re.search(rf"docker create --name {prefix}(\S+)", script)
+            if name:
+                service = name.group(1)
+                component = _COMPONENTS.get(rec.urn.split("::")[2].split("$")[0], "luna")
+                nets = re.findall(r"(?:--network|network connect) (\S+)", script)
+                members.append((service, {"networksAdvanced": [{"name": n} for n in nets]}))
+                nodes[service] = (component, "job", service)
+            continue
         if rec.type != "docker:index/container:Container":
             continue
         inputs = unwrap(rec.inputs)
@@ -75,7 +98,6 @@ def _docker(rendered: Rendered, stack: str) -> str:
         count[service] += 1
         label = f"{service} x{count[service]}" if count[service] > 1 else service
         nodes[service] = (labels["com.luna.component"], "job" if one_shot else "service", label)
-    prefix = f"luna-{stack}-"
     for service, inputs in members:
         for network in inputs.get("networksAdvanced") or []:
             target = str(network["name"]).removeprefix(prefix)

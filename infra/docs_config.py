@@ -67,6 +67,26 @@ SECRET_DOCS: dict[str, str] = {
     "tlsCert": "a self-signed ECDSA pair from pulumi-tls; set with `tlsKey`",
     "tlsKey": "see `tlsCert`",
     "kubeconfig": "the provider's default kubeconfig (Kubernetes stacks)",
+    "pagerdutyRoutingKey": (
+        "PagerDuty Events v2 routing key: `severity=critical` alerts page through it"
+    ),
+    "opsgenieApiKey": (
+        "Opsgenie API key (priority P1), instead of PagerDuty; setting both is refused"
+    ),
+    "chatWebhookUrl": (
+        "Slack or Teams incoming-webhook URL (`chatKind`), `https://` only: warnings go "
+        "there; in a stack without a pager, pages too"
+    ),
+    "heartbeatUrl": (
+        "`https://` URL of an external dead-man's switch (Healthchecks.io, Dead Man's "
+        "Snitch, PagerDuty/Opsgenie heartbeat): the always-firing `Watchdog` alert is "
+        "POSTed there every minute, and the service alarms when it stops"
+    ),
+    "alertWebhookUrl": (
+        "`https://` URL of a generic webhook (Alertmanager's webhook JSON) that receives "
+        "every critical and warning alert, e.g. an incident tool"
+    ),
+    "smtpPassword": ("SMTP password for alert e-mail"),
 }
 # Pulumi.yaml's `type` for each kind of validation.
 YAML_TYPES = {"integer": "integer", "boolean": "boolean"}

@@ -11,7 +11,14 @@ from components.cache import Cache, CacheArgs
 from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging, LoggingArgs, LoggingImages
-from components.monitoring import PUSHGATEWAY_URL, Monitoring, MonitoringArgs, MonitoringImages
+from components.monitoring import (
+    PUSHGATEWAY_URL,
+    AlertReceivers,
+    EmailArgs,
+    Monitoring,
+    MonitoringArgs,
+    MonitoringImages,
+)
 from components.platforms import Platform, RegistryAuth
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import Resources
@@ -178,6 +185,7 @@ def build(s: Settings) -> dict[str, Any]:
                     postgres_exporter=img.postgres_exporter,
                     redis_exporter=img.redis_exporter,
                     nginx_exporter=img.nginx_exporter,
+                    alertmanager=img.alertmanager,
                 ),
                 app_targets=app.addresses,
                 app_dns_names=app.dns_names,
@@ -186,7 +194,16 @@ def build(s: Settings) -> dict[str, Any]:
                 thresholds=AlertThresholds(
                     crisis_latency_s=s.crisis_latency_budget_ms / 1000,
                     backup_max_age_h=s.backup_interval_hours * 2 + 2,
+                    app_replicas=s.app_replicas,
+                    slo_objective_percent=s.alerting.slo_objective_percent,
+                    runbook_base=s.alerting.runbook_base_url,
                 ),
+                receivers=_receivers(s),
+                # Two gossiping replicas where the platform can spread them; one on a
+                # single Docker host, where a second copy shares its fate.
+                alertmanager_replicas=2 if s.platform == "kubernetes" else 1,
+                # What users reach: the public URL, through the edge and its certificate.
+                edge_probe_url=f"{s.app_url}{s.crisis_path}" if s.proxy else None,
                 retention_days=s.prometheus_retention_days,
                 volume_gb=s.prometheus_volume_gb,
                 database_service=database.service,
@@ -223,6 +240,31 @@ def build(s: Settings) -> dict[str, Any]:
         outputs["kibana_url"] = logging.kibana_url
     platform.finish()
     return outputs
+
+
+def _receivers(s: Settings) -> AlertReceivers:
+    a = s.alerting
+    email = (
+        EmailArgs(
+            smarthost=a.smtp_smarthost,
+            sender=a.smtp_from,
+            to=a.email_to,
+            username=a.smtp_username,
+            password=a.smtp_password,
+        )
+        if a.smtp_smarthost and a.smtp_from and a.email_to
+        else None
+    )
+    return AlertReceivers(
+        pagerduty_routing_key=a.pagerduty_routing_key,
+        opsgenie_api_key=a.opsgenie_api_key,
+        chat_kind=a.chat_kind,
+        chat_webhook_url=a.chat_webhook_url,
+        email=email,
+        webhook_url=a.webhook_url,
+        heartbeat_url=a.heartbeat_url,
+        allow_unrouted=s.stack == "dev",
+    )
 
 
 def export(outputs: dict[str, Any]) -> None:

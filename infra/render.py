@@ -35,7 +35,15 @@ from pulumi.runtime import rpc
 
 from infra.mocks import MASK, LunaMocks, Record, RecordingMonitor, mask, unwrap
 from infra.program import build
-from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
+from infra.settings import (
+    NAMESPACE,
+    STACKS,
+    ConfigError,
+    load_settings,
+    placeholder_secret,
+    required_secret_groups,
+    required_secrets,
+)
 
 __all__ = [
     "MARKER",
@@ -180,6 +188,7 @@ def load_stack_config(
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
     personal: bool = False,
+    placeholders: bool = True,
 ) -> tuple[dict[str, str], list[str]]:
     """Merge Pulumi.yaml defaults, the stack's file and overrides, as the CLI does.
 
@@ -200,7 +209,7 @@ def load_stack_config(
     for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
         full = _full(key)
         if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = f"placeholder-{full.split(':')[-1]}"
+            config[full] = placeholder_secret(full.split(":")[-1])
             secret_keys.add(full)
         else:
             config[full] = _text(value)
@@ -210,12 +219,15 @@ def load_stack_config(
     for key, value in secrets:
         config[_full(key)] = value
         secret_keys.add(_full(key))
-    for key in required_secrets(stack):
+    groups = required_secret_groups(stack) if config.get(_full("monitoring")) != "false" else ()
+    if not placeholders:
+        return config, sorted(secret_keys)
+    for key in [*required_secrets(stack), *(g[0] for g in groups if not _any_set(g, config))]:
         # Like a `secure:` value we cannot decrypt: set on the real stack by
         # `pulumi config set --secret`, a placeholder here. `pulumi up` still refuses
         # to run without it (infra/settings.py).
         if _full(key) not in config:
-            config[_full(key)] = f"placeholder-{key}"
+            config[_full(key)] = placeholder_secret(key)
             secret_keys.add(_full(key))
             print(
                 f"note: {_full(key)} is not in {stack_file.name}; rendering with a "
@@ -244,6 +256,10 @@ def on_platform(platform: str) -> list[tuple[str, str]]:
     return [("platform", platform)] + ([("demoApp", "false")] if platform != "docker" else [])
 
 
+def _any_set(keys: Sequence[str], config: dict[str, str]) -> bool:
+    return any(_full(k) in config for k in keys)
+
+
 def render(
     stack: str,
     *,
@@ -251,10 +267,19 @@ def render(
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
     personal: bool = False,
+    placeholders: bool = True,
 ) -> Rendered:
-    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config."""
+    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config.
+
+    ``placeholders=False`` refuses, as ``pulumi up`` does, a missing required secret.
+    """
     config, secret_keys = load_stack_config(
-        stack, overrides=overrides, secrets=secrets, root=root, personal=personal
+        stack,
+        overrides=overrides,
+        secrets=secrets,
+        root=root,
+        personal=personal,
+        placeholders=placeholders,
     )
     monitor = RecordingMonitor(LunaMocks())
     pulumi.runtime.set_mocks(
@@ -381,11 +406,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--config", action="append", type=_pair, default=[], metavar="KEY=VALUE")
     parser.add_argument("--secret", action="append", type=_pair, default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="no placeholder for a missing required secret: fail as `pulumi up` would",
+    )
     args = parser.parse_args(argv)
     try:
         check_out(args.out)
         # What `pulumi up` would deploy from this checkout: your own dev config if any.
-        rendered = render(args.stack, overrides=args.config, secrets=args.secret, personal=True)
+        rendered = render(
+            args.stack,
+            overrides=args.config,
+            secrets=args.secret,
+            personal=True,
+            placeholders=not args.require_secrets,
+        )
     except (ConfigError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,9 +18,19 @@ from pulumi.runtime import config as runtime_config
 
 from components.configs.elasticsearch import AUDIT_RETENTION_MIN_DAYS
 from components.configs.redis import EVICTION_POLICIES
+from infra.alerting import (
+    ALERT_SECRET_KEYS,
+    AlertingSettings,
+    check_alerting,
+    https_url,
+    placeholder_secret,
+    read_alerting,
+    required_secret_groups,
+)
 
 __all__ = [
     "STACKS",
+    "AlertingSettings",
     "ConfigError",
     "Images",
     "KeySpec",
@@ -28,6 +38,8 @@ __all__ = [
     "Settings",
     "describe_keys",
     "load_settings",
+    "placeholder_secret",
+    "required_secret_groups",
     "required_secrets",
 ]
 
@@ -45,6 +57,7 @@ SECRET_KEYS: Final = (
     "tlsKey",
     "kubeconfig",
     "registryPassword",
+    *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
 # name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
@@ -80,6 +93,7 @@ class Images:
     logstash: str
     kibana: str
     fluent_bit: str
+    alertmanager: str
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,7 @@ class Settings:
     """Private registry host the app image is pulled from, with ``registry_username``."""
     registry_username: str | None
     secrets: Secrets
+    alerting: AlertingSettings
 
 
 T = TypeVar("T")
@@ -279,6 +294,22 @@ class _Reader:
             )
         return self._config.get_secret(key)
 
+    def secret_url(self, key: str) -> pulumi.Output[str] | None:
+        """A secret URL, checked before anything is created; the error never shows it."""
+        value = self.secret(key)
+        text = runtime_config.get_config(f"{NAMESPACE}:{key}")
+        if value is not None and not https_url(text or ""):
+            raise ConfigError(
+                key, "[hidden]", "an https:// URL with a host, e.g. https://hooks.example.com/…"
+            )
+        return value
+
+    def optional(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str | None:
+        value = self.raw(key) or ""
+        if value and not ok(value):
+            raise ConfigError(key, value, allowed)
+        return value or None
+
 
 def _pinned(ref: str) -> bool:
     match = _IMAGE.match(ref)
@@ -324,6 +355,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     settings = _read(r, stack)
     _check_unknown(r.read)
     _check_combinations(settings)
+    check_alerting(settings)
     return settings
 
 
@@ -368,6 +400,7 @@ def _read(r: _Reader, stack: str) -> Settings:
         logstash=r.image("logstashImage"),
         kibana=r.image("kibanaImage"),
         fluent_bit=r.image("fluentBitImage"),
+        alertmanager=r.image("alertmanagerImage"),
     )
     secrets = Secrets(
         db_password=r.secret("dbPassword"),
@@ -433,6 +466,7 @@ def _read(r: _Reader, stack: str) -> Settings:
         registry_server=_registry_server(r),
         registry_username=r.raw("registryUsername", "empty, or the registry user name") or None,
         secrets=secrets,
+        alerting=read_alerting(r),
     )
 
 

@@ -38,6 +38,8 @@ CANNOT_RUN_HERE = {
     "gcloud": "a cloud account",
     "az": "a cloud account",
     "git": "changes the repository",
+    "apt-get": "installs system packages (./scripts/test installs what the tests need)",
+    "./scripts/install-lighthouse": "run by ./scripts/test before the audit tests",
     "cp": "copies a file from a deployed backend",
     "ls": "lists a deployed backend's folder",
     "jq": "reads a checkpoint fetched from a deployed backend",
@@ -47,7 +49,7 @@ CANNOT_RUN_HERE = {
     "dump=": "part of the restore script run inside the database container",
 }
 # Commands that reach a deployed site.
-NEEDS_A_SITE = re.compile(r"scripts/smoke_check\.py (check|perf) ")
+NEEDS_A_SITE = re.compile(r"scripts/smoke_check\.py (check|perf) |scripts/audit_site\.py --url ")
 RUNS_HERE = re.compile(r"^(\.venv/bin/python |python3 scripts/smoke_check\.py image )")
 
 

@@ -118,7 +118,7 @@ def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
     assert lines == ["error: config luna:appReplicas = '-1' is invalid: an integer from 1 to 50"]
 
 
-FREE_FORM = {"kubeContext", "registryUsername"}  # any context / user name is valid
+FREE_FORM = {"kubeContext", "registryUsername", "smtpUsername"}  # any context / user name
 EXPLICIT_BAD = {
     "registryServer": "https://ghcr.io/luna",
     "platform": "swarm",
@@ -129,6 +129,12 @@ EXPLICIT_BAD = {
     "database": "mysql",
     "redisEvictionPolicy": "lru",
     "storageClass": "Bad_Class",
+    "chatKind": "discord",
+    "smtpSmarthost": "smtp.example.com",
+    "smtpFrom": "not-an-address",
+    "alertEmailTo": "oncall",
+    "crisisSloObjective": "100",
+    "runbookBaseUrl": "http://docs.example.com/runbooks",
 }
 
 

@@ -41,6 +41,9 @@ EXPECTED_FLOWS = {
     ("database-backup", "pushgateway"),
     ("database-audit-setup", "database"),
     ("grafana", "prometheus"),
+    ("prometheus", "alertmanager"),
+    # The two Alertmanager replicas gossip (silences, notification log).
+    ("alertmanager", "alertmanager"),
     ("log-collector", "logstash"),
     ("logstash", "elasticsearch"),
     ("kibana", "elasticsearch"),
@@ -210,7 +213,11 @@ def test_network_is_default_deny_then_exactly_the_needed_flows(stack: str) -> No
             for peer in rule.get("from", []) + rule.get("to", []):
                 if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
                     owner = policy["metadata"]["name"]
-                    assert owner in ("proxy", "app"), f"{ident(policy)} opens the internet"
+                    # Alertmanager notifies pagers and chat; the blackbox exporter
+                    # probes the public URL as users reach it.
+                    assert owner in ("proxy", "app", "alertmanager", "blackbox"), (
+                        f"{ident(policy)} opens the internet"
+                    )
                     if "to" in rule:
                         assert "10.0.0.0/8" in peer["ipBlock"]["except"], ident(policy)
                         assert [p["port"] for p in rule["ports"]] == [443], ident(policy)
