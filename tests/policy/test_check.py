@@ -222,3 +222,21 @@ def test_docker_uploads_are_restored_from_the_render(
     code, lines = check(out, capsys)
     hits = [line for line in lines if "| edge-tls |" in line and "TLSv1.1" in line]
     assert code == 1 and hits and hits[0].startswith("MANDATORY luna-proxy-nginx"), lines
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_at_preview_prod_pages_and_routes_every_alert(platform: str) -> None:
+    """Offline the Alertmanager config is masked (not judged); at preview the engine hands
+    it over, and prod's real config has a pager and routes every rule to a notifier."""
+    r = rendered("prod", platform)
+    rows = [
+        {"urn": rec.urn, "type": rec.type, "name": rec.name, "custom": rec.custom,
+         "protect": rec.protect, "inputs": rec.inputs}
+        for rec in r.monitor.records.values()
+    ]  # fmt: skip
+    singles, stack = requests_from_render(rows)
+    skipped: list[str] = []
+    preview = {name: {"secretsMasked": False} for name in ("paging-receiver", "alert-routes")}
+    found = analyze(singles, stack, preview, skipped)
+    judged = [v.line() for v in found if v.policy in ("paging-receiver", "alert-routes")]
+    assert not judged and not skipped, (judged, skipped)
