@@ -36,6 +36,7 @@ __all__ = [
 PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
 _ALERTMANAGER = "alertmanager"
 _SMALL = Resources(memory_mb=64, cpus=0.25)
+REDIS_EXPORTER_CA = "/etc/redis-exporter/ca.crt"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ class MonitoringArgs:
     database_password: pulumi.Input[str] | None = None
     cache_service: str | None = None
     cache_password: pulumi.Input[str] | None = None
+    """The cache's exporter user's password (never the app's)."""
+    cache_user: str = "exporter"
+    cache_tls_port: int = 6380
+    cache_ca_pem: pulumi.Input[str] | None = None
+    """The CA the exporter verifies the cache's certificate with (TLS only)."""
     proxy_status: str | None = None
     backups: bool = False
     grafana_password: pulumi.Input[str] | None = None
@@ -187,14 +193,22 @@ class Monitoring(pulumi.ComponentResource):
             scraped.append("postgres-exporter")
             jobs.append(ScrapeJob("postgres", ["postgres-exporter:9187"]))
         if args.cache_service and args.cache_password is not None:
+            if args.cache_ca_pem is None:
+                raise ValueError("the Redis exporter needs the CA of the cache's certificate")
             p.deploy(
                 f"{name}-redis-exporter",
                 self._exporter(
                     "redis-exporter",
                     img.redis_exporter,
                     9121,
-                    env={"REDIS_ADDR": f"redis://{args.cache_service}:6379"},
+                    # rediss://: TLS, verified against the stack's CA for the name "cache".
+                    env={
+                        "REDIS_ADDR": f"rediss://{args.cache_service}:{args.cache_tls_port}",
+                        "REDIS_USER": args.cache_user,
+                        "REDIS_EXPORTER_TLS_CA_CERT_FILE": REDIS_EXPORTER_CA,
+                    },
                     secret_env={"REDIS_PASSWORD": args.cache_password},
+                    files=(ConfigFile(REDIS_EXPORTER_CA, args.cache_ca_pem),),
                     connects_to=(args.cache_service,),
                 ),
                 parent=self,
@@ -460,6 +474,7 @@ class Monitoring(pulumi.ComponentResource):
         env: dict[str, pulumi.Input[str]] | None = None,
         secret_env: dict[str, pulumi.Input[str]] | None = None,
         args: tuple[str, ...] | None = None,
+        files: tuple[ConfigFile, ...] = (),
         connects_to: tuple[str, ...] = (),
     ) -> ServiceSpec:
         return ServiceSpec(
@@ -471,6 +486,7 @@ class Monitoring(pulumi.ComponentResource):
             ports=(Port("metrics", port),),
             env=env or {},
             secret_env=secret_env or {},
+            files=files,
             user="65534:65534",
             connects_to=connects_to,
         )

@@ -13,6 +13,8 @@ const PORT = Number(process.env.PORT || 3000);
 const HOST = process.env.HOSTNAME || '0.0.0.0';
 // Which replica answered: tests and the proxy's load-balancing checks read it.
 const INSTANCE = process.env.DEMO_INSTANCE || os.hostname();
+// Echo the forwarding headers it received (the edge tests set it; never in an image).
+const ECHO_FORWARDING = process.env.DEMO_ECHO_FORWARDING === '1';
 // The contract's default paths (Pulumi.yaml healthPath, crisisPath, metricsPath).
 const HEALTH_PATH = '/api/health';
 const CRISIS_PATH = '/api/crisis/health';
@@ -94,6 +96,12 @@ function answer(req, res, received) {
   res.setHeader('Content-Length', Buffer.byteLength(body));
   // Next.js sets it; the proxy must hide it, and its tests check that it does.
   res.setHeader('X-Powered-By', 'Next.js');
+  if (ECHO_FORWARDING) {
+    // Tests only: what the proxy told the app about the client.
+    for (const name of ['X-Forwarded-For', 'X-Real-IP', 'Forwarded', 'Host']) {
+      res.setHeader(`X-Seen-${name}`, req.headers[name.toLowerCase()] || '-');
+    }
+  }
   res.end(req.method === 'HEAD' ? undefined : body);
   return status;
 }

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 import pulumi
 
 from components.app import APP_PORT, LunaApp, LunaAppArgs
 from components.cache import Cache, CacheArgs
+from components.certificates import InternalCA, InternalCAArgs
 from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging, LoggingArgs, LoggingImages
@@ -71,10 +73,19 @@ def make_platform(s: Settings) -> Platform:
     )
 
 
+def crisis_prefix(path: str) -> str:
+    """The crisis endpoints' directory (``/api/crisis/health`` → ``/api/crisis/``): the
+    whole crisis area, not only the probed endpoint, is exempt from rate limits."""
+    parent = posixpath.dirname(path.rstrip("/"))
+    return path if parent in ("", "/") else parent + "/"
+
+
 def build(s: Settings) -> dict[str, Any]:
     """Create every component the stack's settings ask for; return the stack outputs."""
     platform = make_platform(s)
     img = s.images
+    # One CA per stack: every internal TLS hop is verified against it.
+    ca = InternalCA("luna-ca", InternalCAArgs(stack=s.stack))
     app_image = img.app
     if s.demo_app:
         from components.demo_app import DemoAppImage, DemoAppImageArgs
@@ -113,6 +124,7 @@ def build(s: Settings) -> dict[str, Any]:
                 eviction_policy=s.redis_eviction_policy,
                 password=s.secrets.redis_password,
                 protect=s.protect_data,
+                ca=ca,
             ),
         )
         if s.cache
@@ -134,6 +146,7 @@ def build(s: Settings) -> dict[str, Any]:
             database_deployment=database.deployment,
             redis_url=cache.url if cache else None,
             cache_service=cache.service if cache else None,
+            internal_ca_pem=ca.ca_pem,
             openai_api_key=s.secrets.openai_api_key,
             jwt_secret=s.secrets.jwt_secret,
             # Without the proxy (dev) the app itself answers on localhost:3000.
@@ -159,6 +172,7 @@ def build(s: Settings) -> dict[str, Any]:
                 client_max_body_mb=s.client_max_body_mb,
                 tls_cert=s.secrets.tls_cert,
                 tls_key=s.secrets.tls_key,
+                crisis_paths=(crisis_prefix(s.crisis_path),),
             ),
         )
         if s.proxy
@@ -209,7 +223,10 @@ def build(s: Settings) -> dict[str, Any]:
                 database_service=database.service,
                 database_password=database.password,
                 cache_service=cache.service if cache else None,
-                cache_password=cache.password if cache else None,
+                cache_password=cache.exporter_password if cache else None,
+                cache_user=cache.exporter_user if cache else "exporter",
+                cache_tls_port=cache.tls_port if cache else 6380,
+                cache_ca_pem=cache.ca_pem if cache else None,
                 proxy_status=proxy.status_address if proxy else None,
                 backups=s.backups,
                 grafana_password=s.secrets.grafana_password,

@@ -27,6 +27,13 @@ from infra.alerting import (
     read_alerting,
     required_secret_groups,
 )
+from infra.secret_checks import (
+    app_url_problem,
+    ascii_host,
+    image_problem,
+    port_collision,
+    secret_problem,
+)
 
 __all__ = [
     "STACKS",
@@ -270,7 +277,7 @@ class _Reader:
         return self.checked(
             key,
             "a pinned image reference: name:tag (not latest) or name@sha256:…",
-            _pinned,
+            lambda v: _pinned(v) and image_problem(v) is None,
             kind="image",
         )
 
@@ -292,6 +299,9 @@ class _Reader:
             raise ConfigError(
                 key, "[hidden]", f"must be encrypted: pulumi config set --secret {full} …"
             )
+        problem = secret_problem(key, runtime_config.get_config(full))
+        if problem:
+            raise ConfigError(key, "[hidden]", problem)
         return self._config.get_secret(key)
 
     def secret_url(self, key: str) -> pulumi.Output[str] | None:
@@ -356,6 +366,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     _check_unknown(r.read)
     _check_combinations(settings)
     check_alerting(settings)
+    _check_hostile(settings)
     return settings
 
 
@@ -384,6 +395,8 @@ def _read(r: _Reader, stack: str) -> Settings:
     app_url = r.checked(
         "appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url, kind="url"
     )
+    if problem := app_url_problem(app_url, stack=stack):
+        raise ConfigError("appUrl", app_url, problem)
     images = Images(
         app=r.image("appImage"),
         postgres=r.image("postgresImage"),
@@ -419,15 +432,16 @@ def _read(r: _Reader, stack: str) -> Settings:
         platform=platform,  # type: ignore[arg-type]
         docker_host=r.checked(
             "dockerHost",
-            "unix:///path, tcp://host:port or ssh://user@host",
-            lambda v: bool(re.fullmatch(r"(unix|tcp|ssh)://\S+", v)),
+            "unix:///path or ssh://user@host (tcp:// would carry the Docker API, root on the "
+            "host, without TLS)",
+            lambda v: bool(re.fullmatch(r"(unix|ssh)://\S+", v)),
         ),
         kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
         storage_class=_storage_class(r),
         images=images,
         demo_app=r.boolean("demoApp"),
         app_url=app_url.rstrip("/"),
-        server_name=urlparse(app_url).hostname or "",
+        server_name=ascii_host(app_url),
         node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
         app_replicas=r.integer("appReplicas", 1, 50),
         app_max_replicas=r.integer("appMaxReplicas", 1, 100),
@@ -538,3 +552,17 @@ def _check_combinations(s: Settings) -> None:
         raise ConfigError(
             "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
         )
+
+
+def _check_hostile(s: Settings) -> None:
+    """Values that parse but cannot work, or would expose the stack (infra/secret_checks.py)."""
+    ports = {"httpPort": s.http_port, "httpsPort": s.https_port}
+    if s.platform == "docker":
+        # Host ports published on one Docker host must differ.
+        if s.monitoring:
+            ports["grafanaPort"] = s.grafana_port
+        if s.logging:
+            ports["kibanaPort"] = s.kibana_port
+    if clash := port_collision(ports):
+        key, port, other = clash
+        raise ConfigError(key, str(port), f"a port not already used by {other}")

@@ -123,6 +123,7 @@ def test_prometheus_sends_alerts_to_every_alertmanager(stack: str, platform: str
             {"names": ["alertmanager-pods"], "type": "A", "port": 9093}
         ], managers
     else:
+        # One Alertmanager on Docker, by its name.
         assert managers[0]["static_configs"] == [{"targets": ["alertmanager:9093"]}], managers
 
 

@@ -157,6 +157,12 @@ def test_6_rotating_every_password_replaces_nothing_protected(stack: str, platfo
     if stack != "dev":
         result, timeline = day2(base, base, renewed=["luna-proxy-tls-cert"])
         _safe(stack, platform, result, timeline, "certificate renewal")
+        # The internal CA's Redis certificate: Redis and nothing protected is replaced.
+        result, timeline = day2(base, base, renewed=["luna-ca-cache-cert"])
+        _safe(stack, platform, result, timeline, "internal certificate renewal")
+        renewed = _names(result)
+        assert "replace luna-ca-cache-cert" in renewed, f"{stack}/{platform}: {renewed}"
+        _only(result, {}, "Cache", "InternalCA", what=f"{stack}/{platform} Redis cert renewal")
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

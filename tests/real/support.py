@@ -218,6 +218,7 @@ def start_standin(
             "PORT": str(port),
             "HOSTNAME": host,
             "DEMO_INSTANCE": ident,
+            "DEMO_ECHO_FORWARDING": "1",
             **(env or {}),
         },
     )

@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.render import render
+from infra.render import load_stack_config, render
 from tests.real.support import Daemon, free_ports, substitute, wait_for_port
 from tests.support.alerting import alertmanager_yml
 from tests.support.tls import TlsPair
@@ -251,9 +251,17 @@ def pipeline(tls_pair: TlsPair) -> Iterator[Pipeline]:
             "metrics_path"
         ],
     }
-    app_targets = next(j for j in config["scrape_configs"] if j["job_name"] == "app")[
-        "static_configs"
-    ][0]["targets"]
+    app_job = next(j for j in config["scrape_configs"] if j["job_name"] == "app")
+    if "dns_sd_configs" in app_job:
+        # Docker's embedded DNS answers `app` with every replica; Prometheus' DNS
+        # discovery asks a DNS server, never /etc/hosts, so here the replicas are
+        # listed instead: the discovery is substituted, the job and rules are not.
+        assert app_job["dns_sd_configs"] == [{"names": ["app"], "type": "A", "port": 3000}]
+        del app_job["dns_sd_configs"]
+        replicas = int(load_stack_config(STACK)[0]["luna:appReplicas"])
+        app_job["static_configs"] = [{"targets": [f"app-{i}:3000" for i in range(replicas)]}]
+        prom_yml = yaml.safe_dump(config, sort_keys=False)
+    app_targets = app_job["static_configs"][0]["targets"]
 
     state, inbox = CrisisState(), Inbox()
     servers: list[ThreadingHTTPServer] = []

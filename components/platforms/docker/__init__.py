@@ -165,9 +165,10 @@ class DockerPlatform(pulumi.ComponentResource):
             service=spec.name,
             resources=containers,
             addresses=tuple(addresses),
-            # Docker's DNS answers the service name with every replica: scrapes
-            # discover them, so scaling the app never rewrites Prometheus' config.
-            dns_names=(spec.name,) if spec.ports and spec.workload == "service" else (),
+            # Docker's DNS answers the service name with every replica: scrapes of a
+            # replicated service discover them, so scaling it never rewrites
+            # Prometheus' config (as Kubernetes' headless `-pods` Service does).
+            dns_names=(spec.name,) if spec.ports and replicas > 1 else (),
             service_address=f"{spec.name}:{spec.ports[0].port}" if spec.ports else None,
             resolver=EMBEDDED_DNS,
         )
