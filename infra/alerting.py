@@ -83,7 +83,7 @@ def read_alerting(r: _Reader) -> AlertingSettings:
         ),
         smtp_from=r.optional("smtpFrom", email, _email),
         email_to=r.optional("alertEmailTo", email, _email),
-        smtp_username=r.raw("smtpUsername") or None,
+        smtp_username=r.raw("smtpUsername", "empty, or the SMTP login") or None,
         smtp_password=r.secret("smtpPassword"),
         slo_objective_percent=r.number("crisisSloObjective", 90, 99.99),
         runbook_base_url=r.checked(

@@ -315,7 +315,8 @@ class _Reader:
         return value
 
     def optional(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str | None:
-        value = self.raw(key) or ""
+        allowed = f"empty, or {allowed}"
+        value = self.raw(key, allowed) or ""
         if value and not ok(value):
             raise ConfigError(key, value, allowed)
         return value or None

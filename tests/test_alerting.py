@@ -205,7 +205,8 @@ def test_receivers_are_secret_outputs_in_settings() -> None:
     check()
 
 
-REQUIRED = [("openaiApiKey", "sk-test"), ("tlsCert", "PEM"), ("tlsKey", "PEM")]
+# Valid values of the other required secrets (infra/secret_checks.py checks them too).
+REQUIRED = [("openaiApiKey", "sk-test-0123456789abcdefghij"), ("tlsCert", "PEM"), ("tlsKey", "PEM")]
 
 HB, CHAT = SECRETS["heartbeatUrl"], SECRETS["chatWebhookUrl"]
 PD = ("pagerdutyRoutingKey", "pd")

@@ -31,8 +31,8 @@ def test_a_render_imports_only_its_platform_sdk(platform: str, tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     sdks = json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
     assert _FOREIGN[platform] not in sdks, f"a {platform} render imported {sdks}"
-    # prod brings its own certificate: the TLS SDK (self-signed pairs) is not needed.
-    assert "pulumi_tls" not in sdks, f"prod on {platform} imported pulumi_tls: {sdks}"
+    # Every stack has its internal CA (components/certificates.py): the TLS SDK is its own.
+    assert "pulumi_tls" in sdks, f"prod on {platform} has no internal CA: {sdks}"
     print(f"\nprod on {platform} imports {sdks}")
 
 

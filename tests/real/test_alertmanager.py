@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.render import render
+from infra.render import on_platform, render
 from tests.conftest import rendered
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.support.alerting import alertmanager_yml
@@ -121,7 +121,7 @@ def test_dev_with_monitoring_switched_on_passes_amtool(platform: str, tmp_path: 
     """Dev runs no monitoring by default; switched on, its receivers may be empty."""
     config = tmp_path / "alertmanager.yml"
     config.write_text(
-        alertmanager_yml(render("dev", overrides=[("platform", platform), ("monitoring", "true")]))
+        alertmanager_yml(render("dev", overrides=[*on_platform(platform), ("monitoring", "true")]))
     )
     _check(config, f"dev/{platform}")
     assert _routes(config, {**CRISIS, "stack": "dev"}) == "pager"
