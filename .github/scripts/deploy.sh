@@ -37,7 +37,13 @@ if [ -n "${OPENAI_API_KEY:-}" ]; then
 fi
 unset OPENAI_API_KEY
 
-pulumi up --stack "$STACK" --yes --non-interactive --diff \
+# The policy pack (policy/, docs/compliance.md) runs inside the update; a mandatory
+# violation stops it before anything changes. Its venv is the one PulumiPolicy.yaml names.
+if [ ! -x policy/venv/bin/python ]; then
+  python -m venv policy/venv
+  policy/venv/bin/pip install -q -r policy/requirements.txt
+fi
+pulumi up --stack "$STACK" --yes --non-interactive --diff --policy-pack policy \
   --config "luna:appImage=$image" \
   --message "${GITHUB_SHA:-local} run ${GITHUB_RUN_ID:-0}: $image"
 

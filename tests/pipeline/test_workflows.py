@@ -396,6 +396,58 @@ def test_security_and_quality_stages() -> None:
     assert upload["if"] == "${{ !cancelled() }}", "test results must upload when tests fail"
 
 
+# ------------------------------------------------------ compliance as code
+def _pulumi_commands(text: str) -> list[str]:
+    """Every `pulumi preview` / `pulumi up` command line, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [
+        line.strip()
+        for line in joined.splitlines()
+        if re.search(r"\bpulumi (preview|up)\b", line) and not line.lstrip().startswith("#")
+    ]
+
+
+def test_every_preview_and_up_runs_the_policy_pack() -> None:
+    seen = 0
+    for wf, job_name, index, step in all_steps():
+        if "pulumi/actions" in str(step.get("uses", "")):
+            command = (step.get("with") or {}).get("command")
+            if command in ("preview", "up", "update"):
+                seen += 1
+                assert step["with"].get("policyPacks") == "policy", where(wf, job_name, index, step)
+        for line in _pulumi_commands(str(step.get("run", ""))):
+            seen += 1
+            assert "--policy-pack policy" in line, f"{where(wf, job_name, index, step)}: {line}"
+    script = _pulumi_commands(DEPLOY_SCRIPT.read_text(encoding="utf-8"))
+    assert script, "deploy.sh runs no pulumi up"
+    for line in script:
+        seen += 1
+        assert "--policy-pack policy" in line, f"deploy.sh: {line}"
+    assert seen >= 2, "expected the preview job and deploy.sh to run pulumi"
+
+
+def test_policy_pack_venv_is_installed_where_pulumi_runs() -> None:
+    preview = run_text(job(load(PIPELINE), "preview"))
+    assert "python -m venv policy/venv" in preview and "policy/requirements.txt" in preview
+    deploy = DEPLOY_SCRIPT.read_text(encoding="utf-8")
+    assert "python -m venv policy/venv" in deploy and "policy/requirements.txt" in deploy
+
+
+def test_policy_check_runs_on_the_renders_and_keeps_evidence() -> None:
+    wf = load(PIPELINE)
+    scan = job(wf, "scan-manifests")
+    text = run_text(scan)
+    assert "python -m policy.check" in text and "GITHUB_STEP_SUMMARY" in text
+    assert "for platform in docker kubernetes" in text, "both platforms are checked"
+    uploads = [
+        s
+        for s in steps_using(scan, "actions/upload-artifact")
+        if s["with"]["name"] == "policy-check"
+    ]
+    assert uploads and uploads[0]["if"] == "${{ !cancelled() }}"
+    assert "python -m policy.check" in run_text(job(wf, "compliance"))
+
+
 # -------------------------------------------------------- least privilege
 def test_top_level_permissions_are_empty() -> None:
     for path in workflow_files():
