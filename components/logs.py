@@ -11,6 +11,7 @@ Named ``logs`` rather than ``logging`` so it can never shadow the stdlib.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -318,8 +319,11 @@ class Logging(pulumi.ComponentResource):
             ship_logs=False,
         )
         p.deploy(f"{name}-kibana", kibana, parent=self, after=[setup])
+        # The platform gives the address an operator reaches; Kibana speaks https there.
         self.kibana_url = (
-            p.service_url(kibana, "https") if args.kibana_port else "https://kibana:5601"
+            urlsplit(p.service_url(kibana, "https"))._replace(scheme="https").geturl()
+            if args.kibana_port
+            else "https://kibana:5601"
         )
         self.register_outputs(
             {"kibana_url": self.kibana_url, "elastic_password": self.elastic_password}
