@@ -185,6 +185,8 @@ def build(s: Settings) -> dict[str, Any]:
         "app_url": s.app_url,
         "app_image": app_image,
         "database_url": database.url,
+        # What an operator's browser or curl trusts for Kibana (and any internal hop).
+        "internal_ca_pem": ca.ca_pem,
     }
     if s.monitoring:
         monitoring = Monitoring(

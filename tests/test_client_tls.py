@@ -226,6 +226,8 @@ def test_every_logging_client_asks_for_verified_tls_against_the_stack_ca(
     # One CA for every client, and it is the one Redis's clients trust too.
     trusted = set.union(*(_shipped(stack, platform, p) for p in (*cas, INTERNAL_CA_FILE)))
     assert len(trusted) == 1, f"{what}: clients trust different CAs"
+    # The stack output an operator trusts for Kibana is that same CA.
+    assert {unwrap(r.outputs["internal_ca_pem"])} == trusted, f"{what}: internal_ca_pem differs"
     for served in (ES_CERTS.cert, LOGSTASH_CERTS.cert, KIBANA_CERTS.cert):
         assert _shipped(stack, platform, served).isdisjoint(trusted), f"{what}: {served} is the CA"
     # Nothing anywhere still dials Elasticsearch or Kibana in clear text.
