@@ -168,6 +168,7 @@ def test_6_rotating_every_password_replaces_nothing_protected(stack: str, platfo
             renewed = _names(result)
             what = f"{stack}/{platform} {cert} cert renewal"
             assert f"replace luna-ca-{cert}-cert" in renewed, f"{what}: {renewed}"
+            print(f"\n{what}: {sorted(renewed)}")
             assert any(cert in r and "luna-ca-" not in r for r in renewed), (
                 f"{what}: no consumer of the new certificate changes: {renewed}"
             )

@@ -158,8 +158,8 @@ output {{
     hosts => ["{elasticsearch_url}"]
     user => "{user}"
     password => "${{{password_env}}}"
-    # Verified TLS: the chain to the stack CA and the host name
-    # (logstash-output-elasticsearch lib/logstash/outputs/elasticsearch/http_client_builder.rb).
+    # Verified TLS: the chain to the stack CA and the host name ("full"; logstash-output-
+    # elasticsearch lib/logstash/plugin_mixins/elasticsearch/api_configs.rb).
     ssl_enabled => true
     ssl_certificate_authorities => [{lscl_string(tls.ca_file)}]
     ssl_verification_mode => "full"
