@@ -40,6 +40,9 @@ class ServerCertificate:
     key_pem: pulumi.Output[str]
     """Secret."""
     ca_pem: pulumi.Output[str]
+    key_pem_pkcs8: pulumi.Output[str]
+    """Secret: the same key as PKCS#8, the only PEM key form Logstash's TLS inputs read
+    (logstash-input-tcp and -beats: ``ssl_key`` "must be in PKCS#8 format")."""
 
 
 class InternalCA(pulumi.ComponentResource):
@@ -121,4 +124,5 @@ class InternalCA(pulumi.ComponentResource):
             cert_pem=cert.cert_pem,
             key_pem=pulumi.Output.secret(key.private_key_pem),
             ca_pem=self.ca_pem,
+            key_pem_pkcs8=pulumi.Output.secret(key.private_key_pem_pkcs8),
         )

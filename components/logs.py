@@ -1,4 +1,9 @@
-"""Logging: Elasticsearch (security on, retention), Logstash and Kibana.
+"""Logging: Elasticsearch (security on, retention), Logstash and Kibana, TLS on every hop.
+
+Certificates come from the stack's CA (components/certificates.py). Every
+client of Elasticsearch (Logstash, Kibana, the setup job, the health checks)
+and of Logstash's network input (the Kubernetes log collector) verifies the
+server's chain and host name against that CA.
 
 Named ``logs`` rather than ``logging`` so it can never shadow the stdlib.
 """
@@ -6,18 +11,75 @@ Named ``logs`` rather than ``logging`` so it can never shadow the stdlib.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pulumi
 
+from components.certificates import InternalCA, ServerCertificate
 from components.configs.elasticsearch import AUDIT_RETENTION_MIN_DAYS, setup_script
-from components.configs.logstash import GELF_PORT, QUEUE_DIR, logstash_pipeline, logstash_yml
+from components.configs.logstash import (
+    GELF_PORT,
+    QUEUE_DIR,
+    LogstashTls,
+    logstash_pipeline,
+    logstash_yml,
+)
 from components.passwords import secret_or_generated
 from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
-__all__ = ["Logging", "LoggingArgs", "LoggingImages", "disk_watermarks"]
+__all__ = [
+    "ES_CERTS",
+    "ES_URL",
+    "KIBANA_CERTS",
+    "LOGSTASH_CERTS",
+    "Logging",
+    "LoggingArgs",
+    "LoggingImages",
+    "TlsFiles",
+    "disk_watermarks",
+]
 
-ES_URL = "http://elasticsearch:9200"
+ES_URL = "https://elasticsearch:9200"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where a program finds its certificate, key and the stack CA."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+# Under each program's config directory: Elasticsearch reads SSL files only
+# from there (its security manager), and Kibana and Logstash keep theirs alike.
+ES_CERTS = TlsFiles(
+    "/usr/share/elasticsearch/config/certs/elasticsearch.crt",
+    "/usr/share/elasticsearch/config/certs/elasticsearch.key",
+    "/usr/share/elasticsearch/config/certs/ca.crt",
+)
+LOGSTASH_CERTS = TlsFiles(
+    "/usr/share/logstash/config/certs/logstash.crt",
+    # PKCS#8: the only PEM key form logstash-input-tcp reads.
+    "/usr/share/logstash/config/certs/logstash.pkcs8.key",
+    "/usr/share/logstash/config/certs/ca.crt",
+)
+KIBANA_CERTS = TlsFiles(
+    "/usr/share/kibana/config/certs/kibana.crt",
+    "/usr/share/kibana/config/certs/kibana.key",
+    "/usr/share/kibana/config/certs/ca.crt",
+)
+
+
+def _tls_files(
+    where: TlsFiles, cert: ServerCertificate, *, pkcs8: bool = False
+) -> tuple[ConfigFile, ...]:
+    return (
+        ConfigFile(where.cert, cert.cert_pem),
+        ConfigFile(where.key, cert.key_pem_pkcs8 if pkcs8 else cert.key_pem, secret=True),
+        ConfigFile(where.ca, cert.ca_pem),
+    )
 
 
 @dataclass(frozen=True)
@@ -32,6 +94,8 @@ class LoggingArgs:
     platform: Platform
     stack: str
     images: LoggingImages
+    ca: InternalCA
+    """Issues the Elasticsearch, Logstash and Kibana certificates."""
     retention_days: int
     volume_gb: int
     heap_mb: int
@@ -41,9 +105,9 @@ class LoggingArgs:
     queue_volume_gb: int = 2
     """Logstash's persistent queue (queue.max_bytes is 1gb) survives restarts here."""
     kibana_port: int | None = 5601
+    """Host loopback port for Kibana (Docker); reach it through an SSH tunnel."""
     gelf_port: int | None = 12201
     """Host loopback port for GELF (Docker's log driver); unique per stack on a host."""
-    """Host loopback port for Kibana (Docker); reach it through an SSH tunnel."""
     protect: bool = False
 
 
@@ -79,6 +143,12 @@ class Logging(pulumi.ComponentResource):
             f"{name}-kibana-key", None, parent=self, protect=args.protect, length=48
         )
 
+        kubernetes = p.name == "kubernetes"
+        # "elasticsearch" is the name every client uses, "localhost" the health
+        # check's. Transport connections are both client and server: client_auth.
+        es_cert = args.ca.issue("elasticsearch", ["elasticsearch", "localhost"], client=True)
+        ls_cert = args.ca.issue("logstash", ["logstash"])
+        kb_cert = args.ca.issue("kibana", ["kibana", "localhost"])
         p.volume(
             f"{name}-es-data",
             "elasticsearch-data",
@@ -98,9 +168,7 @@ class Logging(pulumi.ComponentResource):
                     "discovery.type": "single-node",
                     "cluster.name": f"luna-{args.stack}",
                     "xpack.security.enabled": "true",
-                    # Plain HTTP on a private network; TLS to ES is a later step.
-                    "xpack.security.http.ssl.enabled": "false",
-                    "xpack.security.transport.ssl.enabled": "false",
+                    **elasticsearch_tls(ES_CERTS),
                     # Avoids the host sysctl vm.max_map_count >= 262144.
                     "node.store.allow_mmap": "false",
                     "ingest.geoip.downloader.enabled": "false",
@@ -109,12 +177,13 @@ class Logging(pulumi.ComponentResource):
                 },
                 secret_env={"ELASTIC_PASSWORD": self.elastic_password},
                 mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
+                files=_tls_files(ES_CERTS, es_cert),
                 health=HealthCheck(
                     command=(
                         "sh",
                         "-c",
-                        'curl -fsS -u "elastic:$ELASTIC_PASSWORD" '
-                        "'http://127.0.0.1:9200/_cluster/health?local=true' > /dev/null",
+                        f'curl -fsS --cacert {ES_CERTS.ca} -u "elastic:$ELASTIC_PASSWORD" '
+                        "'https://localhost:9200/_cluster/health?local=true' > /dev/null",
                     ),
                     start_period_s=120,
                 ),
@@ -128,6 +197,7 @@ class Logging(pulumi.ComponentResource):
         self.setup_script = setup_script(
             stack=args.stack,
             elasticsearch_url=ES_URL,
+            ca_file=ES_CERTS.ca,
             retention_days=args.retention_days,
             audit_retention_days=args.audit_retention_days,
         )
@@ -140,7 +210,10 @@ class Logging(pulumi.ComponentResource):
                 workload="job",
                 resources=Resources(memory_mb=128, cpus=0.25),
                 command=("/bin/sh", "/opt/luna/es-setup.sh"),
-                files=(ConfigFile("/opt/luna/es-setup.sh", self.setup_script),),
+                files=(
+                    ConfigFile("/opt/luna/es-setup.sh", self.setup_script),
+                    ConfigFile(ES_CERTS.ca, es_cert.ca_pem),
+                ),
                 secret_env={
                     "ELASTIC_PASSWORD": self.elastic_password,
                     "KIBANA_PASSWORD": kibana_password,
@@ -159,6 +232,14 @@ class Logging(pulumi.ComponentResource):
             elasticsearch_url=ES_URL,
             user="luna_logstash",
             password_env="LOGSTASH_ES_PASSWORD",  # noqa: S106 - a variable name
+            tls=LogstashTls(
+                ca_file=LOGSTASH_CERTS.ca,
+                cert_file=LOGSTASH_CERTS.cert,
+                key_file=LOGSTASH_CERTS.key,
+            ),
+            # Kubernetes' collector crosses nodes: TLS. Docker's gelf driver sends
+            # to the host loopback and has no TLS (components/configs/logstash.py).
+            tls_input=kubernetes,
         )
         # The persistent queue lives on a volume: events accepted but not yet
         # indexed survive a restart or a replaced container.
@@ -177,9 +258,10 @@ class Logging(pulumi.ComponentResource):
                 workload="stateful",
                 resources=Resources(memory_mb=1024, cpus=1.0),
                 ports=(
+                    (Port("logs-tls", GELF_PORT),)
+                    if kubernetes
                     # The Docker daemon's gelf driver sends to the host loopback.
-                    Port("gelf-udp", GELF_PORT, protocol="udp", publish=args.gelf_port),
-                    Port("gelf-tcp", GELF_PORT),
+                    else (Port("gelf-udp", GELF_PORT, protocol="udp", publish=args.gelf_port),)
                 ),
                 env={"LS_JAVA_OPTS": "-Xms512m -Xmx512m"},
                 secret_env={"LOGSTASH_ES_PASSWORD": logstash_password},
@@ -187,6 +269,7 @@ class Logging(pulumi.ComponentResource):
                 files=(
                     ConfigFile("/usr/share/logstash/pipeline/logstash.conf", self.pipeline),
                     ConfigFile("/usr/share/logstash/config/logstash.yml", logstash_yml()),
+                    *_tls_files(LOGSTASH_CERTS, ls_cert, pkcs8=True),
                 ),
                 health=HealthCheck(
                     command=("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:9600/"),
@@ -205,12 +288,14 @@ class Logging(pulumi.ComponentResource):
             component="logging",
             image=img.kibana,
             resources=Resources(memory_mb=1024, cpus=0.5),
-            ports=(Port("http", 5601, publish=args.kibana_port),),
+            ports=(Port("https", 5601, publish=args.kibana_port),),
             env={
                 "ELASTICSEARCH_HOSTS": ES_URL,
                 "ELASTICSEARCH_USERNAME": "kibana_system",
                 "TELEMETRY_OPTIN": "false",
+                **kibana_tls(KIBANA_CERTS),
             },
+            files=_tls_files(KIBANA_CERTS, kb_cert),
             secret_env={
                 "ELASTICSEARCH_PASSWORD": kibana_password,
                 "XPACK_SECURITY_ENCRYPTIONKEY": kibana_key,
@@ -223,8 +308,8 @@ class Logging(pulumi.ComponentResource):
                 command=(
                     "sh",
                     "-c",
-                    'curl -fsS -o /dev/null -u "kibana_system:$ELASTICSEARCH_PASSWORD" '
-                    "http://127.0.0.1:5601/api/status",
+                    f"curl -fsS -o /dev/null --cacert {KIBANA_CERTS.ca} "
+                    '-u "kibana_system:$ELASTICSEARCH_PASSWORD" https://localhost:5601/api/status',
                 ),
                 start_period_s=120,
             ),
@@ -234,12 +319,55 @@ class Logging(pulumi.ComponentResource):
             ship_logs=False,
         )
         p.deploy(f"{name}-kibana", kibana, parent=self, after=[setup])
+        # The platform gives the address an operator reaches; Kibana speaks https there.
         self.kibana_url = (
-            p.service_url(kibana, "http") if args.kibana_port else "http://kibana:5601"
+            urlsplit(p.service_url(kibana, "https"))._replace(scheme="https").geturl()
+            if args.kibana_port
+            else "https://kibana:5601"
         )
         self.register_outputs(
             {"kibana_url": self.kibana_url, "elastic_password": self.elastic_password}
         )
+
+
+def elasticsearch_tls(files: TlsFiles) -> dict[str, str]:
+    """HTTP and transport TLS from the stack CA (Elasticsearch security settings).
+
+    HTTP clients verify the chain and the name ``elasticsearch``. Transport
+    (node to node) requires a client certificate by default
+    (``transport.ssl.client_authentication: required``) and checks it with
+    ``verification_mode: full``; a single node never dials itself, and a
+    second node would need its own name in its certificate.
+    """
+    return {
+        "xpack.security.http.ssl.enabled": "true",
+        "xpack.security.http.ssl.certificate": files.cert,
+        "xpack.security.http.ssl.key": files.key,
+        "xpack.security.http.ssl.certificate_authorities": files.ca,
+        "xpack.security.transport.ssl.enabled": "true",
+        "xpack.security.transport.ssl.certificate": files.cert,
+        "xpack.security.transport.ssl.key": files.key,
+        "xpack.security.transport.ssl.certificate_authorities": files.ca,
+        "xpack.security.transport.ssl.verification_mode": "full",
+    }
+
+
+def kibana_tls(files: TlsFiles) -> dict[str, str]:
+    """Kibana's settings, as its Docker image maps environment variables to them.
+
+    The image's bin/kibana-docker maps ``ELASTICSEARCH_SSL_CERTIFICATEAUTHORITIES``
+    to ``elasticsearch.ssl.certificateAuthorities`` and so on; with
+    ``verificationMode: full`` Kibana checks the chain and the host name
+    (src/core/packages/elasticsearch/client-server-internal: ``full`` keeps
+    Node's ``rejectUnauthorized`` and its name check).
+    """
+    return {
+        "ELASTICSEARCH_SSL_CERTIFICATEAUTHORITIES": files.ca,
+        "ELASTICSEARCH_SSL_VERIFICATIONMODE": "full",
+        "SERVER_SSL_ENABLED": "true",
+        "SERVER_SSL_CERTIFICATE": files.cert,
+        "SERVER_SSL_KEY": files.key,
+    }
 
 
 def disk_watermarks(volume_gb: int) -> dict[str, str]:

@@ -80,6 +80,7 @@ class LunaMocks(pulumi.runtime.Mocks):
         elif typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"MOCK PRIVATE KEY PEM {_fake('key', name)}\n"
             state["publicKeyPem"] = f"MOCK PUBLIC KEY PEM {_fake('pub', name)}\n"
+            state["privateKeyPemPkcs8"] = f"MOCK PKCS8 PRIVATE KEY PEM {_fake('key8', name)}\n"
         elif typ in (
             "tls:index/selfSignedCert:SelfSignedCert",
             "tls:index/locallySignedCert:LocallySignedCert",

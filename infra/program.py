@@ -31,7 +31,7 @@ __all__ = ["EDGE_REPLICAS", "build"]
 EDGE_REPLICAS = 2
 
 
-def make_platform(s: Settings) -> Platform:
+def make_platform(s: Settings, ca_pem: pulumi.Output[str]) -> Platform:
     """The stack's platform; each module is imported only when chosen (SDK import time)."""
     registry = (
         RegistryAuth(
@@ -55,6 +55,7 @@ def make_platform(s: Settings) -> Platform:
                 app_max_replicas=s.app_max_replicas,
                 ship_logs=s.logging,
                 log_collector_image=s.images.fluent_bit,
+                log_collector_ca=ca_pem,
                 protect_data=s.protect_data,
                 registry=registry,
             ),
@@ -82,10 +83,10 @@ def crisis_prefix(path: str) -> str:
 
 def build(s: Settings) -> dict[str, Any]:
     """Create every component the stack's settings ask for; return the stack outputs."""
-    platform = make_platform(s)
-    img = s.images
     # One CA per stack: every internal TLS hop is verified against it.
     ca = InternalCA("luna-ca", InternalCAArgs(stack=s.stack))
+    platform = make_platform(s, ca.ca_pem)
+    img = s.images
     app_image = img.app
     if s.demo_app:
         from components.demo_app import DemoAppImage, DemoAppImageArgs
@@ -184,6 +185,8 @@ def build(s: Settings) -> dict[str, Any]:
         "app_url": s.app_url,
         "app_image": app_image,
         "database_url": database.url,
+        # What an operator's browser or curl trusts for Kibana (and any internal hop).
+        "internal_ca_pem": ca.ca_pem,
     }
     if s.monitoring:
         monitoring = Monitoring(
@@ -244,6 +247,7 @@ def build(s: Settings) -> dict[str, Any]:
                 images=LoggingImages(
                     elasticsearch=img.elasticsearch, logstash=img.logstash, kibana=img.kibana
                 ),
+                ca=ca,
                 retention_days=s.log_retention_days,
                 audit_retention_days=s.audit_retention_days,
                 volume_gb=s.elasticsearch_volume_gb,

@@ -160,6 +160,19 @@ def test_6_rotating_every_password_replaces_nothing_protected(stack: str, platfo
         renewed = _names(result)
         assert "replace luna-ca-cache-cert" in renewed, f"{stack}/{platform}: {renewed}"
         _only(result, {}, "Cache", "InternalCA", what=f"{stack}/{platform} Redis cert renewal")
+        # The logging stack's certificates: each renewal reaches its program
+        # (a replaced cert's new PEM is a changed input) and nothing protected.
+        for cert in ("elasticsearch", "logstash", "kibana"):
+            result, timeline = day2(base, base, renewed=[f"luna-ca-{cert}-cert"])
+            _safe(stack, platform, result, timeline, f"{cert} certificate renewal")
+            renewed = _names(result)
+            what = f"{stack}/{platform} {cert} cert renewal"
+            assert f"replace luna-ca-{cert}-cert" in renewed, f"{what}: {renewed}"
+            print(f"\n{what}: {sorted(renewed)}")
+            assert any(cert in r and "luna-ca-" not in r for r in renewed), (
+                f"{what}: no consumer of the new certificate changes: {renewed}"
+            )
+            _only(result, {}, "Logging", "InternalCA", what=what)
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

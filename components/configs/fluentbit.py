@@ -1,15 +1,17 @@
-"""fluent-bit.conf for the Kubernetes log collector: container logs to Logstash's GELF input."""
+"""fluent-bit.conf for the Kubernetes log collector: container logs to Logstash, verified TLS."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["HEALTH_PATH", "HTTP_PORT", "STATE_DIR", "fluent_bit_conf", "parsers_conf"]
+__all__ = ["CA_FILE", "HEALTH_PATH", "HTTP_PORT", "STATE_DIR", "fluent_bit_conf", "parsers_conf"]
 
 HTTP_PORT = 2020
 STATE_DIR = "/var/lib/fluent-bit"
 """Read positions and the on-disk buffer: a node directory, so both outlive the pod."""
 HEALTH_PATH = "/api/v1/health"
+CA_FILE = "/fluent-bit/etc/tls/ca.crt"
+"""The stack CA the collector verifies Logstash's certificate with."""
 # <pod>_<namespace>_<container>-<container id>.log, the kubelet's file naming.
 _TAG_REGEX = (
     r"(?<pod>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*)"
@@ -23,10 +25,20 @@ def fluent_bit_conf(
     logstash_host: str,
     gelf_port: int,
     stack: str,
+    ca_file: str = CA_FILE,
     state_dir: str = STATE_DIR,
     exclude_containers: Sequence[str] = (),
 ) -> str:
-    """Tail this namespace's container logs and send them as GELF over TCP.
+    """Tail this namespace's container logs and send them as JSON lines over TLS.
+
+    The output verifies Logstash's certificate against ``ca_file`` and its
+    name against ``logstash_host``: ``tls.verify`` checks the chain only, and
+    ``tls.verify_hostname`` (default off, src/flb_output.c; added by
+    fluent/fluent-bit#8966, in every 3.1 release) checks ``tls.vhost`` against
+    the SANs. Each record is one JSON object a line, read
+    by Logstash's ``json_lines`` codec; its keys (``message``, ``stream``,
+    ``logtag``, ``stack``, ``namespace``, ``@timestamp``) are the fields the
+    pipeline keeps or redacts.
 
     Only ``*_<namespace>_*`` files are read, so one stack's collector never
     ships another stack's (or the cluster's) logs. No Kubernetes filter: the
@@ -77,13 +89,18 @@ def fluent_bit_conf(
     Record  namespace {namespace}
 
 [OUTPUT]
-    Name                    gelf
+    Name                    tcp
     Match                   kube.*
     Host                    {logstash_host}
     Port                    {gelf_port}
-    Mode                    tcp
-    Gelf_Short_Message_Key  message
-    Gelf_Host_Key           stack
+    Format                  json_lines
+    json_date_key           @timestamp
+    json_date_format        iso8601
+    tls                     On
+    tls.verify              On
+    tls.verify_hostname     On
+    tls.ca_file             {ca_file}
+    tls.vhost               {logstash_host}
     Retry_Limit             no_limits
     storage.total_limit_size 2G
 """

@@ -31,6 +31,7 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.provider import Provider
 
 from components.configs.fluentbit import (
+    CA_FILE,
     HEALTH_PATH,
     HTTP_PORT,
     STATE_DIR,
@@ -89,7 +90,9 @@ class KubernetesPlatformArgs:
     app_max_replicas: int = 6
     """HPA ceiling for replicated services."""
     ship_logs: bool = False
-    """Run a log collector DaemonSet that ships pod logs to Logstash's GELF input."""
+    """Run a log collector DaemonSet that ships pod logs to Logstash's TLS input."""
+    log_collector_ca: pulumi.Input[str] | None = None
+    """The stack CA the collector verifies Logstash's certificate with (needed with ship_logs)."""
     log_collector_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.1.9"
     protect_data: bool = False
     """Protect and retain what holds or guards the data (prod): the namespace (its
@@ -719,7 +722,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         )
         self._graph.add(spec)
         name = f"{self._name}-{LOG_COLLECTOR}"
-        files = {
+        ca = self._args.log_collector_ca
+        if ca is None:
+            raise ValueError("the log collector verifies Logstash: log_collector_ca is needed")
+        files: dict[str, pulumi.Input[str]] = {
             "/fluent-bit/etc/fluent-bit.conf": fluent_bit_conf(
                 namespace=self.namespace,
                 logstash_host="logstash",
@@ -731,6 +737,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 ),
             ),
             "/fluent-bit/etc/parsers.conf": parsers_conf(),
+            CA_FILE: ca,
         }
         config_map = ConfigMap(
             f"{name}-files",

@@ -31,14 +31,18 @@ def stack(
     return stacks(*request.param)
 
 
-def test_gelf_input_matches_the_log_shippers(stack: RenderedStack) -> None:
+def test_logstash_input_matches_the_log_shippers(stack: RenderedStack) -> None:
     pipeline = stack.file("logstash", PIPELINE)
-    gelf = re.search(r"gelf\s*\{(.*?)\}", pipeline, re.S)
-    assert gelf, f"{stack.stack}: no gelf input"
-    port = int(re.search(r"port\s*=>\s*(\d+)", gelf.group(1)).group(1))  # type: ignore[union-attr]
-    udp = re.search(r"use_udp\s*=>\s*true", gelf.group(1)) is not None
-    tcp = re.search(r"use_tcp\s*=>\s*true", gelf.group(1)) is not None
+    inputs = pipeline[: pipeline.index("filter {")]
+    plugin = "gelf" if stack.platform == "docker" else "tcp"
+    found = re.search(rf"\b{plugin}\s*\{{(.*?)\}}", inputs, re.S)
+    assert found, f"{stack.stack}: no {plugin} input in {inputs}"
+    body = found.group(1)
+    port = int(re.search(r"port\s*=>\s*(\d+)", body).group(1))  # type: ignore[union-attr]
     if stack.platform == "docker":
+        udp = re.search(r"use_udp\s*=>\s*true", body) is not None
+        # No plaintext TCP listener: only the loopback UDP the daemon sends to.
+        assert re.search(r"use_tcp\s*=>\s*false", body), f"{stack.stack}: gelf listens on TCP"
         # The daemon's gelf driver sends UDP to the host loopback, where Logstash publishes.
         containers = stack.records("docker:index/container:Container")
         addresses = {
@@ -55,10 +59,14 @@ def test_gelf_input_matches_the_log_shippers(stack: RenderedStack) -> None:
     else:
         conf = stack.file("log-collector", "/fluent-bit/etc/fluent-bit.conf")
         output = conf[conf.index("[OUTPUT]") :]
-        assert re.search(r"Name\s+gelf", output), f"{stack.stack}: fluent-bit output {output}"
+        assert re.search(r"Name\s+tcp\b", output), f"{stack.stack}: fluent-bit output {output}"
         assert re.search(rf"Port\s+{port}\b", output), f"{stack.stack}: not port {port}"
         assert re.search(r"Host\s+logstash\b", output), f"{stack.stack}: not to logstash"
-        assert tcp and re.search(r"Mode\s+tcp", output), f"{stack.stack}: protocol mismatch"
+        # One JSON object a line on both ends, over TLS on both ends.
+        assert re.search(r"Format\s+json_lines\b", output), f"{stack.stack}: {output}"
+        assert re.search(r"codec\s*=>\s*json_lines\b", body), f"{stack.stack}: {body}"
+        assert re.search(r"ssl_enabled\s*=>\s*true", body), f"{stack.stack}: input without TLS"
+        assert re.search(r"(?m)^\s*tls\s+On$", output), f"{stack.stack}: output without TLS"
 
 
 def test_elasticsearch_output_uses_secret_credentials_and_stack_indices(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.real.conftest import FULL_STACK_PARAMS, stack_id
+from tests.real.conftest import FULL_STACK_PARAMS, FULL_STACKS, stack_id
 from tests.real.phi_corpus import CLEAN, PHI
 from tests.real.support import RenderedStack, substitute
 from tests.support import lscl
@@ -211,3 +211,35 @@ def test_audit_lines_go_to_the_audit_index_and_nothing_else_does(stack: Rendered
     assert f'index => "luna-{stack.stack}-%{{[@metadata][index]}}-%{{+YYYY.MM.dd}}"' in output
     assert re.search(r'add_field => \{ "\[@metadata\]\[index\]" => "audit" \}', pipeline)
     assert re.search(r'action => "create"', output), f"{stack.stack}: output may overwrite"
+
+
+@pytest.mark.parametrize("name", FULL_STACKS)
+def test_kubernetes_collector_records_keep_their_fields_and_are_redacted(
+    name: str, stacks: Callable[[str, str], RenderedStack]
+) -> None:
+    """Fluent Bit's JSON lines (tcp input, json_lines codec) meet the same filters.
+
+    The record's keys are read from the rendered collector config: the cri
+    parser's named groups less its Time_Key (Fluent Bit removes it, Time_Keep
+    off), the record_modifier's Record keys, and the output's json_date_key.
+    The json_lines codec makes each line's object the event as it is
+    (logstash-codec-json_lines: ``LogStash::Event.new(decoded)``).
+    """
+    stack = stacks(name, "kubernetes")
+    conf = stack.file("log-collector", "/fluent-bit/etc/fluent-bit.conf")
+    parsers = stack.file("log-collector", "/fluent-bit/etc/parsers.conf")
+    regex = re.search(r"(?m)^\s*Regex\s+(.+)$", parsers).group(1)  # type: ignore[union-attr]
+    time_key = re.search(r"(?m)^\s*Time_Key\s+(\S+)$", parsers).group(1)  # type: ignore[union-attr]
+    keys = [k for k in re.findall(r"\(\?<(\w+)>", regex) if k != time_key]
+    keys += re.findall(r"(?m)^\s*Record\s+(\S+)\s", conf)
+    keys.append(re.search(r"(?mi)^\s*json_date_key\s+(\S+)$", conf).group(1))  # type: ignore[union-attr]
+    values = {k: f"{k}-value" for k in keys}
+    event = {**values, "message": "callback 555-123-4567 for jane.doe@example.com", "port": 51234}
+    (out,) = _filters(stack).run([event])
+    print(f"\n{name}/kubernetes: collector keys {sorted(keys)}; after the filters {sorted(out)}")
+    assert {"message", "stack", "namespace", "@timestamp"} <= set(keys), keys
+    lost = [k for k in keys if k not in out]
+    assert not lost, f"{name}: the pipeline drops the collector's fields {lost}"
+    for bit in ("555-123-4567", "jane.doe@example.com"):
+        assert bit not in out["message"], f"{name}: {bit} survives in {out['message']!r}"
+    assert "port" not in out, f"{name}: the tcp input's connection field reaches the index"
