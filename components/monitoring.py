@@ -16,6 +16,8 @@ from components.configs.prometheus import (
     alert_rules,
     prometheus_config,
 )
+from components.configs.postgres import MONITOR_ROLE, libpq_dsn
+from components.database import CA_FILE
 from components.passwords import secret_or_generated
 from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
@@ -57,6 +59,9 @@ class MonitoringArgs:
     volume_gb: int
     database_service: str | None = None
     database_password: pulumi.Input[str] | None = None
+    """The monitoring role's password (never the superuser's)."""
+    database_host: str | None = None
+    database_ca_pem: pulumi.Input[str] | None = None
     cache_service: str | None = None
     cache_password: pulumi.Input[str] | None = None
     proxy_status: str | None = None
@@ -113,10 +118,18 @@ class Monitoring(pulumi.ComponentResource):
                     img.postgres_exporter,
                     9187,
                     env={
-                        "DATA_SOURCE_URI": f"{args.database_service}:5432/luna?sslmode=disable",
-                        "DATA_SOURCE_USER": "luna",
+                        # Verified TLS as the pg_monitor role (components/configs/postgres.py).
+                        "DATA_SOURCE_URI": libpq_dsn(
+                            host=args.database_host or args.database_service, ca_file=CA_FILE
+                        ),
+                        "DATA_SOURCE_USER": MONITOR_ROLE,
                     },
                     secret_env={"DATA_SOURCE_PASS": args.database_password},
+                    files=(
+                        (ConfigFile(CA_FILE, args.database_ca_pem),)
+                        if args.database_ca_pem is not None
+                        else ()
+                    ),
                     connects_to=(args.database_service,),
                 ),
                 parent=self,
@@ -288,6 +301,7 @@ class Monitoring(pulumi.ComponentResource):
         secret_env: dict[str, pulumi.Input[str]] | None = None,
         args: tuple[str, ...] | None = None,
         connects_to: tuple[str, ...] = (),
+        files: tuple[ConfigFile, ...] = (),
     ) -> ServiceSpec:
         return ServiceSpec(
             name=service,
@@ -298,6 +312,7 @@ class Monitoring(pulumi.ComponentResource):
             ports=(Port("metrics", port),),
             env=env or {},
             secret_env=secret_env or {},
+            files=files,
             user="65534:65534",
             connects_to=connects_to,
         )

@@ -9,7 +9,9 @@ import pulumi
 from components.app import APP_PORT, LunaApp, LunaAppArgs
 from components.cache import Cache, CacheArgs
 from components.configs.prometheus import AlertThresholds
+from components.certificates import InternalCA, InternalCAArgs
 from components.database import BackupArgs, Database, DatabaseArgs
+from components.spec import ObjectStoreTarget
 from components.logs import Logging, LoggingArgs, LoggingImages
 from components.monitoring import PUSHGATEWAY_URL, Monitoring, MonitoringArgs, MonitoringImages
 from components.platforms import Platform, RegistryAuth
@@ -48,6 +50,7 @@ def make_platform(s: Settings) -> Platform:
                 log_collector_image=s.images.fluent_bit,
                 protect_data=s.protect_data,
                 registry=registry,
+                cnpg_operator=s.cnpg_operator,
             ),
         )
     from components.platforms.docker import DockerPlatform, DockerPlatformArgs
@@ -68,24 +71,42 @@ def build(s: Settings) -> dict[str, Any]:
     """Create every component the stack's settings ask for; return the stack outputs."""
     platform = make_platform(s)
     img = s.images
+    ca = InternalCA("luna-ca", InternalCAArgs(stack=s.stack))
+    t = s.backup_target
+    backup = None
+    if s.backups:
+        sec = s.secrets
+        assert sec.backup_access_key_id and sec.backup_secret_access_key
+        assert sec.backup_encryption_key
+        backup = BackupArgs(
+            target=ObjectStoreTarget(
+                bucket=t.bucket,
+                endpoint=t.endpoint,
+                region=t.region,
+                path=f"/luna-{s.stack}",
+                access_key_id=sec.backup_access_key_id,
+                secret_access_key=sec.backup_secret_access_key,
+                encryption_key=sec.backup_encryption_key,
+                retention_days=t.retention_days,
+                uri_style=t.uri_style,
+            ),
+            schedule_hours=s.backup_interval_hours,
+            drill_hours=t.drill_hours,
+            push_url=PUSHGATEWAY_URL if s.monitoring else None,
+        )
+    kubernetes = s.platform == "kubernetes"
     database = Database(
         "luna-database",
         DatabaseArgs(
             platform=platform,
             engine=s.database,
-            image=img.postgres,
+            image=img.cnpg_postgres if kubernetes else img.postgres,
+            instances=s.postgres_instances if kubernetes else 1,
+            synchronous=kubernetes and s.stack == "prod",
+            ca=ca,
             volume_gb=s.database_volume_gb,
             password=s.secrets.db_password,
-            backup=(
-                BackupArgs(
-                    interval_hours=s.backup_interval_hours,
-                    retention=s.backup_retention,
-                    volume_gb=s.backup_volume_gb,
-                    push_url=PUSHGATEWAY_URL if s.monitoring else None,
-                )
-                if s.backups
-                else None
-            ),
+            backup=backup,
             protect=s.protect_data,
         ),
     )
@@ -115,6 +136,8 @@ def build(s: Settings) -> dict[str, Any]:
             resources=Resources(memory_mb=s.app_memory_mb, cpus=s.app_cpus),
             health_path=s.health_path,
             database_url=database.url,
+            migrate_database_url=database.migrate_url,
+            database_ca_pem=database.ca_pem,
             database_service=database.service,
             database_mounts=database.mounts,
             database_deployment=database.deployment,
@@ -183,7 +206,9 @@ def build(s: Settings) -> dict[str, Any]:
                 retention_days=s.prometheus_retention_days,
                 volume_gb=s.prometheus_volume_gb,
                 database_service=database.service,
-                database_password=database.password,
+                database_host=database.host,
+                database_password=database.monitor_password,
+                database_ca_pem=database.ca_pem,
                 cache_service=cache.service if cache else None,
                 cache_password=cache.password if cache else None,
                 proxy_status=proxy.status_address if proxy else None,

@@ -20,6 +20,7 @@ from components.configs.redis import EVICTION_POLICIES
 __all__ = [
     "STACKS",
     "ConfigError",
+    "BackupTarget",
     "Images",
     "Secrets",
     "Settings",
@@ -41,6 +42,10 @@ SECRET_KEYS: Final = (
     "tlsKey",
     "kubeconfig",
     "registryPassword",
+    # Off-site backups (issue #12): the object store's credentials and pgBackRest's cipher pass.
+    "backupAccessKeyId",
+    "backupSecretAccessKey",
+    "backupEncryptionKey",
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
 # name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
@@ -76,6 +81,7 @@ class Images:
     logstash: str
     kibana: str
     fluent_bit: str
+    cnpg_postgres: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,21 @@ class Secrets:
     tls_key: pulumi.Output[str] | None
     kubeconfig: pulumi.Output[str] | None
     registry_password: pulumi.Output[str] | None
+    backup_access_key_id: pulumi.Output[str] | None = None
+    backup_secret_access_key: pulumi.Output[str] | None = None
+    backup_encryption_key: pulumi.Output[str] | None = None
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """The off-site object store (issue #12); secrets live in :class:`Secrets`."""
+
+    bucket: str
+    endpoint: str
+    region: str
+    uri_style: str
+    retention_days: int
+    drill_hours: int
 
 
 @dataclass(frozen=True)
@@ -118,8 +139,10 @@ class Settings:
     database_volume_gb: int
     backups: bool
     backup_interval_hours: int
-    backup_retention: int
-    backup_volume_gb: int
+    backup_target: BackupTarget
+    postgres_instances: int
+    """Kubernetes: CloudNativePG instances (Docker runs one)."""
+    cnpg_operator: Literal["install", "prerequisite"]
     cache: bool
     redis_max_memory_mb: int
     redis_eviction_policy: str
@@ -269,6 +292,29 @@ def _registry_server(r: _Reader) -> str | None:
     return value or None
 
 
+def _backup_target(r: _Reader) -> BackupTarget:
+    endpoint = r.raw("backupEndpoint") or ""
+    # host[:port]: pgBackRest and Barman Cloud always speak TLS to it.
+    if endpoint and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", endpoint):
+        raise ConfigError(
+            "backupEndpoint", endpoint, "an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com"
+        )
+    bucket = r.raw("backupBucket") or ""
+    if bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError("backupBucket", bucket, "an S3 bucket name (3-63 lowercase, digits, . -)")
+    region = r.raw("backupRegion") or ""
+    if region and not re.fullmatch(r"[a-z0-9-]{2,32}", region):
+        raise ConfigError("backupRegion", region, "a region name such as eu-central-1")
+    return BackupTarget(
+        bucket=bucket,
+        endpoint=endpoint,
+        region=region,
+        uri_style=r.choice("backupUriStyle", ("host", "path")),
+        retention_days=r.integer("backupRetentionDays", 1, 3650),
+        drill_hours=r.integer("restoreDrillHours", 1, 168),
+    )
+
+
 def _url(value: str) -> bool:
     parsed = urlparse(value)
     return parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.path in ("", "/")
@@ -300,6 +346,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         logstash=r.image("logstashImage"),
         kibana=r.image("kibanaImage"),
         fluent_bit=r.image("fluentBitImage"),
+        cnpg_postgres=r.image("cnpgPostgresImage"),
     )
     secrets = Secrets(
         db_password=r.secret("dbPassword"),
@@ -312,6 +359,9 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         tls_key=r.secret("tlsKey"),
         kubeconfig=r.secret("kubeconfig"),
         registry_password=r.secret("registryPassword"),
+        backup_access_key_id=r.secret("backupAccessKeyId"),
+        backup_secret_access_key=r.secret("backupSecretAccessKey"),
+        backup_encryption_key=r.secret("backupEncryptionKey"),
     )
     settings = Settings(
         stack=stack,
@@ -338,8 +388,9 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         database_volume_gb=r.integer("databaseVolumeGb", 1, 10000),
         backups=r.boolean("backups"),
         backup_interval_hours=r.integer("backupIntervalHours", 1, 24, options=BACKUP_INTERVALS),
-        backup_retention=r.integer("backupRetention", 1, 1000),
-        backup_volume_gb=r.integer("backupVolumeGb", 1, 10000),
+        backup_target=_backup_target(r),
+        postgres_instances=r.integer("postgresInstances", 1, 9),
+        cnpg_operator=r.choice("cnpgOperator", ("install", "prerequisite")),  # type: ignore[arg-type]
         cache=r.boolean("cache"),
         redis_max_memory_mb=r.integer("redisMaxMemoryMb", 16, 65536),
         redis_eviction_policy=r.choice("redisEvictionPolicy", EVICTION_POLICIES),
@@ -382,8 +433,11 @@ def required_secrets(stack: str) -> tuple[str, ...]:
     """Secret keys a stack cannot deploy without (no generated fallback)."""
     if stack == "prod":
         # A self-signed certificate behind two years of HSTS would lock users out.
-        return ("openaiApiKey", "tlsCert", "tlsKey")
-    return () if stack == "dev" else ("openaiApiKey",)
+        return ("openaiApiKey", "tlsCert", "tlsKey", *BACKUP_SECRETS)
+    return () if stack == "dev" else ("openaiApiKey", *BACKUP_SECRETS)
+
+
+BACKUP_SECRETS: Final = ("backupAccessKeyId", "backupSecretAccessKey", "backupEncryptionKey")
 
 
 def _check_combinations(s: Settings) -> None:
@@ -410,6 +464,27 @@ def _check_combinations(s: Settings) -> None:
         )
     if s.backups and s.database != "postgres":
         raise ConfigError("backups", "true", "backups need database: postgres")
+    floor = {"prod": 3, "staging": 2}.get(s.stack, 1)
+    if s.platform == "kubernetes" and s.postgres_instances < floor:
+        raise ConfigError(
+            "postgresInstances", str(s.postgres_instances), f"at least {floor} in {s.stack}"
+        )
+    if s.stack != "dev" and not s.backups:
+        raise ConfigError("backups", "false", f"{s.stack} keeps its data off the host: true")
+    if s.backups:
+        # No off-site target, no deploy: the only copy would sit beside the data.
+        for key, value in (
+            ("backupBucket", s.backup_target.bucket),
+            ("backupEndpoint", s.backup_target.endpoint),
+            ("backupRegion", s.backup_target.region),
+        ):
+            if not value:
+                raise ConfigError(key, None, "required with backups: the off-site object store")
+        for key in BACKUP_SECRETS:
+            if getattr(s.secrets, re.sub(r"([A-Z])", r"_\1", key).lower()) is None:
+                raise ConfigError(
+                    key, None, f"required with backups: pulumi config set --secret luna:{key} …"
+                )
     registry = (s.registry_server, s.registry_username, s.secrets.registry_password)
     if any(v is not None for v in registry) and None in registry:
         missing = ("registryServer", "registryUsername", "registryPassword")[registry.index(None)]
