@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.database import CA_FILE
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
-from components.database import CA_FILE
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec
 
 __all__ = ["APP_PORT", "LunaApp", "LunaAppArgs"]

@@ -43,6 +43,8 @@ class BackupArgs:
     """A base backup at least this often (WAL is archived continuously)."""
     drill_hours: int = 24
     push_url: str | None = None
+    """Pushgateway job URL successful backups report to."""
+    drill_push_url: str | None = None
     """Pushgateway job URL the restore drill reports to."""
 
 
@@ -90,6 +92,8 @@ class Database(pulumi.ComponentResource):
     """The monitoring role's password (secret)."""
     deployment: Deployment | None
     """The PostgreSQL server, for clients that must wait until it is ready."""
+    metrics_dns: str | None
+    """A name resolving to each instance's metrics endpoint (CloudNativePG), else ``None``."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -99,6 +103,7 @@ class Database(pulumi.ComponentResource):
         self.monitor_password = None
         self.ca_pem = None
         self.host = None
+        self.metrics_dns = None
 
         if args.engine == "sqlite":
             data = VolumeSpec(size_gb=args.volume_gb, protect=args.protect)
@@ -118,14 +123,19 @@ class Database(pulumi.ComponentResource):
 
     def _postgres(self, name: str, args: DatabaseArgs) -> None:
         assert args.ca is not None
-        gen = {"parent": self, "protect": args.protect}
+
+        def generated(suffix: str, supplied: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
+            return secret_or_generated(
+                f"{name}-{suffix}", supplied, parent=self, protect=args.protect
+            )
+
         passwords: dict[str, pulumi.Output[str]] = {
-            pg.APP_ROLE: secret_or_generated(f"{name}-password", args.password, **gen),
-            pg.OWNER_ROLE: secret_or_generated(f"{name}-owner-password", None, **gen),
-            pg.MONITOR_ROLE: secret_or_generated(f"{name}-monitor-password", None, **gen),
-            pg.BACKUP_ROLE: secret_or_generated(f"{name}-backup-password", None, **gen),
+            pg.APP_ROLE: generated("password", args.password),
+            pg.OWNER_ROLE: generated("owner-password"),
+            pg.MONITOR_ROLE: generated("monitor-password"),
+            pg.BACKUP_ROLE: generated("backup-password"),
         }
-        superuser = secret_or_generated(f"{name}-superuser-password", None, **gen)
+        superuser = generated("superuser-password")
         dns_names = args.platform.postgres_dns_names(SERVICE)
         cert = args.ca.issue(SERVICE, dns_names)
         made = args.platform.postgres(
@@ -143,7 +153,8 @@ class Database(pulumi.ComponentResource):
                 backup=args.backup.target if args.backup else None,
                 backup_schedule_hours=args.backup.schedule_hours if args.backup else 24,
                 drill_hours=args.backup.drill_hours if args.backup else None,
-                drill_push_url=args.backup.push_url if args.backup else None,
+                drill_push_url=args.backup.drill_push_url if args.backup else None,
+                backup_push_url=args.backup.push_url if args.backup else None,
                 synchronous=args.synchronous,
                 protect=args.protect,
             ),
@@ -155,6 +166,7 @@ class Database(pulumi.ComponentResource):
         self.mounts = ()
         self.deployment = Deployment(service=SERVICE, resources=made.resources)
         self.monitor_password = passwords[pg.MONITOR_ROLE]
+        self.metrics_dns = made.metrics_dns
 
         def url(role: str) -> pulumi.Output[str]:
             return pulumi.Output.secret(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components.configs import grafana
+from components.configs.postgres import MONITOR_ROLE, libpq_dsn
 from components.configs.prometheus import (
     RULES_PATH,
     AlertThresholds,
@@ -16,13 +17,13 @@ from components.configs.prometheus import (
     alert_rules,
     prometheus_config,
 )
-from components.configs.postgres import MONITOR_ROLE, libpq_dsn
 from components.database import CA_FILE
 from components.passwords import secret_or_generated
 from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = [
+    "DRILL_PUSH_URL",
     "PUSHGATEWAY_URL",
     "Monitoring",
     "MonitoringArgs",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
+DRILL_PUSH_URL = "http://pushgateway:9091/metrics/job/luna-restore-drill"
 _SMALL = Resources(memory_mb=64, cpus=0.25)
 
 
@@ -61,6 +63,8 @@ class MonitoringArgs:
     database_password: pulumi.Input[str] | None = None
     """The monitoring role's password (never the superuser's)."""
     database_host: str | None = None
+    database_metrics_dns: str | None = None
+    """CloudNativePG's per-instance metrics (a headless Service), scraped by DNS."""
     database_ca_pem: pulumi.Input[str] | None = None
     cache_service: str | None = None
     cache_password: pulumi.Input[str] | None = None
@@ -136,6 +140,9 @@ class Monitoring(pulumi.ComponentResource):
             )
             scraped.append("postgres-exporter")
             jobs.append(ScrapeJob("postgres", ["postgres-exporter:9187"]))
+        if args.database_metrics_dns:
+            dns = args.database_metrics_dns
+            jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
         if args.cache_service and args.cache_password is not None:
             p.deploy(
                 f"{name}-redis-exporter",

@@ -199,6 +199,8 @@ class PostgresSpec:
     backup_schedule_hours: int = 24
     drill_hours: int | None = None
     drill_push_url: str | None = None
+    backup_push_url: str | None = None
+    """Pushgateway job URL each successful base backup reports to (Docker)."""
     archive_timeout_s: int = 60
     synchronous: bool = False
     """At least one synchronous standby (RPO 0 on failover)."""
@@ -213,3 +215,5 @@ class PostgresService:
     """The read-write endpoint clients connect to (its name is in the server certificate)."""
     resources: Sequence[pulumi.Resource]
     """What clients wait for."""
+    metrics_dns: str | None = None
+    """A name with one A record per instance serving PostgreSQL metrics (CloudNativePG)."""

@@ -8,15 +8,20 @@ import pulumi
 
 from components.app import APP_PORT, LunaApp, LunaAppArgs
 from components.cache import Cache, CacheArgs
-from components.configs.prometheus import AlertThresholds
 from components.certificates import InternalCA, InternalCAArgs
+from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
-from components.spec import ObjectStoreTarget
 from components.logs import Logging, LoggingArgs, LoggingImages
-from components.monitoring import PUSHGATEWAY_URL, Monitoring, MonitoringArgs, MonitoringImages
+from components.monitoring import (
+    DRILL_PUSH_URL,
+    PUSHGATEWAY_URL,
+    Monitoring,
+    MonitoringArgs,
+    MonitoringImages,
+)
 from components.platforms import Platform, RegistryAuth
 from components.proxy import ReverseProxy, ReverseProxyArgs
-from components.spec import Resources
+from components.spec import ObjectStoreTarget, Resources
 from infra.settings import Settings
 
 __all__ = ["EDGE_REPLICAS", "build"]
@@ -93,6 +98,7 @@ def build(s: Settings) -> dict[str, Any]:
             schedule_hours=s.backup_interval_hours,
             drill_hours=t.drill_hours,
             push_url=PUSHGATEWAY_URL if s.monitoring else None,
+            drill_push_url=DRILL_PUSH_URL if s.monitoring else None,
         )
     kubernetes = s.platform == "kubernetes"
     database = Database(
@@ -209,6 +215,7 @@ def build(s: Settings) -> dict[str, Any]:
                 database_host=database.host,
                 database_password=database.monitor_password,
                 database_ca_pem=database.ca_pem,
+                database_metrics_dns=database.metrics_dns,
                 cache_service=cache.service if cache else None,
                 cache_password=cache.password if cache else None,
                 proxy_status=proxy.status_address if proxy else None,

@@ -19,8 +19,8 @@ from components.configs.redis import EVICTION_POLICIES
 
 __all__ = [
     "STACKS",
-    "ConfigError",
     "BackupTarget",
+    "ConfigError",
     "Images",
     "Secrets",
     "Settings",
@@ -297,7 +297,9 @@ def _backup_target(r: _Reader) -> BackupTarget:
     # host[:port]: pgBackRest and Barman Cloud always speak TLS to it.
     if endpoint and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", endpoint):
         raise ConfigError(
-            "backupEndpoint", endpoint, "an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com"
+            "backupEndpoint",
+            endpoint,
+            "an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com",
         )
     bucket = r.raw("backupBucket") or ""
     if bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.configs import postgres as pg
 from components.configs.nginx import NginxSettings, nginx_conf
-from components.configs.postgres import backup_script
 from components.configs.prometheus import AlertThresholds, alert_rules
 from components.configs.redis import redis_auth_conf, redis_conf
 from infra.render import write
@@ -60,10 +60,32 @@ def test_redis_rejects_unknown_policy_and_unsafe_password() -> None:
         redis_auth_conf("two words")
 
 
-def test_backup_keeps_at_least_one_dump() -> None:
-    with pytest.raises(ValueError, match="retention"):
-        backup_script(retention=0, push_url=None)
-    assert "tail -n +8" in backup_script(retention=7, push_url=None)
+def test_archive_timeout_bounds_the_recovery_point() -> None:
+    flags = " ".join(pg.server_flags(tls_dir=None, hba_file=None, archive=True))
+    assert "archive_timeout=60s" in flags and "archive_mode=on" in flags, flags
+    with pytest.raises(ValueError, match="archive_timeout"):
+        pg.server_flags(tls_dir=None, hba_file=None, archive=True, archive_timeout_s=300)
+
+
+def test_roles_script_carries_no_password_and_grants_no_privilege() -> None:
+    sql = pg.roles_sql()
+    assert "PASSWORD :'app_password'" in sql, "passwords come from psql variables"
+    assert "SET log_statement = 'none'" in sql.splitlines()[2], "passwords would be logged"
+    for word in (" SUPERUSER", " CREATEDB", " CREATEROLE", " REPLICATION", "pg_execute_server"):
+        assert not any(
+            word in line and "NO" + word.strip() not in line for line in sql.splitlines()
+        ), word
+
+
+def test_prisma_url_verifies_and_encodes_the_password() -> None:
+    url = pg.prisma_url(user="luna_app", password="p@ss:w/rd#?&", host="database", ca_file="/c.crt")
+    assert url.startswith("postgresql://luna_app:p%40ss%3Aw%2Frd%23%3F%26@database:5432/luna?")
+    assert "sslmode=require&sslaccept=strict&sslcert=/c.crt" in url
+
+
+def test_drill_refuses_table_names_it_would_have_to_quote() -> None:
+    with pytest.raises(ValueError, match="plain table name"):
+        pg.drill_script(key_tables=('x"; DROP',), push_url=None, scratch="/s")
 
 
 def test_alert_rules_only_cover_deployed_services() -> None:

@@ -29,7 +29,11 @@ BAD_VALUES = [
     ("databaseVolumeGb", "-5"),
     ("backups", "yes"),
     ("backupIntervalHours", "5"),
-    ("backupRetention", "0"),
+    ("backupRetentionDays", "0"),
+    ("backupEndpoint", "https://s3.example.com"),
+    ("backupBucket", "Bad_Bucket"),
+    ("postgresInstances", "1"),
+    ("backups", "false"),
     ("redisEvictionPolicy", "lru"),
     ("redisMaxMemoryMb", "1"),
     ("httpsPort", "70000"),
@@ -128,6 +132,11 @@ EXPLICIT_BAD = {
     "database": "mysql",
     "redisEvictionPolicy": "lru",
     "storageClass": "Bad_Class",
+    "backupBucket": "Bad_Bucket",
+    "backupEndpoint": "https://s3.example.com/",
+    "backupRegion": "eu central",
+    "backupUriStyle": "virtual",
+    "cnpgOperator": "helm",
 }
 
 

@@ -125,10 +125,12 @@ def cluster_manifest(
         "enablePDB": True,
         "storage": storage,
         "resources": {
-            "requests": {"memory": f"{spec.resources.memory_mb}Mi",
-                         "cpu": f"{round(spec.resources.cpus * 1000)}m"},
+            "requests": {
+                "memory": f"{spec.resources.memory_mb}Mi",
+                "cpu": f"{round(spec.resources.cpus * 1000)}m",
+            },
             "limits": {"memory": f"{spec.resources.memory_mb}Mi"},
-        },  # fmt: skip
+        },
         "affinity": {
             "enablePodAntiAffinity": True,
             "podAntiAffinityType": "required",
@@ -188,14 +190,16 @@ def _grants() -> list[str]:
     ]  # fmt: skip
 
 
-def scheduled_backup_manifest(spec: PostgresSpec, *, namespace: str) -> Manifest:
+def scheduled_backup_manifest(
+    spec: PostgresSpec, *, namespace: str, labels: dict[str, str]
+) -> Manifest:
     """A base backup every ``backup_schedule_hours`` (six-field cron: seconds first)."""
     hours = spec.backup_schedule_hours
     every = "3" if hours >= 24 else f"*/{hours}"
     return {
         "apiVersion": API,
         "kind": "ScheduledBackup",
-        "metadata": {"name": f"{spec.name}-base", "namespace": namespace},
+        "metadata": {"name": f"{spec.name}-base", "namespace": namespace, "labels": labels},
         "spec": {
             "schedule": f"0 17 {every} * * *",
             "cluster": {"name": spec.name},
@@ -270,7 +274,7 @@ def deploy_cnpg(
         ),
     )
     if spec.backup:
-        sb = scheduled_backup_manifest(spec, namespace=ns)
+        sb = scheduled_backup_manifest(spec, namespace=ns, labels=labels)
         CustomResource(
             f"{name}-scheduled-backup",
             api_version=API,
@@ -290,4 +294,6 @@ def deploy_cnpg(
         },
         opts=opts,
     )
-    return PostgresService(host=f"{spec.name}-rw", resources=[cluster])
+    return PostgresService(
+        host=f"{spec.name}-rw", resources=[cluster], metrics_dns=f"{spec.name}-metrics"
+    )

@@ -159,6 +159,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._protected_volumes: set[str] = set()
         self._graph = FlowGraph()
+        self._operator: pulumi.Resource | None = None
         self._finished = False
         self._pull_secret = self._registry_secret(args.registry) if args.registry else None
         self._policy("default-deny", {}, ingress=[], egress=[], protect=args.protect_data)
@@ -404,10 +405,18 @@ class KubernetesPlatform(pulumi.ComponentResource):
             service=spec.name,
             protect=spec.protect,
         )  # fmt: skip
+        # Prometheus' side of the metrics flow (its own policy opens only declared flows).
+        self._policy(
+            f"{spec.name}-metrics-scrape",
+            self._selector("prometheus"),
+            egress=[{"to": [{"podSelector": {"matchLabels": instances}}],
+                     "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
+            service="prometheus",
+        )  # fmt: skip
         return made
 
     def _cnpg_operator(self) -> pulumi.Resource:
-        if not hasattr(self, "_operator"):
+        if self._operator is None:
             from pulumi_kubernetes.helm.v3 import Release, RepositoryOptsArgs
 
             self._operator = Release(
@@ -416,9 +425,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 version=self._args.cnpg_chart_version,
                 namespace="cnpg-system",
                 create_namespace=True,
-                repository_opts=RepositoryOptsArgs(
-                    repo="https://cloudnative-pg.github.io/charts"
-                ),
+                repository_opts=RepositoryOptsArgs(repo="https://cloudnative-pg.github.io/charts"),
                 # The operator serves every stack on the cluster: never removed with one.
                 opts=pulumi.ResourceOptions(
                     parent=self, provider=self.provider, retain_on_delete=True

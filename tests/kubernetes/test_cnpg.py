@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from tests.kubernetes.conftest import KUBE_STACKS, ident, manifests, render_k8s
 
@@ -24,7 +24,8 @@ KINDS = {"Cluster": "clusters", "ScheduledBackup": "scheduledbackups", "Pooler":
 def _schema(kind: str) -> dict[str, Any]:
     crd = yaml.safe_load((CRDS / f"postgresql.cnpg.io_{KINDS[kind]}.yaml").read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return _closed(version["schema"]["openAPIV3Schema"])
+    schema: dict[str, Any] = _closed(version["schema"]["openAPIV3Schema"])
+    return schema
 
 
 def _closed(schema: Any) -> Any:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "luna-backups-test"
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
-SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # noqa: S105 - moto accepts any
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 CIPHER = "cipher-pass-for-tests-0123456789abcdef"
 MARKER = "LUNA-MARKER-a8f3e2b1-only-in-plaintext"
 ARCHIVE_TIMEOUT_S = 5
@@ -58,8 +59,8 @@ class Rig:
     def backrest(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [need("pgbackrest"), f"--stanza={pg.STANZA}", *args],
-            capture_output=True, text=True, timeout=300, check=False, user="postgres",
-            env=self.env, cwd=self.root,
+            capture_output=True, text=True, errors="replace", timeout=300, check=False,
+            user="postgres", env=self.env, cwd=self.root,
         )  # fmt: skip
         if check:
             assert result.returncode == 0, f"pgbackrest {args}: {result.stdout}{result.stderr}"
@@ -95,7 +96,7 @@ class _Push(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    import boto3  # the test's own client to the local S3
+    import boto3  # type: ignore[import-untyped]  # the test's own client to the local S3
 
     root = postgres_owned_dir("luna-pgbr-")
     certs = tmp_path_factory.mktemp("s3-tls")
@@ -258,7 +259,7 @@ def test_rpo_after_kill_9_under_steady_writes(rig: Rig) -> None:
     n_archived, last_archived = archived.split("|")
     n_committed, last_committed = committed.split("|")
     old_enough = s.local(
-        f"SELECT count(*) FROM beat WHERE at < to_timestamp({killed_at - ARCHIVE_TIMEOUT_S})",
+        f"SELECT count(*) FROM beat WHERE at < to_timestamp({killed_at - ARCHIVE_TIMEOUT_S})",  # noqa: S608
         db=pg.DATABASE,
     ).stdout.strip()
     rpo = killed_at - float(last_archived)
@@ -276,12 +277,45 @@ def test_rpo_after_kill_9_under_steady_writes(rig: Rig) -> None:
     assert float(last_committed) >= float(last_archived)
 
 
+def test_no_bucket_object_holds_plaintext(rig: Rig) -> None:
+    """Client-side encryption: the marker's text reaches the bucket only as ciphertext."""
+    rig.server.local(f"CREATE TABLE secret_note AS SELECT '{MARKER}'::text AS body",
+                     db=pg.DATABASE)  # fmt: skip
+    rig.backrest("--type=full", "backup")
+    _wait_archived(rig, rig.server)
+    s3 = _s3(rig)
+    plain = []
+    keys = _keys(s3)
+    assert len(keys) > 10, f"the bucket holds only {keys}"
+    for key in keys:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        # OpenSSL's salted format: what pgBackRest writes for aes-256-cbc.
+        if not body.startswith(b"Salted__") or MARKER.encode() in body:
+            plain.append(key)
+    print(f"\n{len(keys)} bucket objects, {len(plain)} not encrypted")
+    assert not plain, f"objects not encrypted client-side: {plain[:5]}"
+
+
+def _s3(rig: Rig) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=rig.s3, region_name="us-east-1",
+                      aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)  # fmt: skip
+
+
+def _keys(s3: Any) -> list[str]:
+    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])]  # fmt: skip
+
+
 def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     s = rig.server
-    s.local(
+    load = (
         "CREATE TABLE note (id int PRIMARY KEY, body text);"
         "INSERT INTO note SELECT g, repeat(md5(g::text), 12) FROM generate_series(1, 220000) g;"
-        f"INSERT INTO note VALUES (0, '{MARKER}')",
+    )
+    s.local(
+        load + "INSERT INTO note VALUES (0, '" + MARKER + "')",  # noqa: S608 - a test constant
         db=pg.DATABASE,
     )
     size = int(s.local(f"SELECT pg_database_size('{pg.DATABASE}')").stdout.strip())
@@ -313,40 +347,30 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
         f"start, pg_amcheck, counts) {drill_s:.1f} s; pushed {metrics}"
     )
     assert metrics["luna_restore_drill_success"] == "1"
+    # After the 100 MB backup too, every object starts with the cipher's header.
+    s3 = _s3(rig)
+    plain = [k for k in _keys(s3)
+             if s3.get_object(Bucket=BUCKET, Key=k, Range="bytes=0-7")["Body"].read()
+             != b"Salted__"]  # fmt: skip
+    assert not plain, f"objects not encrypted client-side: {plain[:5]}"
     assert metrics['luna_restore_drill_rows{table="note"}'] == "220001"
     assert int(metrics["luna_restore_drill_duration_seconds"]) >= 0
 
 
 def test_drill_failure_pushes_success_0(rig: Rig) -> None:
+    """A drill that cannot decrypt the repository (a lost cipher pass) reports 0 and fails."""
     scratch = rig.root / "drill-bad"
     scratch.mkdir()
     shutil.chown(scratch, "postgres", "postgres")
-    script = pg.drill_script(key_tables=("no_such_table",), push_url=rig.push_url,
-                             scratch=str(scratch))  # fmt: skip
+    script = pg.drill_script(key_tables=("note",), push_url=rig.push_url, scratch=str(scratch))
     (rig.root / "drill-bad.sh").write_text(script)
     rig.pushed.clear()
+    wrong = {**rig.env, "PGBACKREST_REPO1_CIPHER_PASS": "not-the-cipher-pass"}
     run = subprocess.run(
         ["/bin/sh", str(rig.root / "drill-bad.sh")], capture_output=True, text=True,
-        timeout=600, check=False, user="postgres", env=rig.env, cwd=rig.root,
+        errors="replace", timeout=600, check=False, user="postgres", env=wrong, cwd=rig.root,
     )  # fmt: skip
-    assert run.returncode != 0
+    assert run.returncode != 0, run.stdout
+    assert "drill: FAILED: pgbackrest restore" in run.stderr, run.stderr
     (body,) = rig.pushed
     assert "luna_restore_drill_success 0" in body, body
-
-
-def test_no_bucket_object_holds_plaintext(rig: Rig) -> None:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=rig.s3, region_name="us-east-1",
-                      aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)  # fmt: skip
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-            for o in page.get("Contents", [])]  # fmt: skip
-    assert len(keys) > 10, f"the bucket holds only {keys}"
-    plain = []
-    for key in keys:
-        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-        # OpenSSL's salted format: what pgBackRest writes for aes-256-cbc.
-        if not body.startswith(b"Salted__") or MARKER.encode() in body:
-            plain.append(key)
-    print(f"\n{len(keys)} bucket objects, {len(plain)} not encrypted")
-    assert not plain, f"objects not encrypted client-side: {plain[:5]}"
