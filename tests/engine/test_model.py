@@ -181,3 +181,15 @@ def test_memory_above_the_swap_limit_is_refused_unless_swap_is_sent() -> None:
     bigger = _res("c", inputs=_container(name="c", memory=2048, memorySwap=2048))
     result = plan(_state(old), _state(bigger))
     assert not result.errors and result.steps[old.urn].op == "update", result
+
+
+def test_a_cloudnativepg_cluster_is_patched_in_place_and_replaced_only_when_renamed() -> None:
+    from tests.engine.facts import diff
+
+    kind = "kubernetes:postgresql.cnpg.io/v1:Cluster"
+    old = {"metadata": {"name": "database", "namespace": "luna-prod"}, "spec": {"instances": 3}}
+    grown = {**old, "spec": {"instances": 4}}
+    change = diff(kind, old, grown)
+    assert change.changed == {".spec.instances"} and not change.replace
+    renamed = {**old, "metadata": {"name": "database2", "namespace": "luna-prod"}}
+    assert diff(kind, old, renamed).replace == {".metadata.name"}
