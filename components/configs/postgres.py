@@ -248,6 +248,8 @@ def pgbackrest_conf(
         "repo1-retention-full-type=time",
         f"repo1-retention-full={store.retention_days}",
         "compress-type=zst",
+        # Small files travel bundled: a few objects per backup instead of one per file.
+        "repo1-bundle=y",
         "process-max=2",
         "start-fast=y",
         "log-level-console=info",
