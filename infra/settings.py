@@ -481,7 +481,7 @@ def _check_combinations(s: Settings) -> None:
             ("backupRegion", s.backup_target.region),
         ):
             if not value:
-                raise ConfigError(key, None, "required with backups: the off-site object store")
+                raise ConfigError(key, value, "required with backups: the off-site object store")
         for key in BACKUP_SECRETS:
             if getattr(s.secrets, re.sub(r"([A-Z])", r"_\1", key).lower()) is None:
                 raise ConfigError(

@@ -32,6 +32,8 @@ BAD_VALUES = [
     ("backupRetentionDays", "0"),
     ("backupEndpoint", "https://s3.example.com"),
     ("backupBucket", "Bad_Bucket"),
+    ("backupBucket", ""),
+    ("backupRegion", ""),
     ("postgresInstances", "1"),
     ("backups", "false"),
     ("redisEvictionPolicy", "lru"),
