@@ -180,9 +180,16 @@ def cluster_manifest(
 
 
 def _grants() -> list[str]:
+    """The owner's grants, run once at bootstrap in the app database.
+
+    ``managed.roles`` are reconciled after bootstrap, so the roles are created
+    here first (without login or password); the operator then adopts them and
+    sets their attributes and passwords from their Secrets.
+    """
     sql = pg.roles_sql().splitlines()
     keep = ("GRANT", "REVOKE", "ALTER DEFAULT")
-    return [
+    create = [f"CREATE ROLE {r} NOLOGIN;" for r in (pg.APP_ROLE, pg.MONITOR_ROLE, pg.BACKUP_ROLE)]
+    return create + [
         line
         for line in sql
         if line.startswith(keep) and "pg_backup" not in line and "pg_switch" not in line

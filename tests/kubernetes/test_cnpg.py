@@ -99,6 +99,10 @@ def test_cluster_is_redundant_private_and_backed_up(stack: str, floor: int) -> N
     assert roles["luna_monitor"]["inRoles"] == ["pg_monitor"]
     if stack == "prod":
         assert spec["postgresql"]["synchronous"]["number"] >= 1
+    # Bootstrap SQL runs before the operator reconciles managed roles: it creates them first.
+    sql = spec["bootstrap"]["initdb"]["postInitApplicationSQL"]
+    first_grant = next(i for i, line in enumerate(sql) if "TO luna_app" in line)
+    assert "CREATE ROLE luna_app NOLOGIN;" in sql[:first_grant], sql
     (scheduled,) = [o for o in cnpg_objects(stack) if o["kind"] == "ScheduledBackup"]
     assert scheduled["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
 
