@@ -12,11 +12,12 @@ from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec
 
-__all__ = ["APP_PORT", "LunaApp", "LunaAppArgs"]
+__all__ = ["APP_PORT", "INTERNAL_CA_FILE", "LunaApp", "LunaAppArgs"]
 
 SERVICE = "app"
 APP_PORT = 3000
 APP_UID = "1001:1001"  # the `nextjs` user of the Next.js standalone image
+INTERNAL_CA_FILE = "/etc/luna/tls/ca.crt"
 
 
 def node_http_check(port: int, path: str) -> tuple[str, ...]:
@@ -48,6 +49,9 @@ class LunaAppArgs:
     """The database server; the migration starts only once it is ready."""
     redis_url: pulumi.Input[str] | None = None
     cache_service: str | None = None
+    internal_ca_pem: pulumi.Input[str] | None = None
+    """The stack's CA: Node trusts it (``NODE_EXTRA_CA_CERTS``) to verify the TLS
+    of internal services (``rediss://``), on top of its public roots."""
     openai_api_key: pulumi.Input[str] | None = None
     jwt_secret: pulumi.Input[str] | None = None
     publish_port: int | None = None
@@ -101,6 +105,11 @@ class LunaApp(pulumi.ComponentResource):
         )
         data_services = tuple(s for s in (args.database_service, args.cache_service) if s)
         scratch = ("/tmp",)
+        ca_env: dict[str, str] = {}
+        ca_files: tuple[ConfigFile, ...] = ()
+        if args.internal_ca_pem is not None:
+            ca_env = {"NODE_EXTRA_CA_CERTS": INTERNAL_CA_FILE}
+            ca_files = (ConfigFile(INTERNAL_CA_FILE, args.internal_ca_pem),)
 
         migration = args.platform.deploy(
             f"{name}-migrate",
@@ -137,9 +146,10 @@ class LunaApp(pulumi.ComponentResource):
                     "PORT": str(APP_PORT),
                     "HOSTNAME": "0.0.0.0",  # noqa: S104 - inside the container
                     "NEXT_TELEMETRY_DISABLED": "1",
+                    **ca_env,
                 },
                 secret_env=secret_env,
-                files=files,
+                files=(*files, *ca_files),
                 mounts=tuple(args.database_mounts),
                 writable_paths=(*scratch, "/app/.next/cache"),
                 health=HealthCheck(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.configs.elasticsearch import setup_script
-from components.configs.logstash import GELF_PORT, logstash_pipeline, logstash_yml
+from components.configs.elasticsearch import AUDIT_RETENTION_MIN_DAYS, setup_script
+from components.configs.logstash import GELF_PORT, QUEUE_DIR, logstash_pipeline, logstash_yml
 from components.passwords import secret_or_generated
 from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
@@ -36,6 +36,10 @@ class LoggingArgs:
     volume_gb: int
     heap_mb: int
     elastic_password: pulumi.Input[str] | None = None
+    audit_retention_days: int = AUDIT_RETENTION_MIN_DAYS
+    """Days the audit index keeps records; HIPAA asks for six years."""
+    queue_volume_gb: int = 2
+    """Logstash's persistent queue (queue.max_bytes is 1gb) survives restarts here."""
     kibana_port: int | None = 5601
     gelf_port: int | None = 12201
     """Host loopback port for GELF (Docker's log driver); unique per stack on a host."""
@@ -122,7 +126,10 @@ class Logging(pulumi.ComponentResource):
             parent=self,
         )
         self.setup_script = setup_script(
-            stack=args.stack, elasticsearch_url=ES_URL, retention_days=args.retention_days
+            stack=args.stack,
+            elasticsearch_url=ES_URL,
+            retention_days=args.retention_days,
+            audit_retention_days=args.audit_retention_days,
         )
         setup = p.deploy(
             f"{name}-es-setup",
@@ -153,12 +160,21 @@ class Logging(pulumi.ComponentResource):
             user="luna_logstash",
             password_env="LOGSTASH_ES_PASSWORD",  # noqa: S106 - a variable name
         )
+        # The persistent queue lives on a volume: events accepted but not yet
+        # indexed survive a restart or a replaced container.
+        p.volume(
+            f"{name}-logstash-queue",
+            "logstash-queue",
+            VolumeSpec(size_gb=args.queue_volume_gb, protect=args.protect),
+            parent=self,
+        )
         p.deploy(
             f"{name}-logstash",
             ServiceSpec(
                 name="logstash",
                 component="logging",
                 image=img.logstash,
+                workload="stateful",
                 resources=Resources(memory_mb=1024, cpus=1.0),
                 ports=(
                     # The Docker daemon's gelf driver sends to the host loopback.
@@ -167,6 +183,7 @@ class Logging(pulumi.ComponentResource):
                 ),
                 env={"LS_JAVA_OPTS": "-Xms512m -Xmx512m"},
                 secret_env={"LOGSTASH_ES_PASSWORD": logstash_password},
+                mounts=(Mount("logstash-queue", QUEUE_DIR),),
                 files=(
                     ConfigFile("/usr/share/logstash/pipeline/logstash.conf", self.pipeline),
                     ConfigFile("/usr/share/logstash/config/logstash.yml", logstash_yml()),

@@ -1,30 +1,35 @@
-"""Monitoring: Prometheus, its exporters and probes, and Grafana."""
+"""Monitoring: Prometheus, its exporters and probes, Alertmanager, and Grafana."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
-from components.configs import grafana
+from components.configs import alertmanager, blackbox, grafana
 from components.configs.postgres import MONITOR_ROLE, libpq_dsn
 from components.configs.prometheus import (
     RULES_PATH,
+    Alerting,
     AlertThresholds,
     ScrapeJob,
     alert_rules,
     prometheus_config,
 )
+from components.configs.rules import EDGE_JOB, PROBE_JOB
 from components.database import CA_FILE
 from components.passwords import secret_or_generated
-from components.platforms import Platform
+from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = [
     "DRILL_PUSH_URL",
     "PUSHGATEWAY_URL",
+    "AlertReceivers",
+    "EmailArgs",
     "Monitoring",
     "MonitoringArgs",
     "MonitoringImages",
@@ -33,7 +38,9 @@ __all__ = [
 
 PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
 DRILL_PUSH_URL = "http://pushgateway:9091/metrics/job/luna-restore-drill"
+_ALERTMANAGER = "alertmanager"
 _SMALL = Resources(memory_mb=64, cpus=0.25)
+REDIS_EXPORTER_CA = "/etc/redis-exporter/ca.crt"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,30 @@ class MonitoringImages:
     postgres_exporter: str
     redis_exporter: str
     nginx_exporter: str
+    alertmanager: str = "prom/alertmanager:v0.27.0"
+
+
+@dataclass(frozen=True)
+class EmailArgs:
+    smarthost: str
+    sender: str
+    to: str
+    username: str | None = None
+    password: pulumi.Input[str] | None = None
+
+
+@dataclass(frozen=True)
+class AlertReceivers:
+    """Alertmanager's receivers; every credential and URL stays a secret Output."""
+
+    pagerduty_routing_key: pulumi.Input[str] | None = None
+    opsgenie_api_key: pulumi.Input[str] | None = None
+    chat_kind: alertmanager.ChatKind = "slack"
+    chat_webhook_url: pulumi.Input[str] | None = None
+    email: EmailArgs | None = None
+    webhook_url: pulumi.Input[str] | None = None
+    heartbeat_url: pulumi.Input[str] | None = None
+    allow_unrouted: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,11 @@ class MonitoringArgs:
     database_ca_pem: pulumi.Input[str] | None = None
     cache_service: str | None = None
     cache_password: pulumi.Input[str] | None = None
+    """The cache's exporter user's password (never the app's)."""
+    cache_user: str = "exporter"
+    cache_tls_port: int = 6380
+    cache_ca_pem: pulumi.Input[str] | None = None
+    """The CA the exporter verifies the cache's certificate with (TLS only)."""
     proxy_status: str | None = None
     backups: bool = False
     grafana_password: pulumi.Input[str] | None = None
@@ -77,6 +113,11 @@ class MonitoringArgs:
     app_dns_names: Sequence[str] = ()
     """When set, replicas are discovered through DNS (one A record each) on the
     targets' port, since one Service address reaches a random replica."""
+    receivers: AlertReceivers = AlertReceivers(allow_unrouted=True)
+    alertmanager_replicas: int = 1
+    """More than one forms a gossip cluster (Kubernetes: 2, with a PDB)."""
+    edge_probe_url: str | None = None
+    """The crisis path as users reach it (``https://<appUrl><crisisPath>``)."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -89,6 +130,8 @@ class Monitoring(pulumi.ComponentResource):
 
     prometheus_yml: str
     rules_yml: str
+    alertmanager_yml: pulumi.Output[str]
+    """Secret: it holds the receivers' keys and URLs."""
     grafana_url: str
     grafana_password: pulumi.Output[str]
     """Grafana's admin password; secret."""
@@ -105,15 +148,38 @@ class Monitoring(pulumi.ComponentResource):
                 metrics_path=args.app_metrics_path,
                 dns_names=tuple(args.app_dns_names),
             ),
-            ScrapeJob("crisis-probe", [args.crisis_probe_url], probe_via="blackbox:9115"),
+            ScrapeJob(
+                PROBE_JOB,
+                [args.crisis_probe_url],
+                probe_via="blackbox:9115",
+                module=blackbox.INTERNAL_MODULE,
+            ),
             ScrapeJob("prometheus", ["127.0.0.1:9090"]),
         ]
-        scraped = ["app", "blackbox"]
+        if args.edge_probe_url:
+            jobs.append(
+                ScrapeJob(
+                    EDGE_JOB,
+                    [args.edge_probe_url],
+                    probe_via="blackbox:9115",
+                    module=blackbox.EDGE_MODULE,
+                )
+            )
+        scraped = ["app", "blackbox", "alertmanager"]
         p.deploy(
             f"{name}-blackbox",
-            self._exporter("blackbox", img.blackbox, 9115, connects_to=("app",)),
+            dataclasses.replace(
+                self._exporter("blackbox", img.blackbox, 9115, connects_to=("app",)),
+                args=(f"--config.file={blackbox.CONFIG_PATH}",),
+                files=(ConfigFile(blackbox.CONFIG_PATH, blackbox.blackbox_config()),),
+                # The edge probe goes out and back in through the public address,
+                # as a user's request does.
+                internet_egress=bool(args.edge_probe_url),
+            ),
             parent=self,
         )
+        am = self._alertmanager(name, args)
+        jobs.append(ScrapeJob("alertmanager", am.addresses, dns_names=tuple(am.dns_names)))
         if args.database_service and args.database_password is not None:
             p.deploy(
                 f"{name}-postgres-exporter",
@@ -134,6 +200,9 @@ class Monitoring(pulumi.ComponentResource):
                         if args.database_ca_pem is not None
                         else ()
                     ),
+                    # Slow queries from pg_stat_statements: per queryid, never
+                    # the text (the server log no longer has statements at all).
+                    args=("--collector.stat_statements",),
                     connects_to=(args.database_service,),
                 ),
                 parent=self,
@@ -144,14 +213,22 @@ class Monitoring(pulumi.ComponentResource):
             dns = args.database_metrics_dns
             jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
         if args.cache_service and args.cache_password is not None:
+            if args.cache_ca_pem is None:
+                raise ValueError("the Redis exporter needs the CA of the cache's certificate")
             p.deploy(
                 f"{name}-redis-exporter",
                 self._exporter(
                     "redis-exporter",
                     img.redis_exporter,
                     9121,
-                    env={"REDIS_ADDR": f"redis://{args.cache_service}:6379"},
+                    # rediss://: TLS, verified against the stack's CA for the name "cache".
+                    env={
+                        "REDIS_ADDR": f"rediss://{args.cache_service}:{args.cache_tls_port}",
+                        "REDIS_USER": args.cache_user,
+                        "REDIS_EXPORTER_TLS_CA_CERT_FILE": REDIS_EXPORTER_CA,
+                    },
                     secret_env={"REDIS_PASSWORD": args.cache_password},
+                    files=(ConfigFile(REDIS_EXPORTER_CA, args.cache_ca_pem),),
                     connects_to=(args.cache_service,),
                 ),
                 parent=self,
@@ -201,7 +278,11 @@ class Monitoring(pulumi.ComponentResource):
 
         job_names = tuple(j.name for j in jobs)
         thresholds = dataclasses.replace(args.thresholds, jobs=job_names)
-        self.prometheus_yml = prometheus_config(stack=args.stack, jobs=jobs)
+        self.prometheus_yml = prometheus_config(
+            stack=args.stack,
+            jobs=jobs,
+            alerting=Alerting(targets=am.addresses, dns_names=tuple(am.dns_names)),
+        )
         self.rules_yml = alert_rules(thresholds)
         p.volume(
             f"{name}-prometheus-data",
@@ -277,7 +358,10 @@ class Monitoring(pulumi.ComponentResource):
                 ),
                 ConfigFile(
                     f"{grafana.DASHBOARD_DIR}/luna-overview.json",
-                    grafana.dashboard_json(stack=args.stack),
+                    grafana.dashboard_json(
+                        stack=args.stack,
+                        error_budget=1 - args.thresholds.slo_objective_percent / 100,
+                    ),
                 ),
             ),
             mounts=(Mount("grafana-data", "/var/lib/grafana"),),
@@ -295,8 +379,111 @@ class Monitoring(pulumi.ComponentResource):
             p.service_url(grafana_spec, "http") if args.grafana_port else "http://grafana:3000"
         )
         self.register_outputs(
-            {"grafana_url": self.grafana_url, "grafana_password": self.grafana_password}
+            {
+                "grafana_url": self.grafana_url,
+                "grafana_password": self.grafana_password,
+                "alertmanager_yml": self.alertmanager_yml,
+            }
         )
+
+    def _alertmanager(self, name: str, args: MonitoringArgs) -> Deployment:
+        """Alertmanager, never published: reach its UI through a tunnel or port-forward."""
+        r = args.receivers
+        secrets: dict[str, pulumi.Input[str]] = {
+            key: value
+            for key, value in {
+                "pagerduty_routing_key": r.pagerduty_routing_key,
+                "opsgenie_api_key": r.opsgenie_api_key,
+                "chat_webhook_url": r.chat_webhook_url,
+                "webhook_url": r.webhook_url,
+                "heartbeat_url": r.heartbeat_url,
+                "smtp_password": r.email.password if r.email else None,
+            }.items()
+            if value is not None
+        }
+
+        def render(values: dict[str, Any]) -> str:
+            email = r.email
+            return alertmanager.alertmanager_config(
+                alertmanager.Receivers(
+                    pagerduty_routing_key=values.get("pagerduty_routing_key"),
+                    opsgenie_api_key=values.get("opsgenie_api_key"),
+                    chat_kind=r.chat_kind,
+                    chat_webhook_url=values.get("chat_webhook_url"),
+                    email=alertmanager.Email(
+                        smarthost=email.smarthost,
+                        sender=email.sender,
+                        to=email.to,
+                        username=email.username,
+                        password=values.get("smtp_password"),
+                    )
+                    if email
+                    else None,
+                    webhook_url=values.get("webhook_url"),
+                    heartbeat_url=values.get("heartbeat_url"),
+                    allow_unrouted=r.allow_unrouted,
+                )
+            )
+
+        self.alertmanager_yml = pulumi.Output.secret(
+            pulumi.Output.all(**secrets).apply(
+                lambda values: render(values if isinstance(values, dict) else {})
+            )
+        )
+        replicas = args.alertmanager_replicas
+        # The platform's headless Service for a replicated service (one A record per
+        # ready replica); checked against what the platform made, below.
+        peers = f"{_ALERTMANAGER}-pods"
+        am_args = [
+            f"--config.file={alertmanager.CONFIG_PATH}",
+            "--storage.path=/alertmanager",
+            "--web.listen-address=:9093",
+        ]
+        ports = [Port("http", 9093)]
+        if replicas > 1:
+            # An unresolvable peer is kept and retried every 10 s (cluster.go,
+            # setInitialFailed/reconnect), so replicas that start before either is
+            # ready still find each other once the Service lists them.
+            am_args += [
+                "--cluster.listen-address=0.0.0.0:9094",
+                f"--cluster.peer={peers}:9094",
+                "--cluster.reconnect-interval=10s",
+            ]
+            # memberlist gossips over both TCP and UDP on one port.
+            ports += [Port("cluster", 9094), Port("cluster-udp", 9094, protocol="udp")]
+        else:
+            am_args.append("--cluster.listen-address=")
+        deployment = args.platform.deploy(
+            f"{name}-alertmanager",
+            ServiceSpec(
+                name=_ALERTMANAGER,
+                component="monitoring",
+                image=args.images.alertmanager,
+                replicas=replicas,
+                resources=Resources(memory_mb=128, cpus=0.25),
+                args=tuple(am_args),
+                ports=tuple(ports),
+                files=(ConfigFile(alertmanager.CONFIG_PATH, self.alertmanager_yml, secret=True),),
+                # Silences and the notification log; a restarted replica regains
+                # them from its peer through gossip.
+                writable_paths=("/alertmanager",),
+                health=HealthCheck(
+                    command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9093/-/ready"),
+                    http_path="/-/ready",
+                    http_port=9093,
+                ),
+                user="65534:65534",
+                connects_to=(_ALERTMANAGER,) if replicas > 1 else (),
+                # Pagers, chat, e-mail and the heartbeat are outside the stack.
+                internet_egress=True,
+            ),
+            parent=self,
+        )
+        if replicas > 1 and tuple(deployment.dns_names) != (peers,):
+            raise ValueError(
+                f"alertmanager peers {peers!r} do not match the platform's {deployment.dns_names}"
+            )
+        return deployment
 
     @staticmethod
     def _exporter(
@@ -307,8 +494,8 @@ class Monitoring(pulumi.ComponentResource):
         env: dict[str, pulumi.Input[str]] | None = None,
         secret_env: dict[str, pulumi.Input[str]] | None = None,
         args: tuple[str, ...] | None = None,
-        connects_to: tuple[str, ...] = (),
         files: tuple[ConfigFile, ...] = (),
+        connects_to: tuple[str, ...] = (),
     ) -> ServiceSpec:
         return ServiceSpec(
             name=service,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_tls as tls
 
 from components.configs.nginx import NginxSettings, nginx_conf
 from components.platforms import Deployment, Platform
@@ -37,6 +36,10 @@ class ReverseProxyArgs:
     tls_key: pulumi.Input[str] | None = None
     """PEM pair from secret config; without it a self-signed pair is generated."""
     resources: Resources = field(default_factory=lambda: Resources(memory_mb=128, cpus=0.5))
+    auth_paths: tuple[str, ...] = ("/api/auth/",)
+    """The app's sign-in endpoints: rate-limited per client address."""
+    crisis_paths: tuple[str, ...] = ()
+    """Never rate-limited."""
 
 
 class ReverseProxy(pulumi.ComponentResource):
@@ -62,6 +65,9 @@ class ReverseProxy(pulumi.ComponentResource):
             cert: pulumi.Input[str] = args.tls_cert
             key: pulumi.Input[str] = pulumi.Output.secret(args.tls_key)
         else:
+            # Imported here: a stack with a real certificate never loads the TLS SDK.
+            import pulumi_tls as tls
+
             # Staging without a real certificate: generated, kept in encrypted state.
             private = tls.PrivateKey(
                 f"{name}-tls-key",
@@ -93,6 +99,8 @@ class ReverseProxy(pulumi.ComponentResource):
             status_port=STATUS_PORT,
             public_https_port=args.https_port,
             client_max_body_mb=args.client_max_body_mb,
+            auth_paths=args.auth_paths,
+            crisis_paths=args.crisis_paths,
         )
         self.nginx_conf = nginx_conf(settings)
         self.status_address = f"{SERVICE}:{STATUS_PORT}"

@@ -37,6 +37,8 @@ class Record:
     provider: str
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    """``create``/``update``/``delete`` timeouts the engine waits for this resource."""
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     """Input name -> URNs its value came from. The engine replaces a dependant of a
     delete-before-replace resource only through these, never through depends_on."""
@@ -132,6 +134,11 @@ class RecordingMonitor(mocks.MockMonitor):
             outputs=dict(registration.state),
             property_dependencies={
                 key: sorted(set(deps.urns)) for key, deps in request.propertyDependencies.items()
+            },
+            custom_timeouts={
+                op: getattr(request.customTimeouts, op)
+                for op in ("create", "update", "delete")
+                if getattr(request.customTimeouts, op)
             },
         )
         return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 import pulumi
@@ -15,6 +16,8 @@ from components.logs import Logging, LoggingArgs, LoggingImages
 from components.monitoring import (
     DRILL_PUSH_URL,
     PUSHGATEWAY_URL,
+    AlertReceivers,
+    EmailArgs,
     Monitoring,
     MonitoringArgs,
     MonitoringImages,
@@ -72,11 +75,26 @@ def make_platform(s: Settings) -> Platform:
     )
 
 
+def crisis_prefix(path: str) -> str:
+    """The crisis endpoints' directory (``/api/crisis/health`` → ``/api/crisis/``): the
+    whole crisis area, not only the probed endpoint, is exempt from rate limits."""
+    parent = posixpath.dirname(path.rstrip("/"))
+    return path if parent in ("", "/") else parent + "/"
+
+
 def build(s: Settings) -> dict[str, Any]:
     """Create every component the stack's settings ask for; return the stack outputs."""
     platform = make_platform(s)
     img = s.images
+    # One CA per stack: every internal TLS hop is verified against it.
     ca = InternalCA("luna-ca", InternalCAArgs(stack=s.stack))
+    app_image = img.app
+    if s.demo_app:
+        from components.demo_app import DemoAppImage, DemoAppImageArgs
+        from components.platforms.docker import DockerPlatform
+
+        assert isinstance(platform, DockerPlatform), "settings allow demoApp on docker only"
+        app_image = DemoAppImage("luna-demo-app", DemoAppImageArgs(platform=platform)).ref
     t = s.backup_target
     backup = None
     if s.backups:
@@ -126,6 +144,7 @@ def build(s: Settings) -> dict[str, Any]:
                 eviction_policy=s.redis_eviction_policy,
                 password=s.secrets.redis_password,
                 protect=s.protect_data,
+                ca=ca,
             ),
         )
         if s.cache
@@ -135,7 +154,7 @@ def build(s: Settings) -> dict[str, Any]:
         "luna-app",
         LunaAppArgs(
             platform=platform,
-            image=img.app,
+            image=app_image,
             app_url=s.app_url,
             node_env=s.node_env,
             replicas=s.app_replicas,
@@ -149,6 +168,7 @@ def build(s: Settings) -> dict[str, Any]:
             database_deployment=database.deployment,
             redis_url=cache.url if cache else None,
             cache_service=cache.service if cache else None,
+            internal_ca_pem=ca.ca_pem,
             openai_api_key=s.secrets.openai_api_key,
             jwt_secret=s.secrets.jwt_secret,
             # Without the proxy (dev) the app itself answers on localhost:3000.
@@ -174,6 +194,7 @@ def build(s: Settings) -> dict[str, Any]:
                 client_max_body_mb=s.client_max_body_mb,
                 tls_cert=s.secrets.tls_cert,
                 tls_key=s.secrets.tls_key,
+                crisis_paths=(crisis_prefix(s.crisis_path),),
             ),
         )
         if s.proxy
@@ -183,7 +204,7 @@ def build(s: Settings) -> dict[str, Any]:
         "stack": s.stack,
         "platform": s.platform,
         "app_url": s.app_url,
-        "app_image": s.images.app,
+        "app_image": app_image,
         "database_url": database.url,
     }
     if s.monitoring:
@@ -200,6 +221,7 @@ def build(s: Settings) -> dict[str, Any]:
                     postgres_exporter=img.postgres_exporter,
                     redis_exporter=img.redis_exporter,
                     nginx_exporter=img.nginx_exporter,
+                    alertmanager=img.alertmanager,
                 ),
                 app_targets=app.addresses,
                 app_dns_names=app.dns_names,
@@ -208,7 +230,16 @@ def build(s: Settings) -> dict[str, Any]:
                 thresholds=AlertThresholds(
                     crisis_latency_s=s.crisis_latency_budget_ms / 1000,
                     backup_max_age_h=s.backup_interval_hours * 2 + 2,
+                    app_replicas=s.app_replicas,
+                    slo_objective_percent=s.alerting.slo_objective_percent,
+                    runbook_base=s.alerting.runbook_base_url,
                 ),
+                receivers=_receivers(s),
+                # Two gossiping replicas where the platform can spread them; one on a
+                # single Docker host, where a second copy shares its fate.
+                alertmanager_replicas=2 if s.platform == "kubernetes" else 1,
+                # What users reach: the public URL, through the edge and its certificate.
+                edge_probe_url=f"{s.app_url}{s.crisis_path}" if s.proxy else None,
                 retention_days=s.prometheus_retention_days,
                 volume_gb=s.prometheus_volume_gb,
                 database_service=database.service,
@@ -217,7 +248,10 @@ def build(s: Settings) -> dict[str, Any]:
                 database_ca_pem=database.ca_pem,
                 database_metrics_dns=database.metrics_dns,
                 cache_service=cache.service if cache else None,
-                cache_password=cache.password if cache else None,
+                cache_password=cache.exporter_password if cache else None,
+                cache_user=cache.exporter_user if cache else "exporter",
+                cache_tls_port=cache.tls_port if cache else 6380,
+                cache_ca_pem=cache.ca_pem if cache else None,
                 proxy_status=proxy.status_address if proxy else None,
                 backups=s.backups,
                 grafana_password=s.secrets.grafana_password,
@@ -236,6 +270,7 @@ def build(s: Settings) -> dict[str, Any]:
                     elasticsearch=img.elasticsearch, logstash=img.logstash, kibana=img.kibana
                 ),
                 retention_days=s.log_retention_days,
+                audit_retention_days=s.audit_retention_days,
                 volume_gb=s.elasticsearch_volume_gb,
                 heap_mb=s.elasticsearch_heap_mb,
                 elastic_password=s.secrets.elastic_password,
@@ -247,6 +282,31 @@ def build(s: Settings) -> dict[str, Any]:
         outputs["kibana_url"] = logging.kibana_url
     platform.finish()
     return outputs
+
+
+def _receivers(s: Settings) -> AlertReceivers:
+    a = s.alerting
+    email = (
+        EmailArgs(
+            smarthost=a.smtp_smarthost,
+            sender=a.smtp_from,
+            to=a.email_to,
+            username=a.smtp_username,
+            password=a.smtp_password,
+        )
+        if a.smtp_smarthost and a.smtp_from and a.email_to
+        else None
+    )
+    return AlertReceivers(
+        pagerduty_routing_key=a.pagerduty_routing_key,
+        opsgenie_api_key=a.opsgenie_api_key,
+        chat_kind=a.chat_kind,
+        chat_webhook_url=a.chat_webhook_url,
+        email=email,
+        webhook_url=a.webhook_url,
+        heartbeat_url=a.heartbeat_url,
+        allow_unrouted=s.stack == "dev",
+    )
 
 
 def export(outputs: dict[str, Any]) -> None:

@@ -9,6 +9,11 @@ configuration file shipped into a container, secrets masked). For a kubernetes
 stack it also writes ``manifests/<kind>-<name>.yaml``: one object per file, as
 the provider would apply it, and ``files/<ConfigMap or Secret name>/<path>``.
 Needs no Pulumi CLI and no network. Bad configuration exits 2 with one line.
+
+``--out`` always holds exactly one render: each run writes a sibling temporary
+folder and swaps it in, so repeating a render, or switching platform, never
+leaves files of an earlier one behind. A folder that is neither empty nor an
+earlier render is refused (exit 2) rather than deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +33,35 @@ import pulumi
 import yaml
 from pulumi.runtime import rpc
 
-from components.platforms.docker import SECRET_FILES_LABEL
-from components.platforms.kubernetes import FILES_ANNOTATION
 from infra.mocks import MASK, LunaMocks, Record, RecordingMonitor, mask, unwrap
 from infra.program import build
-from infra.settings import NAMESPACE, STACKS, ConfigError, load_settings, required_secrets
+from infra.settings import (
+    NAMESPACE,
+    STACKS,
+    ConfigError,
+    load_settings,
+    placeholder_secret,
+    required_secret_groups,
+    required_secrets,
+)
 
-__all__ = ["Rendered", "load_stack_config", "main", "render"]
+__all__ = [
+    "MARKER",
+    "Rendered",
+    "load_stack_config",
+    "main",
+    "on_platform",
+    "render",
+    "stack_config_file",
+    "write",
+]
 
 REPO = Path(__file__).resolve().parent.parent
+DEV_TEMPLATE = "Pulumi.dev.example.yaml"
+# Written into every output folder; only a folder carrying it (or an empty one) is replaced.
+MARKER = ".luna-render"
+# What a render writes; a folder holding only these predates the marker and is a render too.
+_RENDER_ENTRIES = frozenset({MARKER, "resources.json", "outputs.json", "files", "manifests"})
 
 
 @dataclass
@@ -80,8 +107,13 @@ class Rendered:
 
         Docker: ``<container>/<path>``; Kubernetes: ``<ConfigMap or Secret>/<path>``.
         """
+        # Each platform module is imported only when its resources are present: a
+        # render pays for the SDK of its own platform only (scripts/render_cost.py).
         shipped: dict[str, str] = {}
-        for obj in self.manifests():
+        manifests = self.manifests()
+        if manifests:
+            from components.platforms.kubernetes import FILES_ANNOTATION
+        for obj in manifests:
             note = (obj["metadata"].get("annotations") or {}).get(FILES_ANNOTATION)
             if obj["kind"] not in ("ConfigMap", "Secret") or not note:
                 continue
@@ -95,6 +127,8 @@ class Rendered:
                 continue
             if r.type != "docker:index/container:Container":
                 continue
+            from components.platforms.docker import SECRET_FILES_LABEL
+
             container = unwrap(r.inputs.get("name"))
             labels = {x["label"]: x["value"] for x in unwrap(r.inputs.get("labels") or [])}
             secret_paths = set(filter(None, labels.get(SECRET_FILES_LABEL, "").split(",")))
@@ -153,8 +187,12 @@ def load_stack_config(
     overrides: Sequence[tuple[str, str]] = (),
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
+    personal: bool = False,
+    placeholders: bool = True,
 ) -> tuple[dict[str, str], list[str]]:
-    """Merge Pulumi.yaml defaults, Pulumi.<stack>.yaml and overrides, as the CLI does.
+    """Merge Pulumi.yaml defaults, the stack's file and overrides, as the CLI does.
+
+    ``personal``: for dev, read the developer's own Pulumi.dev.yaml when it exists.
 
     ``secure:`` values cannot be decrypted here; they become placeholder secrets.
     """
@@ -165,13 +203,13 @@ def load_stack_config(
         value = decl.get("default") if isinstance(decl, dict) else decl
         if value is not None:
             config[_full(key)] = _text(value)
-    stack_file = root / f"Pulumi.{stack}.yaml"
+    stack_file = stack_config_file(stack, root, personal=personal)
     if not stack_file.exists():
         raise UsageError(f"--stack {stack}: {stack_file.name} does not exist")
     for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
         full = _full(key)
         if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = f"placeholder-{full.split(':')[-1]}"
+            config[full] = placeholder_secret(full.split(":")[-1])
             secret_keys.add(full)
         else:
             config[full] = _text(value)
@@ -181,12 +219,15 @@ def load_stack_config(
     for key, value in secrets:
         config[_full(key)] = value
         secret_keys.add(_full(key))
-    for key in required_secrets(stack):
+    groups = required_secret_groups(stack) if config.get(_full("monitoring")) != "false" else ()
+    if not placeholders:
+        return config, sorted(secret_keys)
+    for key in [*required_secrets(stack), *(g[0] for g in groups if not _any_set(g, config))]:
         # Like a `secure:` value we cannot decrypt: set on the real stack by
         # `pulumi config set --secret`, a placeholder here. `pulumi up` still refuses
         # to run without it (infra/settings.py).
         if _full(key) not in config:
-            config[_full(key)] = f"placeholder-{key}"
+            config[_full(key)] = placeholder_secret(key)
             secret_keys.add(_full(key))
             print(
                 f"note: {_full(key)} is not in {stack_file.name}; rendering with a "
@@ -196,15 +237,50 @@ def load_stack_config(
     return config, sorted(secret_keys)
 
 
+def stack_config_file(stack: str, root: Path = REPO, *, personal: bool = False) -> Path:
+    """The committed config of ``stack``: ``Pulumi.<stack>.yaml``, except dev's.
+
+    dev's committed config is a template, Pulumi.dev.example.yaml; each developer's
+    Pulumi.dev.yaml starts as a copy and stays out of git, because Pulumi writes the
+    salt of that developer's passphrase into it (docs/environments.md).
+    """
+    if stack == "dev":
+        own = root / "Pulumi.dev.yaml"
+        return own if personal and own.exists() else root / DEV_TEMPLATE
+    return root / f"Pulumi.{stack}.yaml"
+
+
+def on_platform(platform: str) -> list[tuple[str, str]]:
+    """Overrides that move any stack to ``platform``, as an operator would set them:
+    the demo app (dev) is built on a Docker host, so Kubernetes runs ``appImage``."""
+    return [("platform", platform)] + ([("demoApp", "false")] if platform != "docker" else [])
+
+
+def _any_set(keys: Sequence[str], config: dict[str, str]) -> bool:
+    return any(_full(k) in config for k in keys)
+
+
 def render(
     stack: str,
     *,
     overrides: Sequence[tuple[str, str]] = (),
     secrets: Sequence[tuple[str, str]] = (),
     root: Path = REPO,
+    personal: bool = False,
+    placeholders: bool = True,
 ) -> Rendered:
-    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config."""
-    config, secret_keys = load_stack_config(stack, overrides=overrides, secrets=secrets, root=root)
+    """Run the program for ``stack`` under mocks. Raises ConfigError on bad config.
+
+    ``placeholders=False`` refuses, as ``pulumi up`` does, a missing required secret.
+    """
+    config, secret_keys = load_stack_config(
+        stack,
+        overrides=overrides,
+        secrets=secrets,
+        root=root,
+        personal=personal,
+        placeholders=placeholders,
+    )
     monitor = RecordingMonitor(LunaMocks())
     pulumi.runtime.set_mocks(
         LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor
@@ -237,14 +313,47 @@ def _pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def write(rendered: Rendered, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "resources.json").write_text(json.dumps(rendered.resources(), indent=2) + "\n")
-    (out / "outputs.json").write_text(json.dumps(mask(rendered.outputs), indent=2) + "\n")
-    manifests = rendered.manifests()
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def check_out(out: Path) -> None:
+    """Refuse (UsageError) an ``--out`` this tool may not replace."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: not a folder; give a new or empty folder, or a render")
+    if not out.exists():
+        return
+    entries = {p.name for p in out.iterdir()}
+    if (
+        entries
+        and MARKER not in entries
+        and not (entries <= _RENDER_ENTRIES and "resources.json" in entries)
+    ):
+        raise UsageError(
+            f"--out {out}: holds files that are not a render ({', '.join(sorted(entries)[:3])}"
+            f"{', …' if len(entries) > 3 else ''}); give a new or empty folder, or a render"
+        )
+
+
+def _write_tree(rendered: Rendered, out: Path) -> None:
+    (out / MARKER).write_text("written by python -m infra.render; replaced by the next render\n")
+    # Sorted, so that two renders of one configuration are byte-identical and a
+    # `diff -r` between renders shows only what changed (registration is asynchronous).
+    resources = sorted(rendered.resources(), key=lambda r: str(r["urn"]))
+    (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    outputs = json.dumps(mask(rendered.outputs), indent=2, sort_keys=True)
+    (out / "outputs.json").write_text(outputs + "\n")
+    manifests = [
+        {"apiVersion": o["apiVersion"], "kind": o["kind"], "metadata": None, **_sorted(o)}
+        for o in rendered.manifests()
+    ]
     if manifests:
         folder = out / "manifests"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir()
         for obj in manifests:
             path = folder / f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
             if path.exists():
@@ -257,6 +366,38 @@ def write(rendered: Rendered, out: Path) -> None:
         target.write_text(text)
 
 
+def write(rendered: Rendered, out: Path) -> None:
+    """Replace ``out`` with this render: written aside, then renamed into place.
+
+    Readers see the previous render or the new one, never a mix; a failure while
+    writing leaves the previous render untouched.
+    """
+    check_out(out)
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        _write_tree(rendered, staging)
+        staging.chmod(0o755)  # mkdtemp makes it 0700; a render folder is an ordinary one
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    aside = None
+    if out.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(aside / out.name)
+    try:
+        staging.rename(out)
+    except BaseException:
+        if aside is not None:
+            (aside / out.name).rename(out)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.render", description=__doc__.split("\n")[0]
@@ -265,9 +406,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--config", action="append", type=_pair, default=[], metavar="KEY=VALUE")
     parser.add_argument("--secret", action="append", type=_pair, default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="no placeholder for a missing required secret: fail as `pulumi up` would",
+    )
     args = parser.parse_args(argv)
     try:
-        rendered = render(args.stack, overrides=args.config, secrets=args.secret)
+        check_out(args.out)
+        # What `pulumi up` would deploy from this checkout: your own dev config if any.
+        rendered = render(
+            args.stack,
+            overrides=args.config,
+            secrets=args.secret,
+            personal=True,
+            placeholders=not args.require_secrets,
+        )
     except (ConfigError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

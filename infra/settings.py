@@ -6,6 +6,7 @@ bad value and what is allowed, before any resource is created.
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,16 +16,38 @@ from urllib.parse import urlparse
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from components.configs.elasticsearch import AUDIT_RETENTION_MIN_DAYS
 from components.configs.redis import EVICTION_POLICIES
+from infra.alerting import (
+    ALERT_SECRET_KEYS,
+    AlertingSettings,
+    check_alerting,
+    https_url,
+    placeholder_secret,
+    read_alerting,
+    required_secret_groups,
+)
+from infra.secret_checks import (
+    app_url_problem,
+    ascii_host,
+    image_problem,
+    port_collision,
+    secret_problem,
+)
 
 __all__ = [
     "STACKS",
+    "AlertingSettings",
     "BackupTarget",
     "ConfigError",
     "Images",
+    "KeySpec",
     "Secrets",
     "Settings",
+    "describe_keys",
     "load_settings",
+    "placeholder_secret",
+    "required_secret_groups",
     "required_secrets",
 ]
 
@@ -46,6 +69,7 @@ SECRET_KEYS: Final = (
     "backupAccessKeyId",
     "backupSecretAccessKey",
     "backupEncryptionKey",
+    *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
 # name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
@@ -81,6 +105,7 @@ class Images:
     logstash: str
     kibana: str
     fluent_bit: str
+    alertmanager: str
     cnpg_postgres: str = ""
 
 
@@ -124,6 +149,8 @@ class Settings:
     storage_class: str | None
     """Kubernetes PVC storage class; ``None``: the cluster's default class."""
     images: Images
+    demo_app: bool
+    """dev: build and run demo-app/ instead of ``images.app``."""
     app_url: str
     server_name: str
     node_env: Literal["production", "development"]
@@ -157,6 +184,8 @@ class Settings:
     grafana_port: int
     logging: bool
     log_retention_days: int
+    audit_retention_days: int
+    """Days the audit index keeps records (HIPAA 164.316(b)(2): at least six years)."""
     elasticsearch_volume_gb: int
     elasticsearch_heap_mb: int
     kibana_port: int
@@ -168,20 +197,38 @@ class Settings:
     """Private registry host the app image is pulled from, with ``registry_username``."""
     registry_username: str | None
     secrets: Secrets
+    alerting: AlertingSettings
 
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """What validation enforces for one key: docs/configuration.md is generated from these."""
+
+    key: str
+    kind: str
+    """integer, number, boolean, choice, image, path, url, string or secret."""
+    allowed: str
+    """The exact text a ConfigError prints for this key."""
+
+
 class _Reader:
-    """Reads ``luna:*`` keys, remembering which were read to catch typos."""
+    """Reads ``luna:*`` keys, remembering which were read (to catch typos) and how
+    each is validated (to document it: ``python -m infra.docs_config``)."""
 
     def __init__(self, config: pulumi.Config) -> None:
         self._config = config
         self.read: set[str] = set()
+        self.specs: dict[str, KeySpec] = {}
 
-    def raw(self, key: str) -> str | None:
+    def _spec(self, key: str, kind: str, allowed: str) -> None:
+        self.specs[key] = KeySpec(key, kind, allowed)
+
+    def raw(self, key: str, allowed: str = "any text") -> str | None:
         self.read.add(key)
+        self.specs.setdefault(key, KeySpec(key, "string", allowed))
         if key in SECRET_KEYS:
             raise AssertionError(f"{key} is secret; use secret()")
         if runtime_config.is_config_secret(f"{NAMESPACE}:{key}"):
@@ -196,6 +243,7 @@ class _Reader:
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
         allowed = "one of " + ", ".join(choices)
+        self._spec(key, "choice", allowed)
         value = self.require(key, allowed)
         if value not in choices:
             raise ConfigError(key, value, allowed)
@@ -207,6 +255,7 @@ class _Reader:
             if options
             else (f"an integer from {low} to {high}")
         )
+        self._spec(key, "integer", allowed)
         value = self.require(key, allowed)
         try:
             number = int(value)
@@ -221,6 +270,7 @@ class _Reader:
 
     def number(self, key: str, low: float, high: float) -> float:
         allowed = f"a number from {low:g} to {high:g}"
+        self._spec(key, "number", allowed)
         value = self.require(key, allowed)
         try:
             number = float(value)
@@ -231,12 +281,16 @@ class _Reader:
         return number
 
     def boolean(self, key: str) -> bool:
+        self._spec(key, "boolean", "true or false")
         value = self.require(key, "true or false")
         if value not in ("true", "false"):
             raise ConfigError(key, value, "true or false")
         return value == "true"
 
-    def checked(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str:
+    def checked(
+        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
+    ) -> str:
+        self._spec(key, kind, allowed)
         value = self.require(key, allowed)
         if not ok(value):
             raise ConfigError(key, value, allowed)
@@ -244,7 +298,10 @@ class _Reader:
 
     def image(self, key: str) -> str:
         return self.checked(
-            key, "a pinned image reference: name:tag (not latest) or name@sha256:…", _pinned
+            key,
+            "a pinned image reference: name:tag (not latest) or name@sha256:…",
+            lambda v: _pinned(v) and image_problem(v) is None,
+            kind="image",
         )
 
     def path(self, key: str) -> str:
@@ -252,10 +309,12 @@ class _Reader:
             key,
             "an absolute URL path such as /api/health",
             lambda v: bool(re.fullmatch(r"/[A-Za-z0-9._~/-]*", v)),
+            kind="path",
         )
 
     def secret(self, key: str) -> pulumi.Output[str] | None:
         self.read.add(key)
+        self._spec(key, "secret", "any text, set with --secret")
         full = f"{NAMESPACE}:{key}"
         if runtime_config.get_config(full) is None:
             return None
@@ -263,7 +322,27 @@ class _Reader:
             raise ConfigError(
                 key, "[hidden]", f"must be encrypted: pulumi config set --secret {full} …"
             )
+        problem = secret_problem(key, runtime_config.get_config(full))
+        if problem:
+            raise ConfigError(key, "[hidden]", problem)
         return self._config.get_secret(key)
+
+    def secret_url(self, key: str) -> pulumi.Output[str] | None:
+        """A secret URL, checked before anything is created; the error never shows it."""
+        value = self.secret(key)
+        text = runtime_config.get_config(f"{NAMESPACE}:{key}")
+        if value is not None and not https_url(text or ""):
+            raise ConfigError(
+                key, "[hidden]", "an https:// URL with a host, e.g. https://hooks.example.com/…"
+            )
+        return value
+
+    def optional(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str | None:
+        allowed = f"empty, or {allowed}"
+        value = self.raw(key, allowed) or ""
+        if value and not ok(value):
+            raise ConfigError(key, value, allowed)
+        return value or None
 
 
 def _pinned(ref: str) -> bool:
@@ -274,21 +353,25 @@ def _pinned(ref: str) -> bool:
     return bool(digest) or (tag is not None and tag != "latest")
 
 
+_STORAGE_CLASS = "empty, or a StorageClass name (lowercase DNS subdomain)"
+
+
 def _storage_class(r: _Reader) -> str | None:
-    value = r.raw("storageClass") or ""
+    value = r.raw("storageClass", _STORAGE_CLASS) or ""
     # A DNS-1123 subdomain, as Kubernetes requires of object names.
     if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
-        raise ConfigError("storageClass", value, "a StorageClass name (lowercase DNS subdomain)")
+        raise ConfigError("storageClass", value, _STORAGE_CLASS)
     return value or None
 
 
+_REGISTRY = "empty, or a registry host such as ghcr.io or registry.example:5000"
+
+
 def _registry_server(r: _Reader) -> str | None:
-    value = r.raw("registryServer") or ""
+    value = r.raw("registryServer", _REGISTRY) or ""
     # A registry host as image references name it: host[:port], no scheme or path.
     if value and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", value):
-        raise ConfigError(
-            "registryServer", value, "a registry host such as ghcr.io or registry.example:5000"
-        )
+        raise ConfigError("registryServer", value, _REGISTRY)
     return value or None
 
 
@@ -328,10 +411,41 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     if stack not in STACKS:
         raise ConfigError("(stack)", stack, "the stack must be one of " + ", ".join(STACKS))
     r = _Reader(config or pulumi.Config(NAMESPACE))
+    settings = _read(r, stack)
+    _check_unknown(r.read)
+    _check_combinations(settings)
+    check_alerting(settings)
+    _check_hostile(settings)
+    return settings
 
+
+def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
+    """How each key is validated, in reading order, by reading ``config`` (full
+    ``luna:key`` names, e.g. Pulumi.yaml's defaults) exactly as ``load_settings`` does.
+
+    Raises ConfigError when a value in ``config`` is invalid.
+    """
+
+    def run() -> list[KeySpec]:
+        secret_keys = [f"{NAMESPACE}:{k}" for k in SECRET_KEYS if f"{NAMESPACE}:{k}" in config]
+        pulumi.runtime.set_all_config(config, secret_keys)
+        r = _Reader(pulumi.Config(NAMESPACE))
+        _read(r, stack)
+        return list(r.specs.values())
+
+    # Pulumi keeps config in context variables: a copied context leaves the caller's alone.
+    return contextvars.copy_context().run(run)
+
+
+def _read(r: _Reader, stack: str) -> Settings:
+    """Read and validate each key on its own (rules across keys: _check_combinations)."""
     platform = r.choice("platform", PLATFORMS)
     database = r.choice("database", ("sqlite", "postgres"))
-    app_url = r.checked("appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url)
+    app_url = r.checked(
+        "appUrl", "an http(s) URL without a path, e.g. https://luna-app.com", _url, kind="url"
+    )
+    if problem := app_url_problem(app_url, stack=stack):
+        raise ConfigError("appUrl", app_url, problem)
     images = Images(
         app=r.image("appImage"),
         postgres=r.image("postgresImage"),
@@ -348,6 +462,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         logstash=r.image("logstashImage"),
         kibana=r.image("kibanaImage"),
         fluent_bit=r.image("fluentBitImage"),
+        alertmanager=r.image("alertmanagerImage"),
         cnpg_postgres=r.image("cnpgPostgresImage"),
     )
     secrets = Secrets(
@@ -365,19 +480,21 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         backup_secret_access_key=r.secret("backupSecretAccessKey"),
         backup_encryption_key=r.secret("backupEncryptionKey"),
     )
-    settings = Settings(
+    return Settings(
         stack=stack,
         platform=platform,  # type: ignore[arg-type]
         docker_host=r.checked(
             "dockerHost",
-            "unix:///path, tcp://host:port or ssh://user@host",
-            lambda v: bool(re.fullmatch(r"(unix|tcp|ssh)://\S+", v)),
+            "unix:///path or ssh://user@host (tcp:// would carry the Docker API, root on the "
+            "host, without TLS)",
+            lambda v: bool(re.fullmatch(r"(unix|ssh)://\S+", v)),
         ),
-        kube_context=r.raw("kubeContext") or None,
+        kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
         storage_class=_storage_class(r),
         images=images,
+        demo_app=r.boolean("demoApp"),
         app_url=app_url.rstrip("/"),
-        server_name=urlparse(app_url).hostname or "",
+        server_name=ascii_host(app_url),
         node_env=r.choice("nodeEnv", ("production", "development")),  # type: ignore[arg-type]
         app_replicas=r.integer("appReplicas", 1, 50),
         app_max_replicas=r.integer("appMaxReplicas", 1, 100),
@@ -407,6 +524,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         grafana_port=r.port("grafanaPort"),
         logging=r.boolean("logging"),
         log_retention_days=r.integer("logRetentionDays", 1, 3650),
+        audit_retention_days=r.integer("auditRetentionDays", AUDIT_RETENTION_MIN_DAYS, 36500),
         elasticsearch_volume_gb=r.integer("elasticsearchVolumeGb", 1, 10000),
         elasticsearch_heap_mb=r.integer("elasticsearchHeapMb", 256, 32768),
         kibana_port=r.port("kibanaPort"),
@@ -414,12 +532,10 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
         protect_data=r.boolean("protectData"),
         edge_drain_s=r.integer("edgeDrainSeconds", 0, 600),
         registry_server=_registry_server(r),
-        registry_username=r.raw("registryUsername") or None,
+        registry_username=r.raw("registryUsername", "empty, or the registry user name") or None,
         secrets=secrets,
+        alerting=read_alerting(r),
     )
-    _check_unknown(r.read)
-    _check_combinations(settings)
-    return settings
 
 
 def _check_unknown(read: set[str]) -> None:
@@ -448,6 +564,21 @@ def _check_combinations(s: Settings) -> None:
             raise ConfigError(
                 key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
             )
+    if s.demo_app and s.stack != "dev":
+        raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
+    if s.demo_app and s.platform != "docker":
+        raise ConfigError(
+            "demoApp", "true", "false on kubernetes: the demo image is built on a Docker host"
+        )
+    if s.proxy and s.stack == "dev":
+        # nginx would publish 80/443 on every interface of a laptop, and the app
+        # stops publishing localhost:3000, which app_url still names.
+        raise ConfigError(
+            "proxy",
+            "true",
+            "false in dev (the app answers on localhost:3000); "
+            "try the edge with the offline render or in staging",
+        )
     if s.stack != "dev" and s.database != "postgres":
         raise ConfigError("database", s.database, f"{s.stack} needs postgres")
     if s.database == "sqlite" and s.app_replicas != 1:
@@ -499,3 +630,17 @@ def _check_combinations(s: Settings) -> None:
         raise ConfigError(
             "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
         )
+
+
+def _check_hostile(s: Settings) -> None:
+    """Values that parse but cannot work, or would expose the stack (infra/secret_checks.py)."""
+    ports = {"httpPort": s.http_port, "httpsPort": s.https_port}
+    if s.platform == "docker":
+        # Host ports published on one Docker host must differ.
+        if s.monitoring:
+            ports["grafanaPort"] = s.grafana_port
+        if s.logging:
+            ports["kibanaPort"] = s.kibana_port
+    if clash := port_collision(ports):
+        key, port, other = clash
+        raise ConfigError(key, str(port), f"a port not already used by {other}")

@@ -7,7 +7,7 @@ from functools import cache
 
 import pytest
 
-from infra.render import Rendered, render
+from infra.render import Rendered, on_platform, render
 from tests.support.harness import Resources
 
 STACKS = ("dev", "staging", "prod")
@@ -17,7 +17,7 @@ PLATFORMS: tuple[str, ...] = ("docker", "kubernetes")
 
 @cache
 def rendered(stack: str, platform: str, extra: tuple[tuple[str, str], ...] = ()) -> Rendered:
-    overrides: Sequence[tuple[str, str]] = (("platform", platform), *extra)
+    overrides: Sequence[tuple[str, str]] = (*on_platform(platform), *extra)
     return render(stack, overrides=overrides)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from urllib.parse import unquote, urlsplit
 
 import pulumi
 import pytest
@@ -31,7 +32,7 @@ def platform() -> DockerPlatform:
 def test_component_type_tokens_match_class_names() -> None:
     def build() -> None:
         p = platform()
-        Cache("luna-cache", CacheArgs(p, "redis:7.4.1-alpine", 64, "allkeys-lru"))
+        Cache("luna-cache", CacheArgs(p, "redis:7.4.1-alpine", 64, "allkeys-lru", ca=ca()))
         Database("luna-database", DatabaseArgs(p, "sqlite", volume_gb=1))
 
     res = run_components(build)
@@ -44,16 +45,42 @@ def test_component_type_tokens_match_class_names() -> None:
         assert f'"luna:components:{name}"' in source, f"{name}: type token"
 
 
+def ca() -> InternalCA:
+    return InternalCA("luna-ca", InternalCAArgs(stack="test"))
+
+
 def test_cache_password_is_generated_and_secret_in_file_and_env() -> None:
     res = run_components(
-        lambda: Cache("luna-cache", CacheArgs(platform(), "redis:7.4.1-alpine", 64, "allkeys-lru"))
+        lambda: Cache(
+            "luna-cache", CacheArgs(platform(), "redis:7.4.1-alpine", 64, "allkeys-lru", ca=ca())
+        )
     )
-    password = res.named("luna-cache-password")
-    assert is_secret(password.outputs["result"])
+    for name in ("luna-cache-password", "luna-cache-exporter-password"):
+        password = res.named(name)
+        assert is_secret(password.outputs["result"]), f"{name} is not secret"
+        assert password.inputs["length"] >= 32, f"{name} is shorter than 32"
     redis = res.named("luna-cache-redis")
     assert is_secret(redis.inputs["envs"]), "REDISCLI_AUTH is not secret"
-    assert is_secret(redis.inputs["uploads"]), "the auth include is not secret"
+    assert is_secret(redis.inputs["uploads"]), "the ACL include and TLS key are not secret"
     assert not redis.inputs.get("ports"), "redis is published on the host"
+
+
+def test_cache_url_is_tls_as_the_app_user_with_the_password_url_encoded() -> None:
+    hostile = 'p@ss:/#?%"\\x41 word-0123456789'
+    urls: list[str] = []
+
+    def build() -> None:
+        cache = Cache(
+            "luna-cache",
+            CacheArgs(platform(), "redis:7", 64, "allkeys-lru", password=hostile, ca=ca()),
+        )
+        cache.url.apply(urls.append)
+
+    run_components(build)
+    (url,) = urls
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.hostname, parts.port) == ("rediss", "cache", 6380), url
+    assert parts.username == "app" and unquote(parts.password or "") == hostile, url
 
 
 def test_sqlite_database_is_a_volume_and_no_server() -> None:

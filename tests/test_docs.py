@@ -33,3 +33,11 @@ def test_readme_links_resolve_and_it_has_the_two_commands_and_a_diagram() -> Non
     assert "./scripts/test" in (REPO / ".ci" / "run").read_text(), (
         ".ci/run must call the test command"
     )
+
+
+def test_logging_doc_lists_every_field_kept_whole_and_every_redacted_field() -> None:
+    from components.configs.redaction import FREE_TEXT_FIELDS, KEPT_FIELDS
+
+    doc = (REPO / "docs" / "logging.md").read_text()
+    missing = [f for f in (*KEPT_FIELDS, *FREE_TEXT_FIELDS) if f"`{f}`" not in doc]
+    assert not missing, f"docs/logging.md does not say why {missing} are kept or redacted"

@@ -351,11 +351,13 @@ def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
         for r in res.of_type("network:Network")
         if not unwrap(r.inputs.get("internal"))
     }
-    # The database and its drill reach the off-site object store.
+    # The database and its drill reach the off-site object store; Alertmanager
+    # notifies pagers and chat; the blackbox exporter probes the public URL.
     assert open_nets == {"luna-prod-app-edge", "luna-prod-proxy-edge", "luna-prod-grafana-edge",
                          "luna-prod-kibana-edge", "luna-prod-logstash-edge",
-                         "luna-prod-database-edge",
-                         "luna-prod-database-drill-edge"}, open_nets  # fmt: skip
+                         "luna-prod-database-edge", "luna-prod-database-drill-edge",
+                         "luna-prod-alertmanager-edge",
+                         "luna-prod-blackbox-edge"}, open_nets  # fmt: skip
     for name, rec in res.containers().items():
         joined = {n["name"] for n in unwrap(rec.inputs["networksAdvanced"])}
         for net in joined & open_nets:
@@ -431,3 +433,21 @@ def test_prometheus_and_elasticsearch_are_bounded_by_size_on_the_shared_disk(pla
     assert size == ["--storage.tsdb.retention.size=40960MB"], flags  # 80% of 50 GiB
     flood = es_env.get("cluster.routing.allocation.disk.watermark.flood_stage")
     assert flood == "10gb", f"elasticsearch flood stage {flood!r}"  # free space kept, 100 GiB/10
+
+
+def test_docker_pulls_with_registry_credentials_kept_secret() -> None:
+    from infra.render import render
+
+    r = render(
+        "staging",
+        overrides=[("platform", "docker"), ("registryServer", "ghcr.io"),
+                   ("registryUsername", "luna-bot")],
+        secrets=[("registryPassword", "ghp-pull-token-123")],
+    )  # fmt: skip
+    (provider,) = [x for x in r.monitor.records.values() if x.type == "pulumi:providers:docker"]
+    # Provider configuration travels as JSON text; one secret field makes it all secret.
+    auth = provider.inputs["registryAuth"]
+    assert is_secret(auth), "the registry token reaches the provider in clear"
+    (entry,) = json.loads(unwrap(auth))
+    assert entry == {"address": "ghcr.io", "username": "luna-bot", "password": "ghp-pull-token-123"}
+    assert "ghp-pull-token-123" not in json.dumps(mask(r.outputs)), "token in outputs"

@@ -42,6 +42,7 @@ BAD_VALUES = [
     ("clientMaxBodyMb", "0"),
     ("crisisLatencyBudgetMs", "1"),
     ("logRetentionDays", "0"),
+    ("auditRetentionDays", "365"),
     ("elasticsearchHeapMb", "64"),
     ("protectData", "maybe"),
     ("postgresImage", "postgres"),
@@ -123,7 +124,7 @@ def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
     assert lines == ["error: config luna:appReplicas = '-1' is invalid: an integer from 1 to 50"]
 
 
-FREE_FORM = {"kubeContext", "registryUsername"}  # any context / user name is valid
+FREE_FORM = {"kubeContext", "registryUsername", "smtpUsername"}  # any context / user name
 EXPLICIT_BAD = {
     "registryServer": "https://ghcr.io/luna",
     "platform": "swarm",
@@ -139,6 +140,12 @@ EXPLICIT_BAD = {
     "backupRegion": "eu central",
     "backupUriStyle": "virtual",
     "cnpgOperator": "helm",
+    "chatKind": "discord",
+    "smtpSmarthost": "smtp.example.com",
+    "smtpFrom": "not-an-address",
+    "alertEmailTo": "oncall",
+    "crisisSloObjective": "100",
+    "runbookBaseUrl": "http://docs.example.com/runbooks",
 }
 
 

@@ -60,8 +60,12 @@ def _panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[s
     }
 
 
-def luna_dashboard(*, stack: str) -> dict[str, Any]:
-    """The Luna overview: traffic, errors, latency, the crisis path, data services."""
+def luna_dashboard(*, stack: str, error_budget: float = 0.001) -> dict[str, Any]:
+    """The Luna overview: traffic, errors, latency, the crisis path, data services.
+
+    ``error_budget`` is the crisis SLO's allowed bad fraction (0.001 for 99.9 %);
+    the budget panels show what is left of it over 30 days (or the retention).
+    """
     specs = [
         ("Requests per second", 'sum(rate(http_requests_total{job="app"}[5m]))', "reqps"),
         (
@@ -80,12 +84,29 @@ def luna_dashboard(*, stack: str) -> dict[str, Any]:
         ("Crisis endpoint latency", 'probe_duration_seconds{job="crisis-probe"}', "s"),
         ("App replicas up", 'sum(up{job="app"})', "short"),
         ("PostgreSQL up", 'pg_up{job="postgres"}', "bool"),
+        (
+            # Look the text up by queryid in pg_stat_statements (normalised, no literals).
+            "Slowest statements, mean time by queryid",
+            'topk(5, sum by (queryid) (rate(pg_stat_statements_seconds_total{job="postgres"}[5m]))'
+            ' / sum by (queryid) (rate(pg_stat_statements_calls_total{job="postgres"}[5m]) > 0))',
+            "s",
+        ),
         ("Redis memory used", 'redis_memory_used_bytes{job="redis"}', "bytes"),
         ("Nginx active connections", 'nginx_connections_active{job="nginx"}', "short"),
         (
             "Hours since last backup",
             "(time() - luna_backup_last_success_timestamp_seconds) / 3600",
             "h",
+        ),
+        (
+            "Crisis availability error budget left (30d)",
+            f"1 - avg_over_time(luna:crisis_probe_errors:bool[30d]) / {error_budget:.6g}",
+            "percentunit",
+        ),
+        (
+            "Crisis latency error budget left (30d)",
+            f"1 - avg_over_time(luna:crisis_probe_slow:bool[30d]) / {error_budget:.6g}",
+            "percentunit",
         ),
     ]
     panels = [
@@ -105,8 +126,11 @@ def luna_dashboard(*, stack: str) -> dict[str, Any]:
     }
 
 
-def dashboard_json(*, stack: str) -> str:
-    return json.dumps(luna_dashboard(stack=stack), indent=2, sort_keys=True) + "\n"
+def dashboard_json(*, stack: str, error_budget: float = 0.001) -> str:
+    return (
+        json.dumps(luna_dashboard(stack=stack, error_budget=error_budget), indent=2, sort_keys=True)
+        + "\n"
+    )
 
 
 __all__ += ["dashboard_json"]

@@ -1,4 +1,4 @@
-"""PostgreSQL configuration as data: server flags, pg_hba, roles, URLs, pgBackRest, the drill.
+"""PostgreSQL as data: server flags, pg_hba, roles, audit, URLs, pgBackRest, the drill.
 
 Pure functions only. The Docker platform ships their output into the hardened
 PostgreSQL container (components/platforms/docker/postgres.py); the real-program
@@ -11,12 +11,18 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import quote
+
+from components.urls import userinfo
 
 __all__ = [
     "APP_ROLE",
+    "AUDITOR_ROLE",
+    "AUDIT_SETTINGS",
     "BACKUP_ROLE",
     "DATABASE",
+    "LOG_SETTINGS",
     "MONITOR_ROLE",
     "OWNER_ROLE",
     "ROLE_PASSWORD_VARS",
@@ -50,6 +56,50 @@ ROLE_PASSWORD_VARS = {
 }
 """psql variables :func:`roles_sql` reads each role's password from."""
 STANZA = "luna"
+AUDITOR_ROLE: Final = "luna_auditor"
+"""Never logs in; its privileges on a table make pgaudit log every access to it."""
+
+# The server log is an operational log: it must never hold what a statement
+# carried. Statement text has literals and bind parameters (a patient's
+# e-mail in a WHERE clause), and error DETAIL lines echo key values.
+LOG_SETTINGS: Final = {
+    # No statement is ever logged for its duration (slow queries come from
+    # pg_stat_statements, normalised), nor for its kind (ALTER ROLE ... PASSWORD
+    # is DDL), nor when it fails (the default logs the failing STATEMENT).
+    "log_min_duration_statement": "-1",
+    "log_statement": "none",
+    "log_duration": "off",
+    "log_min_error_statement": "panic",
+    "log_parameter_max_length": "0",
+    "log_parameter_max_length_on_error": "0",
+    # terse drops DETAIL ("Key (email)=(jane@...) already exists"), HINT,
+    # QUERY and CONTEXT.
+    "log_error_verbosity": "terse",
+    # Who and from where, on every line, audit lines included.
+    "log_line_prefix": "%m [%p] user=%u db=%d app=%a client=%h ",
+    "log_connections": "on",
+    "log_disconnections": "on",
+}
+
+# pgaudit object auditing: a statement is audited when the auditor role holds
+# a privilege on the object it touches (pgaudit README, "Object Audit
+# Logging"). Statement text and parameters are never written; the object,
+# the command, the user (prefix) and the time are.
+AUDIT_SETTINGS: Final = {
+    "shared_preload_libraries": "pgaudit,pg_stat_statements",
+    "pgaudit.role": AUDITOR_ROLE,
+    # Session auditing only for role and privilege changes and schema changes.
+    "pgaudit.log": "role,ddl",
+    "pgaudit.log_catalog": "off",
+    "pgaudit.log_relation": "on",
+    "pgaudit.log_statement": "off",
+    "pgaudit.log_parameter": "off",
+    "pgaudit.log_client": "off",
+    "pgaudit.log_level": "log",
+    # Normalised statements ($1 for literals) with their timings.
+    "pg_stat_statements.track": "top",
+    "pg_stat_statements.max": "5000",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +129,7 @@ def server_flags(
     max_connections: int = 100,
     shared_buffers_mb: int = 128,
 ) -> tuple[str, ...]:
-    """``-c key=value`` flags: SCRAM, TLS only, continuous archiving, connection logging.
+    """``-c key=value`` flags: SCRAM, TLS only, continuous archiving, no data in the log, audit.
 
     ``hba_file`` names ``…/pg_hba.conf``; ``pg_ident.conf`` sits beside it.
     """
@@ -89,12 +139,7 @@ def server_flags(
         "password_encryption": "scram-sha-256",
         "max_connections": str(max_connections),
         "shared_buffers": f"{shared_buffers_mb}MB",
-        "log_connections": "on",
-        "log_disconnections": "on",
-        "log_min_duration_statement": "1000",
-        # Statement text can carry health data; log durations, not bodies.
-        "log_statement": "ddl",
-        "log_parameter_max_length": "0",
+        **LOG_SETTINGS,
     }
     if tls_dir:
         flags |= {
@@ -117,12 +162,9 @@ def server_flags(
             "archive_timeout": f"{archive_timeout_s}s",
         }
     if audit:
-        flags |= {
-            "shared_preload_libraries": "pgaudit",
-            # Who changed roles and schema; row data is never logged.
-            "pgaudit.log": "role,ddl",
-            "pgaudit.log_parameter": "off",
-        }
+        # pgaudit (who touched which patient table) and pg_stat_statements (slow
+        # queries, normalised): the only statement records, and neither has a literal.
+        flags |= AUDIT_SETTINGS
     args: list[str] = []
     for key, value in flags.items():
         args += ["-c", f"{key}={value}"]
@@ -152,13 +194,20 @@ def pg_ident() -> str:
     return f"backup postgres {BACKUP_ROLE}\n"
 
 
-def roles_sql() -> str:
+def roles_sql(*, audit: bool = False) -> str:
     """Idempotent roles and grants, run by psql as the superuser over the local socket.
 
     Passwords arrive as psql variables (``-v app_password=…``) and are quoted by
     psql's ``:'var'``, so no password text is ever part of this file, and any
     character is safe. ``log_statement`` is off for this session so that no
     ``ALTER ROLE … PASSWORD`` reaches the log.
+
+    With ``audit`` (the server preloads :data:`AUDIT_SETTINGS`' libraries), every
+    table in ``public`` holds patient data (Luna is a mental-health app), so the
+    auditor role gets SELECT/INSERT/UPDATE/DELETE on all of them, and by default
+    on every table the owner's migrations create later. The role cannot log in
+    and has no members: its grants only steer pgaudit. One statement a line:
+    CloudNativePG's bootstrap reuses the grants (components/platforms/cnpg.py).
     """
     lines = [
         "-- Generated by components/configs/postgres.py",
@@ -199,6 +248,18 @@ def roles_sql() -> str:
         f"GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO {BACKUP_ROLE};",
         f"GRANT pg_read_all_settings, pg_checkpoint TO {BACKUP_ROLE};",
     ]
+    if audit:
+        lines += [
+            "CREATE EXTENSION IF NOT EXISTS pgaudit;",
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;",
+            f"SELECT 'CREATE ROLE {AUDITOR_ROLE}' WHERE NOT EXISTS "  # noqa: S608 - constant
+            f"(SELECT FROM pg_roles WHERE rolname = '{AUDITOR_ROLE}') \\gexec",
+            f"ALTER ROLE {AUDITOR_ROLE} WITH NOLOGIN NOINHERIT;",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+            f"TO {AUDITOR_ROLE};",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {AUDITOR_ROLE};",
+        ]
     return "\n".join(line for line in lines if line) + "\n"
 
 
@@ -215,7 +276,7 @@ def prisma_url(
     are libpq's ``sslmode=verify-full sslrootcert=…``.
     """
     return (
-        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:5432/{DATABASE}"
+        f"postgresql://{userinfo(user, password)}@{host}:5432/{DATABASE}"
         f"?schema=public&sslmode=require&sslaccept=strict&sslcert={quote(ca_file, safe='/')}"
         f"&connection_limit={connection_limit}"
     )

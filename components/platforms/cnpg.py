@@ -79,15 +79,20 @@ def cluster_manifest(
         storage["storageClass"] = storage_class
     parameters = {
         "archive_timeout": f"{spec.archive_timeout_s}s",
-        "log_statement": "ddl",
-        "log_min_duration_statement": "1000",
-        "log_parameter_max_length": "0",
+        # The same rule as on Docker: no statement text or parameter in the server log.
+        **pg.LOG_SETTINGS,
         "password_encryption": "scram-sha-256",
         "ssl_min_protocol_version": "TLSv1.2",
     }
     if spec.audit:
-        # Setting pgaudit.* makes the operator load the library (CloudNativePG's images ship it).
-        parameters |= {"pgaudit.log": "role,ddl", "pgaudit.log_parameter": "off"}
+        # Setting pgaudit.* and pg_stat_statements.* makes the operator preload both
+        # libraries and CREATE EXTENSION them in every database (ManagedExtensions in
+        # cloudnative-pg pkg/postgres/configuration.go; reconcileExtensions in
+        # internal/management/controller/instance_controller.go), and
+        # shared_preload_libraries is the operator's to set, so it is left out here.
+        parameters |= {
+            k: v for k, v in pg.AUDIT_SETTINGS.items() if k != "shared_preload_libraries"
+        }
     postgresql: Manifest = {
         "parameters": parameters,
         # hostssl only: a plaintext connection matches no rule and is refused.
@@ -147,7 +152,7 @@ def cluster_manifest(
                 "secret": {"name": s["owner"]},
                 "dataChecksums": True,
                 # The app role's rights on what the owner's migrations create.
-                "postInitApplicationSQL": _grants(),
+                "postInitApplicationSQL": _grants(audit=spec.audit),
             }
         },
         "managed": {"roles": roles},
@@ -179,16 +184,19 @@ def cluster_manifest(
     }
 
 
-def _grants() -> list[str]:
+def _grants(*, audit: bool) -> list[str]:
     """The owner's grants, run once at bootstrap in the app database.
 
     ``managed.roles`` are reconciled after bootstrap, so the roles are created
     here first (without login or password); the operator then adopts them and
-    sets their attributes and passwords from their Secrets.
+    sets their attributes and passwords from their Secrets. The auditor role
+    never logs in and is not managed: it only carries the grants pgaudit reads.
     """
-    sql = pg.roles_sql().splitlines()
+    sql = pg.roles_sql(audit=audit).splitlines()
     keep = ("GRANT", "REVOKE", "ALTER DEFAULT")
     create = [f"CREATE ROLE {r} NOLOGIN;" for r in (pg.APP_ROLE, pg.MONITOR_ROLE, pg.BACKUP_ROLE)]
+    if audit:
+        create.append(f"CREATE ROLE {pg.AUDITOR_ROLE} NOLOGIN NOINHERIT;")
     return create + [
         line
         for line in sql

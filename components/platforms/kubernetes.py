@@ -30,7 +30,13 @@ from pulumi_kubernetes.networking.v1 import NetworkPolicy
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.provider import Provider
 
-from components.configs.fluentbit import HEALTH_PATH, HTTP_PORT, fluent_bit_conf, parsers_conf
+from components.configs.fluentbit import (
+    HEALTH_PATH,
+    HTTP_PORT,
+    STATE_DIR,
+    fluent_bit_conf,
+    parsers_conf,
+)
 from components.platforms import Deployment, FlowGraph, RegistryAuth
 from components.spec import (
     Port,
@@ -810,6 +816,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             ports=(),
             connects_to=("logstash",),
             writable_paths=("/tmp",),
+            ship_logs=False,
         )
         self._graph.add(spec)
         name = f"{self._name}-{LOG_COLLECTOR}"
@@ -819,6 +826,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 logstash_host="logstash",
                 gelf_port=_GELF_PORT,
                 stack=self.stack,
+                # ship_logs=False (the logging stack, this collector) holds here too.
+                exclude_containers=sorted(
+                    n for n, s in self._graph.services.items() if not s.ship_logs
+                ),
             ),
             "/fluent-bit/etc/parsers.conf": parsers_conf(),
         }
@@ -833,6 +844,14 @@ class KubernetesPlatform(pulumi.ComponentResource):
             {"name": "scratch-0", "emptyDir": {"sizeLimit": "256Mi"}},
             # The one hostPath: node log files, read-only.
             {"name": "node-logs", "hostPath": {"path": "/var/log", "type": "Directory"}},
+            # Read positions and the disk buffer, per namespace, outliving the pod.
+            {
+                "name": "collector-state",
+                "hostPath": {
+                    "path": f"/var/lib/luna-log-collector/{self.namespace}",
+                    "type": "DirectoryOrCreate",
+                },
+            },
         ]
         mounts: list[Manifest] = [
             {"name": "files", "mountPath": path, "subPath": _key(path), "readOnly": True}
@@ -841,6 +860,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         mounts += [
             {"name": "scratch-0", "mountPath": "/tmp"},
             {"name": "node-logs", "mountPath": "/var/log", "readOnly": True},
+            {"name": "collector-state", "mountPath": STATE_DIR},
         ]
         template = self._template(spec, volumes, mounts, [], root=True)
         container = template["spec"]["containers"][0]

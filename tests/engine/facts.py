@@ -131,7 +131,16 @@ def go_duration_string(seconds: int) -> str:
 
 
 def _docker_container_read_back(inputs: Mapping[str, Any], daemon: DaemonConfig) -> dict[str, Any]:
-    """resource_docker_container_funcs.go ``resourceDockerContainerRead``, plus the daemon."""
+    """resource_docker_container_funcs.go ``resourceDockerContainerRead``, plus the daemon.
+
+    Read back as written (so not modelled): ``image`` (``container.Image`` when the
+    program gives a ``sha256:`` id, as this one does), ``mounts`` (HostConfig.Mounts,
+    what create sent; ``volume_options`` only when configured), ``capabilities``,
+    ``security_opts``, ``tmpfs``, ``init``, ``restart``, ``network_mode`` ("bridge",
+    the schema default). Never read back: ``labels``, ``env``, ``upload``, and
+    ``networks_advanced`` unless the state has none (so Docker's extra aliases,
+    such as the container's short id, never become a diff).
+    """
     state = dict(inputs)
     if state.get("cpus") not in (None, ""):
         # Read: d.Set("cpus", nanoInt64ToDecimalString(container.HostConfig.NanoCPUs)),

@@ -48,6 +48,7 @@ class Resource:
     delete_before_replace: bool
     dependencies: tuple[str, ...]
     property_dependencies: Mapping[str, tuple[str, ...]]
+    outputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _resource(r: Record) -> Resource:
@@ -60,6 +61,7 @@ def _resource(r: Record) -> Resource:
         delete_before_replace=r.delete_before_replace,
         dependencies=tuple(r.dependencies),
         property_dependencies={k: tuple(v) for k, v in r.property_dependencies.items()},
+        outputs=unwrap(r.outputs),
     )
 
 
@@ -182,6 +184,7 @@ def plan(
             if old.protect:
                 errors.append(f"resource {urn} cannot be deleted because it is protected")
     _dependent_replacements(steps, before, after, errors)
+    _propagate_new_outputs(steps, before, after, errors, daemon)
     result = Plan(steps=steps, errors=errors)
     _execute(result, before, after, {u for u, r in after.items() if r.name in failing})
     return result
@@ -215,6 +218,87 @@ def _dependent_replacements(
                 )
             steps[urn] = Step("replace", urn, d.replace, delete_before_replace=True)
             roots.append(urn)
+
+
+_UNKNOWN = object()
+"""An output the engine does not know yet (preview): it differs from any value."""
+
+
+def _leaves(value: Any, path: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_leaves(v, f"{path}.{k}"))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_leaves(v, f"{path}[{i}]"))
+        return out
+    return {path: value}
+
+
+def _computed(r: Resource) -> set[str]:
+    """Values only the provider produced (a generated name, a certificate, a password):
+    a replacement produces new ones."""
+    given = _leaves(dict(r.inputs))
+    return {
+        v
+        for p, v in _leaves(dict(r.outputs)).items()
+        if isinstance(v, str) and len(v) >= 8 and given.get(p) != v
+    }
+
+
+def _unknown_where(value: Any, needles: set[str]) -> Any:
+    """``value`` with every string that carries one of ``needles`` made unknown."""
+    if isinstance(value, dict):
+        return {k: _unknown_where(v, needles) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unknown_where(v, needles) for v in value]
+    if isinstance(value, str) and any(n in value for n in needles):
+        return _UNKNOWN
+    return value
+
+
+def _propagate_new_outputs(
+    steps: dict[str, Step],
+    before: Mapping[str, Resource],
+    after: Mapping[str, Resource],
+    errors: list[str],
+    daemon: DaemonConfig,
+) -> None:
+    """A replaced resource has new outputs, unknown until it is created: the engine
+    diffs a dependant's inputs with them as unknowns (step_generator.go), so a
+    dependant whose input carries one is updated or replaced in turn, a
+    certificate's consumers for instance. The renders cannot show it, since the
+    mocks give the replacement the same outputs; this puts the unknowns back,
+    exactly where the replaced resource's computed values appear.
+    """
+    replaced = {u for u, s in steps.items() if s.op == "replace"}
+    for urn in _order(after):
+        step, new, old = steps[urn], after[urn], before.get(urn)
+        if old is None or step.op in ("replace", "create"):
+            continue
+        sources = {d for deps in new.property_dependencies.values() for d in deps} & replaced
+        needles = set().union(*(_computed(after[d]) for d in sources if d in after))
+        if not needles:
+            continue
+        inputs = _unknown_where(dict(new.inputs), needles)
+        if inputs == dict(new.inputs):
+            continue
+        state = read_back(old.type, old.inputs, daemon)
+        d = diff(new.type, state, inputs)
+        if d.replace:
+            if old.protect and new.protect:
+                errors.append(
+                    f"unable to replace resource {urn} as it is currently marked for protection"
+                    " (it takes a value from a replaced resource)"
+                )
+            dbr = new.delete_before_replace or d.delete_before_replace
+            steps[urn] = Step("replace", urn, d.replace, dbr)
+            replaced.add(urn)
+        elif d.changed:
+            steps[urn] = Step("update", urn, d.changed | step.keys, unapplied=d.unapplied)
 
 
 def _execute(

@@ -28,7 +28,10 @@ Pairs = tuple[tuple[str, str], ...]
 
 @cache
 def snap(stack: str, platform: str, config: Pairs = (), secrets: Pairs = ()) -> dict[str, Resource]:
-    rendered = render(stack, overrides=(("platform", platform), *config), secrets=secrets)
+    # dev runs the demo app by default, built on the Docker host (docs/app-contract.md);
+    # these scenarios run dev as an operator with a real pinned appImage does.
+    dev = (("demoApp", "false"),) if stack == "dev" else ()
+    rendered = render(stack, overrides=(("platform", platform), *dev, *config), secrets=secrets)
     return snapshot(rendered)
 
 

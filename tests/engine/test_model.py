@@ -193,3 +193,20 @@ def test_a_cloudnativepg_cluster_is_patched_in_place_and_replaced_only_when_rena
     assert change.changed == {".spec.instances"} and not change.replace
     renamed = {**old, "metadata": {"name": "database2", "namespace": "luna-prod"}}
     assert diff(kind, old, renamed).replace == {".metadata.name"}
+
+
+def test_a_replaced_resource_passes_its_new_outputs_to_what_uses_them() -> None:
+    # The renders give a renewed certificate the same (mock) outputs; the engine
+    # sees them unknown, so the container shipping the certificate is replaced too.
+    pem = "-----BEGIN CERTIFICATE----- mock"
+    signed = _res("cert", type_="tls:index/locallySignedCert:LocallySignedCert", inputs={"a": 1})
+    cert = Resource(**{**signed.__dict__, "outputs": {"a": 1, "certPem": pem}})
+    shipped = _container(name="nginx", uploads=[{"file": "/c", "content": pem}])
+    user = _res("nginx", deps=[cert.urn], prop_deps={"uploads": (cert.urn,)}, inputs=shipped)
+    other = _res("other", deps=[cert.urn], prop_deps={"envs": (cert.urn,)},
+                 inputs=_container(name="other", envs=["A=1"]))  # fmt: skip
+    result = plan(_state(cert, user, other), _state(cert, user, other), renewed=["cert"])
+    assert result.steps[cert.urn].op == "replace"
+    assert result.steps[user.urn].op == "replace", "the certificate's consumer kept the old one"
+    assert result.steps[other.urn].op == "same", "only inputs carrying the new value change"
+    assert not plan(_state(cert, user), _state(cert, user)).changed()

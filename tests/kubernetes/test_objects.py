@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from infra.mocks import unwrap
 from infra.render import render
 from tests.kubernetes.conftest import KUBE_STACKS, ident, manifests, render_k8s
 from tests.kubernetes.pods import matches, pod_template, workloads
+from tests.support.harness import is_secret, plain_dump
 
 LABELS = (
     "app.kubernetes.io/name",
@@ -39,6 +41,9 @@ EXPECTED_FLOWS = {
     ("database", "database"),
     ("prometheus", "database"),
     ("grafana", "prometheus"),
+    ("prometheus", "alertmanager"),
+    # The two Alertmanager replicas gossip (silences, notification log).
+    ("alertmanager", "alertmanager"),
     ("log-collector", "logstash"),
     ("logstash", "elasticsearch"),
     ("kibana", "elasticsearch"),
@@ -157,6 +162,10 @@ def test_every_pod_is_hardened(stack: str) -> None:
             if "hostPath" in volume:
                 assert collector, f"{name} mounts a hostPath"
                 mounts = [m for c in pod["containers"] for m in c["volumeMounts"]]
+                # One writable exception: the collector's own state directory
+                # (read positions, disk buffer), one per namespace.
+                if volume["hostPath"]["path"] == f"/var/lib/luna-log-collector/luna-{stack}":
+                    continue
                 assert all(m.get("readOnly") for m in mounts if m["name"] == volume["name"]), name
 
 
@@ -210,8 +219,10 @@ def test_network_is_default_deny_then_exactly_the_needed_flows(stack: str) -> No
             for peer in rule.get("from", []) + rule.get("to", []):
                 if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
                     owner = policy["metadata"]["name"]
-                    # The database's archiver reaches the object store off the cluster.
-                    assert owner in ("proxy", "app", "database"), (
+                    # The database's archiver reaches the object store off the cluster;
+                    # Alertmanager notifies pagers and chat; the blackbox exporter
+                    # probes the public URL as users reach it.
+                    assert owner in ("proxy", "app", "database", "alertmanager", "blackbox"), (
                         f"{ident(policy)} opens the internet"
                     )
                     if "to" in rule:
@@ -297,7 +308,7 @@ def test_data_services_are_stateful_with_claims_and_the_database_is_cloudnativep
 
 
 def test_prod_protects_data_and_its_guards_never_processes() -> None:
-    guards = {"default-deny", "database-cnpg", "elasticsearch", "prometheus",
+    guards = {"default-deny", "database-cnpg", "elasticsearch", "logstash", "prometheus",
               "pushgateway", "grafana"}  # fmt: skip
     for stack, want in (("prod", True), ("staging", False)):
         records = list(render_k8s(stack).monitor.records.values())
@@ -331,3 +342,63 @@ def test_kubernetes_objects_use_the_explicit_provider() -> None:
     for r in records:
         if r.type.startswith("kubernetes:"):
             assert r.provider.startswith(providers[0].urn), f"{r.name} uses {r.provider!r}"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_edge_survives_drains_and_rollouts(stack: str) -> None:
+    objs = manifests(stack)
+    proxy = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "proxy")
+    hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler"
+               and o["spec"]["scaleTargetRef"]["name"] == "proxy")  # fmt: skip
+    assert hpa["spec"]["minReplicas"] >= 2, f"{stack}: edge floor {hpa['spec']['minReplicas']}"
+    name = "app.kubernetes.io/name"
+    pdbs = [o for o in objs if o["kind"] == "PodDisruptionBudget"
+            and o["spec"]["selector"]["matchLabels"][name] == "proxy"]  # fmt: skip
+    assert pdbs and pdbs[0]["spec"]["maxUnavailable"] == 1, f"{stack}: edge PDB {pdbs}"
+    pod = proxy["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    (container,) = pod["containers"]
+    sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+    drain = int(sleep[1])
+    # Longer than the load balancer needs to drop a target (luna:edgeDrainSeconds).
+    assert sleep[0] == "sleep" and drain >= 40, f"{stack}: preStop {sleep}"
+    assert pod["terminationGracePeriodSeconds"] > drain, f"{stack}: grace ends the drain early"
+    strategy = proxy["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0, f"{stack}: edge rollout {strategy}"
+
+
+def test_migration_job_is_awaited_for_its_whole_deadline() -> None:
+    records = render_k8s("prod").monitor.records.values()
+    job = next(r for r in records if r.type == "kubernetes:batch/v1:Job")
+    deadline = unwrap(job.inputs)["spec"]["activeDeadlineSeconds"]
+    # pulumi-kubernetes waits 10 minutes for a Job unless customTimeouts say otherwise.
+    create = job.custom_timeouts.get("create", "10m")
+    assert create.endswith("m") and int(create[:-1]) * 60 > deadline, (job.name, create, deadline)
+
+
+def test_private_registry_credentials_reach_only_pods_pulling_from_it() -> None:
+    r = render(
+        "prod",
+        overrides=[("platform", "kubernetes"), ("registryServer", "ghcr.io"),
+                   ("registryUsername", "luna-bot")],
+        secrets=[("registryPassword", "ghp-pull-token-123")],
+    )  # fmt: skip
+    secret = next(
+        rec for rec in r.monitor.records.values()
+        if rec.type == "kubernetes:core/v1:Secret" and rec.name.endswith("registry-credentials")
+    )  # fmt: skip
+    data = secret.inputs["stringData"]
+    assert is_secret(data) or is_secret(data[".dockerconfigjson"]), "pull credentials in clear"
+    assert "ghp-pull-token-123" in plain_dump(data), "the token does not reach the Secret"
+    assert unwrap(secret.inputs["type"]) == "kubernetes.io/dockerconfigjson"
+    for obj in r.manifests():
+        spec = obj.get("spec") or {}
+        pod = spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec")
+        if not pod:
+            continue
+        images = {c["image"] for c in pod["containers"]}
+        pulls = pod.get("imagePullSecrets")
+        if any(i.startswith("ghcr.io/") for i in images):
+            assert pulls == [{"name": "registry-credentials"}], obj["metadata"]["name"]
+        else:
+            assert not pulls, f"{obj['metadata']['name']} gets credentials it does not need"

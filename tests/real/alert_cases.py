@@ -10,14 +10,17 @@ with no case here fails the test (see ``KNOWN``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-__all__ = ["KNOWN", "AlertCase", "build_tests", "rules_by_name"]
+__all__ = ["KNOWN", "SLOW_EVAL", "AlertCase", "build_tests", "latency_budget", "rules_by_name"]
 
 KNOWN = (
+    "Watchdog",
+    "LunaAlertNotificationsFailing",
     "LunaAppDown",
     "LunaHighErrorRate",
     "LunaHighLatencyP95",
@@ -30,9 +33,25 @@ KNOWN = (
     "LunaBackupMissing",
     "LunaRestoreDrillFailed",
     "LunaWalArchivingFailing",
+    "LunaCrisisProbeFailing",
+    "LunaCrisisEdgeDown",
+    "LunaEdgeCertExpiringSoon",
+    "LunaEdgeCertExpiring",
+    "LunaCrisisAvailabilityBudgetBurn",
+    "LunaCrisisAvailabilityBudgetTicket",
+    "LunaCrisisLatencyBudgetBurn",
+    "LunaCrisisLatencyBudgetTicket",
+)
+# Days-long windows or hours-long ``for``: evaluated every 5 minutes, not every 15 s.
+SLOW_EVAL = (
+    "LunaCrisisAvailabilityBudgetTicket",
+    "LunaCrisisLatencyBudgetTicket",
+    "LunaBackupTooOld",
+    "LunaBackupMissing",
 )
 
 CRISIS_TARGET = "http://app:3000/api/crisis/health"
+EDGE_TARGET = "https://luna-app.com/api/crisis/health"
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,10 @@ class AlertCase:
     labels: dict[str, str] = field(default_factory=dict)
     value: float | None = None
     """The alert's ``$value`` when firing (chosen to be exact)."""
+    interval: str = "1m"
+    """Spacing of the input samples (``15s``: the production scrape interval)."""
+    fires: bool = False
+    """For the healthy case of an alert that never stops firing (Watchdog)."""
 
 
 def rules_by_name(rules_yaml: str) -> dict[str, dict[str, Any]]:
@@ -51,9 +74,9 @@ def rules_by_name(rules_yaml: str) -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
 
 
-def threshold(rule: dict[str, Any]) -> float:
-    match = re.search(r">\s*([0-9.e+-]+)\s*$", rule["expr"].strip())
-    assert match, f"{rule['alert']}: no '> threshold' at the end of {rule['expr']!r}"
+def threshold(rule: dict[str, Any], op: str = ">") -> float:
+    match = re.search(rf"{op}\s*([0-9.e+-]+)\s*$", rule["expr"].strip())
+    assert match, f"{rule['alert']}: no '{op} threshold' at the end of {rule['expr']!r}"
     return float(match.group(1))
 
 
@@ -91,19 +114,56 @@ def _counter(per_min: float, n: int) -> str:
     return f"0+{_go_float(per_min)}x{n}"
 
 
-def _cases(rule: dict[str, Any]) -> tuple[AlertCase, AlertCase]:
+def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
     """(firing, healthy) for one alert."""
     name = rule["alert"]
     hold = minutes(rule.get("for", "0m"))
     at = hold + 10  # past the rate windows (5m) and the rule's ``for``
     n = at + 5
-    if name == "LunaAppDown":
-        s = 'up{job="app",instance="app-0:3000"}'
-        labels = {"job": "app", "instance": "app-0:3000"}
-        return (
-            AlertCase([(s, f"0x{n}")], at, labels),
-            AlertCase([(s, f"1x{n}")], at),
+    if name == "Watchdog":
+        # Always firing, healthy or not: the heartbeat receiver alarms when it stops.
+        s = 'up{job="prometheus",instance="127.0.0.1:9090"}'
+        return AlertCase([(s, f"1x{n}")], at), AlertCase([(s, f"1x{n}")], at, fires=True)
+    if name == "LunaAlertNotificationsFailing":
+        s = (
+            'alertmanager_notifications_failed_total{job="alertmanager",'
+            'instance="alertmanager:9093",integration="slack"}'
         )
+        return (
+            AlertCase([(s, _counter(1, n))], at, {"integration": "slack"}),
+            # Failures long ago (the counter is high) but none in the window: quiet.
+            AlertCase([(s, f"7x{n}")], at),
+        )
+    if name == "LunaAppDown":
+        replicas = int(threshold(rule, "<"))
+        # One replica reports 0 (Docker's static targets), one has vanished from
+        # discovery (a Kubernetes pod that left the headless Service), the rest answer.
+        down = [('up{job="app",instance="app-0:3000"}', f"0x{n}")]
+        rest = [(f'up{{job="app",instance="app-{i}:3000"}}', f"1x{n}") for i in range(2, replicas)]
+        healthy = [(f'up{{job="app",instance="app-{i}:3000"}}', f"1x{n}") for i in range(replicas)]
+        return (
+            AlertCase(down + rest, at, {}, value=len(rest)),
+            AlertCase(healthy, at),
+        )
+    if name == "LunaCrisisProbeFailing":
+        s = f'up{{job="crisis-probe",instance="{CRISIS_TARGET}"}}'
+        labels = {"job": "crisis-probe", "instance": CRISIS_TARGET}
+        return AlertCase([(s, f"0x{n}")], at, labels), AlertCase([(s, f"1x{n}")], at)
+    if name == "LunaCrisisEdgeDown":
+        s = f'probe_success{{job="crisis-edge",instance="{EDGE_TARGET}"}}'
+        labels = {"job": "crisis-edge", "instance": EDGE_TARGET}
+        return AlertCase([(s, f"0x{n}")], at, labels), AlertCase([(s, f"1x{n}")], at)
+    if name in ("LunaEdgeCertExpiringSoon", "LunaEdgeCertExpiring"):
+        days = threshold(rule, "<") / 86400
+        s = f'probe_ssl_earliest_cert_expiry{{job="crisis-edge",instance="{EDGE_TARGET}"}}'
+        labels = {"job": "crisis-edge", "instance": EDGE_TARGET}
+        # Expiry timestamps (time() starts at 0): a day inside, and a day outside, the limit.
+        return (
+            AlertCase([(s, f"{_go_float((days - 1) * 86400)}x{n}")], at, labels),
+            AlertCase([(s, f"{_go_float((days + 1) * 86400)}x{n}")], at),
+        )
+    if name.startswith("LunaCrisis") and "Budget" in name:
+        return _burn_cases(name, rule, budget)
     if name == "LunaHighErrorRate":
         t = threshold(rule)
         assert 0 < t < 0.5, f"{name}: threshold {t} outside the modelled range"
@@ -204,27 +264,94 @@ def _cases(rule: dict[str, Any]) -> tuple[AlertCase, AlertCase]:
     raise AssertionError(f"alert {name} has no unit-test case in tests/real/alert_cases.py")
 
 
-def build_tests(rules_file: str, rules_yaml: str) -> tuple[dict[str, Any], list[str]]:
-    """The promtool test document and the group names, ``<alert>:firing|healthy``."""
+def _burn_cases(name: str, rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
+    """Burn-rate alerts: a sustained outage fires; a blip does not.
+
+    The blip (one bad 15 s probe after a healthy hour) makes both short windows
+    (5 m: 5 %, 30 m: 0.8 %) burn above their factors (1.44 % and 0.6 % for
+    99.9 %); only the long windows (0.4 %) keep it quiet, which is what the
+    multiwindow rule is for. A ticket shows the other half: after an outage has
+    ended, the short window closes it while the 3-day window still remembers.
+    """
+    latency = "Latency" in name
+    ticket = name.endswith("Ticket")
+    metric = "probe_duration_seconds" if latency else "probe_success"
+    bad = _go_float(budget * 2) if latency else "0"
+    good = _go_float(budget / 2) if latency else "1"
+    series = [
+        f'{metric}{{job="crisis-probe",instance="{CRISIS_TARGET}"}}',
+        f'{metric}{{job="crisis-edge",instance="{EDGE_TARGET}"}}',
+    ]
+    hold = minutes(rule.get("for", "0m"))
+    interval, per_min = ("5m", 0.2) if ticket else ("15s", 4)
+    # Firing: bad from the start (every window at 100 %, so $value is exactly 1).
+    at = hold + 10
+    n = int((at + 5) * per_min)
+    firing = AlertCase([(s, f"{bad}x{n}") for s in series], at, {}, value=1.0, interval=interval)
+    if ticket:
+        # A 30-minute outage, then 7 healthy hours: the 3 d window still remembers
+        # it (6.7 %), the 6 h window has recovered (0 %), so the ticket is closed.
+        healthy = AlertCase(
+            [(s, f"{bad}x5 {good}x84") for s in series], 7 * 60 + 30, interval=interval
+        )
+        return firing, healthy
+    history = 60 * 4
+    # Evaluated after the rule's ``for``: a true condition would be firing by then.
+    after = (hold + 5) * 4
+    blipped = f"{good}x{history - 1} {bad} {good}x{after}"
+    healthy = AlertCase(
+        [(series[0], blipped), (series[1], f"{good}x{history + after + 1}")],
+        60 + hold + 3,
+        interval=interval,
+    )
+    return firing, healthy
+
+
+def latency_budget(rules_yaml: str) -> float:
+    """The crisis latency budget, read from the SLO recording rule (``> bool X``)."""
+    doc = yaml.safe_load(rules_yaml)
+    exprs = [r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r]
+    found = [m for e in exprs for m in re.findall(r"> bool ([0-9.e+-]+)\)", e)]
+    assert len(found) == 1, f"expected one latency budget in the recording rules, found {found}"
+    return float(found[0])
+
+
+def build_tests(
+    rules_file: str,
+    rules_yaml: str,
+    *,
+    evaluation_interval: str = "1m",
+    alerts: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The promtool test document and the group names, ``<alert>:firing|healthy``.
+
+    ``alerts`` selects the alerts to test (default: all); ``evaluation_interval``
+    is the rule evaluation interval promtool uses (production: 15 s).
+    """
     groups: list[dict[str, Any]] = []
     names: list[str] = []
+    slo = "luna:crisis_probe_slow:bool" in rules_yaml
+    budget = latency_budget(rules_yaml) if slo else 0.0
     for name, rule in rules_by_name(rules_yaml).items():
-        firing, healthy = _cases(rule)
+        if alerts is not None and name not in alerts:
+            continue
+        firing, healthy = _cases(rule, budget)
         labels = {**rule.get("labels", {}), **firing.labels}
         annotations = {
             k: render_template(v, labels, firing.value)
             for k, v in (rule.get("annotations") or {}).items()
         }
+        alert = [{"exp_labels": labels, "exp_annotations": annotations}]
         for kind, case, expected in (
-            ("firing", firing, [{"exp_labels": labels, "exp_annotations": annotations}]),
-            ("healthy", healthy, []),
+            ("firing", firing, alert),
+            ("healthy", healthy, alert if healthy.fires else []),
         ):
             group_name = f"{name}:{kind}"
             names.append(group_name)
             groups.append(
                 {
                     "name": group_name,
-                    "interval": "1m",
+                    "interval": case.interval,
                     "input_series": [{"series": s, "values": v} for s, v in case.series],
                     "alert_rule_test": [
                         {
@@ -235,5 +362,5 @@ def build_tests(rules_file: str, rules_yaml: str) -> tuple[dict[str, Any], list[
                     ],
                 }
             )
-    doc = {"rule_files": [rules_file], "evaluation_interval": "1m", "tests": groups}
+    doc = {"rule_files": [rules_file], "evaluation_interval": evaluation_interval, "tests": groups}
     return doc, names

@@ -82,6 +82,10 @@ def docker_host(root: Path) -> Iterator[DockerHost]:
         host.docker("import", str(tar), IMAGE)
         yield host
     finally:
+        # A user-defined network is a bridge in the host's namespace, and it outlives
+        # the daemon: remove them, or repeated runs exhaust Docker's address pools.
+        host.docker("rm", "-f", *host.docker("ps", "-aq", check=False).stdout.split(), check=False)
+        host.docker("network", "prune", "-f", check=False)
         daemon.stop()
         # Mounts under the data root (vfs has none, but netns files may remain).
         subprocess.run(["umount", "-R", str(root / "exec")], capture_output=True, check=False)

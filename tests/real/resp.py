@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from types import TracebackType
 
 __all__ = ["RedisError", "Resp"]
@@ -15,8 +16,24 @@ class RedisError(Exception):
 
 
 class Resp:
-    def __init__(self, port: int, *, timeout: float = 10.0) -> None:
-        self._sock = socket.create_connection(("127.0.0.1", port), timeout)
+    """``Resp(port)``; with ``tls`` (a client context), over TLS checked for ``server_hostname``."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout)
+        try:
+            self._sock = (
+                tls.wrap_socket(raw, server_hostname=server_hostname) if tls is not None else raw
+            )
+        except BaseException:
+            raw.close()
+            raise
         self._buf = self._sock.makefile("rb")
 
     def __enter__(self) -> Resp:

@@ -13,7 +13,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from infra.mocks import unwrap
-from infra.render import Rendered, load_stack_config
+from infra.render import Rendered, load_stack_config, on_platform
 from tests.conftest import rendered
-from tests.support.tools import REPO
+from tests.support.tools import REPO, need
 
 __all__ = [
     "Daemon",
@@ -70,7 +69,7 @@ class RenderedStack:
 def render_stack(stack: str, *, platform: str = "docker") -> RenderedStack:
     """The lead's cached render (tests/conftest.py), so a worker renders each stack once."""
     result = rendered(stack, platform)
-    config, _ = load_stack_config(stack, overrides=[("platform", platform)])
+    config, _ = load_stack_config(stack, overrides=on_platform(platform))
     return RenderedStack(
         stack=stack, platform=platform, rendered=result, config=config, files=result.files()
     )
@@ -174,9 +173,13 @@ class Daemon:
         self._out.close()
 
 
+DEMO_APP = REPO / "demo-app" / "server.js"
+
+
 @dataclass
 class StandIn:
-    """An app replica stand-in: a child process answering every request with its id."""
+    """An app replica: the demo app (demo-app/server.js, the one implementation of
+    the app contract), which answers other pages with its id and the body bytes it got."""
 
     ident: str
     port: int
@@ -197,15 +200,27 @@ class StandIn:
 
 
 def start_standin(
-    ident: str, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0
+    ident: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 10.0,
+    env: Mapping[str, str] | None = None,
 ) -> StandIn:
-    """A stand-in on ``host:port`` (port 0: any), once it listens."""
+    """The demo app on ``host:port`` (port 0: any), once it listens."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.real.standin", ident, host, str(port)],
+        [need("node"), str(DEMO_APP)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "PORT": str(port),
+            "HOSTNAME": host,
+            "DEMO_INSTANCE": ident,
+            "DEMO_ECHO_FORWARDING": "1",
+            **(env or {}),
+        },
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)

@@ -13,14 +13,20 @@ ports (to free ports on 127.0.0.1). The app is found as each platform finds it:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.client
+import math
 import re
+import shlex
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.program import crisis_prefix
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.dns import ReplicaDns, replica_dns
 from tests.real.support import (
@@ -42,7 +49,7 @@ from tests.real.support import (
     wait_for_port,
 )
 from tests.support.tls import TlsPair
-from tests.support.tools import need
+from tests.support.tools import REPO, need
 
 pytestmark = pytest.mark.slow
 
@@ -91,11 +98,14 @@ class Edge:
         conn: http.client.HTTPConnection | None = None,
         method: str = "GET",
         body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], str]:
         own = conn is None
         c = conn or self.https_conn()
         try:
-            c.request(method, path, body=body, headers={"Host": self.server_name})
+            c.request(
+                method, path, body=body, headers={"Host": self.server_name, **(headers or {})}
+            )
             resp = c.getresponse()
             text = resp.read().decode(errors="replace")
             return resp.status, dict(resp.getheaders()), text
@@ -193,7 +203,9 @@ def edge(
             dns.add("app", app.host)  # type: ignore[union-attr]
         http_port, https_port, status_port = free_ports(3)
         ports = {
+            "listen 8080;": http_port,
             "listen 8080 default_server;": http_port,
+            "listen 8443 ssl;": https_port,
             "listen 8443 ssl default_server;": https_port,
             "listen 8081;": status_port,
         }
@@ -436,3 +448,163 @@ def test_body_over_limit_gets_413_and_at_limit_reaches_the_app(edge: Edge) -> No
     status, _, body = edge.get("/api/upload", method="POST", body=b"a" * (limit + 1))
     assert status == 413, f"{edge.stack.stack}: a body of {limit + 1} bytes got {status}"
     assert not edge.answered_by_app(body), f"{edge.stack.stack}: the oversized body reached the app"
+
+
+def test_access_log_keeps_no_query_string_header_or_full_client_address(edge: Edge) -> None:
+    stack = edge.stack.stack
+    query = "email=jane.doe%40example.com&phone=%2B44%2020%207946%200958&mail=sam@example.net"
+    headers = {
+        "Host": edge.server_name,
+        "User-Agent": "Mozilla/5.0 (patient-device-7788)",
+        "Referer": "https://luna-app.com/crisis?name=Jane+Doe",
+        "X-Forwarded-For": "198.51.100.23",
+        "Cookie": "session=s3cr3t-cookie-value",
+    }
+    conn = edge.https_conn()
+    try:
+        conn.request("GET", f"/api/journal/search?{query}", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, f"{stack}: the search answered {resp.status}"
+    # nginx writes both lines in its log phase, after the response has gone out.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in edge.nginx.output().splitlines() if "/api/journal/search" in line]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    print(f"\n{stack}/{edge.stack.platform}: access log lines {lines}")
+    operational = [line for line in lines if not line.startswith("luna-audit ")]
+    audit = [line for line in lines if line.startswith("luna-audit ")]
+    assert len(operational) == 1 and len(audit) == 1, f"{stack}: access log lines {lines}"
+    log = "\n".join(lines)
+    for secret in (
+        "jane.doe", "%40example", "example.com", "7946", "%2B44", "sam@example.net",
+        "patient-device-7788", "Jane+Doe", "198.51.100.23", "s3cr3t-cookie-value", "?",
+    ):  # fmt: skip
+        assert secret not in log, f"{stack}: the access log keeps {secret!r}: {lines}"
+    # The operational line keeps the client's network, the audit line its address.
+    assert operational[0].startswith('127.0.0.0 "GET /api/journal/search HTTP/1.1" 200 '), (
+        f"{stack}: {operational[0]}"
+    )
+    assert " client=127.0.0.1 method=GET path=/api/journal/search status=200 " in audit[0], (
+        f"{stack}: {audit[0]}"
+    )
+
+
+def _pipeline_check(edge: Edge, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/smoke_check.py as the pipeline does, with the stack's name resolving
+    to loopback (a private mount namespace's /etc/hosts; nothing changes outside it)."""
+    hosts = tmp / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {edge.server_name}\n")
+    url = f"https://{edge.server_name}:{edge.https_port}"
+    command = [
+        sys.executable, str(REPO / "scripts" / "smoke_check.py"), "check", "--url", url,
+        "--cafile", str(edge.cert), *args,
+    ]  # fmt: skip
+    script = f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec {shlex.join(command)}"
+    return subprocess.run(
+        [need("unshare"), "-m", "sh", "-c", script],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_pipeline_smoke_and_crisis_checks_pass_against_the_demo_app_behind_the_edge(
+    edge: Edge, tmp_path: Path
+) -> None:
+    """The post-deploy smoke check (health, TLS, HSTS, headers, crisis) and the crisis
+    job's check (20 samples, p95 within the stack's budget), exactly as
+    .github/workflows/pipeline.yml runs them, against nginx with the rendered
+    config in front of the demo app."""
+    smoke = _pipeline_check(edge, tmp_path, "--wait", "10")
+    assert smoke.returncode == 0, f"{edge.stack.stack}: smoke check failed\n{smoke.stdout}"
+    budget = edge.stack.setting("crisisLatencyBudgetMs")
+    crisis = _pipeline_check(
+        edge, tmp_path, "--only", "crisis", "--crisis-path", edge.stack.setting("crisisPath"),
+        "--crisis-budget-ms", budget, "--crisis-samples", "20", "--crisis-stat", "p95",
+    )  # fmt: skip
+    assert crisis.returncode == 0, f"{edge.stack.stack}: crisis check failed\n{crisis.stdout}"
+    print(f"\n{edge.stack.stack}/{edge.stack.platform}:\n{smoke.stdout}{crisis.stdout}")
+
+
+SPOOF = {"X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.66", "Forwarded": "for=6.6.6.6"}
+
+
+def _crisis_prefix(edge: Edge) -> str:
+    return crisis_prefix(edge.stack.setting("crisisPath"))
+
+
+def test_spoofed_forwarded_for_does_not_reach_the_app(edge: Edge) -> None:
+    stack = f"{edge.stack.stack}/{edge.stack.platform}"
+    for path in ("/journal", "/api/auth/session", _crisis_prefix(edge) + "x"):
+        status, headers, body = edge.get(path, headers=SPOOF)
+        assert status == 200 and edge.answered_by_app(body), f"{stack}: {path} got {status}"
+        seen = {k.removeprefix("X-Seen-"): v for k, v in headers.items() if k.startswith("X-Seen")}
+        # The stand-in's only peer address is nginx's connection from 127.0.0.1.
+        assert seen["X-Forwarded-For"] == "127.0.0.1", f"{stack}: {path}: app saw XFF {seen}"
+        assert seen["X-Real-IP"] == "127.0.0.1", f"{stack}: {path}: app saw {seen}"
+        assert seen["Forwarded"] == "-", f"{stack}: {path}: the client's Forwarded passed: {seen}"
+        assert seen["Host"] == edge.server_name, f"{stack}: {path}: Host {seen['Host']}"
+
+
+def _raw_tls(edge: Edge, sni: str) -> ssl.SSLSocket:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", edge.https_port), 10)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=sni)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def test_unknown_host_is_refused(edge: Edge) -> None:
+    stack = f"{edge.stack.stack}/{edge.stack.platform}"
+    # Control: the configured name reaches the app.
+    status, _, body = edge.get("/")
+    assert status == 200 and edge.answered_by_app(body), f"{stack}: control got {status}"
+    # An unknown name in SNI: no handshake at all.
+    with pytest.raises(ssl.SSLError) as refused:
+        _raw_tls(edge, "evil.example").close()
+    assert "UNRECOGNIZED_NAME" in str(refused.value).upper(), f"{stack}: {refused.value}"
+    # The right SNI with another Host header: 421, and the app never sees it.
+    status, _, body = edge.get("/", headers={"Host": "evil.example"})
+    assert status == 421 and not edge.answered_by_app(body), f"{stack}: unknown Host got {status}"
+    # Plain HTTP with an unknown Host: closed without an answer (444), no redirect.
+    plain = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=10)
+    try:
+        with pytest.raises(http.client.RemoteDisconnected):
+            edge.get("/", conn=plain, headers={"Host": "evil.example"})
+    finally:
+        plain.close()
+
+
+def test_auth_is_rate_limited_while_the_crisis_path_never_is(edge: Edge) -> None:
+    stack = f"{edge.stack.stack}/{edge.stack.platform}"
+    conf = edge.stack.file("proxy", NGINX_CONF)
+    rate = re.search(r"zone=luna_auth:\S+ rate=(\d+)r/m;", conf)
+    burst = re.search(r"limit_req zone=luna_auth burst=(\d+) nodelay;", conf)
+    assert rate and burst, f"{stack}: no auth rate limit in nginx.conf"
+    per_min, allowed_burst = int(rate.group(1)), int(burst.group(1))
+    crisis = _crisis_prefix(edge)
+    assert f"location ^~ {crisis} {{" in conf, f"{stack}: no crisis location for {crisis}"
+    n = 40
+    paths = [p for i in range(n) for p in (f"/api/auth/callback?i={i}", f"{crisis}chat?i={i}")]
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda p: (p, edge.get(p, method="POST", body=b"{}")), paths))
+    elapsed = time.monotonic() - started
+    auth = Counter(r[0] for p, r in results if p.startswith("/api/auth/"))
+    crisis_seen = Counter(r[0] for p, r in results if p.startswith(crisis))
+    print(f"{stack}: {n} auth + {n} crisis requests in {elapsed:.2f}s: auth {dict(auth)}, "
+          f"crisis {dict(crisis_seen)}")  # fmt: skip
+    ceiling = allowed_burst + 1 + math.ceil(elapsed * per_min / 60)
+    assert auth[200] <= ceiling, f"{stack}: {auth[200]} auth requests passed, limit {ceiling}"
+    assert auth[429] >= n - ceiling and set(auth) <= {200, 429}, f"{stack}: auth {dict(auth)}"
+    assert crisis_seen == Counter({200: n}), f"{stack}: crisis refusals {dict(crisis_seen)}"
+    for _path, (status, _, body) in results:
+        if status == 429:
+            assert not edge.answered_by_app(body), f"{stack}: a 429 came from the app"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.real.alert_cases import KNOWN, build_tests, rules_by_name
+from tests.real.alert_cases import KNOWN, SLOW_EVAL, build_tests, rules_by_name
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.support import RenderedStack
 from tests.support.tools import need
@@ -37,6 +37,15 @@ REQUIRED = {
     "LunaDatabaseDown",
     "LunaCacheDown",
     "LunaBackupTooOld",
+    "Watchdog",
+    "LunaAlertNotificationsFailing",
+    "LunaCrisisEdgeDown",
+    "LunaEdgeCertExpiringSoon",
+    "LunaEdgeCertExpiring",
+    "LunaCrisisAvailabilityBudgetBurn",
+    "LunaCrisisAvailabilityBudgetTicket",
+    "LunaCrisisLatencyBudgetBurn",
+    "LunaCrisisLatencyBudgetTicket",
 }
 
 
@@ -69,7 +78,7 @@ def test_promtool_checks_config_and_rules(
         assert stack.setting("monitoring") == "false", f"{stack.stack}: monitoring without files"
         return
     config, rules = tree
-    n_rules = len(rules_by_name(rules.read_text()))
+    n_rules = sum(len(g["rules"]) for g in yaml.safe_load(rules.read_text())["groups"])
     checked = _run([promtool, "check", "config", str(config)])
     assert checked.returncode == 0, f"{stack.stack}: {CONFIG}:\n{checked.stdout}{checked.stderr}"
     out = checked.stdout + checked.stderr
@@ -91,17 +100,27 @@ def test_every_alert_fires_on_bad_series_and_stays_quiet_on_healthy(
     assert alerts >= REQUIRED, f"{stack.stack}: {RULES} lacks {sorted(REQUIRED - alerts)}"
     assert alerts <= set(KNOWN), f"{stack.stack}: no unit-test case for {alerts - set(KNOWN)}"
 
-    doc, groups = build_tests(rules.name, rules.read_text())
-    tests = rules.parent / "luna-alerts.test.yml"
+    text = rules.read_text()
+    interval = yaml.safe_load(stack.file("prometheus", CONFIG))["global"]["evaluation_interval"]
+    assert interval == "15s", f"{stack.stack}: evaluation_interval {interval}; update the cases"
+    groups = _promtool_test(promtool, rules, interval, [a for a in alerts if a not in SLOW_EVAL])
+    # Days-long windows and hours-long ``for``: evaluated every 5 minutes to stay
+    # fast; their cases do not depend on 15 s resolution.
+    groups += _promtool_test(promtool, rules, "5m", [a for a in alerts if a in SLOW_EVAL])
+    expected = [f"{a}:{k}" for a in rules_by_name(text) for k in ("firing", "healthy")]
+    assert sorted(groups) == sorted(expected), f"{stack.stack}: {groups}"
+
+
+def _promtool_test(promtool: str, rules: Path, interval: str, alerts: list[str]) -> list[str]:
+    doc, groups = build_tests(
+        rules.name, rules.read_text(), evaluation_interval=interval, alerts=alerts
+    )
+    tests = rules.parent / f"luna-alerts-{interval}.test.yml"
     tests.write_text(yaml.safe_dump(doc, sort_keys=False))
     result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
     out = result.stdout + result.stderr
-    assert result.returncode == 0 and "SUCCESS" in out, (
-        f"{stack.stack}: promtool test rules:\n{out}"
-    )
-    assert groups == [
-        f"{a}:{k}" for a in rules_by_name(rules.read_text()) for k in ("firing", "healthy")
-    ], f"{stack.stack}: {groups}"
+    assert result.returncode == 0 and "SUCCESS" in out, f"promtool test rules ({interval}):\n{out}"
+    return groups
 
 
 def test_alert_unit_tests_can_fail(
@@ -114,7 +133,7 @@ def test_alert_unit_tests_can_fail(
     assert tree is not None
     _, rules = tree
     text = rules.read_text()
-    doc, _ = build_tests(rules.name, text)
+    doc, _ = build_tests(rules.name, text, alerts=["LunaCrisisLatencyHigh"])
     # A crisis latency budget 100x larger would let the slow crisis path pass.
     loosened = re.sub(
         r"(probe_duration_seconds\{job=\"crisis-probe\"\} > )([0-9.]+)",
@@ -128,3 +147,30 @@ def test_alert_unit_tests_can_fail(
     result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "LunaCrisisLatencyHigh:firing" in out, out
+
+
+def test_burn_rate_cases_can_fail(
+    stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    """Without its long window, the page fires on a 30 s blip: the healthy case must catch it."""
+    promtool = need("promtool")
+    stack = stacks("prod", "kubernetes")
+    tree = _tree(stack, tmp_path)
+    assert tree is not None
+    _, rules = tree
+    text = rules.read_text()
+    name = "LunaCrisisAvailabilityBudgetBurn"
+    doc, _ = build_tests(rules.name, text, evaluation_interval="15s", alerts=[name])
+    # Compare the 1 h window against a threshold 100x lower: a blip now "burns".
+    loosened = re.sub(
+        r"(luna:crisis_probe_errors:ratio_avg1h > )([0-9.e-]+)",
+        lambda m: m.group(1) + str(float(m.group(2)) / 100),
+        text,
+    )
+    assert loosened != text, "prod: the 1 h burn window was not found"
+    rules.write_text(loosened)
+    tests = rules.parent / "burn.test.yml"
+    tests.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and f"{name}:healthy" in out, out

@@ -1,14 +1,22 @@
-"""A real redis-server with the rendered redis.conf: auth, eviction, disabled commands.
+"""A real redis-server (Debian's Redis 7) with the rendered redis.conf: TLS only,
+ACL users, eviction.
 
-Adaptations, each asserted: ``bind 0.0.0.0`` and ``port 6379`` to loopback and a
-free port; the ``include`` of the secret auth.conf (masked in the render) to a
-file made by the same builder the Cache component uses, with a test password.
-The server is started the way the container starts it: ``redis-server <conf>``.
+Adaptations, each asserted: ``bind 0.0.0.0`` and ``tls-port 6380`` to loopback and
+a free port; the certificate paths to a throwaway CA and a server pair it signed
+for the names the render's certificate request asks for; the ``include`` of the
+secret ACL file (masked in the render) to a file made by the same builder the
+Cache component uses, with test passwords that carry quotes, ``\\x41``, ``@:/#``
+and spaces. ``port 0`` is left as rendered. The server is started the way the
+container starts it: ``redis-server <conf>``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,17 +24,22 @@ from pathlib import Path
 
 import pytest
 
-from components.configs.redis import redis_auth_conf
+from components.cache import TLS, redis_health_check
+from components.configs.redis import APP_USER, EXPORTER_USER, redis_acl_conf
+from infra.mocks import unwrap
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.resp import RedisError, Resp
 from tests.real.support import Daemon, RenderedStack, free_port, substitute, wait_for_port
+from tests.support.tls import CaSignedPair, make_ca_signed_pair
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
 
 CONF = "/usr/local/etc/redis/redis.conf"
-AUTH_CONF = "/usr/local/etc/redis/auth.conf"
-PASSWORD = "luna-test-redis-Pa55word"
+ACL_CONF = "/usr/local/etc/redis/auth.conf"
+# What a hostile redisPassword looks like: a quote, a redis.conf escape, URL syntax.
+APP_PASSWORD = 'luna-app "Pa55" \\x41 @:/#?%'
+EXPORTER_PASSWORD = "luna-exporter-Pa55word-0123456789"
 
 
 @dataclass
@@ -34,37 +47,80 @@ class Cache:
     stack: RenderedStack
     port: int
     daemon: Daemon
+    pair: CaSignedPair
+    other_ca: CaSignedPair
+    server_name: str
 
-    def client(self, *, auth: bool = True) -> Resp:
-        c = Resp(self.port)
-        if auth:
-            assert c("AUTH", PASSWORD) == "OK", f"{self.stack.stack}: AUTH refused"
+    def tls(self, ca: Path | None = None) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(ca or self.pair.ca))
+
+    def client(self, user: str | None = APP_USER) -> Resp:
+        c = Resp(self.port, tls=self.tls(), server_hostname=self.server_name)
+        if user is not None:
+            password = {APP_USER: APP_PASSWORD, EXPORTER_USER: EXPORTER_PASSWORD}[user]
+            assert c("AUTH", user, password) == "OK", f"{self.stack.stack}: AUTH {user} refused"
         return c
+
+
+def _certificate_names(stack: RenderedStack) -> list[str]:
+    """The DNS names the render's certificate request for the cache asks for."""
+    (csr,) = [
+        unwrap(r.inputs)
+        for r in stack.rendered.monitor.records.values()
+        if r.type == "tls:index/certRequest:CertRequest" and r.name.endswith("-cache-csr")
+    ]
+    return list(csr["dnsNames"])
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> CaSignedPair:
+    """A CA the server does not use: a client trusting only it must be refused."""
+    return make_ca_signed_pair(
+        tmp_path_factory.mktemp("other-ca"), common_name="cache", alt_names="DNS:cache"
+    )
 
 
 @pytest.fixture(params=FULL_STACK_PARAMS, ids=stack_id)
 def cache(
-    request: pytest.FixtureRequest, stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+    request: pytest.FixtureRequest,
+    stacks: Callable[[str, str], RenderedStack],
+    tmp_path: Path,
+    other_ca: CaSignedPair,
 ) -> Iterator[Cache]:
     redis_server = need("redis-server")
     stack = stacks(*request.param)
-    what = f"{stack.stack}: {CONF}"
-    assert stack.file("cache", AUTH_CONF) == "[secret]\n", f"{stack.stack}: auth.conf not secret"
+    what = f"{stack.stack}/{stack.platform}: {CONF}"
+    assert stack.file("cache", ACL_CONF) == "[secret]\n", f"{what}: the ACL file is not secret"
+    assert stack.file("cache", TLS.key_file) == "[secret]\n", f"{what}: the TLS key is not secret"
+    names = _certificate_names(stack)
+    assert names[0] == "cache" and "localhost" in names, f"{what}: certificate names {names}"
+    pair = make_ca_signed_pair(
+        tmp_path, common_name=names[0], alt_names=",".join(f"DNS:{n}" for n in names)
+    )
     conf = stack.file("cache", CONF)
     port = free_port()
+    assert re.search(r"^port 0$", conf, re.M), f"{what}: a plaintext port is configured"
     conf = substitute(conf, "\nbind 0.0.0.0\n", "\nbind 127.0.0.1\n", what=what)
-    conf = substitute(conf, "\nport 6379\n", f"\nport {port}\n", what=what)
+    conf = substitute(conf, "\ntls-port 6380\n", f"\ntls-port {port}\n", what=what)
+    for path, local in (
+        (TLS.cert_file, pair.cert),
+        (TLS.key_file, pair.key),
+        (TLS.ca_file, pair.ca),
+    ):
+        conf = substitute(conf, f" {path}\n", f" {local}\n", what=what)
     conf = substitute(
-        conf, f"\ninclude {AUTH_CONF}\n", f"\ninclude {tmp_path}/auth.conf\n", what=what
+        conf, f"\ninclude {ACL_CONF}\n", f"\ninclude {tmp_path}/acl.conf\n", what=what
     )
-    (tmp_path / "auth.conf").write_text(redis_auth_conf(PASSWORD))
+    (tmp_path / "acl.conf").write_text(
+        redis_acl_conf(app_password=APP_PASSWORD, exporter_password=EXPORTER_PASSWORD)
+    )
     (tmp_path / "redis.conf").write_text(conf)
     daemon = Daemon(
         [redis_server, str(tmp_path / "redis.conf")], log=tmp_path / "redis.log", cwd=tmp_path
     )
     try:
         wait_for_port(port, proc=daemon.proc, what=f"{stack.stack} redis-server", log=daemon.log)
-        yield Cache(stack=stack, port=port, daemon=daemon)
+        yield Cache(stack, port, daemon, pair, other_ca, server_name=names[0])
     finally:
         daemon.stop()
     assert not list(tmp_path.glob("*.rdb")) and not list(tmp_path.glob("appendonly*")), (
@@ -72,32 +128,138 @@ def cache(
     )
 
 
-def test_unauthenticated_commands_are_refused(cache: Cache) -> None:
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports the process listens on (its socket inodes matched in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_only_the_tls_port_listens_and_clients_verify_the_ca(cache: Cache) -> None:
+    stack = f"{cache.stack.stack}/{cache.stack.platform}"
+    ports = _listening_ports(cache.daemon.proc.pid)
+    assert ports == {cache.port}, f"{stack}: redis listens on {ports}, not only TLS {cache.port}"
+    # A plaintext client on the TLS port gets no answer: the server expects a handshake.
+    with socket.create_connection(("127.0.0.1", cache.port), 5) as raw:
+        raw.sendall(Resp.encode("PING"))
+        raw.settimeout(5)
+        try:
+            answer = raw.recv(64)
+        except (ConnectionResetError, TimeoutError):
+            answer = b""
+    assert b"PONG" not in answer and b"NOAUTH" not in answer, f"{stack}: plaintext got {answer!r}"
+    # A client that trusts another CA refuses the server.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        Resp(cache.port, tls=cache.tls(cache.other_ca.ca), server_hostname=cache.server_name)
+    # A client that checks the name the app uses, with the stack's CA, gets Redis.
+    with cache.client(user=None) as c:
+        reply = c("PING")
+        assert isinstance(reply, RedisError) and str(reply).startswith("NOAUTH"), (
+            f"{stack}: unauthenticated PING over TLS got {reply!r}"
+        )
+
+
+def test_default_user_is_refused(cache: Cache) -> None:
     stack = cache.stack.stack
-    with cache.client(auth=False) as c:
+    with cache.client(user=None) as c:
         for command in (("PING",), ("GET", "session:1"), ("SET", "x", "1"), ("KEYS", "*")):
             reply = c(*command)
             assert isinstance(reply, RedisError) and str(reply).startswith("NOAUTH"), (
                 f"{stack}: unauthenticated {command[0]} answered {reply!r}"
             )
-        wrong = c("AUTH", "not-the-password")
-        assert isinstance(wrong, RedisError) and str(wrong).startswith("WRONGPASS"), (
-            f"{stack}: a wrong password got {wrong!r}"
-        )
-        assert c("AUTH", PASSWORD) == "OK", f"{stack}: the generated password was refused"
+        for auth in (("AUTH", "default", ""), ("AUTH", "default", APP_PASSWORD), ("AUTH", "x")):
+            reply = c(*auth)
+            assert isinstance(reply, RedisError) and str(reply).startswith("WRONGPASS"), (
+                f"{stack}: {auth[:2]} got {reply!r}"
+            )
+        wrong = c("AUTH", APP_USER, "not-the-password")
+        assert isinstance(wrong, RedisError) and str(wrong).startswith("WRONGPASS"), stack
+        assert c("AUTH", APP_USER, APP_PASSWORD) == "OK", f"{stack}: the app password was refused"
         assert c("PING") == "PONG", stack
 
 
-@pytest.mark.parametrize("command", ["FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG"])
-def test_dangerous_commands_are_disabled(cache: Cache, command: str) -> None:
-    args = {"CONFIG": ("GET", "maxmemory"), "DEBUG": ("SLEEP", "0")}.get(command, ())
-    with cache.client() as c:
-        c("SET", "keep", "me")
-        reply = c(command, *args)
-        assert isinstance(reply, RedisError) and "unknown command" in str(reply), (
-            f"{cache.stack.stack}: {command} answered {reply!r}"
+DANGEROUS = [
+    ("CONFIG", "GET", "maxmemory"),
+    ("CONFIG", "SET", "maxmemory", "1mb"),
+    ("FLUSHALL",),
+    ("FLUSHDB",),
+    ("KEYS", "*"),
+    ("DEBUG", "SLEEP", "0"),
+    ("MONITOR",),
+    ("REPLICAOF", "127.0.0.1", "1"),
+    ("SHUTDOWN", "NOSAVE"),
+    ("MODULE", "LIST"),
+    ("ACL", "LIST"),
+    ("CLIENT", "KILL", "TYPE", "normal"),
+]
+
+
+def test_app_user_has_its_data_commands_and_none_of_the_dangerous_ones(cache: Cache) -> None:
+    stack = cache.stack.stack
+    with cache.client(APP_USER) as c:
+        assert c("SET", "session:1", "alice", "EX", "60") == "OK", stack
+        assert c("INCR", "rate:1") == 1 and c("EXPIRE", "rate:1", "60") == 1, stack
+        assert c("EVAL", "return redis.call('GET', KEYS[1])", 1, "session:1") == b"alice", stack
+        refused = []
+        for command in DANGEROUS:
+            reply = c(*command)
+            # DEBUG and MODULE are refused to everyone before the ACL is consulted
+            # (enable-debug-command / enable-module-command no).
+            by_server = command[0] in ("DEBUG", "MODULE") and "command not allowed" in str(reply)
+            assert isinstance(reply, RedisError) and (
+                str(reply).startswith("NOPERM") or by_server
+            ), f"{stack}: the app user ran {' '.join(command)}: {reply!r}"
+            refused.append(command[0])
+        # Nor through a script.
+        reply = c("EVAL", "return redis.call('FLUSHALL')", 0)
+        assert isinstance(reply, RedisError), f"{stack}: FLUSHALL from a script: {reply!r}"
+        assert c("GET", "session:1") == b"alice", f"{stack}: data lost"
+    print(f"{stack}/{cache.stack.platform}: app user refused {len(refused)} commands: {refused}")
+
+
+def test_exporter_user_reads_info_and_nothing_else(cache: Cache) -> None:
+    stack = cache.stack.stack
+    with cache.client(APP_USER) as app:
+        app("SET", "session:1", "alice")
+    with cache.client(EXPORTER_USER) as c:
+        info = c("INFO", "all")
+        assert isinstance(info, bytes) and b"redis_version:" in info, f"{stack}: INFO {info!r}"
+        assert b"used_memory:" in info, stack
+        maxmemory = c("CONFIG", "GET", "maxmemory")
+        assert isinstance(maxmemory, list) and maxmemory[0] == b"maxmemory", (
+            f"{stack}: {maxmemory!r}"
         )
-        assert c("GET", "keep") == b"me", f"{cache.stack.stack}: {command} wiped data"
+        for command in (("GET", "session:1"), ("SET", "x", "1"), ("KEYS", "*"), ("FLUSHALL",),
+                        ("CONFIG", "SET", "maxmemory", "1mb"), ("SCAN", "0")):  # fmt: skip
+            reply = c(*command)
+            assert isinstance(reply, RedisError) and str(reply).startswith("NOPERM"), (
+                f"{stack}: the exporter ran {' '.join(command)}: {reply!r}"
+            )
+
+
+def test_health_check_runs_with_redis_cli_over_verified_tls(cache: Cache) -> None:
+    """The container's health command, with only the port and the CA path adapted."""
+    command = list(redis_health_check(TLS.ca_file, 6380))
+    command[0] = need("redis-cli")
+    command[command.index("6380")] = str(cache.port)
+    command[command.index(TLS.ca_file)] = str(cache.pair.ca)
+    env = {"PATH": os.environ["PATH"], "REDISCLI_AUTH": EXPORTER_PASSWORD}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == "PONG", (
+        f"{cache.stack.stack}: health check got {done.returncode} {done.stdout!r} {done.stderr!r}"
+    )
+    command[command.index(str(cache.pair.ca))] = str(cache.other_ca.ca)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() != "PONG", f"{cache.stack.stack}: health check trusted another CA"
 
 
 def _info(c: Resp, section: str) -> dict[str, str]:
@@ -123,8 +285,8 @@ def test_evicts_least_recently_used_keys_over_the_memory_cap(cache: Cache) -> No
     stack = cache.stack.stack
     cap_mb = int(cache.stack.setting("redisMaxMemoryMb"))
     policy = cache.stack.setting("redisEvictionPolicy")
-    with cache.client() as c:
-        memory = _info(c, "memory")
+    with cache.client(EXPORTER_USER) as monitor, cache.client(APP_USER) as c:
+        memory = _info(monitor, "memory")
         assert memory["maxmemory"] == str(cap_mb * 1024 * 1024), f"{stack}: {memory['maxmemory']}"
         assert memory["maxmemory_policy"] == policy, f"{stack}: {memory['maxmemory_policy']}"
         assert policy == "allkeys-lru", f"{stack}: this test models allkeys-lru, not {policy}"
@@ -134,22 +296,24 @@ def test_evicts_least_recently_used_keys_over_the_memory_cap(cache: Cache) -> No
         c("SET", "hot", "session")
         # Keys without a TTL up to ~90% of the cap: no eviction yet.
         old = 0
-        while int(_info(c, "memory")["used_memory"]) < cap * 0.9:
+        while int(_info(monitor, "memory")["used_memory"]) < cap * 0.9:
             old = _fill(c, stack, value, old, old + 32)
-        assert _info(c, "stats")["evicted_keys"] == "0", f"{stack}: evicted below the cap"
-        # Redis' LRU clock ticks once a second: wait (bounded) until the old keys
-        # are measurably idle, then touch the hot key, so LRU can tell them apart.
-        deadline = time.monotonic() + 5
-        while c("OBJECT", "IDLETIME", "cold:0") == 0:
+        assert _info(monitor, "stats")["evicted_keys"] == "0", f"{stack}: evicted below the cap"
+        # Redis' LRU clock ticks once a second: wait (bounded) until even the
+        # newest old key is two ticks idle, then touch the hot key, so LRU can
+        # tell the generations apart even if writing the next one (over TLS, on a
+        # loaded machine) spans a tick.
+        deadline = time.monotonic() + 10
+        while c("OBJECT", "IDLETIME", f"cold:{old - 1}") < 2:  # type: ignore[operator]
             assert time.monotonic() < deadline, f"{stack}: LRU clock did not advance"
             time.sleep(0.1)
         assert c("GET", "hot") == b"session", stack
-        # Another ~20% of the cap, written within the next clock tick: over the cap,
-        # so volatile-* or noeviction would refuse these (OOM).
+        # Another ~20% of the cap, written right away: over the cap, so
+        # volatile-* or noeviction would refuse these (OOM).
         n = _fill(c, stack, value, old, old + cap // len(value) // 5)
-        stats = _info(c, "stats")
+        stats = _info(monitor, "stats")
         evicted = int(stats["evicted_keys"])
-        used = int(_info(c, "memory")["used_memory"])
+        used = int(_info(monitor, "memory")["used_memory"])
         survivors = c("DBSIZE")
         assert evicted > 0, f"{stack}: nothing evicted after writing {n} x 256 KiB"
         assert evicted < old, f"{stack}: evicted {evicted}, more than the {old} older keys"

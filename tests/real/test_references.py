@@ -57,11 +57,21 @@ def references(stack: RenderedStack) -> list[tuple[str, str, str]]:
             for sc in job.get("static_configs", []):
                 for t in sc["targets"]:
                     hosts = url_hosts(t) or {_host(t)}
+                    if job["job_name"] == "crisis-edge":
+                        # The public name, probed as users reach it: never a service name.
+                        public = url_hosts(stack.setting("appUrl"))
+                        assert hosts == public, f"{stack.stack}: edge probe {t} is not {public}"
+                        continue
                     refs += [(fetcher, h, f"prometheus.yml {job['job_name']}") for h in hosts]
             for sd in job.get("dns_sd_configs", []):
                 refs += [
                     ("prometheus", n, f"prometheus.yml {job['job_name']} dns") for n in sd["names"]
                 ]
+        for am in (yaml.safe_load(prom).get("alerting") or {}).get("alertmanagers", []):
+            for sc in am.get("static_configs", []):
+                refs += [("prometheus", _host(t), "prometheus.yml alerting") for t in sc["targets"]]
+            for sd in am.get("dns_sd_configs", []):
+                refs += [("prometheus", n, "prometheus.yml alerting dns") for n in sd["names"]]
     if ds := shipped("/etc/grafana/provisioning/datasources/luna.yaml"):
         for d in yaml.safe_load(ds)["datasources"]:
             refs += [("grafana", h, "grafana datasource") for h in url_hosts(d["url"])]

@@ -13,7 +13,14 @@ from typing import Any
 from infra.mocks import Record, unwrap
 from infra.render import Rendered
 
-__all__ = ["data_records", "exposed_ports", "replica_count", "services", "workloads"]
+__all__ = [
+    "data_records",
+    "exposed_ports",
+    "replica_count",
+    "service_env",
+    "services",
+    "workloads",
+]
 
 _WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 _NAME = "app.kubernetes.io/name"
@@ -87,3 +94,32 @@ def data_records(r: Rendered) -> list[Record]:
     """Persistent data: Docker volumes and Kubernetes PVCs (processes are not data)."""
     kinds = ("docker:index/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim")
     return [rec for rec in r.monitor.records.values() if rec.type in kinds]
+
+
+def service_env(r: Rendered, service: str) -> dict[str, str]:
+    """The first container's environment of ``service``, secrets in clear.
+
+    Docker: its ``envs``; Kubernetes: ``env`` values and the Secret keys their
+    ``secretKeyRef`` names.
+    """
+    secrets: dict[str, dict[str, str]] = {}
+    for rec in r.monitor.records.values():
+        if rec.type == "kubernetes:core/v1:Secret":
+            name = unwrap(rec.outputs.get("metadata") or {}).get("name")
+            secrets[name] = unwrap(rec.inputs.get("stringData") or {})
+    for rec in r.monitor.records.values():
+        if rec.type == "docker:index/container:Container":
+            if _labels(rec).get("com.luna.service") == service:
+                return dict(e.split("=", 1) for e in unwrap(rec.inputs.get("envs") or []))
+        elif rec.type.startswith("kubernetes:apps/v1:") or rec.type.startswith("kubernetes:batch/"):
+            obj = unwrap(rec.inputs)
+            if (obj.get("metadata") or {}).get("labels", {}).get(_NAME) != service:
+                continue
+            spec = obj["spec"]
+            template = (spec.get("jobTemplate") or {}).get("spec", spec)["template"]
+            env: dict[str, str] = {}
+            for e in template["spec"]["containers"][0].get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                env[e["name"]] = secrets[ref["name"]][ref["key"]] if ref else e.get("value", "")
+            return env
+    raise AssertionError(f"no workload for {service}")

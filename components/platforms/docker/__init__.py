@@ -87,6 +87,7 @@ class DockerPlatform(pulumi.ComponentResource):
         )
         self._networks: dict[str, docker.Network] = {}
         self._images: dict[str, docker.RemoteImage] = {}
+        self._builds: dict[str, docker.Image] = {}
         self._volumes: dict[str, docker.Volume] = {}
         self._graph = FlowGraph()
         self.register_outputs({})
@@ -164,9 +165,10 @@ class DockerPlatform(pulumi.ComponentResource):
             service=spec.name,
             resources=containers,
             addresses=tuple(addresses),
-            # Docker's DNS answers the service name with every replica: scrapes
-            # discover them, so scaling the app never rewrites Prometheus' config.
-            dns_names=(spec.name,) if spec.ports and spec.workload == "service" else (),
+            # Docker's DNS answers the service name with every replica: scrapes of a
+            # replicated service discover them, so scaling it never rewrites
+            # Prometheus' config (as Kubernetes' headless `-pods` Service does).
+            dns_names=(spec.name,) if spec.ports and replicas > 1 else (),
             service_address=f"{spec.name}:{spec.ports[0].port}" if spec.ports else None,
             resolver=EMBEDDED_DNS,
         )
@@ -194,15 +196,37 @@ class DockerPlatform(pulumi.ComponentResource):
         """Fail when a service declared a flow to a service this stack does not run."""
         self._graph.check()
 
+    def build_image(
+        self, name: str, ref: str, context: str, *, parent: pulumi.Resource
+    ) -> docker.Image:
+        """Build ``ref`` from a local folder on this platform's Docker host (never pushed).
+
+        Services deployed with ``ref`` wait for the build: their image is then found
+        on the host instead of pulled.
+        """
+        if ref in self._images:
+            raise ValueError(f"build_image({ref!r}) must come before a service uses it")
+        self._builds[ref] = docker.Image(
+            name,
+            image_name=ref,
+            build=docker.DockerBuildArgs(context=context, dockerfile=f"{context}/Dockerfile"),
+            skip_push=True,
+            opts=pulumi.ResourceOptions(parent=parent, provider=self.provider),
+        )
+        return self._builds[ref]
+
     # -- helpers -----------------------------------------------------------
     def _image(self, ref: str) -> docker.RemoteImage:
         if ref not in self._images:
             slug = re.sub(r"[^a-z0-9]+", "-", ref.lower().split("@")[0]).strip("-")
+            built = self._builds.get(ref)
             self._images[ref] = docker.RemoteImage(
                 f"{self._name}-image-{slug}",
                 name=ref,
                 keep_locally=True,
-                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.provider, depends_on=[built] if built else None
+                ),
             )
         return self._images[ref]
 

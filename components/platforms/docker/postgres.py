@@ -45,8 +45,9 @@ DRILL = "/opt/luna/drill.sh"
 def start_script(*, backup_hours: int | None, push_url: str | None = None) -> str:
     """Install the key with the mode PostgreSQL demands, set roles, schedule backups, start.
 
-    Roles are applied over the local socket as the ``postgres`` OS user on every
-    start (a rotated password replaces the container, so it is applied too).
+    Roles (and, with audit, the auditor role's grants and the extensions) are
+    applied over the local socket as the ``postgres`` OS user on every start (a
+    rotated password replaces the container, so it is applied too).
     """
     backups = ""
     # The backup-age alert reads the timestamp pushed after each successful backup.
@@ -97,7 +98,7 @@ def deploy_postgres(
         ConfigFile(f"{TLS_DIR}/server.key", spec.tls.key_pem, secret=True),
         ConfigFile(f"{CONF_DIR}/pg_hba.conf", pg.pg_hba()),
         ConfigFile(f"{CONF_DIR}/pg_ident.conf", pg.pg_ident()),
-        ConfigFile(f"{CONF_DIR}/roles.sql", pg.roles_sql()),
+        ConfigFile(f"{CONF_DIR}/roles.sql", pg.roles_sql(audit=spec.audit)),
         ConfigFile(START, start_script(
             backup_hours=spec.backup_schedule_hours if spec.backup else None,
             push_url=spec.backup_push_url)),

@@ -1,0 +1,295 @@
+"""Luna's alert and recording rules, for the services a stack runs.
+
+Every alert carries ``severity`` (``critical`` pages, ``warning`` goes to chat,
+``none`` is the Watchdog heartbeat), ``cause`` (what is broken: a critical alert
+inhibits the warnings of the same cause, see ``alertmanager.py``) and a
+``runbook_url`` to ``docs/runbooks/alerts/<cause>.md#<alert>``. Labels and
+annotations name services and probe URLs only, never a user or a request: no
+health data leaves the stack in a notification.
+
+The crisis-path SLOs follow the multiwindow, multi-burn-rate alerts of Google's
+SRE workbook (chapter "Alerting on SLOs"), for a 30-day objective: page at
+14.4x the sustainable burn over 1 h and 5 m (2 % of the budget in an hour) or
+at 6x over 6 h and 30 m (5 % in six hours); open a ticket at 1x over 3 d and
+6 h. The SLI is the blackbox probe: a probe is bad when either the internal or
+the public-edge probe fails (availability) or takes longer than the crisis
+latency budget (latency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "EDGE_JOB",
+    "PROBE_JOB",
+    "RUNBOOK_BASE",
+    "AlertThresholds",
+    "alert_rules",
+]
+
+RUNBOOK_BASE = "https://github.com/luna-app/luna-infrastructure/blob/main/docs/runbooks"
+"""Where ``runbook_url`` annotations point: ``<base>/alerts/<cause>.md#<alert>``."""
+PROBE_JOB = "crisis-probe"
+EDGE_JOB = "crisis-edge"
+_PROBES = f'job=~"{PROBE_JOB}|{EDGE_JOB}"'
+# (name, severity, factor, long window, short window, for): the SRE workbook's table.
+_BURNS = (
+    ("BudgetBurn", "critical", 14.4, "1h", "5m", "1m"),
+    ("BudgetBurn", "critical", 6.0, "6h", "30m", "1m"),
+    ("BudgetTicket", "warning", 1.0, "3d", "6h", "15m"),
+)
+_SLIS = {
+    "Availability": ("errors", "fails"),
+    "Latency": ("slow", "is slower than its budget in"),
+}
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    error_ratio: float = 0.05
+    latency_p95_s: float = 1.0
+    crisis_latency_s: float = 0.5
+    backup_max_age_h: int = 26
+    jobs: Sequence[str] = field(default_factory=tuple)
+    """Scrape jobs present; rules for absent services are left out."""
+    app_replicas: int = 1
+    """Replicas the stack runs: fewer answering fires ``LunaAppDown``."""
+    slo_objective_percent: float = 99.9
+    """The crisis path's availability and latency objective over 30 days."""
+    runbook_base: str = RUNBOOK_BASE
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+class _Rules:
+    def __init__(self, t: AlertThresholds) -> None:
+        self.t = t
+        self.alerts: list[dict[str, Any]] = []
+
+    def add(self, name: str, expr: str, for_: str, severity: str, cause: str, summary: str) -> None:
+        rule: dict[str, Any] = {"alert": name, "expr": expr}
+        if for_ != "0m":
+            rule["for"] = for_
+        rule["labels"] = {"severity": severity, "cause": cause}
+        rule["annotations"] = {
+            "summary": summary,
+            "runbook_url": f"{self.t.runbook_base}/alerts/{cause}.md#{name.lower()}",
+        }
+        self.alerts.append(rule)
+
+
+def _slo_records(t: AlertThresholds) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = [
+        {
+            # 1 while either probe fails: users reach the crisis path through both.
+            "record": "luna:crisis_probe_errors:bool",
+            "expr": f"1 - min without (instance, job) (probe_success{{{_PROBES}}})",
+        },
+        {
+            "record": "luna:crisis_probe_slow:bool",
+            "expr": "max without (instance, job) "
+            f"(probe_duration_seconds{{{_PROBES}}} > bool {_number(t.crisis_latency_s)})",
+        },
+    ]
+    windows = sorted({w for b in _BURNS for w in b[3:5]}, key=_seconds)
+    for sli in ("errors", "slow"):
+        records += [
+            {
+                "record": f"luna:crisis_probe_{sli}:ratio_avg{w}",
+                "expr": f"avg_over_time(luna:crisis_probe_{sli}:bool[{w}])",
+            }
+            for w in windows
+        ]
+    return records
+
+
+def _seconds(window: str) -> int:
+    return int(window[:-1]) * {"m": 60, "h": 3600, "d": 86400}[window[-1]]
+
+
+def _slo_alerts(rules: _Rules) -> None:
+    budget = 1 - rules.t.slo_objective_percent / 100
+    objective = _number(rules.t.slo_objective_percent)
+    for sli, (series, verb) in _SLIS.items():
+        cause = f"crisis-{sli.lower()}"
+        for suffix, severity in (("BudgetBurn", "critical"), ("BudgetTicket", "warning")):
+            parts = [
+                f"(luna:crisis_probe_{series}:ratio_avg{long} > {_number(factor * budget)}"
+                f" and luna:crisis_probe_{series}:ratio_avg{short} > {_number(factor * budget)})"
+                for s, _, factor, long, short, _ in _BURNS
+                if s == suffix
+            ]
+            for_ = next(b[5] for b in _BURNS if b[0] == suffix)
+            rules.add(
+                f"LunaCrisis{sli}{suffix}",
+                "\nor\n".join(parts),
+                for_,
+                severity,
+                cause,
+                f"The crisis path {verb} {{{{ $value | humanizePercentage }}}} of probes,"
+                f" burning its {objective}% error budget too fast",
+            )
+
+
+def alert_rules(t: AlertThresholds) -> str:
+    """Alert rules for the services present (``t.jobs``)."""
+    rules = _Rules(t)
+    jobs = set(t.jobs)
+    if "alertmanager" in jobs:
+        # Always firing: the heartbeat receiver raises the alarm when it stops.
+        rules.add("Watchdog", "vector(1)", "0m", "none", "alerting", "Alerting pipeline heartbeat")
+        rules.add(
+            "LunaAlertNotificationsFailing",
+            "sum by (integration) (increase("
+            'alertmanager_notifications_failed_total{job="alertmanager"}[10m])) > 0',
+            "5m",
+            "critical",
+            "alerting",
+            "Alertmanager fails to deliver notifications through {{ $labels.integration }}",
+        )
+    if "app" in jobs:
+        n = t.app_replicas
+        # Counted, not ``up == 0``: on Kubernetes a dead replica leaves the headless
+        # Service (and so discovery) instead of reporting 0; with none left, vector(0).
+        rules.add(
+            "LunaAppDown",
+            f'(count(up{{job="app"}} == 1) or vector(0)) < {n}',
+            "2m",
+            "critical",
+            "app",
+            f"Only {{{{ $value }}}} of {n} Luna app replicas answer",
+        )
+        rules.add(
+            "LunaHighErrorRate",
+            'sum(rate(http_requests_total{job="app",status=~"5.."}[5m]))'
+            ' / sum(rate(http_requests_total{job="app"}[5m]))'
+            f" > {t.error_ratio}",
+            "5m",
+            "warning",
+            "app",
+            "More than {{ $value | humanizePercentage }} of requests fail",
+        )
+        rules.add(
+            "LunaHighLatencyP95",
+            "histogram_quantile(0.95, sum by (le) ("
+            'rate(http_request_duration_seconds_bucket{job="app"}[5m])))'
+            f" > {t.latency_p95_s}",
+            "10m",
+            "warning",
+            "app",
+            "p95 latency is {{ $value }}s",
+        )
+    if PROBE_JOB in jobs:
+        rules.add(
+            "LunaCrisisEndpointDown",
+            f'probe_success{{job="{PROBE_JOB}"}} == 0',
+            "1m",
+            "critical",
+            "crisis-availability",
+            "The crisis-intervention endpoint does not answer",
+        )
+        # A warning now: the latency budget burn below is what pages.
+        rules.add(
+            "LunaCrisisLatencyHigh",
+            f'probe_duration_seconds{{job="{PROBE_JOB}"}} > {t.crisis_latency_s}',
+            "2m",
+            "warning",
+            "crisis-latency",
+            "The crisis-intervention endpoint takes {{ $value }}s",
+        )
+        rules.add(
+            "LunaCrisisProbeFailing",
+            f"up{{{_PROBES}}} == 0",
+            "5m",
+            "critical",
+            "crisis-availability",
+            "The blackbox exporter cannot probe {{ $labels.instance }}:"
+            " the crisis path is unwatched",
+        )
+        _slo_alerts(rules)
+    if EDGE_JOB in jobs:
+        rules.add(
+            "LunaCrisisEdgeDown",
+            f'probe_success{{job="{EDGE_JOB}"}} == 0',
+            "1m",
+            "critical",
+            "edge",
+            "Users cannot reach {{ $labels.instance }} through the public edge",
+        )
+        for name, days, severity, for_ in (
+            ("LunaEdgeCertExpiringSoon", 14, "warning", "10m"),
+            ("LunaEdgeCertExpiring", 3, "critical", "10m"),
+        ):
+            rules.add(
+                name,
+                f'probe_ssl_earliest_cert_expiry{{job="{EDGE_JOB}"}} - time() < {days * 86400}',
+                for_,
+                severity,
+                "edge-certificate",
+                "The public certificate of {{ $labels.instance }}"
+                f" expires in under {days} days",
+            )
+    if "postgres" in jobs:
+        rules.add(
+            "LunaDatabaseDown",
+            'pg_up{job="postgres"} == 0',
+            "1m",
+            "critical",
+            "database",
+            "PostgreSQL is down",
+        )
+    if "redis" in jobs:
+        rules.add(
+            "LunaCacheDown", 'redis_up{job="redis"} == 0', "2m", "warning", "cache", "Redis is down"
+        )
+    if "nginx" in jobs:
+        rules.add(
+            "LunaProxyDown", 'nginx_up{job="nginx"} == 0', "1m", "critical", "edge", "Nginx is down"
+        )
+    if "pushgateway" in jobs:
+        max_age = t.backup_max_age_h * 3600
+        rules.add(
+            "LunaBackupTooOld",
+            f"time() - luna_backup_last_success_timestamp_seconds > {max_age}",
+            "5m",
+            "critical",
+            "backups",
+            f"The last successful database backup is older than {t.backup_max_age_h}h",
+        )
+        rules.add(
+            "LunaBackupMissing",
+            "absent(luna_backup_last_success_timestamp_seconds)",
+            f"{t.backup_max_age_h}h",
+            "critical",
+            "backups",
+            "No database backup has ever reported success",
+        )
+        rules.add(
+            "LunaRestoreDrillFailed",
+            "luna_restore_drill_success == 0",
+            "5m",
+            "critical",
+            "backups",
+            "The last restore drill failed: the newest backup did not restore and check clean",
+        )
+    if "cnpg" in jobs:
+        rules.add(
+            "LunaWalArchivingFailing",
+            "increase(cnpg_pg_stat_archiver_failed_count[10m]) > 0",
+            "5m",
+            "critical",
+            "backups",
+            "PostgreSQL cannot archive WAL to the object store: the recovery point grows",
+        )
+    groups: list[dict[str, Any]] = [{"name": "luna", "rules": rules.alerts}]
+    if PROBE_JOB in jobs:
+        groups.insert(0, {"name": "luna-crisis-slo-records", "rules": _slo_records(t)})
+    doc = {"groups": groups}
+    return "# Generated by components/configs/rules.py\n" + yaml.safe_dump(doc, sort_keys=False)
