@@ -376,20 +376,20 @@ def _registry_server(r: _Reader) -> str | None:
 
 
 def _backup_target(r: _Reader) -> BackupTarget:
-    endpoint = r.raw("backupEndpoint") or ""
+    # Empty is allowed here; staging and prod refuse an empty target in _check_combinations.
     # host[:port]: pgBackRest and Barman Cloud always speak TLS to it.
+    allowed = "empty, or an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com"
+    endpoint = r.raw("backupEndpoint", allowed) or ""
     if endpoint and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", endpoint):
-        raise ConfigError(
-            "backupEndpoint",
-            endpoint,
-            "an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com",
-        )
-    bucket = r.raw("backupBucket") or ""
+        raise ConfigError("backupEndpoint", endpoint, allowed)
+    allowed = "empty, or an S3 bucket name (3-63 lowercase, digits, . -)"
+    bucket = r.raw("backupBucket", allowed) or ""
     if bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise ConfigError("backupBucket", bucket, "an S3 bucket name (3-63 lowercase, digits, . -)")
-    region = r.raw("backupRegion") or ""
+        raise ConfigError("backupBucket", bucket, allowed)
+    allowed = "empty, or a region name such as eu-central-1"
+    region = r.raw("backupRegion", allowed) or ""
     if region and not re.fullmatch(r"[a-z0-9-]{2,32}", region):
-        raise ConfigError("backupRegion", region, "a region name such as eu-central-1")
+        raise ConfigError("backupRegion", region, allowed)
     return BackupTarget(
         bucket=bucket,
         endpoint=endpoint,

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
-from pulumi_kubernetes.apiextensions.v1 import CustomResourceDefinition
 from pulumi_kubernetes.core.v1 import Secret, Service
 
 from components.configs import postgres as pg
@@ -240,9 +239,11 @@ def deploy_cnpg(
     if operator is None:
         # Preflight: reading the CRD fails the preview, naming it, when the operator
         # (a documented prerequisite) is not installed.
-        crd = CustomResourceDefinition.get(
-            f"{name}-crd", CNPG_CRD, opts=pulumi.ResourceOptions(parent=parent,
-                                                                  provider=platform.provider)
+        # CustomResource.get reads any object: the typed CustomResourceDefinition class
+        # would import pulumi_kubernetes.apiextensions.v1 (its schema types) for one read.
+        crd = CustomResource.get(
+            f"{name}-crd", "apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD,
+            opts=pulumi.ResourceOptions(parent=parent, provider=platform.provider),
         )  # fmt: skip
         operator = crd
 
