@@ -160,3 +160,13 @@ def test_nginx_forwarded_for_is_the_peer_unless_a_trusted_balancer_is_configured
     )
     assert "set_real_ip_from 10.0.0.0/8;" in behind and "real_ip_recursive on;" in behind
     assert "$proxy_add_x_forwarded_for" not in behind
+
+
+def test_audit_settings_and_auditor_role_reach_the_docker_server() -> None:
+    flags = pg.server_flags(tls_dir=None, hba_file=None, archive=False, audit=True)
+    pairs = dict(f.split("=", 1) for f in flags[1::2])
+    for key, value in (*pg.LOG_SETTINGS.items(), *pg.AUDIT_SETTINGS.items()):
+        assert pairs.get(key) == value, f"server flag {key}={pairs.get(key)!r}, want {value!r}"
+    sql = pg.roles_sql(audit=True)
+    assert f"TO {pg.AUDITOR_ROLE};" in sql and "CREATE EXTENSION IF NOT EXISTS pgaudit;" in sql
+    assert "CREATE EXTENSION" not in pg.roles_sql(audit=False), "pgaudit needs its library loaded"

@@ -113,3 +113,27 @@ def test_cluster_is_protected_in_prod_only(stack: str) -> None:
     (record,) = [r for r in res.monitor.records.values()
                  if r.type == "kubernetes:postgresql.cnpg.io/v1:Cluster"]  # fmt: skip
     assert record.protect is (stack == "prod"), f"{stack}: Cluster protect={record.protect}"
+
+
+@pytest.mark.parametrize("stack", KUBE_STACKS)
+def test_cluster_logs_no_statement_data_and_audits_every_table(stack: str) -> None:
+    from components.configs import postgres as pg
+
+    (cluster,) = [o for o in cnpg_objects(stack) if o["kind"] == "Cluster"]
+    params = cluster["spec"]["postgresql"]["parameters"]
+    where = f"{ident(cluster)} postgresql.parameters"
+    # Issue #11's guarantees hold on CloudNativePG too: no statement text, no parameters.
+    for key, value in pg.LOG_SETTINGS.items():
+        assert params.get(key) == value, f"{where}: {key}={params.get(key)!r}, want {value!r}"
+    for key, value in pg.AUDIT_SETTINGS.items():
+        if key != "shared_preload_libraries":
+            assert params.get(key) == value, f"{where}: {key}={params.get(key)!r}"
+    # The operator owns shared_preload_libraries; the pgaudit.* and
+    # pg_stat_statements.* parameters make it load and create both extensions.
+    assert "shared_preload_libraries" not in params, where
+    sql = cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"]
+    assert f"CREATE ROLE {pg.AUDITOR_ROLE} NOLOGIN NOINHERIT;" in sql, sql
+    assert any(
+        s.startswith("ALTER DEFAULT PRIVILEGES FOR ROLE luna_owner") and pg.AUDITOR_ROLE in s
+        for s in sql
+    ), f"{ident(cluster)}: tables the migrations create are not audited: {sql}"
