@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.database import CA_FILE
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec
@@ -38,6 +39,10 @@ class LunaAppArgs:
     resources: Resources
     health_path: str
     database_url: pulumi.Input[str]
+    migrate_database_url: pulumi.Input[str] | None = None
+    """The owner role's URL: only the migration runs DDL."""
+    database_ca_pem: pulumi.Input[str] | None = None
+    """The CA the database URLs verify the server with (shipped as its ``sslcert`` file)."""
     database_service: str | None = None
     database_mounts: Sequence[Mount] = ()
     database_deployment: Deployment | None = None
@@ -90,6 +95,14 @@ class LunaApp(pulumi.ComponentResource):
             secret_env["REDIS_URL"] = pulumi.Output.secret(args.redis_url)
         if args.openai_api_key is not None:
             secret_env["OPENAI_API_KEY"] = pulumi.Output.secret(args.openai_api_key)
+        files: tuple[ConfigFile, ...] = ()
+        if args.database_ca_pem is not None:
+            files = (ConfigFile(CA_FILE, args.database_ca_pem),)
+        migrate_url = (
+            args.migrate_database_url
+            if args.migrate_database_url is not None
+            else args.database_url
+        )
         data_services = tuple(s for s in (args.database_service, args.cache_service) if s)
         scratch = ("/tmp",)
         ca_env: dict[str, str] = {}
@@ -108,7 +121,8 @@ class LunaApp(pulumi.ComponentResource):
                 resources=Resources(memory_mb=512, cpus=0.5),
                 command=("npx", "--no-install", "prisma", "migrate", "deploy"),
                 env={"NODE_ENV": args.node_env, "HOME": "/tmp", "npm_config_cache": "/tmp/.npm"},
-                secret_env={"DATABASE_URL": secret_env["DATABASE_URL"]},
+                secret_env={"DATABASE_URL": pulumi.Output.secret(migrate_url)},
+                files=files,
                 mounts=tuple(args.database_mounts),
                 writable_paths=scratch,
                 user=APP_UID,
@@ -135,7 +149,7 @@ class LunaApp(pulumi.ComponentResource):
                     **ca_env,
                 },
                 secret_env=secret_env,
-                files=ca_files,
+                files=(*files, *ca_files),
                 mounts=tuple(args.database_mounts),
                 writable_paths=(*scratch, "/app/.next/cache"),
                 health=HealthCheck(

@@ -1,4 +1,12 @@
-"""Database: SQLite on a volume (dev) or PostgreSQL with scheduled backups."""
+"""Database: SQLite on a volume (dev) or a managed PostgreSQL that each platform realises.
+
+PostgreSQL is described once (:class:`~components.spec.PostgresSpec`: version,
+instances, storage, TLS, roles, audit, backup target and schedule); Docker runs
+a hardened container with pgBackRest, Kubernetes a CloudNativePG ``Cluster``.
+Every client verifies the server's certificate against the stack's CA and
+logs in as its own least-privileged role; the superuser password reaches no
+client.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +15,37 @@ from typing import Literal
 
 import pulumi
 
-from components.configs.postgres import audit_setup_sql, backup_script, postgres_args
+from components.certificates import InternalCA
+from components.configs import postgres as pg
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
-from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
+from components.spec import (
+    Mount,
+    ObjectStoreTarget,
+    PostgresSpec,
+    PostgresTls,
+    Resources,
+    VolumeSpec,
+)
 
-__all__ = ["BackupArgs", "Database", "DatabaseArgs"]
+__all__ = ["CA_FILE", "BackupArgs", "Database", "DatabaseArgs"]
 
 SERVICE = "database"
 SQLITE_DIR = "/app/data"
-PG_USER = "luna"
-PG_DB = "luna"
-# The data volume's owner. 70 is the alpine image's postgres user; the Debian
-# images (the CloudNativePG operand image is one) run any uid through
-# nss_wrapper and keep PGDATA's parent 1777, so volumes made before the image
-# change stay readable.
-PG_UID = "70:70"
-AUDIT_SQL = "/opt/luna/audit.sql"
+CA_FILE = "/etc/luna/tls/database-ca.crt"
+"""Where clients find the CA that signed the database's certificate."""
 
 
 @dataclass(frozen=True)
 class BackupArgs:
-    interval_hours: int
-    retention: int
-    volume_gb: int
+    target: ObjectStoreTarget
+    schedule_hours: int
+    """A base backup at least this often (WAL is archived continuously)."""
+    drill_hours: int = 24
     push_url: str | None = None
-    """Pushgateway job URL that records each successful backup."""
+    """Pushgateway job URL successful backups report to."""
+    drill_push_url: str | None = None
+    """Pushgateway job URL the restore drill reports to."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +54,16 @@ class DatabaseArgs:
     engine: Literal["sqlite", "postgres"]
     volume_gb: int
     image: str = ""
+    version: int = 15
+    instances: int = 1
+    synchronous: bool = False
+    ca: InternalCA | None = None
     resources: Resources = field(default_factory=lambda: Resources(memory_mb=512, cpus=1.0))
     password: pulumi.Input[str] | None = None
+    """The app role's password; generated when ``None``."""
     backup: BackupArgs | None = None
     protect: bool = False
-    """Protect and retain the data volume and the database (prod)."""
+    """Protect and retain the data (volume or cluster) and the generated passwords (prod)."""
 
 
 class Database(pulumi.ComponentResource):
@@ -54,151 +72,108 @@ class Database(pulumi.ComponentResource):
     Usage::
 
         db = Database("luna-database", DatabaseArgs(platform=p, engine="postgres",
-                      image="postgres:16.4-alpine", volume_gb=20))
+                      image="ghcr.io/luna-app/luna-postgres:15.10-1", volume_gb=20, ca=ca))
         app_env["DATABASE_URL"] = db.url
     """
 
     url: pulumi.Output[str]
-    """Prisma ``DATABASE_URL``; secret."""
+    """Prisma ``DATABASE_URL`` of the app role (DML only), verifying TLS; secret."""
+    migrate_url: pulumi.Output[str]
+    """Prisma URL of the owner role, for the migration job only; secret."""
     service: str | None
-    """The PostgreSQL service name clients connect to, ``None`` for SQLite."""
+    """The service clients connect to (flows), ``None`` for SQLite."""
+    host: str | None
+    """The read-write host name clients connect to."""
+    ca_pem: pulumi.Output[str] | None
+    """The CA clients verify the server with (shipped to them as :data:`CA_FILE`)."""
     mounts: tuple[Mount, ...]
     """Mounts a client needs (the SQLite volume)."""
-    password: pulumi.Output[str] | None
-    """The PostgreSQL password (secret), for exporters and backups."""
+    monitor_password: pulumi.Output[str] | None
+    """The monitoring role's password (secret)."""
     deployment: Deployment | None
     """The PostgreSQL server, for clients that must wait until it is ready."""
+    metrics_dns: str | None
+    """A name resolving to each instance's metrics endpoint (CloudNativePG), else ``None``."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("luna:components:Database", name, None, opts)
         platform = args.platform
-        data = VolumeSpec(size_gb=args.volume_gb, protect=args.protect)
+        self.monitor_password = None
+        self.ca_pem = None
+        self.host = None
+        self.metrics_dns = None
 
         if args.engine == "sqlite":
+            data = VolumeSpec(size_gb=args.volume_gb, protect=args.protect)
             platform.volume(f"{name}-sqlite", "sqlite", data, parent=self)
             self.url = pulumi.Output.secret(f"file:{SQLITE_DIR}/dev.db")
+            self.migrate_url = self.url
             self.service = None
             self.mounts = (Mount(volume="sqlite", path=SQLITE_DIR, shared=True),)
-            self.password = None
             self.deployment = None
         else:
-            if not args.image:
-                raise ValueError("postgres needs an image")
-            self.password = secret_or_generated(
-                f"{name}-password", args.password, parent=self, protect=args.protect
+            if not args.image or args.ca is None:
+                raise ValueError("postgres needs an image and the stack's CA")
+            self._postgres(name, args)
+        self.register_outputs(
+            {"url": self.url, "migrate_url": self.migrate_url, "service": self.service or ""}
+        )
+
+    def _postgres(self, name: str, args: DatabaseArgs) -> None:
+        assert args.ca is not None
+
+        def generated(suffix: str, supplied: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
+            return secret_or_generated(
+                f"{name}-{suffix}", supplied, parent=self, protect=args.protect
             )
-            platform.volume(f"{name}-data", "postgres-data", data, parent=self)
-            self.deployment = platform.deploy(
-                f"{name}-postgres",
-                ServiceSpec(
-                    name=SERVICE,
-                    component="database",
-                    image=args.image,
-                    workload="stateful",
-                    resources=args.resources,
-                    args=postgres_args(),
-                    ports=(Port("postgres", 5432),),
-                    env={
-                        "POSTGRES_USER": PG_USER,
-                        "POSTGRES_DB": PG_DB,
-                        "PGDATA": "/var/lib/postgresql/data/pgdata",
-                        "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
-                    },
-                    secret_env={"POSTGRES_PASSWORD": self.password},
-                    mounts=(Mount("postgres-data", "/var/lib/postgresql/data"),),
-                    writable_paths=("/var/run/postgresql", "/tmp"),
-                    health=HealthCheck(
-                        command=("pg_isready", "-U", PG_USER, "-d", PG_DB, "-h", "127.0.0.1"),
-                        start_period_s=60,
-                    ),
-                    user=PG_UID,
-                ),
-                parent=self,
-            )
-            self.service = SERVICE
-            self.mounts = ()
-            self.url = pulumi.Output.secret(
-                pulumi.Output.concat(
-                    f"postgresql://{PG_USER}:",
-                    self.password,
-                    f"@{SERVICE}:5432/{PG_DB}?schema=public",
+
+        passwords: dict[str, pulumi.Output[str]] = {
+            pg.APP_ROLE: generated("password", args.password),
+            pg.OWNER_ROLE: generated("owner-password"),
+            pg.MONITOR_ROLE: generated("monitor-password"),
+            pg.BACKUP_ROLE: generated("backup-password"),
+        }
+        superuser = generated("superuser-password")
+        dns_names = args.platform.postgres_dns_names(SERVICE)
+        cert = args.ca.issue(SERVICE, dns_names)
+        made = args.platform.postgres(
+            f"{name}-postgres",
+            PostgresSpec(
+                name=SERVICE,
+                image=args.image,
+                version=args.version,
+                instances=args.instances,
+                storage_gb=args.volume_gb,
+                resources=args.resources,
+                superuser_password=superuser,
+                role_passwords=passwords,
+                tls=PostgresTls(cert.cert_pem, cert.key_pem, cert.ca_pem),
+                backup=args.backup.target if args.backup else None,
+                backup_schedule_hours=args.backup.schedule_hours if args.backup else 24,
+                drill_hours=args.backup.drill_hours if args.backup else None,
+                drill_push_url=args.backup.drill_push_url if args.backup else None,
+                backup_push_url=args.backup.push_url if args.backup else None,
+                synchronous=args.synchronous,
+                protect=args.protect,
+            ),
+            parent=self,
+        )
+        self.service = SERVICE
+        self.host = made.host
+        self.ca_pem = cert.ca_pem
+        self.mounts = ()
+        self.deployment = Deployment(service=SERVICE, resources=made.resources)
+        self.monitor_password = passwords[pg.MONITOR_ROLE]
+        self.metrics_dns = made.metrics_dns
+
+        def url(role: str) -> pulumi.Output[str]:
+            return pulumi.Output.secret(
+                passwords[role].apply(
+                    lambda p: pg.prisma_url(user=role, password=p, host=made.host, ca_file=CA_FILE)
                 )
             )
-            self._audit_setup(name, args)
-            if args.backup:
-                self._backups(name, args)
 
-        self.register_outputs(
-            {"url": self.url, "service": self.service or "", "password": self.password}
-        )
-
-    def _audit_setup(self, name: str, args: DatabaseArgs) -> None:
-        """Puts every table under pgaudit object auditing; idempotent, runs on each deploy."""
-        assert self.password is not None and self.deployment is not None
-        args.platform.deploy(
-            f"{name}-audit-setup",
-            ServiceSpec(
-                name="database-audit-setup",
-                component="database",
-                image=args.image,
-                workload="job",
-                resources=Resources(memory_mb=128, cpus=0.25),
-                command=(
-                    "sh",
-                    "-c",
-                    f"until pg_isready -q; do sleep 2; done; exec psql -X -q -f {AUDIT_SQL}",
-                ),
-                files=(ConfigFile(AUDIT_SQL, audit_setup_sql(owner=PG_USER)),),
-                env={"PGHOST": SERVICE, "PGUSER": PG_USER, "PGDATABASE": PG_DB},
-                secret_env={"PGPASSWORD": self.password},
-                writable_paths=("/tmp",),
-                user=PG_UID,
-                connects_to=(SERVICE,),
-            ),
-            parent=self,
-            after=[self.deployment],
-        )
-
-    def _backups(self, name: str, args: DatabaseArgs) -> None:
-        assert args.backup is not None and self.password is not None
-        backup = args.backup
-        args.platform.volume(
-            f"{name}-backups",
-            "postgres-backups",
-            VolumeSpec(size_gb=backup.volume_gb, protect=args.protect),
-            parent=self,
-        )
-        targets = (SERVICE, "pushgateway") if backup.push_url else (SERVICE,)
-        args.platform.deploy(
-            f"{name}-backup",
-            ServiceSpec(
-                name="database-backup",
-                component="database",
-                image=args.image,
-                workload="schedule",
-                schedule_hours=backup.interval_hours,
-                resources=Resources(memory_mb=256, cpus=0.5),
-                command=("/bin/sh", "/opt/luna/backup.sh"),
-                files=(
-                    ConfigFile(
-                        "/opt/luna/backup.sh",
-                        backup_script(
-                            retention=backup.retention,
-                            backup_dir="/var/lib/postgresql/backups",
-                            push_url=backup.push_url,
-                        ),
-                    ),
-                ),
-                env={"PGHOST": SERVICE, "PGUSER": PG_USER, "PGDATABASE": PG_DB},
-                secret_env={"PGPASSWORD": self.password},
-                # The image owns /var/lib/postgresql, so a fresh volume there is
-                # writable by the non-root postgres user.
-                mounts=(Mount("postgres-backups", "/var/lib/postgresql"),),
-                writable_paths=("/tmp",),
-                user=PG_UID,
-                connects_to=targets,
-            ),
-            parent=self,
-        )
+        self.url = url(pg.APP_ROLE)
+        self.migrate_url = url(pg.OWNER_ROLE)

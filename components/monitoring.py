@@ -10,6 +10,7 @@ from typing import Any
 import pulumi
 
 from components.configs import alertmanager, blackbox, grafana
+from components.configs.postgres import MONITOR_ROLE, libpq_dsn
 from components.configs.prometheus import (
     RULES_PATH,
     Alerting,
@@ -19,11 +20,13 @@ from components.configs.prometheus import (
     prometheus_config,
 )
 from components.configs.rules import EDGE_JOB, PROBE_JOB
+from components.database import CA_FILE
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = [
+    "DRILL_PUSH_URL",
     "PUSHGATEWAY_URL",
     "AlertReceivers",
     "EmailArgs",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
+DRILL_PUSH_URL = "http://pushgateway:9091/metrics/job/luna-restore-drill"
 _ALERTMANAGER = "alertmanager"
 _SMALL = Resources(memory_mb=64, cpus=0.25)
 REDIS_EXPORTER_CA = "/etc/redis-exporter/ca.crt"
@@ -88,6 +92,11 @@ class MonitoringArgs:
     volume_gb: int
     database_service: str | None = None
     database_password: pulumi.Input[str] | None = None
+    """The monitoring role's password (never the superuser's)."""
+    database_host: str | None = None
+    database_metrics_dns: str | None = None
+    """CloudNativePG's per-instance metrics (a headless Service), scraped by DNS."""
+    database_ca_pem: pulumi.Input[str] | None = None
     cache_service: str | None = None
     cache_password: pulumi.Input[str] | None = None
     """The cache's exporter user's password (never the app's)."""
@@ -179,10 +188,18 @@ class Monitoring(pulumi.ComponentResource):
                     img.postgres_exporter,
                     9187,
                     env={
-                        "DATA_SOURCE_URI": f"{args.database_service}:5432/luna?sslmode=disable",
-                        "DATA_SOURCE_USER": "luna",
+                        # Verified TLS as the pg_monitor role (components/configs/postgres.py).
+                        "DATA_SOURCE_URI": libpq_dsn(
+                            host=args.database_host or args.database_service, ca_file=CA_FILE
+                        ),
+                        "DATA_SOURCE_USER": MONITOR_ROLE,
                     },
                     secret_env={"DATA_SOURCE_PASS": args.database_password},
+                    files=(
+                        (ConfigFile(CA_FILE, args.database_ca_pem),)
+                        if args.database_ca_pem is not None
+                        else ()
+                    ),
                     # Slow queries from pg_stat_statements: per queryid, never
                     # the text (the server log no longer has statements at all).
                     args=("--collector.stat_statements",),
@@ -192,6 +209,9 @@ class Monitoring(pulumi.ComponentResource):
             )
             scraped.append("postgres-exporter")
             jobs.append(ScrapeJob("postgres", ["postgres-exporter:9187"]))
+        if args.database_metrics_dns:
+            dns = args.database_metrics_dns
+            jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
         if args.cache_service and args.cache_password is not None:
             if args.cache_ca_pem is None:
                 raise ValueError("the Redis exporter needs the CA of the cache's certificate")

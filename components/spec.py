@@ -8,7 +8,7 @@ objects. Nothing here creates resources.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,7 +18,11 @@ __all__ = [
     "ConfigFile",
     "HealthCheck",
     "Mount",
+    "ObjectStoreTarget",
     "Port",
+    "PostgresService",
+    "PostgresSpec",
+    "PostgresTls",
     "Resources",
     "ServiceSpec",
     "VolumeSpec",
@@ -142,3 +146,74 @@ class ServiceSpec:
             raise ValueError(f"{self.name}: schedule_hours goes with workload 'schedule' only")
         if self.replicas < 1:
             raise ValueError(f"{self.name}: replicas must be at least 1")
+
+
+@dataclass(frozen=True)
+class ObjectStoreTarget:
+    """An S3-compatible bucket off the host for WAL and base backups (secrets as Inputs)."""
+
+    bucket: str
+    endpoint: str
+    """``host`` or ``host:port``; always TLS."""
+    region: str
+    path: str
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
+    encryption_key: pulumi.Input[str]
+    """pgBackRest's client-side cipher pass (Docker); unused by Barman Cloud, which
+    relies on the bucket's server-side encryption (Kubernetes)."""
+    retention_days: int
+    uri_style: str = "host"
+
+
+@dataclass(frozen=True)
+class PostgresTls:
+    cert_pem: pulumi.Input[str]
+    key_pem: pulumi.Input[str]
+    ca_pem: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class PostgresSpec:
+    """A managed PostgreSQL, described once; each platform realises it with its best engine.
+
+    Docker: one hardened container whose archiver (pgBackRest) ships WAL and base
+    backups to ``backup``. Kubernetes: a CloudNativePG ``Cluster`` with
+    ``instances`` and Barman Cloud to ``backup``. ``role_passwords`` maps the
+    owner, app, monitoring and backup roles (components/configs/postgres.py) to
+    their passwords; the superuser's reaches no client.
+    """
+
+    name: str
+    """The service name (Docker DNS name; Kubernetes cluster name)."""
+    image: str
+    version: int
+    instances: int
+    storage_gb: int
+    resources: Resources
+    superuser_password: pulumi.Input[str]
+    role_passwords: Mapping[str, pulumi.Input[str]]
+    tls: PostgresTls
+    audit: bool = True
+    backup: ObjectStoreTarget | None = None
+    backup_schedule_hours: int = 24
+    drill_hours: int | None = None
+    drill_push_url: str | None = None
+    backup_push_url: str | None = None
+    """Pushgateway job URL each successful base backup reports to (Docker)."""
+    archive_timeout_s: int = 60
+    synchronous: bool = False
+    """At least one synchronous standby (RPO 0 on failover)."""
+    protect: bool = False
+
+
+@dataclass(frozen=True)
+class PostgresService:
+    """What a platform made for a :class:`PostgresSpec`."""
+
+    host: str
+    """The read-write endpoint clients connect to (its name is in the server certificate)."""
+    resources: Sequence[pulumi.Resource]
+    """What clients wait for."""
+    metrics_dns: str | None = None
+    """A name with one A record per instance serving PostgreSQL metrics (CloudNativePG)."""

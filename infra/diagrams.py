@@ -118,6 +118,8 @@ def _kubernetes(rendered: Rendered) -> str:
     extra: list[str] = []
     shapes = {"Deployment": "service", "StatefulSet": "stateful", "Job": "job"}
     shapes |= {"CronJob": "job", "DaemonSet": "daemon"}
+    # CloudNativePG's objects: the operator makes the pods and the base-backup Jobs.
+    shapes |= {"Cluster": "stateful", "ScheduledBackup": "job"}
     manifests = rendered.manifests()
     hpa = {
         o["spec"]["scaleTargetRef"]["name"]: o["spec"]
@@ -129,7 +131,12 @@ def _kubernetes(rendered: Rendered) -> str:
         if kind not in shapes:
             continue
         name = labels[_NAME]
+        if kind == "ScheduledBackup":
+            # It carries its cluster's labels; drawn apart from the cluster it backs up.
+            name = obj["metadata"]["name"]
         label = f"{name} ({kind})"
+        if kind == "Cluster":
+            label = f"{name} x{obj['spec']['instances']} (Cluster)"
         if obj["metadata"]["name"] in hpa:
             scale = hpa[obj["metadata"]["name"]]
             label = f"{name} x{scale['minReplicas']}-{scale['maxReplicas']} (HPA)"

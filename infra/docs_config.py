@@ -87,6 +87,15 @@ SECRET_DOCS: dict[str, str] = {
         "every critical and warning alert, e.g. an incident tool"
     ),
     "smtpPassword": ("SMTP password for alert e-mail"),
+    "backupAccessKeyId": (
+        "object-store access key for WAL and base backups; without backups "
+        "(`backups: false`, dev only) nothing is archived"
+    ),
+    "backupSecretAccessKey": "see `backupAccessKeyId`",
+    "backupEncryptionKey": (
+        "pgBackRest's client-side AES-256 cipher pass (Docker); keep a copy outside "
+        "the stack: no backup can be restored without it"
+    ),
 }
 # Pulumi.yaml's `type` for each kind of validation.
 YAML_TYPES = {"integer": "integer", "boolean": "boolean"}

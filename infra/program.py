@@ -14,6 +14,7 @@ from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging, LoggingArgs, LoggingImages
 from components.monitoring import (
+    DRILL_PUSH_URL,
     PUSHGATEWAY_URL,
     AlertReceivers,
     EmailArgs,
@@ -23,7 +24,7 @@ from components.monitoring import (
 )
 from components.platforms import Platform, RegistryAuth
 from components.proxy import ReverseProxy, ReverseProxyArgs
-from components.spec import Resources
+from components.spec import ObjectStoreTarget, Resources
 from infra.settings import Settings
 
 __all__ = ["EDGE_REPLICAS", "build"]
@@ -58,6 +59,7 @@ def make_platform(s: Settings, ca_pem: pulumi.Output[str]) -> Platform:
                 log_collector_ca=ca_pem,
                 protect_data=s.protect_data,
                 registry=registry,
+                cnpg_operator=s.cnpg_operator,
             ),
         )
     from components.platforms.docker import DockerPlatform, DockerPlatformArgs
@@ -94,24 +96,42 @@ def build(s: Settings) -> dict[str, Any]:
 
         assert isinstance(platform, DockerPlatform), "settings allow demoApp on docker only"
         app_image = DemoAppImage("luna-demo-app", DemoAppImageArgs(platform=platform)).ref
+    t = s.backup_target
+    backup = None
+    if s.backups:
+        sec = s.secrets
+        assert sec.backup_access_key_id and sec.backup_secret_access_key
+        assert sec.backup_encryption_key
+        backup = BackupArgs(
+            target=ObjectStoreTarget(
+                bucket=t.bucket,
+                endpoint=t.endpoint,
+                region=t.region,
+                path=f"/luna-{s.stack}",
+                access_key_id=sec.backup_access_key_id,
+                secret_access_key=sec.backup_secret_access_key,
+                encryption_key=sec.backup_encryption_key,
+                retention_days=t.retention_days,
+                uri_style=t.uri_style,
+            ),
+            schedule_hours=s.backup_interval_hours,
+            drill_hours=t.drill_hours,
+            push_url=PUSHGATEWAY_URL if s.monitoring else None,
+            drill_push_url=DRILL_PUSH_URL if s.monitoring else None,
+        )
+    kubernetes = s.platform == "kubernetes"
     database = Database(
         "luna-database",
         DatabaseArgs(
             platform=platform,
             engine=s.database,
-            image=img.postgres,
+            image=img.cnpg_postgres if kubernetes else img.postgres,
+            instances=s.postgres_instances if kubernetes else 1,
+            synchronous=kubernetes and s.stack == "prod",
+            ca=ca,
             volume_gb=s.database_volume_gb,
             password=s.secrets.db_password,
-            backup=(
-                BackupArgs(
-                    interval_hours=s.backup_interval_hours,
-                    retention=s.backup_retention,
-                    volume_gb=s.backup_volume_gb,
-                    push_url=PUSHGATEWAY_URL if s.monitoring else None,
-                )
-                if s.backups
-                else None
-            ),
+            backup=backup,
             protect=s.protect_data,
         ),
     )
@@ -142,6 +162,8 @@ def build(s: Settings) -> dict[str, Any]:
             resources=Resources(memory_mb=s.app_memory_mb, cpus=s.app_cpus),
             health_path=s.health_path,
             database_url=database.url,
+            migrate_database_url=database.migrate_url,
+            database_ca_pem=database.ca_pem,
             database_service=database.service,
             database_mounts=database.mounts,
             database_deployment=database.deployment,
@@ -224,7 +246,10 @@ def build(s: Settings) -> dict[str, Any]:
                 retention_days=s.prometheus_retention_days,
                 volume_gb=s.prometheus_volume_gb,
                 database_service=database.service,
-                database_password=database.password,
+                database_host=database.host,
+                database_password=database.monitor_password,
+                database_ca_pem=database.ca_pem,
+                database_metrics_dns=database.metrics_dns,
                 cache_service=cache.service if cache else None,
                 cache_password=cache.exporter_password if cache else None,
                 cache_user=cache.exporter_user if cache else "exporter",

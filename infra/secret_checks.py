@@ -12,6 +12,9 @@ Consumers and what they accept (why the rules are what they are):
   almost always a paste accident (a trailing newline) and break ``.env``-style
   and command-line consumers, so they are refused rather than encoded.
 - Grafana ignores an empty ``GF_SECURITY_ADMIN_PASSWORD`` and keeps admin/admin.
+- pgBackRest's cipher pass (``backupEncryptionKey``) and the object-store keys
+  travel as environment variables; whitespace in them is a paste accident that
+  would make every backup unreadable or every upload refused.
 - A JWT secret is an HMAC key: RFC 7518 §3.2 wants at least the hash size (32
   bytes for HS256), and a key of one repeated character is no key.
 """
@@ -72,6 +75,19 @@ def secret_problem(key: str, value: str | None) -> str | None:
             )
         if not _PRINTABLE_ASCII.fullmatch(value):
             return "printable ASCII without spaces, e.g. openssl rand -base64 48"
+        return None
+    if key == "backupEncryptionKey":
+        # pgBackRest's repo1-cipher-pass: a pasted newline would be part of the key,
+        # and a backup no restore can decrypt is no backup.
+        if len(value) < MIN_PASSWORD or not _PRINTABLE_ASCII.fullmatch(value):
+            return (
+                f"{MIN_PASSWORD}+ printable ASCII characters without spaces, "
+                "e.g. openssl rand -base64 48"
+            )
+        return None
+    if key in ("backupAccessKeyId", "backupSecretAccessKey"):
+        if not _PRINTABLE_ASCII.fullmatch(value):
+            return "an object-store key: printable ASCII, no spaces or newlines"
         return None
     if key == "openaiApiKey":
         if not _PRINTABLE_ASCII.fullmatch(value) or len(value) < 20:

@@ -38,6 +38,7 @@ from infra.secret_checks import (
 __all__ = [
     "STACKS",
     "AlertingSettings",
+    "BackupTarget",
     "ConfigError",
     "Images",
     "KeySpec",
@@ -64,6 +65,10 @@ SECRET_KEYS: Final = (
     "tlsKey",
     "kubeconfig",
     "registryPassword",
+    # Off-site backups (issue #12): the object store's credentials and pgBackRest's cipher pass.
+    "backupAccessKeyId",
+    "backupSecretAccessKey",
+    "backupEncryptionKey",
     *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
@@ -101,6 +106,7 @@ class Images:
     kibana: str
     fluent_bit: str
     alertmanager: str
+    cnpg_postgres: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,21 @@ class Secrets:
     tls_key: pulumi.Output[str] | None
     kubeconfig: pulumi.Output[str] | None
     registry_password: pulumi.Output[str] | None
+    backup_access_key_id: pulumi.Output[str] | None = None
+    backup_secret_access_key: pulumi.Output[str] | None = None
+    backup_encryption_key: pulumi.Output[str] | None = None
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """The off-site object store (issue #12); secrets live in :class:`Secrets`."""
+
+    bucket: str
+    endpoint: str
+    region: str
+    uri_style: str
+    retention_days: int
+    drill_hours: int
 
 
 @dataclass(frozen=True)
@@ -145,8 +166,10 @@ class Settings:
     database_volume_gb: int
     backups: bool
     backup_interval_hours: int
-    backup_retention: int
-    backup_volume_gb: int
+    backup_target: BackupTarget
+    postgres_instances: int
+    """Kubernetes: CloudNativePG instances (Docker runs one)."""
+    cnpg_operator: Literal["install", "prerequisite"]
     cache: bool
     redis_max_memory_mb: int
     redis_eviction_policy: str
@@ -352,6 +375,31 @@ def _registry_server(r: _Reader) -> str | None:
     return value or None
 
 
+def _backup_target(r: _Reader) -> BackupTarget:
+    # Empty is allowed here; staging and prod refuse an empty target in _check_combinations.
+    # host[:port]: pgBackRest and Barman Cloud always speak TLS to it.
+    allowed = "empty, or an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com"
+    endpoint = r.raw("backupEndpoint", allowed) or ""
+    if endpoint and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", endpoint):
+        raise ConfigError("backupEndpoint", endpoint, allowed)
+    allowed = "empty, or an S3 bucket name (3-63 lowercase, digits, . -)"
+    bucket = r.raw("backupBucket", allowed) or ""
+    if bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError("backupBucket", bucket, allowed)
+    allowed = "empty, or a region name such as eu-central-1"
+    region = r.raw("backupRegion", allowed) or ""
+    if region and not re.fullmatch(r"[a-z0-9-]{2,32}", region):
+        raise ConfigError("backupRegion", region, allowed)
+    return BackupTarget(
+        bucket=bucket,
+        endpoint=endpoint,
+        region=region,
+        uri_style=r.choice("backupUriStyle", ("host", "path")),
+        retention_days=r.integer("backupRetentionDays", 1, 3650),
+        drill_hours=r.integer("restoreDrillHours", 1, 168),
+    )
+
+
 def _url(value: str) -> bool:
     parsed = urlparse(value)
     return parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.path in ("", "/")
@@ -415,6 +463,7 @@ def _read(r: _Reader, stack: str) -> Settings:
         kibana=r.image("kibanaImage"),
         fluent_bit=r.image("fluentBitImage"),
         alertmanager=r.image("alertmanagerImage"),
+        cnpg_postgres=r.image("cnpgPostgresImage"),
     )
     secrets = Secrets(
         db_password=r.secret("dbPassword"),
@@ -427,6 +476,9 @@ def _read(r: _Reader, stack: str) -> Settings:
         tls_key=r.secret("tlsKey"),
         kubeconfig=r.secret("kubeconfig"),
         registry_password=r.secret("registryPassword"),
+        backup_access_key_id=r.secret("backupAccessKeyId"),
+        backup_secret_access_key=r.secret("backupSecretAccessKey"),
+        backup_encryption_key=r.secret("backupEncryptionKey"),
     )
     return Settings(
         stack=stack,
@@ -455,8 +507,9 @@ def _read(r: _Reader, stack: str) -> Settings:
         database_volume_gb=r.integer("databaseVolumeGb", 1, 10000),
         backups=r.boolean("backups"),
         backup_interval_hours=r.integer("backupIntervalHours", 1, 24, options=BACKUP_INTERVALS),
-        backup_retention=r.integer("backupRetention", 1, 1000),
-        backup_volume_gb=r.integer("backupVolumeGb", 1, 10000),
+        backup_target=_backup_target(r),
+        postgres_instances=r.integer("postgresInstances", 1, 9),
+        cnpg_operator=r.choice("cnpgOperator", ("install", "prerequisite")),  # type: ignore[arg-type]
         cache=r.boolean("cache"),
         redis_max_memory_mb=r.integer("redisMaxMemoryMb", 16, 65536),
         redis_eviction_policy=r.choice("redisEvictionPolicy", EVICTION_POLICIES),
@@ -498,8 +551,11 @@ def required_secrets(stack: str) -> tuple[str, ...]:
     """Secret keys a stack cannot deploy without (no generated fallback)."""
     if stack == "prod":
         # A self-signed certificate behind two years of HSTS would lock users out.
-        return ("openaiApiKey", "tlsCert", "tlsKey")
-    return () if stack == "dev" else ("openaiApiKey",)
+        return ("openaiApiKey", "tlsCert", "tlsKey", *BACKUP_SECRETS)
+    return () if stack == "dev" else ("openaiApiKey", *BACKUP_SECRETS)
+
+
+BACKUP_SECRETS: Final = ("backupAccessKeyId", "backupSecretAccessKey", "backupEncryptionKey")
 
 
 def _check_combinations(s: Settings) -> None:
@@ -541,6 +597,27 @@ def _check_combinations(s: Settings) -> None:
         )
     if s.backups and s.database != "postgres":
         raise ConfigError("backups", "true", "backups need database: postgres")
+    floor = {"prod": 3, "staging": 2}.get(s.stack, 1)
+    if s.platform == "kubernetes" and s.postgres_instances < floor:
+        raise ConfigError(
+            "postgresInstances", str(s.postgres_instances), f"at least {floor} in {s.stack}"
+        )
+    if s.stack != "dev" and not s.backups:
+        raise ConfigError("backups", "false", f"{s.stack} keeps its data off the host: true")
+    if s.backups:
+        # No off-site target, no deploy: the only copy would sit beside the data.
+        for key, value in (
+            ("backupBucket", s.backup_target.bucket),
+            ("backupEndpoint", s.backup_target.endpoint),
+            ("backupRegion", s.backup_target.region),
+        ):
+            if not value:
+                raise ConfigError(key, value, "required with backups: the off-site object store")
+        for key in BACKUP_SECRETS:
+            if getattr(s.secrets, re.sub(r"([A-Z])", r"_\1", key).lower()) is None:
+                raise ConfigError(
+                    key, None, f"required with backups: pulumi config set --secret luna:{key} …"
+                )
     registry = (s.registry_server, s.registry_username, s.secrets.registry_password)
     if any(v is not None for v in registry) and None in registry:
         missing = ("registryServer", "registryUsername", "registryPassword")[registry.index(None)]

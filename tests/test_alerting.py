@@ -206,7 +206,9 @@ def test_receivers_are_secret_outputs_in_settings() -> None:
 
 
 # Valid values of the other required secrets (infra/secret_checks.py checks them too).
-REQUIRED = [("openaiApiKey", "sk-test-0123456789abcdefghij"), ("tlsCert", "PEM"), ("tlsKey", "PEM")]
+REQUIRED = [("openaiApiKey", "sk-test-0123456789abcdefghij"), ("tlsCert", "PEM"), ("tlsKey", "PEM"),
+            ("backupAccessKeyId", "AKIAEXAMPLE0123"), ("backupSecretAccessKey", "s3-secret-0123"),
+            ("backupEncryptionKey", "cipher-pass-0123456789")]  # fmt: skip
 
 HB, CHAT = SECRETS["heartbeatUrl"], SECRETS["chatWebhookUrl"]
 PD = ("pagerdutyRoutingKey", "pd")

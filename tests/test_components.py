@@ -17,8 +17,8 @@ from components.monitoring import Monitoring
 from components.platforms import Deployment
 from components.platforms.docker import DockerPlatform, DockerPlatformArgs
 from components.proxy import ReverseProxy, ReverseProxyArgs
+from components.spec import ObjectStoreTarget, ServiceSpec
 from components.spec import Resources as Size
-from components.spec import ServiceSpec
 from infra.mocks import LunaMocks, unwrap
 from tests.support.harness import Resources, is_secret, run_components
 
@@ -92,38 +92,51 @@ def test_sqlite_database_is_a_volume_and_no_server() -> None:
     assert unwrap(volume.inputs["name"]) == "luna-test-sqlite"
 
 
+def _postgres(protect: bool = False) -> None:
+    target = ObjectStoreTarget(
+        bucket="luna-backups-test", endpoint="s3.example.com", region="eu-central-1",
+        path="/luna-test", access_key_id=pulumi.Output.secret("AKIA"),
+        secret_access_key=pulumi.Output.secret("s3-secret"),
+        encryption_key=pulumi.Output.secret("cipher-pass"), retention_days=7,
+    )  # fmt: skip
+    Database(
+        "luna-database",
+        DatabaseArgs(
+            platform(), "postgres", volume_gb=5,
+            image="ghcr.io/luna-app/luna-postgres:15.10-pgbackrest2.45",
+            ca=InternalCA("luna-ca", InternalCAArgs(stack="test")),
+            backup=BackupArgs(target=target, schedule_hours=6, drill_hours=24),
+            protect=protect,
+        ),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("protect", [True, False])
 def test_postgres_protection_follows_args(protect: bool) -> None:
-    def build() -> None:
-        Database(
-            "luna-database",
-            DatabaseArgs(
-                platform(), "postgres", volume_gb=5, image="postgres:16.4-alpine",
-                backup=BackupArgs(interval_hours=6, retention=3, volume_gb=5), protect=protect,
-            ),
-        )  # fmt: skip
-
-    res = run_components(build)
-    for name in ("luna-database-data", "luna-database-backups"):
+    res = run_components(lambda: _postgres(protect))
+    for name in ("luna-database-postgres-data", "luna-database-postgres-drill-scratch"):
         vol = res.named(name)
         assert vol.protect is protect and vol.retain_on_delete is protect, name
-    assert res.named("luna-database-password").protect is protect
+    for role in ("password", "owner-password", "monitor-password", "superuser-password"):
+        assert res.named(f"luna-database-{role}").protect is protect, role
     # The process is replaceable; the data and its credentials are what is kept.
     assert res.named("luna-database-postgres").protect is False
-    backup = unwrap(res.named("luna-database-backup").inputs)
-    loop = backup["entrypoints"][-1]
-    assert "sleep 21600" in loop and "/opt/luna/backup.sh" in loop, loop
+    drill = unwrap(res.named("luna-database-postgres-drill").inputs)
+    loop = drill["entrypoints"][-1]
+    assert "sleep 86400" in loop and "/opt/luna/drill.sh" in loop, loop
 
 
-def test_postgres_health_check_uses_pg_isready() -> None:
-    res = run_components(
-        lambda: Database(
-            "luna-database",
-            DatabaseArgs(platform(), "postgres", volume_gb=5, image="postgres:16.4-alpine"),
-        )
-    )
-    health = unwrap(res.named("luna-database-postgres").inputs["healthcheck"])
+def test_postgres_health_check_uses_pg_isready_and_secrets_stay_secret() -> None:
+    res = run_components(_postgres)
+    server = res.named("luna-database-postgres")
+    health = unwrap(server.inputs["healthcheck"])
     assert health["tests"][:2] == ["CMD", "pg_isready"], health
+    # One secret entry makes Docker's whole `envs` list secret on the wire.
+    assert is_secret(server.inputs["envs"]), "the server's environment is not secret"
+    envs = " ".join(unwrap(server.inputs["envs"]))
+    for key in ("POSTGRES_PASSWORD=", "APP_PASSWORD=", "PGBACKREST_REPO1_CIPHER_PASS=",
+                "PGBACKREST_REPO1_S3_KEY_SECRET="):  # fmt: skip
+        assert key in envs, f"{key} is not passed"
 
 
 def _app() -> None:

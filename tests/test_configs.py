@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.configs import postgres as pg
 from components.configs.nginx import NginxSettings, nginx_conf
-from components.configs.postgres import backup_script
 from components.configs.prometheus import AlertThresholds, alert_rules
 from components.configs.redis import RedisTls, redis_acl_conf, redis_conf
 from infra.render import write
@@ -73,10 +73,32 @@ def test_redis_acl_holds_password_hashes_only() -> None:
     assert re.search(r"^user default off resetpass .*-@all$", acl, re.M), acl
 
 
-def test_backup_keeps_at_least_one_dump() -> None:
-    with pytest.raises(ValueError, match="retention"):
-        backup_script(retention=0, push_url=None)
-    assert "tail -n +8" in backup_script(retention=7, push_url=None)
+def test_archive_timeout_bounds_the_recovery_point() -> None:
+    flags = " ".join(pg.server_flags(tls_dir=None, hba_file=None, archive=True))
+    assert "archive_timeout=60s" in flags and "archive_mode=on" in flags, flags
+    with pytest.raises(ValueError, match="archive_timeout"):
+        pg.server_flags(tls_dir=None, hba_file=None, archive=True, archive_timeout_s=300)
+
+
+def test_roles_script_carries_no_password_and_grants_no_privilege() -> None:
+    sql = pg.roles_sql()
+    assert "PASSWORD :'app_password'" in sql, "passwords come from psql variables"
+    assert "SET log_statement = 'none'" in sql.splitlines()[2], "passwords would be logged"
+    for word in (" SUPERUSER", " CREATEDB", " CREATEROLE", " REPLICATION", "pg_execute_server"):
+        assert not any(
+            word in line and "NO" + word.strip() not in line for line in sql.splitlines()
+        ), word
+
+
+def test_prisma_url_verifies_and_encodes_the_password() -> None:
+    url = pg.prisma_url(user="luna_app", password="p@ss:w/rd#?&", host="database", ca_file="/c.crt")
+    assert url.startswith("postgresql://luna_app:p%40ss%3Aw%2Frd%23%3F%26@database:5432/luna?")
+    assert "sslmode=require&sslaccept=strict&sslcert=/c.crt" in url
+
+
+def test_drill_refuses_table_names_it_would_have_to_quote() -> None:
+    with pytest.raises(ValueError, match="plain table name"):
+        pg.drill_script(key_tables=('x"; DROP',), push_url=None, scratch="/s")
 
 
 def test_alert_rules_only_cover_deployed_services() -> None:
@@ -138,3 +160,13 @@ def test_nginx_forwarded_for_is_the_peer_unless_a_trusted_balancer_is_configured
     )
     assert "set_real_ip_from 10.0.0.0/8;" in behind and "real_ip_recursive on;" in behind
     assert "$proxy_add_x_forwarded_for" not in behind
+
+
+def test_audit_settings_and_auditor_role_reach_the_docker_server() -> None:
+    flags = pg.server_flags(tls_dir=None, hba_file=None, archive=False, audit=True)
+    pairs = dict(f.split("=", 1) for f in flags[1::2])
+    for key, value in (*pg.LOG_SETTINGS.items(), *pg.AUDIT_SETTINGS.items()):
+        assert pairs.get(key) == value, f"server flag {key}={pairs.get(key)!r}, want {value!r}"
+    sql = pg.roles_sql(audit=True)
+    assert f"TO {pg.AUDITOR_ROLE};" in sql and "CREATE EXTENSION IF NOT EXISTS pgaudit;" in sql
+    assert "CREATE EXTENSION" not in pg.roles_sql(audit=False), "pgaudit needs its library loaded"

@@ -59,6 +59,8 @@ CASES = [
     Case("openaiApiKey", "", secret=True),
     Case("openaiApiKey", "sk-abcdefghijklmnopqrstuvwxyz\n", secret=True),
     Case("registryPassword", "", secret=True),
+    Case("backupEncryptionKey", "short-cipher", secret=True),
+    Case("backupSecretAccessKey", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY\n", secret=True),
     Case("tlsCert", "-----BEGIN CERTIFICATE-----\x07", secret=True),
     Case("kubeconfig", "apiVersion: v1\x1b[31m", secret=True),
     # appUrl: nginx injection, userinfo, paths, quotes, controls, IPs, bad labels.
@@ -136,6 +138,7 @@ def test_every_hostile_input_exits_2_with_one_line_and_no_traceback() -> None:
         ("grafanaPassword", "Gr4fana-Admin-Pass"),
         ("jwtSecret", "3q2+7w/yJkLz0fH1aB9cD8eF7gH6iJ5kL4mN3oP2"),
         ("tlsCert", "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n"),
+        ("backupEncryptionKey", "q8/Zr+Xc2VbN1mLk0PoIu9YtRe4WsQa="),
     ],
 )
 def test_strong_secrets_with_punctuation_are_accepted(key: str, value: str) -> None:

@@ -271,6 +271,23 @@ def alert_rules(t: AlertThresholds) -> str:
             "backups",
             "No database backup has ever reported success",
         )
+        rules.add(
+            "LunaRestoreDrillFailed",
+            "luna_restore_drill_success == 0",
+            "5m",
+            "critical",
+            "backups",
+            "The last restore drill failed: the newest backup did not restore and check clean",
+        )
+    if "cnpg" in jobs:
+        rules.add(
+            "LunaWalArchivingFailing",
+            "increase(cnpg_pg_stat_archiver_failed_count[10m]) > 0",
+            "5m",
+            "critical",
+            "backups",
+            "PostgreSQL cannot archive WAL to the object store: the recovery point grows",
+        )
     groups: list[dict[str, Any]] = [{"name": "luna", "rules": rules.alerts}]
     if PROBE_JOB in jobs:
         groups.insert(0, {"name": "luna-crisis-slo-records", "rules": _slo_records(t)})

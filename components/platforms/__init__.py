@@ -13,7 +13,7 @@ from typing import Protocol
 
 import pulumi
 
-from components.spec import ServiceSpec, VolumeSpec
+from components.spec import PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
 
 __all__ = ["Deployment", "FlowGraph", "Platform", "RegistryAuth"]
 
@@ -114,6 +114,16 @@ class Platform(Protocol):
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         """URL an operator uses to reach a published port."""
+        ...
+
+    def postgres_dns_names(self, service: str) -> tuple[str, ...]:
+        """Names clients reach ``service``'s PostgreSQL by; the first is the read-write one."""
+        ...
+
+    def postgres(
+        self, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
+    ) -> PostgresService:
+        """Realise a managed PostgreSQL with the platform's best engine."""
         ...
 
     def finish(self) -> None:

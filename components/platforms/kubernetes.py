@@ -39,7 +39,14 @@ from components.configs.fluentbit import (
     parsers_conf,
 )
 from components.platforms import Deployment, FlowGraph, RegistryAuth
-from components.spec import Resources, ServiceSpec, VolumeSpec
+from components.spec import (
+    Port,
+    PostgresService,
+    PostgresSpec,
+    Resources,
+    ServiceSpec,
+    VolumeSpec,
+)
 
 __all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "job_name"]
 
@@ -100,6 +107,10 @@ class KubernetesPlatformArgs:
     deny by default and fence the data services."""
     registry: RegistryAuth | None = None
     """Pull credentials for a private registry; pods pulling from it reference them."""
+    cnpg_operator: str = "prerequisite"
+    """``install``: a Helm release of the CloudNativePG chart; ``prerequisite``: the
+    operator is installed by the cluster's admins and its CRD is checked first."""
+    cnpg_chart_version: str = "0.26.1"
 
 
 def job_name(service: str, spec: ServiceSpec) -> str:
@@ -157,6 +168,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._protected_volumes: set[str] = set()
         self._graph = FlowGraph()
+        self._operator: pulumi.Resource | None = None
         self._finished = False
         self._pull_secret = self._registry_secret(args.registry) if args.registry else None
         self._policy("default-deny", {}, ingress=[], egress=[], protect=args.protect_data)
@@ -353,6 +365,95 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self._finished = True
         for service, spec in self._graph.services.items():
             self._service_policy(service, spec)
+
+    # -- managed PostgreSQL (CloudNativePG) ---------------------------------
+    def postgres_dns_names(self, service: str) -> tuple[str, ...]:
+        from components.platforms.cnpg import dns_names
+
+        return dns_names(service, self.namespace)
+
+    def postgres(
+        self, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
+    ) -> PostgresService:
+        """A CloudNativePG ``Cluster`` (components/platforms/cnpg.py)."""
+        from components.platforms.cnpg import METRICS_PORT, deploy_cnpg
+
+        # Flows to and from the instances follow the same graph as every service.
+        self._graph.add(
+            ServiceSpec(
+                name=spec.name,
+                image=spec.image,
+                resources=spec.resources,
+                ports=(Port("postgres", 5432),),
+                internet_egress=spec.backup is not None,
+                component="database",
+            )
+        )
+        operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else None
+        made = deploy_cnpg(self, name, spec, parent=parent, operator=operator)
+        instances = self._selector(spec.name)
+        self._policy(
+            f"{spec.name}-cnpg",
+            instances,
+            ingress=[
+                # Replication and the operator's status endpoint, between instances.
+                {"from": [{"podSelector": {"matchLabels": instances}}],
+                 "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
+                {"from": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": "cnpg-system"}}}],
+                 "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 5432}]},
+                {"from": [{"podSelector": {"matchLabels": self._selector("prometheus")}}],
+                 "ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
+            ],
+            egress=[
+                {"to": [{"podSelector": {"matchLabels": instances}}],
+                 "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
+                # The instance manager watches its Cluster through the API server.
+                {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+            ],
+            service=spec.name,
+            protect=spec.protect,
+        )  # fmt: skip
+        # Prometheus' side of the metrics flow (its own policy opens only declared flows).
+        self._policy(
+            f"{spec.name}-metrics-scrape",
+            self._selector("prometheus"),
+            egress=[{"to": [{"podSelector": {"matchLabels": instances}}],
+                     "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
+            service="prometheus",
+        )  # fmt: skip
+        return made
+
+    def _cnpg_operator(self) -> pulumi.Resource:
+        if self._operator is None:
+            from pulumi_kubernetes.helm.v3 import Release, RepositoryOptsArgs
+
+            self._operator = Release(
+                f"{self._name}-cnpg-operator",
+                chart="cloudnative-pg",
+                version=self._args.cnpg_chart_version,
+                namespace="cnpg-system",
+                create_namespace=True,
+                repository_opts=RepositoryOptsArgs(repo="https://cloudnative-pg.github.io/charts"),
+                # The operator serves every stack on the cluster: never removed with one.
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.provider, retain_on_delete=True
+                ),
+            )
+        return self._operator
+
+    @property
+    def storage_class(self) -> str | None:
+        return self._args.storage_class
+
+    def labels(self, service: str, component: str) -> dict[str, str]:
+        return self._labels(service, component)
+
+    def meta(self, name: str, component: str, service: str) -> Manifest:
+        return self._meta(name, component, service)
+
+    def opts(self, parent: pulumi.Resource, *, protect: bool = False) -> pulumi.ResourceOptions:
+        return self._opts(parent, protect=protect)
 
     # -- naming, labels, options -------------------------------------------
     def _labels(self, service: str, component: str) -> dict[str, str]:

@@ -221,6 +221,10 @@ _K8S_FORCE_NEW: dict[str, tuple[str, ...]] = {
     "ConfigMap": (".data", ".binaryData"),
 }  # fmt: skip
 _K8S_METADATA = (".metadata.name", ".metadata.namespace")
+# Kinds the table does not name, custom resources among them (CloudNativePG's
+# Cluster and ScheduledBackup), are replaced for metadata.name/namespace only
+# (diff.go, forceNewProperties: the per-kind lookup misses, metadata stays); any
+# spec change is a patch the operator reconciles.
 
 
 def _paths(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -183,6 +183,18 @@ def test_memory_above_the_swap_limit_is_refused_unless_swap_is_sent() -> None:
     assert not result.errors and result.steps[old.urn].op == "update", result
 
 
+def test_a_cloudnativepg_cluster_is_patched_in_place_and_replaced_only_when_renamed() -> None:
+    from tests.engine.facts import diff
+
+    kind = "kubernetes:postgresql.cnpg.io/v1:Cluster"
+    old = {"metadata": {"name": "database", "namespace": "luna-prod"}, "spec": {"instances": 3}}
+    grown = {**old, "spec": {"instances": 4}}
+    change = diff(kind, old, grown)
+    assert change.changed == {".spec.instances"} and not change.replace
+    renamed = {**old, "metadata": {"name": "database2", "namespace": "luna-prod"}}
+    assert diff(kind, old, renamed).replace == {".metadata.name"}
+
+
 def test_a_replaced_resource_passes_its_new_outputs_to_what_uses_them() -> None:
     # The renders give a renewed certificate the same (mock) outputs; the engine
     # sees them unknown, so the container shipping the certificate is replaced too.

@@ -37,9 +37,9 @@ EXPECTED_FLOWS = {
     ("prometheus", "redis-exporter"),
     ("prometheus", "nginx-exporter"),
     ("prometheus", "pushgateway"),
-    ("database-backup", "database"),
-    ("database-backup", "pushgateway"),
-    ("database-audit-setup", "database"),
+    # CloudNativePG: instances replicate from each other; Prometheus scrapes each instance.
+    ("database", "database"),
+    ("prometheus", "database"),
     ("grafana", "prometheus"),
     ("prometheus", "alertmanager"),
     # The two Alertmanager replicas gossip (silences, notification log).
@@ -67,6 +67,12 @@ def test_every_reference_resolves(stack: str) -> None:
     secrets, maps = _by_kind(objects, "Secret"), _by_kind(objects, "ConfigMap")
     claims = _by_kind(objects, "PersistentVolumeClaim")
     templates = [pod_template(w)["metadata"]["labels"] for w, _ in workloads(objects)]
+    # CloudNativePG's instance pods: the operator adds cnpg.io/cluster to the inherited labels.
+    templates += [
+        {**c["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": c["metadata"]["name"]}
+        for c in objects
+        if c["kind"] == "Cluster"
+    ]
     for workload, template in workloads(objects):
         pod = template["spec"]
         assert "serviceAccountName" not in pod, f"{ident(workload)} names a service account"
@@ -213,9 +219,10 @@ def test_network_is_default_deny_then_exactly_the_needed_flows(stack: str) -> No
             for peer in rule.get("from", []) + rule.get("to", []):
                 if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
                     owner = policy["metadata"]["name"]
+                    # The database's archiver reaches the object store off the cluster;
                     # Alertmanager notifies pagers and chat; the blackbox exporter
                     # probes the public URL as users reach it.
-                    assert owner in ("proxy", "app", "alertmanager", "blackbox"), (
+                    assert owner in ("proxy", "app", "database", "alertmanager", "blackbox"), (
                         f"{ident(policy)} opens the internet"
                     )
                     if "to" in rule:
@@ -286,28 +293,29 @@ def test_migration_job_name_changes_with_the_image() -> None:
 
 
 @pytest.mark.parametrize("stack", KUBE_STACKS)
-def test_data_services_are_stateful_with_claims_and_backups_have_retention(stack: str) -> None:
+def test_data_services_are_stateful_with_claims_and_the_database_is_cloudnativepg(
+    stack: str,
+) -> None:
     objects = manifests(stack)
     sets = _by_kind(objects, "StatefulSet")
-    for service in ("database", "elasticsearch", "prometheus"):
+    for service in ("elasticsearch", "prometheus"):
         pod = sets[service]["spec"]["template"]["spec"] if service in sets else None
         assert pod, f"{service} is not a StatefulSet"
         assert any("persistentVolumeClaim" in v for v in pod["volumes"]), f"{service} claim"
+    assert "database" not in sets, "PostgreSQL is a hand-made StatefulSet again"
+    assert "database" in _by_kind(objects, "Cluster"), "no CloudNativePG Cluster"
     assert "cache" in _by_kind(objects, "Deployment"), "Redis runs"
-    backup = _one(objects, "CronJob", "database-backup")["spec"]
-    assert backup["concurrencyPolicy"] == "Forbid", "backups must not overlap"
-    files = render_k8s(stack).files()
-    script = next(text for path, text in files.items() if path.endswith("/opt/luna/backup.sh"))
-    assert "find" in script or "tail" in script or "ls" in script, "backup retention"
 
 
 def test_prod_protects_data_and_its_guards_never_processes() -> None:
-    guards = {"default-deny", "database", "database-backup", "elasticsearch", "logstash",
-              "prometheus", "pushgateway", "grafana"}  # fmt: skip
+    guards = {"default-deny", "database-cnpg", "elasticsearch", "logstash", "prometheus",
+              "pushgateway", "grafana"}  # fmt: skip
     for stack, want in (("prod", True), ("staging", False)):
         records = list(render_k8s(stack).monitor.records.values())
         claims = [r for r in records if r.type == "kubernetes:core/v1:PersistentVolumeClaim"]
-        assert len(claims) >= 5, f"{stack}: {[r.name for r in claims]}"
+        assert len(claims) >= 4, f"{stack}: {[r.name for r in claims]}"
+        (cluster,) = [r for r in records if r.type == "kubernetes:postgresql.cnpg.io/v1:Cluster"]
+        assert cluster.protect is want and cluster.retain_on_delete is want, stack
         for r in claims:
             assert r.protect is want, f"{stack}: {r.name} protect={r.protect}"
             assert r.retain_on_delete is want, f"{stack}: {r.name} retain={r.retain_on_delete}"

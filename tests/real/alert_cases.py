@@ -31,6 +31,8 @@ KNOWN = (
     "LunaProxyDown",
     "LunaBackupTooOld",
     "LunaBackupMissing",
+    "LunaRestoreDrillFailed",
+    "LunaWalArchivingFailing",
     "LunaCrisisProbeFailing",
     "LunaCrisisEdgeDown",
     "LunaEdgeCertExpiringSoon",
@@ -239,6 +241,25 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
         return (
             AlertCase([('up{job="pushgateway"}', f"1x{n}")], at),
             AlertCase([(backup, f"-60+60x{n}")], at),
+        )
+    if name == "LunaRestoreDrillFailed":
+        s = 'luna_restore_drill_success{job="luna-restore-drill"}'
+        at = hold + 5
+        n = at + 5
+        return (
+            AlertCase([(s, f"0x{n}")], at, {"job": "luna-restore-drill"}),
+            AlertCase([(s, f"1x{n}")], at),
+        )
+    if name == "LunaWalArchivingFailing":
+        labels = {"job": "cnpg", "instance": "10.0.0.7:9187"}
+        s = 'cnpg_pg_stat_archiver_failed_count{job="cnpg",instance="10.0.0.7:9187"}'
+        at = hold + 15
+        n = at + 5
+        return (
+            # One more failed attempt every minute.
+            AlertCase([(s, f"0+1x{n}")], at, labels),
+            # Old failures, none new.
+            AlertCase([(s, f"5x{n}")], at),
         )
     raise AssertionError(f"alert {name} has no unit-test case in tests/real/alert_cases.py")
 

@@ -35,7 +35,12 @@ def service_names(stack: RenderedStack) -> set[str]:
             for net in c.get("networksAdvanced") or []
             for alias in net.get("aliases") or []
         }
-    return {s["metadata"]["name"] for s in stack.records(K8S_SERVICE)}
+    names = {s["metadata"]["name"] for s in stack.records(K8S_SERVICE)}
+    # The CloudNativePG operator creates <cluster>-rw, -ro and -r for every Cluster
+    # (cloudnative-pg pkg/specs/services.go).
+    for cluster in stack.records("kubernetes:postgresql.cnpg.io/v1:Cluster"):
+        names |= {f"{cluster['metadata']['name']}-{s}" for s in ("rw", "ro", "r")}
+    return names
 
 
 def reachable(stack: RenderedStack, consumer: str) -> set[str]:

@@ -1,9 +1,12 @@
 """PostgreSQL 15 with pgaudit (Debian's postgresql-15-pgaudit), the rendered flags and audit SQL.
 
 The server runs as the ``postgres`` user on a free port of 127.0.0.1 with the
-``-c`` flags the database container gets in the render; the audit setup is
-the rendered job's SQL file, run with psql as that job runs it. Then the
-server log, the only thing an operator ships, is read back.
+``-c`` flags the database container gets in the render (less the ones that
+name the container's TLS files, pg_hba and archiver: tests/real/test_postgres_tls.py
+and tests/real/test_pgbackrest.py run those); the audit setup is the rendered
+``roles.sql`` the container runs with psql on every start, and the tables the
+migrations make are made by the owner role, as the migration job makes them.
+Then the server log, the only thing an operator ships, is read back.
 """
 
 from __future__ import annotations
@@ -11,23 +14,25 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.real.support import Daemon, RenderedStack, free_port, substitute, wait_for_port
+from components.configs import postgres as pg
+from components.platforms.docker.postgres import CONF_DIR
+from tests.real.support import Daemon, RenderedStack, free_port, wait_for_port
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
 
-AUDIT_SQL = "/opt/luna/audit.sql"
+ROLES_SQL = f"{CONF_DIR}/roles.sql"
+# Flags that name the container's files or its archiver; the rest run here as rendered.
+CONTAINER_ONLY = ("ssl", "ssl_cert_file", "ssl_key_file", "hba_file", "ident_file",
+                  "archive_mode", "archive_command")  # fmt: skip
 PASSWORD = "luna-test-pg-Pa55word"
 PHI_EMAIL = "jane.doe+therapy@example.com"
 PHI_PHONE = "+44 20 7946 0958"
@@ -76,7 +81,13 @@ def _flags(stack: RenderedStack) -> list[str]:
     ]
     flags: list[str] = db["command"]
     assert flags and flags[0] == "-c", f"{stack.stack}: database command is {flags}"
-    return flags
+    pairs = list(zip(flags[::2], flags[1::2], strict=True))
+    return [
+        part
+        for c, setting in pairs
+        if setting.split("=", 1)[0] not in CONTAINER_ONLY
+        for part in (c, setting)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +128,17 @@ def audited(stacks: Callable[[str, str], RenderedStack]) -> Iterator[Server]:
         # A table the migrations made before the audit job first ran ...
         srv.sql("CREATE TABLE patients (id serial PRIMARY KEY, email text, phone text)")
         srv.sql(f"INSERT INTO patients (email, phone) VALUES ('{PHI_EMAIL}', '{PHI_PHONE}')")  # noqa: S608
-        # ... the rendered job, run as it runs (psql -X -q -f, the libpq env) ...
-        sql = root / "audit.sql"
-        sql.write_text(stack.file("database-audit-setup", AUDIT_SQL))
-        srv.psql("-q", "-f", str(sql))
-        srv.psql("-q", "-f", str(sql))  # every deploy runs it again
-        # ... and one a later migration makes.
+        # ... the rendered roles.sql, run as the container runs it (psql -X -f, the
+        # role passwords as psql variables) ...
+        sql = root / "roles.sql"
+        sql.write_text(stack.file("database", ROLES_SQL))
+        variables = [f"--variable={v}=Pa55word-{v}-0123456789" for v in
+                     pg.ROLE_PASSWORD_VARS.values()]  # fmt: skip
+        srv.psql("-q", *variables, "-f", str(sql))
+        srv.psql("-q", *variables, "-f", str(sql))  # every start runs it again
+        # ... and one a later migration makes, as the owner role the migrations run as.
         srv.sql(
+            f"SET ROLE {pg.OWNER_ROLE}; "
             "CREATE TABLE journal_entries (id serial PRIMARY KEY, patient int, mood int, body text)"
         )
         srv.sql("INSERT INTO journal_entries (patient, mood, body) VALUES (1, 3, 'hard day')")
@@ -182,75 +197,3 @@ def test_slow_query_with_a_phi_literal_leaves_no_trace_and_is_normalised(audited
     assert int(calls) == 1 and float(mean_ms) >= 1000, rows
     assert PHI_EMAIL not in query and PHI_PHONE not in query, query
     assert "email = $" in query and "phone = $" in query, f"not normalised: {query}"
-
-
-def test_backup_pushes_its_metric_with_python3_where_the_image_has_no_wget(
-    audited: Server, stacks: Callable[[str, str], RenderedStack]
-) -> None:
-    # The Debian-based image (CloudNativePG's) has python3 but no wget.
-    pushes: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            pushes.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    gateway = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=gateway.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    work = Path(tempfile.mkdtemp(prefix="luna-backup-nowget-"))
-    try:
-        script = stacks("prod", "docker").file("database-backup", "/opt/luna/backup.sh")
-        script = substitute(
-            script, 'dir="/var/lib/postgresql/backups"', f'dir="{work}/b"', what="backup.sh"
-        )
-        url = f"http://127.0.0.1:{gateway.server_address[1]}/metrics/job/luna-backup"
-        script = substitute(
-            script,
-            '"http://pushgateway:9091/metrics/job/luna-backup"',
-            f'"{url}"',
-            what="backup.sh",
-        )
-        (work / "backup.sh").write_text(script)
-        tools = work / "bin"
-        tools.mkdir()
-        for tool in (
-            "sh",
-            "date",
-            "mktemp",
-            "wc",
-            "tr",
-            "ls",
-            "sort",
-            "tail",
-            "rm",
-            "mv",
-            "mkdir",
-        ):
-            (tools / tool).symlink_to(Path(need(tool)).resolve())
-        (tools / "pg_dump").symlink_to(audited.bindir / "pg_dump")
-        # The interpreter itself, not a wrapper script (pyenv's shims need bash).
-        (tools / "python3").symlink_to(Path(sys.executable).resolve())
-        env = {**audited.env(), "PATH": str(tools)}
-        result = subprocess.run(
-            [str(tools / "sh"), str(work / "backup.sh")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0 and "metric push failed" not in result.stderr, result.stderr
-        assert len(pushes) == 1 and b"luna_backup_last_success_timestamp_seconds" in pushes[0], (
-            pushes
-        )
-    finally:
-        gateway.shutdown()
-        gateway.server_close()
-        thread.join(5)
-        shutil.rmtree(work, ignore_errors=True)

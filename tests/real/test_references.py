@@ -80,8 +80,10 @@ def references(stack: RenderedStack) -> list[tuple[str, str, str]]:
         refs += [("logstash", h, "logstash output") for h in url_hosts(out)]
     if es := shipped("/opt/luna/es-setup.sh"):
         refs += [("elasticsearch-setup", h, "es-setup.sh") for h in url_hosts(es)]
-    if backup := shipped("/opt/luna/backup.sh"):
-        refs += [("database-backup", h, "backup.sh") for h in url_hosts(backup)]
+    if drill := shipped("/opt/luna/drill.sh"):
+        refs += [("database-drill", h, "drill.sh") for h in url_hosts(drill)]
+    if start := shipped("/opt/luna/start.sh"):
+        refs += [("database", h, "start.sh") for h in url_hosts(start)]
     if fb := shipped("fluent-bit.conf"):
         for h in re.findall(r"^\s*Host\s+(\S+)", fb, re.M):
             refs.append(("fluent-bit", h, "fluent-bit.conf"))

@@ -23,7 +23,7 @@ import pulumi_docker as docker
 from components.platforms import Deployment, FlowGraph, RegistryAuth
 from components.platforms.docker.forms import docker_cpus, go_duration, inputs_digest
 from components.platforms.docker.jobs import JobRun, job_script
-from components.spec import ServiceSpec, VolumeSpec
+from components.spec import PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
 
 __all__ = ["EMBEDDED_DNS", "SECRET_FILES_LABEL", "DockerPlatform", "DockerPlatformArgs"]
 
@@ -180,6 +180,17 @@ class DockerPlatform(pulumi.ComponentResource):
                 host = "localhost" if wildcard else p.publish_ip
                 return f"http://{host}:{p.publish}"
         raise ValueError(f"{spec.name} does not publish a port named {port!r}")
+
+    def postgres_dns_names(self, service: str) -> tuple[str, ...]:
+        return (service,)
+
+    def postgres(
+        self, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
+    ) -> PostgresService:
+        """A hardened container with pgBackRest (components/platforms/docker/postgres.py)."""
+        from components.platforms.docker.postgres import deploy_postgres
+
+        return deploy_postgres(self, name, spec, parent=parent)
 
     def finish(self) -> None:
         """Fail when a service declared a flow to a service this stack does not run."""

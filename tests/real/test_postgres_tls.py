@@ -1,0 +1,192 @@
+"""PostgreSQL 15 (Debian) with the generated flags, pg_hba, roles and a CA-signed certificate.
+
+The server runs the flags, ``pg_hba.conf``, ``pg_ident.conf`` and roles script
+that components/configs/postgres.py generates for the database container. The
+client is libpq's psql given what Prisma's URL asks for: quaint reads
+``sslmode=require`` + ``sslaccept=strict`` + ``sslcert=<CA>`` as "TLS, verify the
+chain against this root, check the host name" (prisma-engines
+quaint/src/connector/postgres/url.rs and native/mod.rs), which is libpq's
+``sslmode=verify-full sslrootcert=<CA>``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from components.configs import postgres as pg
+from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
+from tests.support.tls import CaSignedPair, make_ca_signed_pair
+
+pytestmark = pytest.mark.slow
+
+PASSWORDS = {
+    pg.OWNER_ROLE: "owner-Pa55word-0123456789",
+    # Every character a URL or SQL would trip on.
+    pg.APP_ROLE: "app p@ss:w/rd#?&%'\"\\-0123456789",
+    pg.MONITOR_ROLE: "monitor-Pa55word-0123456789",
+    pg.BACKUP_ROLE: "backup-Pa55word-0123456789",
+}
+
+
+def libpq_from_prisma(url: str) -> str:
+    """The libpq URL with the same verification as Prisma's (see the module docstring)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert query["sslmode"] == ["require"], f"Prisma URL does not require TLS: {url}"
+    assert query["sslaccept"] == ["strict"], f"Prisma URL accepts invalid certificates: {url}"
+    (ca,) = query["sslcert"]
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?sslmode=verify-full&sslrootcert={ca}"
+
+
+def psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+class Stack:
+    def __init__(self, server: PgServer, pair: CaSignedPair, other: CaSignedPair) -> None:
+        self.server, self.pair, self.other = server, pair, other
+
+    def url(self, role: str, *, ca: Path | None = None, host: str = "localhost") -> str:
+        prisma = pg.prisma_url(
+            user=role, password=PASSWORDS.get(role, "x"), host=host, ca_file=str(ca or self.pair.ca)
+        ).replace(":5432/", f":{self.server.port}/")
+        return libpq_from_prisma(prisma)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    certs = tmp_path_factory.mktemp("pg-tls")
+    pair = make_ca_signed_pair(certs, common_name="localhost", alt_names="DNS:localhost")
+    other_dir = tmp_path_factory.mktemp("pg-other-ca")
+    other = make_ca_signed_pair(other_dir, common_name="localhost", alt_names="DNS:localhost")
+    root = postgres_owned_dir("luna-pg-tls-")
+    conf, tls = root / "conf", root / "tls"
+    for folder in (conf, tls):
+        folder.mkdir(mode=0o700)
+        shutil.chown(folder, "postgres", "postgres")
+    (conf / "pg_hba.conf").write_text(pg.pg_hba())
+    (conf / "pg_ident.conf").write_text(pg.pg_ident())
+    shutil.copy(pair.cert, tls / "server.crt")
+    shutil.copy(pair.key, tls / "server.key")
+    for f in (*conf.iterdir(), *tls.iterdir()):
+        f.chmod(0o600)
+        shutil.chown(f, "postgres", "postgres")
+    initdb(root / "data")
+    flags = pg.server_flags(
+        tls_dir=str(tls), hba_file=str(conf / "pg_hba.conf"), archive=False, audit=True
+    )
+    server = PgServer(root / "data", flags).start()
+    try:
+        server.local(f"CREATE DATABASE {pg.DATABASE}")
+        script = root / "roles.sql"
+        script.write_text(pg.roles_sql())
+        variables = [f"--variable={pg.ROLE_PASSWORD_VARS[r]}={p}" for r, p in PASSWORDS.items()]
+        for _ in range(2):  # idempotent: the container runs it on every start
+            server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(script)])
+        yield Stack(server, pair, other)
+    finally:
+        server.stop()
+        log = server.daemon.log.read_text() if server.daemon else ""
+        shutil.rmtree(root, ignore_errors=True)
+        # No role password reached the server log (log_statement is off while roles are set).
+        for password in PASSWORDS.values():
+            assert password not in log, "a role password reached the server log"
+
+
+def test_verified_client_connects_over_tls(stack: Stack) -> None:
+    result = psql(
+        stack.url(pg.APP_ROLE), "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("t|TLSv1."), result.stdout
+
+
+def test_plaintext_is_refused(stack: Stack) -> None:
+    url = stack.url(pg.APP_ROLE).split("?")[0] + "?sslmode=disable"
+    result = psql(url, "SELECT 1")
+    assert result.returncode != 0
+    assert "no encryption" in result.stderr, result.stderr
+
+
+def test_client_trusting_another_ca_is_refused(stack: Stack) -> None:
+    result = psql(stack.url(pg.APP_ROLE, ca=stack.other.ca), "SELECT 1")
+    assert result.returncode != 0
+    assert "certificate verify failed" in result.stderr, result.stderr
+
+
+def test_wrong_host_name_is_refused(stack: Stack) -> None:
+    result = psql(stack.url(pg.APP_ROLE, host="127.0.0.1"), "SELECT 1")
+    assert result.returncode != 0
+    assert "does not match host name" in result.stderr, result.stderr
+
+
+def test_superuser_never_logs_in_over_the_network(stack: Stack) -> None:
+    stack.server.local("ALTER ROLE postgres PASSWORD 'super-Pa55word-0123456789'")
+    url = stack.url("postgres").replace("postgres:x@", "postgres:super-Pa55word-0123456789@")
+    result = psql(url, "SELECT 1")
+    assert result.returncode != 0
+    assert 'rejects connection for host "127.0.0.1", user "postgres"' in result.stderr, (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "error"),
+    [
+        ("CREATE TABLE evil (id int)", "permission denied for schema public"),
+        ("SELECT rolpassword FROM pg_authid", "permission denied for table pg_authid"),
+        ("COPY (SELECT 1) TO PROGRAM 'id'", "pg_execute_server_program"),
+        ("SELECT pg_read_file('/etc/passwd')", "permission denied for function pg_read_file"),
+        ("CREATE ROLE evil", "permission denied to create role"),
+    ],
+)
+def test_app_role_is_refused(stack: Stack, sql: str, error: str) -> None:
+    result = psql(stack.url(pg.APP_ROLE), sql)
+    assert result.returncode != 0, f"the app role may run {sql!r}"
+    assert error in result.stderr, result.stderr
+
+
+def test_owner_migrates_and_app_reads_and_writes(stack: Stack) -> None:
+    owner = psql(
+        stack.url(pg.OWNER_ROLE),
+        'CREATE TABLE IF NOT EXISTS "Journal" (id serial PRIMARY KEY, body text)',
+    )
+    assert owner.returncode == 0, owner.stderr
+    app = psql(
+        stack.url(pg.APP_ROLE),
+        """INSERT INTO "Journal" (body) VALUES ('x') RETURNING id""",
+    )
+    assert app.returncode == 0, f"default privileges do not reach the app: {app.stderr}"
+    drop = psql(stack.url(pg.APP_ROLE), 'DROP TABLE "Journal"')
+    assert "must be owner" in drop.stderr, drop.stderr
+
+
+def test_monitoring_role_reads_statistics(stack: Stack) -> None:
+    result = psql(
+        stack.url(pg.MONITOR_ROLE),
+        f"SELECT count(*) FROM pg_stat_database WHERE datname = '{pg.DATABASE}'",  # noqa: S608
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+    write = psql(stack.url(pg.MONITOR_ROLE), "CREATE TABLE t (id int)")
+    assert write.returncode != 0
+
+
+def test_no_role_but_the_superuser_is_privileged(stack: Stack) -> None:
+    rows = stack.server.local(
+        "SELECT rolname FROM pg_roles WHERE rolname LIKE 'luna%' AND "
+        "(rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls "
+        "OR pg_has_role(rolname, 'pg_execute_server_program', 'MEMBER') "
+        "OR pg_has_role(rolname, 'pg_read_server_files', 'MEMBER') "
+        "OR pg_has_role(rolname, 'pg_write_server_files', 'MEMBER'))"
+    )
+    assert rows.stdout.strip() == "", f"privileged roles: {rows.stdout}"
