@@ -33,14 +33,14 @@ class Capability:
     landed: bool
 
 
-TLS_POSTGRES = Capability("TLS to PostgreSQL (issue #10)", landed=False)
+TLS_POSTGRES = Capability("TLS to PostgreSQL (issue #10)", landed=True)
 TLS_REDIS = Capability("TLS to Redis (issue #10)", landed=True)
 TLS_ELASTICSEARCH = Capability("TLS to Elasticsearch (issue #10)", landed=True)
 POD_SECURITY_ENFORCE = Capability("Pod Security `restricted` enforced (issue #10)", landed=False)
-LEAST_PRIVILEGE_DB = Capability("least-privilege PostgreSQL roles (issue #10)", landed=False)
+LEAST_PRIVILEGE_DB = Capability("least-privilege PostgreSQL roles (issue #10)", landed=True)
 PGAUDIT = Capability("pgaudit (issue #11)", landed=True)
 AUDIT_INDEX = Capability("the audit index and its retention (issue #11)", landed=True)
-OFFSITE_WAL = Capability("WAL archiving off the host (issue #12)", landed=False)
+OFFSITE_WAL = Capability("WAL archiving off the host (issue #12)", landed=True)
 RESTORE_DRILL = Capability("a scheduled restore drill (issue #12)", landed=False)
 PAGING_RECEIVER = Capability("paging receiver (issue #13)", landed=True)
 ALERTMANAGER = Capability("Alertmanager routes (issue #13)", landed=True)

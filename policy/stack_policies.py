@@ -82,14 +82,25 @@ def _phi_isolation(args: StackValidationArgs, report: ReportViolation) -> None:
         if r.resource_type == CNPG_CLUSTER:
             # CloudNativePG labels its instance pods cnpg.io/cluster=<name>.
             service, cluster = "database", get(r.props, "metadata", "name")
-            found_pods: tuple[dict[str, str], Any] | None = ({"cnpg.io/cluster": cluster}, None)
+            # Its pods also carry the Cluster's inheritedMetadata labels (the stack's).
+            inherited = get(r.props, "spec", "inheritedMetadata", "labels") or {}
+            pods = {"cnpg.io/cluster": cluster, **inherited}
+            found_pods: tuple[dict[str, str], Any] | None = (pods, None)
         else:
             found_pods = pod_spec(r.resource_type, r.props)
         if service not in phi:
             continue
         if r.resource_type == DOCKER_CONTAINER:
+            published = bool(items(get(r.props, "ports")))
             for attachment in items(get(r.props, "networksAdvanced")):
-                net = networks.get(get(attachment, "name"))
+                name = str(get(attachment, "name"))
+                net = networks.get(name)
+                # The one exception: the database's own egress-only network, which
+                # carries its WAL archive to the off-site store (issue #12); no port
+                # is published on it and no other service joins it.
+                offsite = service == "database" and name.endswith("-database-edge")
+                if offsite and not published:
+                    continue
                 if net is None or get(net.props, "internal") is not True:
                     report(
                         f"PHI service {service} joins network {get(attachment, 'name')}, "

@@ -76,7 +76,7 @@ def _privileged(r: dict[str, Any]) -> None:
 
 
 PLANTED = [
-    ("prod", "kubernetes", "luna-database-data", _unprotect, "prod-data-protected"),
+    ("prod", "kubernetes", "luna-logging-es-data", _unprotect, "prod-data-protected"),
     ("prod", "docker", "luna-database-postgres", _publish_5432, "no-public-data-service"),
     ("staging", "kubernetes", "luna-app-web", _latest, "image-pinned"),
     ("staging", "docker", "luna-app-web", _privileged, "container-hardening"),
