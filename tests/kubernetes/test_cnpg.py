@@ -8,6 +8,7 @@ typed, unknown fields pruned by the API server, so this test also refuses them).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,28 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from tests.kubernetes.conftest import KUBE_STACKS, ident, manifests, render_k8s
 
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "crds"
+
+def _crds() -> Path:
+    """The CRDs are test data beside the checkout (../shared/crds), not in it.
+
+    ``LUNA_CNPG_CRDS`` names another folder; a clone elsewhere than the work
+    folder finds the work folder's copy.
+    """
+    candidates = [
+        Path(os.environ["LUNA_CNPG_CRDS"]) if os.environ.get("LUNA_CNPG_CRDS") else None,
+        Path(__file__).resolve().parents[3] / "shared" / "crds",
+        Path("/work/shared/crds"),
+    ]
+    for folder in candidates:
+        if folder and (folder / "postgresql.cnpg.io_clusters.yaml").is_file():
+            return folder
+    raise AssertionError(
+        "CloudNativePG CRDs not found: set LUNA_CNPG_CRDS to a folder holding "
+        "postgresql.cnpg.io_clusters.yaml (../shared/crds beside the checkout)"
+    )
+
+
+CRDS = _crds()
 KINDS = {"Cluster": "clusters", "ScheduledBackup": "scheduledbackups", "Pooler": "poolers"}
 
 
