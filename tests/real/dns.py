@@ -1,7 +1,8 @@
 """A stand-in for Docker's embedded DNS server, as nginx's ``resolver`` sees it.
 
 Docker answers a network alias with one A record per running container that
-carries it (libnetwork resolver.go, ``ResolveName``), registered when the
+carries it, in shuffled order (libnetwork resolver.go, ``ResolveName`` and
+``shuffleAddr``), registered when the
 container joins the network at start and removed when it leaves at stop. Here the
 tests register and remove the stand-in replicas themselves, in that order. It
 answers on 127.0.0.1 only, with dnslib's server.
@@ -9,6 +10,7 @@ answers on 127.0.0.1 only, with dnslib's server.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +45,9 @@ class ReplicaDns(BaseResolver):  # type: ignore[misc]
         reply = request.reply()
         name = str(request.q.qname).rstrip(".")
         found = self.addresses(name)
+        # Docker shuffles the records of a name on every answer (libnetwork
+        # resolver.go, shuffleAddr), so clients spread over the replicas.
+        random.shuffle(found)
         if request.q.qtype == QTYPE.A and found:
             for ip in found:
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
