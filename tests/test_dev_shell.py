@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.tools import REPO, need
+from tests.support.tools import REPO, copy_checkout, need
 
 STUB_PULUMI = f"""#!{sys.executable}
 import json, os, pathlib, sys
@@ -120,15 +119,7 @@ def _write(path: Path, text: str) -> None:
 @pytest.fixture
 def sandbox(tmp_path: Path) -> dict[str, Any]:
     """A committed copy of this checkout, a stub pulumi and docker, a fake .venv."""
-    repo = tmp_path / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (REPO / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, repo / name)
+    repo = copy_checkout(tmp_path / "repo")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
     subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)

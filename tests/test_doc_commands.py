@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.tools import REPO
+from tests.support.tools import REPO, copy_checkout
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
@@ -126,15 +125,7 @@ def test_every_doc_command_is_run_here_or_says_why_not() -> None:
 
 @pytest.mark.slow
 def test_doc_commands_that_can_run_here_succeed(tmp_path: Path) -> None:
-    copy = tmp_path / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (REPO / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, copy / name)
+    copy = copy_checkout(tmp_path / "repo")
     (copy / ".venv").symlink_to(REPO / ".venv")
     generated = ("docs/configuration.md", "docs/environments.md", "docs/platforms.md")
     before = {doc: (copy / doc).read_text() for doc in generated}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-__all__ = ["REPO", "need"]
+__all__ = ["REPO", "copy_checkout", "need"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,3 +37,17 @@ def need(tool: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def copy_checkout(dest: Path) -> Path:
+    """Copy every file git would commit from this checkout (tracked and untracked,
+    ignored ones left out) into ``dest``, so a test can run commands in it."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
