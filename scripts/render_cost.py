@@ -16,9 +16,14 @@ For each platform:
    the neighbours).
 
 The ratio is min(a) / min(b) over ``--runs`` (the fastest run, as ``timeit``
-advises: other processes only ever add time). 1.0 is a render that imports
-nothing beyond the SDK modules of what it creates; one that imported the other
-platform's SDK shows it at once. Exit 1 when a ratio exceeds ``--max``.
+advises: other processes only ever add time). Every process runs with bytecode
+caching on, into one private ``PYTHONPYCACHEPREFIX`` that the first render fills:
+both sides then load compiled modules, as a user's second ``pulumi up`` does. (A
+shell with ``PYTHONDONTWRITEBYTECODE=1`` would otherwise make the project's own
+modules pay for compiling on every run, while pip compiled the SDK at install.)
+
+1.0 is a render that imports nothing beyond the SDK modules of what it creates;
+one that imported the other platform's SDK shows it at once. Exit 1 when a ratio exceeds ``--max``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -37,26 +43,39 @@ REPO = Path(__file__).resolve().parent.parent
 PLATFORMS = ("docker", "kubernetes")
 
 
+def _exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _module(token: str) -> str:
-    """The SDK module that defines a resource type token."""
+    """The SDK module that defines a resource type token's class."""
     package, module, _ = token.split(":")
     if package == "pulumi":  # pulumi:providers:<pkg>
         return f"pulumi_{token.rsplit(':', 1)[1]}.provider"
-    if package != "kubernetes" or module.startswith("index"):
-        return f"pulumi_{package}"
+    if package != "kubernetes":
+        # command:local:Command -> pulumi_command.local; "index/..." is the package root.
+        name = f"pulumi_{package}.{module}"
+        return name if not module.startswith("index") and _exists(name) else f"pulumi_{package}"
     group, version = module.split("/")[0], module.split("/")[-1]
     name = f"pulumi_kubernetes.{group.split('.')[0]}.{version}"
-    try:
-        found = importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        found = False
-    # A custom resource (e.g. a CloudNativePG Cluster) has no typed module.
-    return name if found else "pulumi_kubernetes.apiextensions"
+    # A custom resource (e.g. a CloudNativePG Cluster) has no typed module of its own.
+    return name if _exists(name) else "pulumi_kubernetes.apiextensions.CustomResource"
+
+
+# Registering any Kubernetes resource makes the SDK resolve the type hints of its
+# args (pulumi/_types.py ``_types_from_py_properties``, called by
+# ``rpc.serialize_properties``), and every kind's ``metadata`` is a
+# ``pulumi_kubernetes.meta.v1.ObjectMetaArgs``: the SDK imports meta.v1 itself.
+_SDK_RUNTIME = {"kubernetes": ("pulumi_kubernetes.meta.v1",)}
 
 
 def needed_modules(resources_json: Path) -> list[str]:
     types = {r["type"] for r in json.loads(resources_json.read_text()) if r["custom"]}
-    return sorted({"pulumi", *(_module(t) for t in types)})
+    runtime = {m for t in types for m in _SDK_RUNTIME.get(t.split(":")[0], ())}
+    return sorted({"pulumi", *runtime, *(_module(t) for t in types)})
 
 
 # Records, in import order, every module a render loads (sys.modules at exit).
@@ -79,12 +98,18 @@ print(time.process_time())
 _SKIP = ("__main__", "__mp_main__")
 
 
+def _env(workdir: Path) -> dict[str, str]:
+    """The environment of every measured process: bytecode cached under ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "PYTHONPYCACHEPREFIX": str(workdir / "pycache")}
+
+
 def render_modules(argv: list[str], workdir: Path) -> list[str]:
     """Every module a render with ``argv`` imports, in the order it imports them."""
     listing = workdir / "modules.json"
     subprocess.run(
         [sys.executable, "-c", _PROBE, str(listing), *argv],
-        cwd=REPO, check=True, capture_output=True,
+        cwd=REPO, env=_env(workdir), check=True, capture_output=True,
     )  # fmt: skip
     return [m for m in json.loads(listing.read_text()) if m not in _SKIP]
 
@@ -99,15 +124,16 @@ def import_cpu_seconds(modules: list[str], workdir: Path) -> float:
     listing.write_text(json.dumps(modules))
     proc = subprocess.run(
         [sys.executable, "-c", _IMPORTER, str(listing)],
-        cwd=REPO, check=True, capture_output=True, text=True,
+        cwd=REPO, env=_env(workdir), check=True, capture_output=True, text=True,
     )  # fmt: skip
     return float(proc.stdout.strip())
 
 
-def _cpu_seconds(argv: list[str]) -> float:
+def _cpu_seconds(argv: list[str], workdir: Path) -> float:
     """User + system CPU of one fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, *argv], cwd=REPO, check=True, capture_output=True)
+    env = _env(workdir)
+    subprocess.run([sys.executable, *argv], cwd=REPO, env=env, check=True, capture_output=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -121,7 +147,7 @@ def measure(stack: str, platform: str, runs: int, workdir: Path) -> dict[str, An
     for _ in range(runs):  # alternating, so that load hits both alike
         samples["floor"].append(import_cpu_seconds(modules, workdir))
         samples["render"].append(import_cpu_seconds(loaded, workdir))
-        samples["cpu"].append(_cpu_seconds(["-m", "infra.render", *argv]))
+        samples["cpu"].append(_cpu_seconds(["-m", "infra.render", *argv], workdir))
     # The fastest run: load from other processes only ever adds time (timeit's reasoning).
     m = {k: min(v) for k, v in samples.items()}
     sdk = sorted({n.split(".")[0] for n in loaded if n.startswith("pulumi_")})
