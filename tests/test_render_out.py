@@ -20,6 +20,7 @@ def _run(stack: str, out: Path, *extra: str) -> int:
     return main(["--stack", stack, "--out", str(out), *extra])
 
 
+@pytest.mark.slow  # three full renders into one folder: about 6 s
 def test_render_twice_on_kubernetes_then_docker_leaves_only_the_last(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -75,6 +75,7 @@ def _documents(text: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.slow  # checkov, a real scanner, over every manifest: about 6 s
 def test_checkov_passes_every_check_with_few_reasoned_skips(
     manifest_dirs: dict[str, Path],
 ) -> None:

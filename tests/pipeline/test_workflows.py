@@ -608,6 +608,7 @@ def checkov_report() -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow  # checkov, a real scanner, over the workflows: about 4 s
 def test_checkov_github_actions_has_no_failed_check(checkov_report: dict[str, Any]) -> None:
     summary = checkov_report["summary"]
     failed = [
