@@ -1,10 +1,8 @@
 """Continuous, encrypted, off-site archiving with the real archiver.
 
-PostgreSQL 15 and pgBackRest 2.45 from Debian, against a local S3 (moto's
-server from PyPI) behind TLS. moto's own ``--ssl`` breaks pgBackRest, so
-stunnel (Debian) terminates TLS in front of it with a certificate for
-``DNS:localhost`` (pgBackRest 2.45 refuses a certificate whose only name is an
-IP). pgBackRest verifies it against the test CA (``repo1-storage-ca-file``).
+PostgreSQL 15 and pgBackRest 2.45 from Debian, against a local S3 behind TLS
+(tests/real/s3.py). pgBackRest verifies it against the test CA
+(``repo1-storage-ca-file``).
 
 Everything runs on 127.0.0.1. What comes from the generated configuration:
 the server flags (``server_flags``), pgbackrest.conf (``pgbackrest_conf``), the
@@ -17,6 +15,7 @@ recoverable", whatever its value).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,21 +26,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from components.configs import postgres as pg
 from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
-from tests.real.support import Daemon, free_port, substitute, wait_for_port
-from tests.support.tls import make_ca_signed_pair
+from tests.real.s3 import ACCESS_KEY, SECRET_KEY, LocalS3, local_s3
+from tests.real.support import free_port, substitute
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "luna-backups-test"
-ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
-SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 CIPHER = "cipher-pass-for-tests-0123456789abcdef"
 MARKER = "LUNA-MARKER-a8f3e2b1-only-in-plaintext"
 ARCHIVE_TIMEOUT_S = 5
@@ -52,7 +48,7 @@ class Rig:
     root: Path
     env: dict[str, str]
     server: PgServer
-    s3: str
+    s3: LocalS3
     pushed: list[str]
     push_url: str
 
@@ -96,36 +92,15 @@ class _Push(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    import boto3  # type: ignore[import-untyped]  # the test's own client to the local S3
-
     root = postgres_owned_dir("luna-pgbr-")
-    certs = tmp_path_factory.mktemp("s3-tls")
-    pair = make_ca_signed_pair(certs, common_name="localhost", alt_names="DNS:localhost")
-    shutil.copy(pair.ca, root / "s3-ca.crt")
-    moto_port, tls_port = free_port(), free_port()
-    daemons: list[Daemon] = []
     servers: list[PgServer] = []
     httpd: ThreadingHTTPServer | None = None
+    stack = contextlib.ExitStack()
     try:
-        moto = Daemon([need("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                      log=root / "moto.log")  # fmt: skip
-        daemons.append(moto)
-        wait_for_port(moto_port, proc=moto.proc, what="moto", log=moto.log, timeout=30)
-        tunnel_conf = root / "stunnel.conf"
-        tunnel_conf.write_text(
-            f"foreground = yes\npid =\n[s3]\naccept = 127.0.0.1:{tls_port}\n"
-            f"connect = 127.0.0.1:{moto_port}\ncert = {pair.cert}\nkey = {pair.key}\n"
-        )
-        tunnel = Daemon([need("stunnel4"), str(tunnel_conf)], log=root / "stunnel.log")
-        daemons.append(tunnel)
-        wait_for_port(tls_port, proc=tunnel.proc, what="stunnel", log=tunnel.log)
-        s3 = f"http://127.0.0.1:{moto_port}"
-        boto3.client("s3", endpoint_url=s3, region_name="us-east-1",
-                     aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
-                     ).create_bucket(Bucket=BUCKET)  # fmt: skip
-
+        s3 = stack.enter_context(local_s3(tmp_path_factory.mktemp("s3"), buckets=(BUCKET,)))
+        shutil.copy(s3.ca, root / "s3-ca.crt")
         store = pg.ObjectStore(
-            bucket=BUCKET, endpoint=f"localhost:{tls_port}", region="us-east-1",
+            bucket=BUCKET, endpoint=s3.tls_endpoint, region="us-east-1",
             path="/luna-test", retention_days=14, uri_style="path",
             ca_file=str(root / "s3-ca.crt"),
         )  # fmt: skip
@@ -183,8 +158,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             httpd.server_close()
         for s in servers:
             s.stop()
-        for d in daemons:
-            d.stop()
+        stack.close()
         if not os.environ.get("LUNA_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
 
@@ -286,9 +260,9 @@ def test_no_bucket_object_holds_plaintext(rig: Rig) -> None:
                      db=pg.DATABASE)  # fmt: skip
     # The archived WAL carries the new row's text; the backups hold the rest.
     _wait_archived(rig, rig.server)
-    s3 = _s3(rig)
+    s3 = rig.s3.client()
     plain = []
-    keys = _keys(s3)
+    keys = rig.s3.keys(BUCKET)
     assert len(keys) > 10, f"the bucket holds only {keys}"
     for key in keys:
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
@@ -297,18 +271,6 @@ def test_no_bucket_object_holds_plaintext(rig: Rig) -> None:
             plain.append(key)
     print(f"\n{len(keys)} bucket objects, {len(plain)} not encrypted")
     assert not plain, f"objects not encrypted client-side: {plain[:5]}"
-
-
-def _s3(rig: Rig) -> Any:
-    import boto3
-
-    return boto3.client("s3", endpoint_url=rig.s3, region_name="us-east-1",
-                      aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)  # fmt: skip
-
-
-def _keys(s3: Any) -> list[str]:
-    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-            for o in page.get("Contents", [])]  # fmt: skip
 
 
 def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
@@ -351,8 +313,8 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     )
     assert metrics["luna_restore_drill_success"] == "1"
     # After the 100 MB backup too, every object starts with the cipher's header.
-    s3 = _s3(rig)
-    plain = [k for k in _keys(s3)
+    s3 = rig.s3.client()
+    plain = [k for k in rig.s3.keys(BUCKET)
              if s3.get_object(Bucket=BUCKET, Key=k, Range="bytes=0-7")["Body"].read()
              != b"Salted__"]  # fmt: skip
     assert not plain, f"objects not encrypted client-side: {plain[:5]}"
