@@ -19,7 +19,7 @@ from tests.real.support import Daemon, free_port, wait_for_port
 from tests.support.tls import make_ca_signed_pair
 from tests.support.tools import need
 
-__all__ = ["ACCESS_KEY", "SECRET_KEY", "LocalS3", "local_s3"]
+__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "LocalS3", "local_s3"]
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
