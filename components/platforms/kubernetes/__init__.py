@@ -368,15 +368,15 @@ class KubernetesPlatform(pulumi.ComponentResource):
 
     # -- managed PostgreSQL (CloudNativePG) ---------------------------------
     def postgres_dns_names(self, service: str) -> tuple[str, ...]:
-        from components.platforms.cnpg import dns_names
+        from components.platforms.kubernetes.postgres import dns_names
 
         return dns_names(service, self.namespace)
 
     def postgres(
         self, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
     ) -> PostgresService:
-        """A CloudNativePG ``Cluster`` (components/platforms/cnpg.py)."""
-        from components.platforms.cnpg import METRICS_PORT, deploy_cnpg
+        """A CloudNativePG ``Cluster`` (components/platforms/kubernetes/postgres.py)."""
+        from components.platforms.kubernetes.postgres import METRICS_PORT, deploy_cnpg
 
         # Flows to and from the instances follow the same graph as every service.
         self._graph.add(
