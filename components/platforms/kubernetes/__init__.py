@@ -155,7 +155,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             metadata={
                 "name": self.namespace,
                 "labels": {
-                    **self._labels("namespace", "luna"),
+                    **self.labels("namespace", "luna"),
                     # Reported, not enforced: the log collector's read-only hostPath
                     # is the one exception to the restricted profile.
                     "pod-security.kubernetes.io/warn": "restricted",
@@ -163,7 +163,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 },
             },
             # Deleting a namespace deletes every PVC in it, protected or not.
-            opts=self._opts(self, protect=args.protect_data),
+            opts=self.opts(self, protect=args.protect_data),
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._protected_volumes: set[str] = set()
@@ -214,9 +214,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             self._protected_volumes.add(key)
         self._volumes[key] = PersistentVolumeClaim(
             name,
-            metadata=self._meta(key, "storage", key),
+            metadata=self.meta(key, "storage", key),
             spec=claim,
-            opts=self._opts(parent, protect=spec.protect),
+            opts=self.opts(parent, protect=spec.protect),
         )
 
     def deploy(
@@ -244,7 +244,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if spec.workload == "service":
             replicated = spec.replicas > 1
             workload_spec: Manifest = {
-                "selector": {"matchLabels": self._selector(spec.name)},
+                "selector": {"matchLabels": self.selector(spec.name)},
                 "template": template,
                 "revisionHistoryLimit": 5,
                 # The new pod serves before the old one stops. A ReadWriteOnce claim
@@ -261,9 +261,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             # scale the service down to the floor on every `pulumi up`.
             workload: pulumi.Resource = K8sDeployment(
                 name,
-                metadata=self._meta(spec.name, spec.component, spec.name, skips=skips),
+                metadata=self.meta(spec.name, spec.component, spec.name, skips=skips),
                 spec=workload_spec,
-                opts=self._opts(parent, depends_on=depends),
+                opts=self.opts(parent, depends_on=depends),
             )
             resources.append(workload)
             if replicated:
@@ -273,22 +273,22 @@ class KubernetesPlatform(pulumi.ComponentResource):
         elif spec.workload == "stateful":
             workload = StatefulSet(
                 name,
-                metadata=self._meta(spec.name, spec.component, spec.name, skips=skips),
+                metadata=self.meta(spec.name, spec.component, spec.name, skips=skips),
                 spec={
                     "serviceName": spec.name,
                     "replicas": 1,
-                    "selector": {"matchLabels": self._selector(spec.name)},
+                    "selector": {"matchLabels": self.selector(spec.name)},
                     "template": template,
                     "podManagementPolicy": "OrderedReady",
                     "updateStrategy": {"type": "RollingUpdate"},
                 },
-                opts=self._opts(parent, depends_on=depends),
+                opts=self.opts(parent, depends_on=depends),
             )
             resources.append(workload)
         elif spec.workload == "job":
             workload = Job(
                 name,
-                metadata=self._meta(
+                metadata=self.meta(
                     job_name(spec.name, spec), spec.component, spec.name, skips=skips
                 ),
                 spec={
@@ -301,7 +301,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 # minutes for a Job unless told otherwise; this one may run for its
                 # whole activeDeadlineSeconds, plus time to be scheduled.
                 opts=pulumi.ResourceOptions.merge(
-                    self._opts(parent, depends_on=depends, delete_before_replace=True),
+                    self.opts(parent, depends_on=depends, delete_before_replace=True),
                     pulumi.ResourceOptions(
                         custom_timeouts=pulumi.CustomTimeouts(
                             create=f"{JOB_DEADLINE_S // 60 + 5}m",
@@ -315,7 +315,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             assert spec.schedule_hours is not None
             workload = CronJob(
                 name,
-                metadata=self._meta(spec.name, spec.component, spec.name, skips=skips),
+                metadata=self.meta(spec.name, spec.component, spec.name, skips=skips),
                 spec={
                     "schedule": f"17 */{spec.schedule_hours} * * *"
                     if spec.schedule_hours < 24
@@ -325,7 +325,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     "successfulJobsHistoryLimit": 3,
                     "failedJobsHistoryLimit": 3,
                     "jobTemplate": {
-                        "metadata": {"labels": self._labels(spec.name, spec.component)},
+                        "metadata": {"labels": self.labels(spec.name, spec.component)},
                         "spec": {
                             "backoffLimit": 2,
                             "activeDeadlineSeconds": 3600,
@@ -333,7 +333,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                         },
                     },
                 },
-                opts=self._opts(parent, depends_on=depends),
+                opts=self.opts(parent, depends_on=depends),
             )
             resources.append(workload)
         return Deployment(
@@ -391,7 +391,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         )
         operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else None
         made = deploy_cnpg(self, name, spec, parent=parent, operator=operator)
-        instances = self._selector(spec.name)
+        instances = self.selector(spec.name)
         self._policy(
             f"{spec.name}-cnpg",
             instances,
@@ -402,7 +402,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 {"from": [{"namespaceSelector": {"matchLabels": {
                     "kubernetes.io/metadata.name": "cnpg-system"}}}],
                  "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 5432}]},
-                {"from": [{"podSelector": {"matchLabels": self._selector("prometheus")}}],
+                {"from": [{"podSelector": {"matchLabels": self.selector("prometheus")}}],
                  "ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
             ],
             egress=[
@@ -417,7 +417,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         # Prometheus' side of the metrics flow (its own policy opens only declared flows).
         self._policy(
             f"{spec.name}-metrics-scrape",
-            self._selector("prometheus"),
+            self.selector("prometheus"),
             egress=[{"to": [{"podSelector": {"matchLabels": instances}}],
                      "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
             service="prometheus",
@@ -429,7 +429,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             from pulumi_kubernetes.helm.v3 import Release, RepositoryOptsArgs
 
             self._operator = Release(
-                f"{self._name}-cnpg-operator",
+                self.child("cnpg-operator"),
                 chart="cloudnative-pg",
                 version=self._args.cnpg_chart_version,
                 namespace="cnpg-system",
@@ -442,21 +442,28 @@ class KubernetesPlatform(pulumi.ComponentResource):
             )
         return self._operator
 
+    # -- what the platform's modules build with ------------------------------
     @property
     def storage_class(self) -> str | None:
         return self._args.storage_class
 
+    @property
+    def app_max_replicas(self) -> int:
+        """The HPA ceiling for replicated services."""
+        return self._args.app_max_replicas
+
+    def child(self, role: str) -> str:
+        """The Pulumi name of an object the platform itself owns: ``<platform>-<role>``."""
+        return f"{self._name}-{role}"
+
+    def pull_secret(self, image: str) -> str | None:
+        """The pull Secret's name for ``image``, when it comes from the private registry."""
+        registry = self._args.registry
+        if self._pull_secret and registry is not None and registry.serves(image):
+            return self._pull_secret
+        return None
+
     def labels(self, service: str, component: str) -> dict[str, str]:
-        return self._labels(service, component)
-
-    def meta(self, name: str, component: str, service: str) -> Manifest:
-        return self._meta(name, component, service)
-
-    def opts(self, parent: pulumi.Resource, *, protect: bool = False) -> pulumi.ResourceOptions:
-        return self._opts(parent, protect=protect)
-
-    # -- naming, labels, options -------------------------------------------
-    def _labels(self, service: str, component: str) -> dict[str, str]:
         return {
             "app.kubernetes.io/name": service,
             "app.kubernetes.io/instance": self.namespace,
@@ -465,13 +472,13 @@ class KubernetesPlatform(pulumi.ComponentResource):
             "app.kubernetes.io/managed-by": "pulumi",
         }
 
-    def _selector(self, service: str) -> dict[str, str]:
+    def selector(self, service: str) -> dict[str, str]:
         return {
             "app.kubernetes.io/name": service,
             "app.kubernetes.io/instance": self.namespace,
         }
 
-    def _meta(
+    def meta(
         self,
         name: str | None,
         component: str,
@@ -480,7 +487,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
         skips: Sequence[tuple[str, str]] = (),
         annotations: Mapping[str, str] | None = None,
     ) -> Manifest:
-        meta: Manifest = {"namespace": self.namespace, "labels": self._labels(service, component)}
+        """Metadata in the stack's namespace; ``skips`` are checkov skips with their reasons."""
+        meta: Manifest = {"namespace": self.namespace, "labels": self.labels(service, component)}
         if name is not None:
             meta["name"] = name
         notes = dict(annotations or {})
@@ -490,7 +498,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             meta["annotations"] = notes
         return meta
 
-    def _opts(
+    def opts(
         self,
         parent: pulumi.Resource,
         *,
@@ -498,6 +506,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         protect: bool = False,
         delete_before_replace: bool = False,
     ) -> pulumi.ResourceOptions:
+        """The explicit provider, after the namespace; protected data is also retained."""
         deps = list(depends_on)
         if hasattr(self, "_ns"):
             deps.append(self._ns)
@@ -539,11 +548,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if plain:
             config_map = ConfigMap(
                 f"{name}-files",
-                metadata=self._meta(
-                    None, spec.component, spec.name, annotations=_files_note(plain)
-                ),
+                metadata=self.meta(None, spec.component, spec.name, annotations=_files_note(plain)),
                 data={_key(path): text for path, text in plain.items()},
-                opts=self._opts(parent),
+                opts=self.opts(parent),
             )
             volumes.append({"name": "files", "configMap": {"name": config_map.metadata.name}})
             mounts += [
@@ -553,14 +560,14 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if hidden:
             secret_files = Secret(
                 f"{name}-secret-files",
-                metadata=self._meta(
+                metadata=self.meta(
                     None, spec.component, spec.name, annotations=_files_note(hidden)
                 ),
                 type="Opaque",
                 string_data={
                     _key(path): pulumi.Output.secret(text) for path, text in hidden.items()
                 },
-                opts=self._opts(parent),
+                opts=self.opts(parent),
             )
             volumes.append(
                 {
@@ -592,10 +599,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if spec.secret_env:
             env_secret = Secret(
                 f"{name}-env",
-                metadata=self._meta(None, spec.component, spec.name),
+                metadata=self.meta(None, spec.component, spec.name),
                 type="Opaque",
                 string_data={k: pulumi.Output.secret(v) for k, v in spec.secret_env.items()},
-                opts=self._opts(parent),
+                opts=self.opts(parent),
             )
             env += [
                 {
@@ -672,9 +679,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             container["lifecycle"] = {
                 "preStop": {"exec": {"command": ["sleep", str(spec.drain_s)]}}
             }
-        registry = self._args.registry
-        if self._pull_secret and registry is not None and registry.serves(spec.image):
-            pod["imagePullSecrets"] = [{"name": self._pull_secret}]
+        pull_secret = self.pull_secret(spec.image)
+        if pull_secret:
+            pod["imagePullSecrets"] = [{"name": pull_secret}]
         if spec.workload == "service" and any(not m.read_only for m in spec.mounts):
             # A ReadWriteOnce claim attaches to one node: a surge pod must land on
             # the node of the pod it replaces (a pod that matches its own term may
@@ -683,7 +690,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 "podAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": [
                         {
-                            "labelSelector": {"matchLabels": self._selector(spec.name)},
+                            "labelSelector": {"matchLabels": self.selector(spec.name)},
                             "topologyKey": "kubernetes.io/hostname",
                         }
                     ]
@@ -695,11 +702,11 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     "maxSkew": 1,
                     "topologyKey": "kubernetes.io/hostname",
                     "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": {"matchLabels": self._selector(spec.name)},
+                    "labelSelector": {"matchLabels": self.selector(spec.name)},
                 }
             ]
         pod.update(extra or {})
-        return {"metadata": {"labels": self._labels(spec.name, spec.component)}, "spec": pod}
+        return {"metadata": {"labels": self.labels(spec.name, spec.component)}, "spec": pod}
 
     def _registry_secret(self, registry: RegistryAuth) -> str:
         """A ``kubernetes.io/dockerconfigjson`` Secret with the pull credentials."""
@@ -708,10 +715,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         config = password.apply(lambda p: _docker_config(registry.server, registry.username, p))
         Secret(
             f"{self._name}-registry-credentials",
-            metadata=self._meta(name, "registry", "luna"),
+            metadata=self.meta(name, "registry", "luna"),
             type="kubernetes.io/dockerconfigjson",
             string_data={".dockerconfigjson": config},
-            opts=self._opts(self),
+            opts=self.opts(self),
         )
         return name
 
@@ -728,16 +735,16 @@ class KubernetesPlatform(pulumi.ComponentResource):
             }
             for p in spec.ports
         ]
-        body: Manifest = {"selector": self._selector(spec.name), "ports": ports}
+        body: Manifest = {"selector": self.selector(spec.name), "ports": ports}
         if headless:
             # A StatefulSet's governing Service: DNS names the pod itself.
             body["clusterIP"] = "None"
         made: list[pulumi.Resource] = [
             Service(
                 f"{name}-service",
-                metadata=self._meta(spec.name, spec.component, spec.name),
+                metadata=self.meta(spec.name, spec.component, spec.name),
                 spec=body,
-                opts=self._opts(parent),
+                opts=self.opts(parent),
             )
         ]
         edge = [p for p in spec.ports if p.publish is not None and p.publish_ip == "0.0.0.0"]  # noqa: S104
@@ -746,12 +753,12 @@ class KubernetesPlatform(pulumi.ComponentResource):
             made.append(
                 Service(
                     f"{name}-edge",
-                    metadata=self._meta(f"{spec.name}-edge", spec.component, spec.name),
+                    metadata=self.meta(f"{spec.name}-edge", spec.component, spec.name),
                     spec={
                         "type": "LoadBalancer",
                         # Keep the client's address for nginx's access logs.
                         "externalTrafficPolicy": "Local",
-                        "selector": self._selector(spec.name),
+                        "selector": self.selector(spec.name),
                         "ports": [
                             {
                                 "name": p.name,
@@ -762,7 +769,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                             for p in edge
                         ],
                     },
-                    opts=self._opts(parent),
+                    opts=self.opts(parent),
                 )
             )
         if spec.workload == "service" and spec.replicas > 1:
@@ -770,9 +777,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             made.append(
                 Service(
                     f"{name}-pods",
-                    metadata=self._meta(f"{spec.name}-pods", spec.component, spec.name),
+                    metadata=self.meta(f"{spec.name}-pods", spec.component, spec.name),
                     spec={**body, "clusterIP": "None"},
-                    opts=self._opts(parent),
+                    opts=self.opts(parent),
                 )
             )
         return made
@@ -780,14 +787,14 @@ class KubernetesPlatform(pulumi.ComponentResource):
     def _replicated(self, name: str, spec: ServiceSpec, parent: pulumi.Resource) -> None:
         PodDisruptionBudget(
             f"{name}-pdb",
-            metadata=self._meta(spec.name, spec.component, spec.name),
+            metadata=self.meta(spec.name, spec.component, spec.name),
             # One pod at a time may go, so nodes drain while the rest serve.
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": self._selector(spec.name)}},
-            opts=self._opts(parent),
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.selector(spec.name)}},
+            opts=self.opts(parent),
         )
         HorizontalPodAutoscaler(
             f"{name}-hpa",
-            metadata=self._meta(spec.name, spec.component, spec.name),
+            metadata=self.meta(spec.name, spec.component, spec.name),
             spec={
                 "scaleTargetRef": {
                     "apiVersion": "apps/v1",
@@ -795,7 +802,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     "name": spec.name,
                 },
                 "minReplicas": spec.replicas,
-                "maxReplicas": max(spec.replicas, self._args.app_max_replicas),
+                "maxReplicas": max(spec.replicas, self.app_max_replicas),
                 "metrics": [
                     {
                         "type": "Resource",
@@ -806,7 +813,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                     }
                 ],
             },
-            opts=self._opts(parent),
+            opts=self.opts(parent),
         )
 
     # -- log collector -------------------------------------------------------
@@ -842,9 +849,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
         }
         config_map = ConfigMap(
             f"{name}-files",
-            metadata=self._meta(None, spec.component, spec.name, annotations=_files_note(files)),
+            metadata=self.meta(None, spec.component, spec.name, annotations=_files_note(files)),
             data={_key(path): text for path, text in files.items()},
-            opts=self._opts(self),
+            opts=self.opts(self),
         )
         volumes: list[Manifest] = [
             {"name": "files", "configMap": {"name": config_map.metadata.name}},
@@ -878,15 +885,15 @@ class KubernetesPlatform(pulumi.ComponentResource):
         template["spec"]["tolerations"] = [{"operator": "Exists", "effect": "NoSchedule"}]
         DaemonSet(
             name,
-            metadata=self._meta(
+            metadata=self.meta(
                 LOG_COLLECTOR, spec.component, spec.name, skips=self._skips(spec, root=True)
             ),
             spec={
-                "selector": {"matchLabels": self._selector(LOG_COLLECTOR)},
+                "selector": {"matchLabels": self.selector(LOG_COLLECTOR)},
                 "template": template,
                 "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             },
-            opts=self._opts(self),
+            opts=self.opts(self),
         )
 
     # -- NetworkPolicies -----------------------------------------------------
@@ -908,11 +915,11 @@ class KubernetesPlatform(pulumi.ComponentResource):
             body["egress"] = egress
         NetworkPolicy(
             f"{self._name}-netpol-{name}",
-            metadata=self._meta(name, "network", service),
+            metadata=self.meta(name, "network", service),
             spec=body,
             # Protected with the data it fences: `pulumi destroy --exclude-protected`
             # never leaves a retained database reachable by everyone.
-            opts=self._opts(self, protect=protect),
+            opts=self.opts(self, protect=protect),
         )
 
     def _service_policy(self, service: str, spec: ServiceSpec) -> None:
@@ -922,7 +929,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if sources and spec.ports:
             ingress.append(
                 {
-                    "from": [{"podSelector": {"matchLabels": self._selector(s)}} for s in sources],
+                    "from": [{"podSelector": {"matchLabels": self.selector(s)}} for s in sources],
                     "ports": _policy_ports(spec),
                 }
             )
@@ -936,7 +943,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             )
         egress: list[Manifest] = [
             {
-                "to": [{"podSelector": {"matchLabels": self._selector(target)}}],
+                "to": [{"podSelector": {"matchLabels": self.selector(target)}}],
                 "ports": _policy_ports(self._graph.services[target]),
             }
             for target in sorted(set(spec.connects_to))
@@ -945,7 +952,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         if service == LOG_COLLECTOR:
             egress = [
                 {
-                    "to": [{"podSelector": {"matchLabels": self._selector("logstash")}}],
+                    "to": [{"podSelector": {"matchLabels": self.selector("logstash")}}],
                     "ports": [{"protocol": "TCP", "port": _GELF_PORT}],
                 }
             ]
@@ -960,7 +967,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             return
         self._policy(
             service,
-            self._selector(service),
+            self.selector(service),
             ingress=ingress or None,
             egress=egress or None,
             service=service,
