@@ -11,11 +11,8 @@ flow. See docs/kubernetes.md.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +22,7 @@ from pulumi_kubernetes.apps.v1 import DaemonSet, StatefulSet
 from pulumi_kubernetes.apps.v1 import Deployment as K8sDeployment
 from pulumi_kubernetes.autoscaling.v2 import HorizontalPodAutoscaler
 from pulumi_kubernetes.batch.v1 import CronJob, Job
-from pulumi_kubernetes.core.v1 import ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service
+from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim, Service
 from pulumi_kubernetes.networking.v1 import NetworkPolicy
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.provider import Provider
@@ -39,6 +36,14 @@ from components.configs.fluentbit import (
     parsers_conf,
 )
 from components.platforms import Deployment, FlowGraph, RegistryAuth
+from components.platforms.kubernetes.pods import (
+    FILES_ANNOTATION,
+    checkov_skips,
+    file_mounts,
+    pod_inputs,
+    pod_template,
+    registry_secret,
+)
 from components.spec import (
     Port,
     PostgresService,
@@ -52,38 +57,11 @@ __all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "
 
 Manifest = dict[str, Any]
 
-FILES_ANNOTATION = "luna.app/files"
-"""On ConfigMaps and Secrets that ship files: JSON ``{key: path in the container}``."""
 LOG_COLLECTOR = "log-collector"
 _GELF_PORT = 12201
-_DEFAULT_ID = 10001
-"""Run-as uid/gid for images whose spec keeps the image's own (non-root) user."""
 # Egress to the internet never reaches the cluster, the node or cloud metadata.
 JOB_DEADLINE_S = 1800
 _PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
-# checkov skips: each is written on the object it concerns, with its reason.
-_SKIP_DIGEST = (
-    "CKV_K8S_43",
-    "images are pinned by tag in config; a digest is used wherever config gives one",
-)
-_SKIP_ENV_SECRET = (
-    "CKV_K8S_35",
-    "this image reads its credentials from environment variables only; "
-    "they come from a Secret through secretKeyRef, never a literal",
-)
-_SKIP_LOW_UID = (
-    "CKV_K8S_40",
-    "the image's files are owned by its own non-root uid below 10000; "
-    "runAsNonRoot is still enforced",
-)
-_SKIP_WRITABLE_ROOT = (
-    "CKV_K8S_22",
-    "the Elastic image writes its keystore and settings under its install directory at start",
-)
-_SKIP_ROOT = (
-    "CKV_K8S_23",
-    "reads node log files owned by root (0640) through a read-only hostPath of /var/log",
-)
 
 
 @dataclass(frozen=True)
@@ -170,7 +148,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self._graph = FlowGraph()
         self._operator: pulumi.Resource | None = None
         self._finished = False
-        self._pull_secret = self._registry_secret(args.registry) if args.registry else None
+        self._pull_secret = registry_secret(self, args.registry) if args.registry else None
         self._policy("default-deny", {}, ingress=[], egress=[], protect=args.protect_data)
         # Every pod resolves Service names through the cluster DNS.
         self._policy(
@@ -231,9 +209,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             raise ValueError(f"{spec.name} is deployed after finish()")
         self._graph.add(spec)
         depends = [r for d in after for r in d.resources]
-        pod_volumes, mounts, env = self._pod_inputs(name, spec, parent)
-        template = self._template(spec, pod_volumes, mounts, env)
-        skips = self._skips(spec)
+        pod_volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
+        template = pod_template(self, spec, pod_volumes, mounts, env)
+        skips = checkov_skips(spec)
         resources: list[pulumi.Resource] = []
         dns_names: tuple[str, ...] = ()
         # One Service name per service: kube-proxy balances across the replicas.
@@ -249,7 +227,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 "revisionHistoryLimit": 5,
                 # The new pod serves before the old one stops. A ReadWriteOnce claim
                 # attaches to one node, so a pod that mounts one is placed beside
-                # its predecessor (see _template) instead of waiting for it to go.
+                # its predecessor (see pods.pod_template) instead of waiting for it to go.
                 "strategy": {
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
@@ -519,209 +497,6 @@ class KubernetesPlatform(pulumi.ComponentResource):
             delete_before_replace=delete_before_replace,
         )
 
-    def _skips(self, spec: ServiceSpec, *, root: bool = False) -> list[tuple[str, str]]:
-        skips: list[tuple[str, str]] = []
-        if "@sha256:" not in spec.image:
-            skips.append(_SKIP_DIGEST)
-        if spec.secret_env:
-            skips.append(_SKIP_ENV_SECRET)
-        if root:
-            skips.append(_SKIP_ROOT)
-        if root or _ids(spec)[0] < 10000:
-            skips.append(_SKIP_LOW_UID)
-        if not spec.read_only_root:
-            skips.append(_SKIP_WRITABLE_ROOT)
-        return skips
-
-    # -- pods ----------------------------------------------------------------
-    def _pod_inputs(
-        self, name: str, spec: ServiceSpec, parent: pulumi.Resource
-    ) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
-        """Volumes, volume mounts and env for the pod; creates the ConfigMap and Secrets."""
-        volumes: list[Manifest] = []
-        mounts: list[Manifest] = []
-        plain = {
-            f.path: f.content for f in spec.files if isinstance(f.content, str) and not f.secret
-        }
-        # Anything not a plain string may derive from secret config: ship it in a Secret.
-        hidden = {f.path: f.content for f in spec.files if f.path not in plain}
-        if plain:
-            config_map = ConfigMap(
-                f"{name}-files",
-                metadata=self.meta(None, spec.component, spec.name, annotations=_files_note(plain)),
-                data={_key(path): text for path, text in plain.items()},
-                opts=self.opts(parent),
-            )
-            volumes.append({"name": "files", "configMap": {"name": config_map.metadata.name}})
-            mounts += [
-                {"name": "files", "mountPath": path, "subPath": _key(path), "readOnly": True}
-                for path in plain
-            ]
-        if hidden:
-            secret_files = Secret(
-                f"{name}-secret-files",
-                metadata=self.meta(
-                    None, spec.component, spec.name, annotations=_files_note(hidden)
-                ),
-                type="Opaque",
-                string_data={
-                    _key(path): pulumi.Output.secret(text) for path, text in hidden.items()
-                },
-                opts=self.opts(parent),
-            )
-            volumes.append(
-                {
-                    "name": "secret-files",
-                    "secret": {"secretName": secret_files.metadata.name, "defaultMode": 0o440},
-                }
-            )
-            mounts += [
-                {"name": "secret-files", "mountPath": path, "subPath": _key(path), "readOnly": True}
-                for path in hidden
-            ]
-        for index, path in enumerate(spec.writable_paths):
-            volumes.append({"name": f"scratch-{index}", "emptyDir": {"sizeLimit": "256Mi"}})
-            mounts.append({"name": f"scratch-{index}", "mountPath": path})
-        for index, mount in enumerate(spec.mounts):
-            claim = self._volumes.get(mount.volume)
-            if claim is None:
-                raise ValueError(
-                    f"{spec.name} mounts volume {mount.volume!r}, which does not exist"
-                )
-            volumes.append(
-                {"name": f"data-{index}", "persistentVolumeClaim": {"claimName": mount.volume}}
-            )
-            mounts.append(
-                {"name": f"data-{index}", "mountPath": mount.path, "readOnly": mount.read_only}
-            )
-
-        env: list[Manifest] = [{"name": k, "value": v} for k, v in spec.env.items()]
-        if spec.secret_env:
-            env_secret = Secret(
-                f"{name}-env",
-                metadata=self.meta(None, spec.component, spec.name),
-                type="Opaque",
-                string_data={k: pulumi.Output.secret(v) for k, v in spec.secret_env.items()},
-                opts=self.opts(parent),
-            )
-            env += [
-                {
-                    "name": k,
-                    "valueFrom": {"secretKeyRef": {"name": env_secret.metadata.name, "key": k}},
-                }
-                for k in spec.secret_env
-            ]
-        return volumes, mounts, env
-
-    def _template(
-        self,
-        spec: ServiceSpec,
-        volumes: list[Manifest],
-        mounts: list[Manifest],
-        env: list[Manifest],
-        *,
-        root: bool = False,
-        extra: Manifest | None = None,
-    ) -> Manifest:
-        uid, gid = (0, 0) if root else _ids(spec)
-        container: Manifest = {
-            "name": spec.name,
-            "image": spec.image,
-            # A tag can be re-pushed; Always re-checks it. A digest cannot change.
-            "imagePullPolicy": "IfNotPresent" if "@sha256:" in spec.image else "Always",
-            "env": env,
-            "volumeMounts": mounts,
-            "resources": _resources(spec),
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "privileged": False,
-                "readOnlyRootFilesystem": spec.read_only_root,
-                "runAsNonRoot": not root,
-                "runAsUser": uid,
-                "runAsGroup": gid,
-                "capabilities": {"drop": ["ALL"], **_adds(spec)},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-        }
-        if spec.command:
-            container["command"] = list(spec.command)
-        if spec.args:
-            container["args"] = list(spec.args)
-        if spec.ports:
-            container["ports"] = [
-                {"name": p.name, "containerPort": p.port, "protocol": p.protocol.upper()}
-                for p in spec.ports
-            ]
-        if spec.workload in ("service", "stateful"):
-            container.update(_probes(spec))
-        pod_security: Manifest = {
-            "runAsNonRoot": not root,
-            "runAsUser": uid,
-            "runAsGroup": gid,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        }
-        if not root:
-            pod_security["fsGroup"] = gid
-            pod_security["fsGroupChangePolicy"] = "OnRootMismatch"
-        pod: Manifest = {
-            # No pod here talks to the Kubernetes API.
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": pod_security,
-            "containers": [container],
-            "volumes": volumes,
-            "terminationGracePeriodSeconds": (60 if spec.workload == "stateful" else 30)
-            + spec.drain_s,
-        }
-        if spec.drain_s:
-            # Endpoints and load balancers drop a terminating pod only after a
-            # while; it keeps serving until they have (the image ships `sleep`).
-            container["lifecycle"] = {
-                "preStop": {"exec": {"command": ["sleep", str(spec.drain_s)]}}
-            }
-        pull_secret = self.pull_secret(spec.image)
-        if pull_secret:
-            pod["imagePullSecrets"] = [{"name": pull_secret}]
-        if spec.workload == "service" and any(not m.read_only for m in spec.mounts):
-            # A ReadWriteOnce claim attaches to one node: a surge pod must land on
-            # the node of the pod it replaces (a pod that matches its own term may
-            # start where none runs yet, so the first one schedules anywhere).
-            pod["affinity"] = {
-                "podAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": [
-                        {
-                            "labelSelector": {"matchLabels": self.selector(spec.name)},
-                            "topologyKey": "kubernetes.io/hostname",
-                        }
-                    ]
-                }
-            }
-        if spec.workload == "service" and spec.replicas > 1:
-            pod["topologySpreadConstraints"] = [
-                {
-                    "maxSkew": 1,
-                    "topologyKey": "kubernetes.io/hostname",
-                    "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": {"matchLabels": self.selector(spec.name)},
-                }
-            ]
-        pod.update(extra or {})
-        return {"metadata": {"labels": self.labels(spec.name, spec.component)}, "spec": pod}
-
-    def _registry_secret(self, registry: RegistryAuth) -> str:
-        """A ``kubernetes.io/dockerconfigjson`` Secret with the pull credentials."""
-        name = "registry-credentials"
-        password: pulumi.Output[str] = pulumi.Output.secret(registry.password)
-        config = password.apply(lambda p: _docker_config(registry.server, registry.username, p))
-        Secret(
-            f"{self._name}-registry-credentials",
-            metadata=self.meta(name, "registry", "luna"),
-            type="kubernetes.io/dockerconfigjson",
-            string_data={".dockerconfigjson": config},
-            opts=self.opts(self),
-        )
-        return name
-
     # -- Services, scaling ---------------------------------------------------
     def _services(
         self, name: str, spec: ServiceSpec, parent: pulumi.Resource, *, headless: bool
@@ -847,14 +622,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             "/fluent-bit/etc/parsers.conf": parsers_conf(),
             CA_FILE: ca,
         }
-        config_map = ConfigMap(
-            f"{name}-files",
-            metadata=self.meta(None, spec.component, spec.name, annotations=_files_note(files)),
-            data={_key(path): text for path, text in files.items()},
-            opts=self.opts(self),
-        )
+        files_volume, mounts = file_mounts(self, name, spec, files, self)
         volumes: list[Manifest] = [
-            {"name": "files", "configMap": {"name": config_map.metadata.name}},
+            files_volume,
             {"name": "scratch-0", "emptyDir": {"sizeLimit": "256Mi"}},
             # The one hostPath: node log files, read-only.
             {"name": "node-logs", "hostPath": {"path": "/var/log", "type": "Directory"}},
@@ -867,16 +637,12 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 },
             },
         ]
-        mounts: list[Manifest] = [
-            {"name": "files", "mountPath": path, "subPath": _key(path), "readOnly": True}
-            for path in files
-        ]
         mounts += [
             {"name": "scratch-0", "mountPath": "/tmp"},
             {"name": "node-logs", "mountPath": "/var/log", "readOnly": True},
             {"name": "collector-state", "mountPath": STATE_DIR},
         ]
-        template = self._template(spec, volumes, mounts, [], root=True)
+        template = pod_template(self, spec, volumes, mounts, [], root=True)
         container = template["spec"]["containers"][0]
         container["ports"] = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
         probe = {"httpGet": {"path": HEALTH_PATH, "port": HTTP_PORT}, "periodSeconds": 15}
@@ -886,7 +652,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         DaemonSet(
             name,
             metadata=self.meta(
-                LOG_COLLECTOR, spec.component, spec.name, skips=self._skips(spec, root=True)
+                LOG_COLLECTOR, spec.component, spec.name, skips=checkov_skips(spec, root=True)
             ),
             spec={
                 "selector": {"matchLabels": self.selector(LOG_COLLECTOR)},
@@ -975,74 +741,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
         )
 
 
-def _ids(spec: ServiceSpec) -> tuple[int, int]:
-    if spec.user is None:
-        return _DEFAULT_ID, _DEFAULT_ID
-    if not re.fullmatch(r"\d+:\d+", spec.user):
-        raise ValueError(f"{spec.name}: user must be numeric uid:gid on Kubernetes")
-    uid, gid = spec.user.split(":")
-    if int(uid) == 0:
-        raise ValueError(f"{spec.name}: runs as root")
-    return int(uid), int(gid)
-
-
-def _adds(spec: ServiceSpec) -> Manifest:
-    return {"add": list(spec.capabilities)} if spec.capabilities else {}
-
-
-def _resources(spec: ServiceSpec) -> Manifest:
-    size = {
-        "cpu": f"{round(spec.resources.cpus * 1000)}m",
-        "memory": f"{spec.resources.memory_mb}Mi",
-    }
-    # Requests equal limits: a predictable (Guaranteed) pod is not evicted first.
-    return {"requests": dict(size), "limits": dict(size)}
-
-
-def _probes(spec: ServiceSpec) -> Manifest:
-    check: Manifest
-    health = spec.health
-    if health is not None and health.http_path:
-        check = {
-            "httpGet": {"path": health.http_path, "port": health.http_port or spec.ports[0].port}
-        }
-    elif health is not None:
-        check = {"exec": {"command": list(health.command)}}
-    elif spec.ports and spec.ports[0].protocol == "tcp":
-        check = {"tcpSocket": {"port": spec.ports[0].port}}
-    else:
-        return {}
-    interval = health.interval_s if health else 15
-    timeout = health.timeout_s if health else 5
-    retries = health.retries if health else 5
-    start = health.start_period_s if health else 30
-    base = {**check, "periodSeconds": interval, "timeoutSeconds": timeout}
-    return {
-        "startupProbe": {**base, "failureThreshold": math.ceil(start / interval) + retries},
-        "readinessProbe": {**base, "failureThreshold": 3},
-        "livenessProbe": {**base, "failureThreshold": retries},
-    }
-
-
-def _docker_config(server: str, username: str, password: str) -> str:
-    """The ``.dockerconfigjson`` a kubelet reads pull credentials from."""
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    entry = {"username": username, "password": password, "auth": auth}
-    return json.dumps({"auths": {server: entry}})
-
-
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
     return [{"protocol": p.protocol.upper(), "port": p.port} for p in spec.ports]
 
 
 def _restart(template: Manifest, policy: str) -> Manifest:
     return {**template, "spec": {**template["spec"], "restartPolicy": policy}}
-
-
-def _key(path: str) -> str:
-    """A ConfigMap/Secret key for a file path: dashes, never underscores (SDK key translation)."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", path.strip("/"))
-
-
-def _files_note(files: Mapping[str, object]) -> dict[str, str]:
-    return {FILES_ANNOTATION: json.dumps({_key(p): p for p in files}, sort_keys=True)}
