@@ -11,20 +11,14 @@ flow. See docs/kubernetes.md.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi_kubernetes.apps.v1 import DaemonSet, StatefulSet
-from pulumi_kubernetes.apps.v1 import Deployment as K8sDeployment
-from pulumi_kubernetes.autoscaling.v2 import HorizontalPodAutoscaler
-from pulumi_kubernetes.batch.v1 import CronJob, Job
-from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim, Service
+from pulumi_kubernetes.apps.v1 import DaemonSet
+from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim
 from pulumi_kubernetes.networking.v1 import NetworkPolicy
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.provider import Provider
 
 from components.configs.fluentbit import (
@@ -36,6 +30,7 @@ from components.configs.fluentbit import (
     parsers_conf,
 )
 from components.platforms import Deployment, FlowGraph, RegistryAuth
+from components.platforms.kubernetes.jobs import job_name
 from components.platforms.kubernetes.pods import (
     FILES_ANNOTATION,
     checkov_skips,
@@ -44,6 +39,7 @@ from components.platforms.kubernetes.pods import (
     pod_template,
     registry_secret,
 )
+from components.platforms.kubernetes.workloads import deploy_workload
 from components.spec import (
     Port,
     PostgresService,
@@ -59,8 +55,6 @@ Manifest = dict[str, Any]
 
 LOG_COLLECTOR = "log-collector"
 _GELF_PORT = 12201
-# Egress to the internet never reaches the cluster, the node or cloud metadata.
-JOB_DEADLINE_S = 1800
 _PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 
 
@@ -89,15 +83,6 @@ class KubernetesPlatformArgs:
     """``install``: a Helm release of the CloudNativePG chart; ``prerequisite``: the
     operator is installed by the cluster's admins and its CRD is checked first."""
     cnpg_chart_version: str = "0.26.1"
-
-
-def job_name(service: str, spec: ServiceSpec) -> str:
-    """A Job's name that changes with its image and command.
-
-    Jobs are immutable (pulumi-kubernetes#2575), so a new image needs a new Job.
-    """
-    identity = json.dumps([spec.image, spec.command, spec.args], sort_keys=True)
-    return f"{service}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
 
 
 class KubernetesPlatform(pulumi.ComponentResource):
@@ -209,118 +194,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             raise ValueError(f"{spec.name} is deployed after finish()")
         self._graph.add(spec)
         depends = [r for d in after for r in d.resources]
-        pod_volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
-        template = pod_template(self, spec, pod_volumes, mounts, env)
-        skips = checkov_skips(spec)
-        resources: list[pulumi.Resource] = []
-        dns_names: tuple[str, ...] = ()
-        # One Service name per service: kube-proxy balances across the replicas.
-        addresses = (f"{spec.name}:{spec.ports[0].port}",) if spec.ports else ()
-
-        if spec.ports:
-            resources += self._services(name, spec, parent, headless=spec.workload == "stateful")
-        if spec.workload == "service":
-            replicated = spec.replicas > 1
-            workload_spec: Manifest = {
-                "selector": {"matchLabels": self.selector(spec.name)},
-                "template": template,
-                "revisionHistoryLimit": 5,
-                # The new pod serves before the old one stops. A ReadWriteOnce claim
-                # attaches to one node, so a pod that mounts one is placed beside
-                # its predecessor (see pods.pod_template) instead of waiting for it to go.
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-                },
-            }
-            if not replicated:
-                workload_spec["replicas"] = 1
-            # With an HPA, the HPA owns the replica count; setting it here would
-            # scale the service down to the floor on every `pulumi up`.
-            workload: pulumi.Resource = K8sDeployment(
-                name,
-                metadata=self.meta(spec.name, spec.component, spec.name, skips=skips),
-                spec=workload_spec,
-                opts=self.opts(parent, depends_on=depends),
-            )
-            resources.append(workload)
-            if replicated:
-                self._replicated(name, spec, parent)
-                if spec.ports:
-                    dns_names = (f"{spec.name}-pods",)
-        elif spec.workload == "stateful":
-            workload = StatefulSet(
-                name,
-                metadata=self.meta(spec.name, spec.component, spec.name, skips=skips),
-                spec={
-                    "serviceName": spec.name,
-                    "replicas": 1,
-                    "selector": {"matchLabels": self.selector(spec.name)},
-                    "template": template,
-                    "podManagementPolicy": "OrderedReady",
-                    "updateStrategy": {"type": "RollingUpdate"},
-                },
-                opts=self.opts(parent, depends_on=depends),
-            )
-            resources.append(workload)
-        elif spec.workload == "job":
-            workload = Job(
-                name,
-                metadata=self.meta(
-                    job_name(spec.name, spec), spec.component, spec.name, skips=skips
-                ),
-                spec={
-                    "backoffLimit": 3,
-                    "activeDeadlineSeconds": JOB_DEADLINE_S,
-                    "template": _restart(template, "Never"),
-                },
-                # Replaced, never patched: a new image means a new Job that must
-                # complete before its dependants roll. pulumi-kubernetes waits 10
-                # minutes for a Job unless told otherwise; this one may run for its
-                # whole activeDeadlineSeconds, plus time to be scheduled.
-                opts=pulumi.ResourceOptions.merge(
-                    self.opts(parent, depends_on=depends, delete_before_replace=True),
-                    pulumi.ResourceOptions(
-                        custom_timeouts=pulumi.CustomTimeouts(
-                            create=f"{JOB_DEADLINE_S // 60 + 5}m",
-                            update=f"{JOB_DEADLINE_S // 60 + 5}m",
-                        )
-                    ),
-                ),
-            )
-            resources.append(workload)
-        else:
-            assert spec.schedule_hours is not None
-            workload = CronJob(
-                name,
-                metadata=self.meta(spec.name, spec.component, spec.name, skips=skips),
-                spec={
-                    "schedule": f"17 */{spec.schedule_hours} * * *"
-                    if spec.schedule_hours < 24
-                    else "17 3 * * *",
-                    "concurrencyPolicy": "Forbid",
-                    "startingDeadlineSeconds": 600,
-                    "successfulJobsHistoryLimit": 3,
-                    "failedJobsHistoryLimit": 3,
-                    "jobTemplate": {
-                        "metadata": {"labels": self.labels(spec.name, spec.component)},
-                        "spec": {
-                            "backoffLimit": 2,
-                            "activeDeadlineSeconds": 3600,
-                            "template": _restart(template, "OnFailure"),
-                        },
-                    },
-                },
-                opts=self.opts(parent, depends_on=depends),
-            )
-            resources.append(workload)
-        return Deployment(
-            service=spec.name,
-            resources=[workload],
-            addresses=addresses,
-            dns_names=dns_names,
-            service_address=addresses[0] if addresses else None,
-        )
+        volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
+        template = pod_template(self, spec, volumes, mounts, env)
+        return deploy_workload(self, name, spec, template, parent=parent, depends=depends)
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         """Operator UIs stay inside the cluster: reach them with ``kubectl port-forward``.
@@ -497,100 +373,6 @@ class KubernetesPlatform(pulumi.ComponentResource):
             delete_before_replace=delete_before_replace,
         )
 
-    # -- Services, scaling ---------------------------------------------------
-    def _services(
-        self, name: str, spec: ServiceSpec, parent: pulumi.Resource, *, headless: bool
-    ) -> list[pulumi.Resource]:
-        ports = [
-            {
-                "name": p.name,
-                "port": p.port,
-                "targetPort": p.name,
-                "protocol": p.protocol.upper(),
-            }
-            for p in spec.ports
-        ]
-        body: Manifest = {"selector": self.selector(spec.name), "ports": ports}
-        if headless:
-            # A StatefulSet's governing Service: DNS names the pod itself.
-            body["clusterIP"] = "None"
-        made: list[pulumi.Resource] = [
-            Service(
-                f"{name}-service",
-                metadata=self.meta(spec.name, spec.component, spec.name),
-                spec=body,
-                opts=self.opts(parent),
-            )
-        ]
-        edge = [p for p in spec.ports if p.publish is not None and p.publish_ip == "0.0.0.0"]  # noqa: S104
-        if edge:
-            # The public edge; loopback-published operator UIs stay ClusterIP.
-            made.append(
-                Service(
-                    f"{name}-edge",
-                    metadata=self.meta(f"{spec.name}-edge", spec.component, spec.name),
-                    spec={
-                        "type": "LoadBalancer",
-                        # Keep the client's address for nginx's access logs.
-                        "externalTrafficPolicy": "Local",
-                        "selector": self.selector(spec.name),
-                        "ports": [
-                            {
-                                "name": p.name,
-                                "port": p.publish,
-                                "targetPort": p.name,
-                                "protocol": p.protocol.upper(),
-                            }
-                            for p in edge
-                        ],
-                    },
-                    opts=self.opts(parent),
-                )
-            )
-        if spec.workload == "service" and spec.replicas > 1:
-            # One A record per ready replica, for Prometheus' dns_sd_configs.
-            made.append(
-                Service(
-                    f"{name}-pods",
-                    metadata=self.meta(f"{spec.name}-pods", spec.component, spec.name),
-                    spec={**body, "clusterIP": "None"},
-                    opts=self.opts(parent),
-                )
-            )
-        return made
-
-    def _replicated(self, name: str, spec: ServiceSpec, parent: pulumi.Resource) -> None:
-        PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=self.meta(spec.name, spec.component, spec.name),
-            # One pod at a time may go, so nodes drain while the rest serve.
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.selector(spec.name)}},
-            opts=self.opts(parent),
-        )
-        HorizontalPodAutoscaler(
-            f"{name}-hpa",
-            metadata=self.meta(spec.name, spec.component, spec.name),
-            spec={
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": spec.name,
-                },
-                "minReplicas": spec.replicas,
-                "maxReplicas": max(spec.replicas, self.app_max_replicas),
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": 70},
-                        },
-                    }
-                ],
-            },
-            opts=self.opts(parent),
-        )
-
     # -- log collector -------------------------------------------------------
     def _log_collector(self) -> None:
         spec = ServiceSpec(
@@ -743,7 +525,3 @@ class KubernetesPlatform(pulumi.ComponentResource):
 
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
     return [{"protocol": p.protocol.upper(), "port": p.port} for p in spec.ports]
-
-
-def _restart(template: Manifest, policy: str) -> Manifest:
-    return {**template, "spec": {**template["spec"], "restartPolicy": policy}}
