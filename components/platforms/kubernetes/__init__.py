@@ -16,25 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi_kubernetes.apps.v1 import DaemonSet
 from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim
 from pulumi_kubernetes.networking.v1 import NetworkPolicy
 from pulumi_kubernetes.provider import Provider
 
-from components.configs.fluentbit import (
-    CA_FILE,
-    HEALTH_PATH,
-    HTTP_PORT,
-    STATE_DIR,
-    fluent_bit_conf,
-    parsers_conf,
-)
 from components.platforms import Deployment, FlowGraph, RegistryAuth
+from components.platforms.kubernetes.collector import (
+    GELF_PORT,
+    LOG_COLLECTOR,
+    collector_spec,
+    deploy_collector,
+)
 from components.platforms.kubernetes.jobs import job_name
 from components.platforms.kubernetes.pods import (
     FILES_ANNOTATION,
-    checkov_skips,
-    file_mounts,
     pod_inputs,
     pod_template,
     registry_secret,
@@ -44,7 +39,6 @@ from components.spec import (
     Port,
     PostgresService,
     PostgresSpec,
-    Resources,
     ServiceSpec,
     VolumeSpec,
 )
@@ -53,8 +47,6 @@ __all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "
 
 Manifest = dict[str, Any]
 
-LOG_COLLECTOR = "log-collector"
-_GELF_PORT = 12201
 _PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 
 
@@ -296,6 +288,14 @@ class KubernetesPlatform(pulumi.ComponentResource):
             )
         return self._operator
 
+    def _log_collector(self) -> None:
+        spec = collector_spec(self._args.log_collector_image)
+        self._graph.add(spec)
+        ca = self._args.log_collector_ca
+        if ca is None:
+            raise ValueError("the log collector verifies Logstash: log_collector_ca is needed")
+        deploy_collector(self, spec, ca=ca, services=self._graph.services)
+
     # -- what the platform's modules build with ------------------------------
     @property
     def storage_class(self) -> str | None:
@@ -373,77 +373,6 @@ class KubernetesPlatform(pulumi.ComponentResource):
             delete_before_replace=delete_before_replace,
         )
 
-    # -- log collector -------------------------------------------------------
-    def _log_collector(self) -> None:
-        spec = ServiceSpec(
-            name=LOG_COLLECTOR,
-            component="logging",
-            image=self._args.log_collector_image,
-            resources=Resources(memory_mb=128, cpus=0.2),
-            ports=(),
-            connects_to=("logstash",),
-            writable_paths=("/tmp",),
-            ship_logs=False,
-        )
-        self._graph.add(spec)
-        name = f"{self._name}-{LOG_COLLECTOR}"
-        ca = self._args.log_collector_ca
-        if ca is None:
-            raise ValueError("the log collector verifies Logstash: log_collector_ca is needed")
-        files: dict[str, pulumi.Input[str]] = {
-            "/fluent-bit/etc/fluent-bit.conf": fluent_bit_conf(
-                namespace=self.namespace,
-                logstash_host="logstash",
-                gelf_port=_GELF_PORT,
-                stack=self.stack,
-                # ship_logs=False (the logging stack, this collector) holds here too.
-                exclude_containers=sorted(
-                    n for n, s in self._graph.services.items() if not s.ship_logs
-                ),
-            ),
-            "/fluent-bit/etc/parsers.conf": parsers_conf(),
-            CA_FILE: ca,
-        }
-        files_volume, mounts = file_mounts(self, name, spec, files, self)
-        volumes: list[Manifest] = [
-            files_volume,
-            {"name": "scratch-0", "emptyDir": {"sizeLimit": "256Mi"}},
-            # The one hostPath: node log files, read-only.
-            {"name": "node-logs", "hostPath": {"path": "/var/log", "type": "Directory"}},
-            # Read positions and the disk buffer, per namespace, outliving the pod.
-            {
-                "name": "collector-state",
-                "hostPath": {
-                    "path": f"/var/lib/luna-log-collector/{self.namespace}",
-                    "type": "DirectoryOrCreate",
-                },
-            },
-        ]
-        mounts += [
-            {"name": "scratch-0", "mountPath": "/tmp"},
-            {"name": "node-logs", "mountPath": "/var/log", "readOnly": True},
-            {"name": "collector-state", "mountPath": STATE_DIR},
-        ]
-        template = pod_template(self, spec, volumes, mounts, [], root=True)
-        container = template["spec"]["containers"][0]
-        container["ports"] = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
-        probe = {"httpGet": {"path": HEALTH_PATH, "port": HTTP_PORT}, "periodSeconds": 15}
-        container["readinessProbe"] = probe
-        container["livenessProbe"] = {**probe, "failureThreshold": 5}
-        template["spec"]["tolerations"] = [{"operator": "Exists", "effect": "NoSchedule"}]
-        DaemonSet(
-            name,
-            metadata=self.meta(
-                LOG_COLLECTOR, spec.component, spec.name, skips=checkov_skips(spec, root=True)
-            ),
-            spec={
-                "selector": {"matchLabels": self.selector(LOG_COLLECTOR)},
-                "template": template,
-                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            },
-            opts=self.opts(self),
-        )
-
     # -- NetworkPolicies -----------------------------------------------------
     def _policy(
         self,
@@ -501,7 +430,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             egress = [
                 {
                     "to": [{"podSelector": {"matchLabels": self.selector("logstash")}}],
-                    "ports": [{"protocol": "TCP", "port": _GELF_PORT}],
+                    "ports": [{"protocol": "TCP", "port": GELF_PORT}],
                 }
             ]
         if spec.internet_egress:
