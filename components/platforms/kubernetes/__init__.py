@@ -7,6 +7,13 @@ for its secret environment. Segmentation follows the declared flows: the
 namespace denies all traffic, then :meth:`KubernetesPlatform.finish` opens
 exactly one ingress rule on the target and one egress rule on the source per
 flow. See docs/kubernetes.md.
+
+This module is the platform itself (the namespace, storage, and the names,
+labels and options every object shares); each concern has its own module:
+``pods`` (the pod template, files, env, pull credentials), ``workloads``
+(controllers, Services, scaling), ``jobs``, ``network`` (NetworkPolicies),
+``collector`` (the log collector) and ``postgres`` (CloudNativePG, imported
+only by a stack that runs it).
 """
 
 from __future__ import annotations
@@ -17,17 +24,16 @@ from typing import Any
 
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim
-from pulumi_kubernetes.networking.v1 import NetworkPolicy
 from pulumi_kubernetes.provider import Provider
 
 from components.platforms import Deployment, FlowGraph, RegistryAuth
-from components.platforms.kubernetes.collector import (
-    GELF_PORT,
-    LOG_COLLECTOR,
-    collector_spec,
-    deploy_collector,
-)
+from components.platforms.kubernetes.collector import collector_spec, deploy_collector
 from components.platforms.kubernetes.jobs import job_name
+from components.platforms.kubernetes.network import (
+    baseline_policies,
+    postgres_policies,
+    service_policy,
+)
 from components.platforms.kubernetes.pods import (
     FILES_ANNOTATION,
     pod_inputs,
@@ -35,19 +41,11 @@ from components.platforms.kubernetes.pods import (
     registry_secret,
 )
 from components.platforms.kubernetes.workloads import deploy_workload
-from components.spec import (
-    Port,
-    PostgresService,
-    PostgresSpec,
-    ServiceSpec,
-    VolumeSpec,
-)
+from components.spec import Port, PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
 
 __all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "job_name"]
 
 Manifest = dict[str, Any]
-
-_PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 
 
 @dataclass(frozen=True)
@@ -126,25 +124,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self._operator: pulumi.Resource | None = None
         self._finished = False
         self._pull_secret = registry_secret(self, args.registry) if args.registry else None
-        self._policy("default-deny", {}, ingress=[], egress=[], protect=args.protect_data)
-        # Every pod resolves Service names through the cluster DNS.
-        self._policy(
-            "allow-dns",
-            {},
-            egress=[
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                            },
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                }
-            ],
-        )
+        baseline_policies(self, protect=args.protect_data)
         self.register_outputs({"namespace": self.namespace})
 
     # -- Platform protocol -------------------------------------------------
@@ -210,7 +190,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             self._log_collector()
         self._finished = True
         for service, spec in self._graph.services.items():
-            self._service_policy(service, spec)
+            service_policy(
+                self, service, spec, self._graph, protected_volumes=self._protected_volumes
+            )
 
     # -- managed PostgreSQL (CloudNativePG) ---------------------------------
     def postgres_dns_names(self, service: str) -> tuple[str, ...]:
@@ -237,37 +219,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         )
         operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else None
         made = deploy_cnpg(self, name, spec, parent=parent, operator=operator)
-        instances = self.selector(spec.name)
-        self._policy(
-            f"{spec.name}-cnpg",
-            instances,
-            ingress=[
-                # Replication and the operator's status endpoint, between instances.
-                {"from": [{"podSelector": {"matchLabels": instances}}],
-                 "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
-                {"from": [{"namespaceSelector": {"matchLabels": {
-                    "kubernetes.io/metadata.name": "cnpg-system"}}}],
-                 "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 5432}]},
-                {"from": [{"podSelector": {"matchLabels": self.selector("prometheus")}}],
-                 "ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
-            ],
-            egress=[
-                {"to": [{"podSelector": {"matchLabels": instances}}],
-                 "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
-                # The instance manager watches its Cluster through the API server.
-                {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
-            ],
-            service=spec.name,
-            protect=spec.protect,
-        )  # fmt: skip
-        # Prometheus' side of the metrics flow (its own policy opens only declared flows).
-        self._policy(
-            f"{spec.name}-metrics-scrape",
-            self.selector("prometheus"),
-            egress=[{"to": [{"podSelector": {"matchLabels": instances}}],
-                     "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
-            service="prometheus",
-        )  # fmt: skip
+        postgres_policies(self, spec.name, metrics_port=METRICS_PORT, protect=spec.protect)
         return made
 
     def _cnpg_operator(self) -> pulumi.Resource:
@@ -372,85 +324,3 @@ class KubernetesPlatform(pulumi.ComponentResource):
             retain_on_delete=protect,
             delete_before_replace=delete_before_replace,
         )
-
-    # -- NetworkPolicies -----------------------------------------------------
-    def _policy(
-        self,
-        name: str,
-        selector: Mapping[str, str],
-        *,
-        ingress: list[Manifest] | None = None,
-        egress: list[Manifest] | None = None,
-        service: str = "luna",
-        protect: bool = False,
-    ) -> None:
-        types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
-        body: Manifest = {"podSelector": {"matchLabels": dict(selector)}, "policyTypes": types}
-        if ingress is not None:
-            body["ingress"] = ingress
-        if egress is not None:
-            body["egress"] = egress
-        NetworkPolicy(
-            f"{self._name}-netpol-{name}",
-            metadata=self.meta(name, "network", service),
-            spec=body,
-            # Protected with the data it fences: `pulumi destroy --exclude-protected`
-            # never leaves a retained database reachable by everyone.
-            opts=self.opts(self, protect=protect),
-        )
-
-    def _service_policy(self, service: str, spec: ServiceSpec) -> None:
-        """Ingress from the declared sources, egress to the declared targets only."""
-        ingress: list[Manifest] = []
-        sources = self._graph.sources(service)
-        if sources and spec.ports:
-            ingress.append(
-                {
-                    "from": [{"podSelector": {"matchLabels": self.selector(s)}} for s in sources],
-                    "ports": _policy_ports(spec),
-                }
-            )
-        edge = [p for p in spec.ports if p.publish is not None and p.publish_ip == "0.0.0.0"]  # noqa: S104
-        if edge:
-            ingress.append(
-                {
-                    "from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                    "ports": [{"protocol": p.protocol.upper(), "port": p.port} for p in edge],
-                }
-            )
-        egress: list[Manifest] = [
-            {
-                "to": [{"podSelector": {"matchLabels": self.selector(target)}}],
-                "ports": _policy_ports(self._graph.services[target]),
-            }
-            for target in sorted(set(spec.connects_to))
-            if self._graph.services[target].ports
-        ]
-        if service == LOG_COLLECTOR:
-            egress = [
-                {
-                    "to": [{"podSelector": {"matchLabels": self.selector("logstash")}}],
-                    "ports": [{"protocol": "TCP", "port": GELF_PORT}],
-                }
-            ]
-        if spec.internet_egress:
-            egress.append(
-                {
-                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": _PRIVATE}}],
-                    "ports": [{"protocol": "TCP", "port": 443}],
-                }
-            )
-        if not ingress and not egress:
-            return
-        self._policy(
-            service,
-            self.selector(service),
-            ingress=ingress or None,
-            egress=egress or None,
-            service=service,
-            protect=any(m.volume in self._protected_volumes for m in spec.mounts),
-        )
-
-
-def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
-    return [{"protocol": p.protocol.upper(), "port": p.port} for p in spec.ports]
