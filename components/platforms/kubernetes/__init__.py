@@ -26,7 +26,7 @@ import pulumi
 from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim
 from pulumi_kubernetes.provider import Provider
 
-from components.platforms import Deployment, FlowGraph, RegistryAuth
+from components.platforms import Deployment, Platform, RegistryAuth
 from components.platforms.kubernetes.collector import collector_spec, deploy_collector
 from components.platforms.kubernetes.jobs import job_name
 from components.platforms.kubernetes.network import (
@@ -75,7 +75,7 @@ class KubernetesPlatformArgs:
     cnpg_chart_version: str = "0.26.1"
 
 
-class KubernetesPlatform(pulumi.ComponentResource):
+class KubernetesPlatform(Platform):
     """Creates Kubernetes objects for Luna services in the stack's namespace.
 
     Usage::
@@ -92,8 +92,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: KubernetesPlatformArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("luna:platform:KubernetesPlatform", name, None, opts)
-        self._name = name
+        super().__init__("luna:platform:KubernetesPlatform", name, args.stack, opts)
         self._args = args
         self.namespace = f"luna-{args.stack}"
         self.provider = Provider(
@@ -120,21 +119,15 @@ class KubernetesPlatform(pulumi.ComponentResource):
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._protected_volumes: set[str] = set()
-        self._graph = FlowGraph()
         self._operator: pulumi.Resource | None = None
-        self._finished = False
         self._pull_secret = registry_secret(self, args.registry) if args.registry else None
         baseline_policies(self, protect=args.protect_data)
         self.register_outputs({"namespace": self.namespace})
 
-    # -- Platform protocol -------------------------------------------------
+    # -- Platform ----------------------------------------------------------
     @property
     def name(self) -> str:
         return "kubernetes"
-
-    @property
-    def stack(self) -> str:
-        return self._args.stack
 
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         if key in self._volumes:
@@ -154,21 +147,12 @@ class KubernetesPlatform(pulumi.ComponentResource):
             opts=self.opts(parent, protect=spec.protect),
         )
 
-    def deploy(
-        self,
-        name: str,
-        spec: ServiceSpec,
-        *,
-        parent: pulumi.Resource,
-        after: Sequence[Deployment] = (),
+    def _realise(
+        self, name: str, spec: ServiceSpec, parent: pulumi.Resource, after: list[pulumi.Resource]
     ) -> Deployment:
-        if self._finished:
-            raise ValueError(f"{spec.name} is deployed after finish()")
-        self._graph.add(spec)
-        depends = [r for d in after for r in d.resources]
         volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
         template = pod_template(self, spec, volumes, mounts, env)
-        return deploy_workload(self, name, spec, template, parent=parent, depends=depends)
+        return deploy_workload(self, name, spec, template, parent=parent, depends=after)
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         """Operator UIs stay inside the cluster: reach them with ``kubectl port-forward``.
@@ -181,14 +165,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 return f"http://localhost:{p.publish}"
         raise ValueError(f"{spec.name} does not publish a port named {port!r}")
 
-    def finish(self) -> None:
-        """Check every flow has a target, add the log collector, write the NetworkPolicies."""
-        if self._finished:
-            raise ValueError("finish() is called twice")
-        self._graph.check()
+    def _complete(self) -> None:
+        """Add the log collector, then write the NetworkPolicies from the whole flow graph."""
         if self._args.ship_logs and "logstash" in self._graph.services:
             self._log_collector()
-        self._finished = True
         for service, spec in self._graph.services.items():
             service_policy(
                 self, service, spec, self._graph, protected_volumes=self._protected_volumes
