@@ -166,6 +166,13 @@ class Monitoring(pulumi.ComponentResource):
                 )
             )
         scraped = ["app", "blackbox", "alertmanager"]
+
+        def scrape(job: str, exporter: ServiceSpec) -> None:
+            """Deploy an exporter and scrape it at the address the platform gives it."""
+            deployed = p.deploy(f"{name}-{exporter.name}", exporter, parent=self)
+            scraped.append(exporter.name)
+            jobs.append(ScrapeJob(job, list(deployed.addresses)))
+
         p.deploy(
             f"{name}-blackbox",
             dataclasses.replace(
@@ -181,8 +188,8 @@ class Monitoring(pulumi.ComponentResource):
         am = self._alertmanager(name, args)
         jobs.append(ScrapeJob("alertmanager", am.addresses, dns_names=tuple(am.dns_names)))
         if args.database_service and args.database_password is not None:
-            p.deploy(
-                f"{name}-postgres-exporter",
+            scrape(
+                "postgres",
                 self._exporter(
                     "postgres-exporter",
                     img.postgres_exporter,
@@ -205,18 +212,15 @@ class Monitoring(pulumi.ComponentResource):
                     args=("--collector.stat_statements",),
                     connects_to=(args.database_service,),
                 ),
-                parent=self,
             )
-            scraped.append("postgres-exporter")
-            jobs.append(ScrapeJob("postgres", ["postgres-exporter:9187"]))
         if args.database_metrics_dns:
             dns = args.database_metrics_dns
             jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
         if args.cache_service and args.cache_password is not None:
             if args.cache_ca_pem is None:
                 raise ValueError("the Redis exporter needs the CA of the cache's certificate")
-            p.deploy(
-                f"{name}-redis-exporter",
+            scrape(
+                "redis",
                 self._exporter(
                     "redis-exporter",
                     img.redis_exporter,
@@ -231,13 +235,10 @@ class Monitoring(pulumi.ComponentResource):
                     files=(ConfigFile(REDIS_EXPORTER_CA, args.cache_ca_pem),),
                     connects_to=(args.cache_service,),
                 ),
-                parent=self,
             )
-            scraped.append("redis-exporter")
-            jobs.append(ScrapeJob("redis", ["redis-exporter:9121"]))
         if args.proxy_status:
-            p.deploy(
-                f"{name}-nginx-exporter",
+            scrape(
+                "nginx",
                 self._exporter(
                     "nginx-exporter",
                     img.nginx_exporter,
@@ -245,10 +246,7 @@ class Monitoring(pulumi.ComponentResource):
                     args=(f"--nginx.scrape-uri=http://{args.proxy_status}/stub_status",),
                     connects_to=(args.proxy_status.split(":")[0],),
                 ),
-                parent=self,
             )
-            scraped.append("nginx-exporter")
-            jobs.append(ScrapeJob("nginx", ["nginx-exporter:9113"]))
         if args.backups:
             p.volume(
                 f"{name}-pushgateway-data",
