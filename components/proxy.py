@@ -68,13 +68,10 @@ class ReverseProxy(pulumi.ComponentResource):
             # Imported here: a stack with a real certificate never loads the TLS SDK.
             import pulumi_tls as tls
 
+            from components.certificates import ecdsa_key
+
             # Staging without a real certificate: generated, kept in encrypted state.
-            private = tls.PrivateKey(
-                f"{name}-tls-key",
-                algorithm="ECDSA",
-                ecdsa_curve="P256",
-                opts=pulumi.ResourceOptions(parent=self),
-            )
+            private = ecdsa_key(f"{name}-tls-key", parent=self)
             self_signed = tls.SelfSignedCert(
                 f"{name}-tls-cert",
                 private_key_pem=private.private_key_pem,
