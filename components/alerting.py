@@ -22,13 +22,8 @@ __all__ = ["AlertReceivers", "EmailArgs", "deploy_alertmanager"]
 _ALERTMANAGER = "alertmanager"
 
 
-@dataclass(frozen=True)
-class EmailArgs:
-    smarthost: str
-    sender: str
-    to: str
-    username: str | None = None
-    password: pulumi.Input[str] | None = None
+EmailArgs = alertmanager.Email[pulumi.Input[str]]
+"""The SMTP receiver, its password a secret Output (Alertmanager's config takes it resolved)."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +131,7 @@ def deploy_alertmanager(
             # Silences and the notification log; a restarted replica regains
             # them from its peer through gossip.
             writable_paths=("/alertmanager",),
-            health=HealthCheck(
-                command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9093/-/ready"),
-                http_path="/-/ready",
-                http_port=9093,
-            ),
+            health=HealthCheck.http(9093, "/-/ready"),
             user="65534:65534",
             connects_to=(_ALERTMANAGER,) if replicas > 1 else (),
             # Pagers, chat, e-mail and the heartbeat are outside the stack.

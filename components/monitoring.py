@@ -293,11 +293,7 @@ class Monitoring(pulumi.ComponentResource):
                     ConfigFile(RULES_PATH, self.rules_yml),
                 ),
                 mounts=(Mount("prometheus-data", "/prometheus"),),
-                health=HealthCheck(
-                    command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9090/-/ready"),
-                    http_path="/-/ready",
-                    http_port=9090,
-                ),
+                health=HealthCheck.http(9090, "/-/ready"),
                 user="65534:65534",
                 connects_to=tuple(scraped),
             ),
@@ -347,11 +343,7 @@ class Monitoring(pulumi.ComponentResource):
             ),
             mounts=(Mount("grafana-data", "/var/lib/grafana"),),
             writable_paths=("/tmp",),
-            health=HealthCheck(
-                command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/api/health"),
-                http_path="/api/health",
-                http_port=3000,
-            ),
+            health=HealthCheck.http(3000, "/api/health"),
             user="472:0",
             connects_to=("prometheus",),
         )
