@@ -19,9 +19,16 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tls as tls
 
-__all__ = ["InternalCA", "InternalCAArgs", "ServerCertificate"]
+__all__ = ["InternalCA", "InternalCAArgs", "ServerCertificate", "ecdsa_key"]
 
 _DAY_H = 24
+
+
+def ecdsa_key(name: str, *, parent: pulumi.Resource) -> tls.PrivateKey:
+    """A private key of the one kind every Luna certificate uses: ECDSA P-256."""
+    return tls.PrivateKey(
+        name, algorithm="ECDSA", ecdsa_curve="P256", opts=pulumi.ResourceOptions(parent=parent)
+    )
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,7 @@ class InternalCA(pulumi.ComponentResource):
         super().__init__("luna:components:InternalCA", name, None, opts)
         self._name = name
         self._args = args
-        key = tls.PrivateKey(
-            f"{name}-key",
-            algorithm="ECDSA",
-            ecdsa_curve="P256",
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        key = ecdsa_key(f"{name}-key", parent=self)
         cert = tls.SelfSignedCert(
             f"{name}-cert",
             private_key_pem=key.private_key_pem,
@@ -99,9 +101,7 @@ class InternalCA(pulumi.ComponentResource):
         self._issued.add(service)
         a = self._args
         opts = pulumi.ResourceOptions(parent=self)
-        key = tls.PrivateKey(
-            f"{self._name}-{service}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts
-        )
+        key = ecdsa_key(f"{self._name}-{service}-key", parent=self)
         request = tls.CertRequest(
             f"{self._name}-{service}-csr",
             private_key_pem=key.private_key_pem,

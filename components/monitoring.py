@@ -1,15 +1,15 @@
-"""Monitoring: Prometheus, its exporters and probes, Alertmanager, and Grafana."""
+"""Monitoring: Prometheus, its exporters and probes, Alertmanager (alerting.py), and Grafana."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import pulumi
 
-from components.configs import alertmanager, blackbox, grafana
+from components.alerting import AlertReceivers, EmailArgs, deploy_alertmanager
+from components.configs import blackbox, grafana
 from components.configs.postgres import MONITOR_ROLE, libpq_dsn
 from components.configs.prometheus import (
     RULES_PATH,
@@ -22,7 +22,7 @@ from components.configs.prometheus import (
 from components.configs.rules import EDGE_JOB, PROBE_JOB
 from components.database import CA_FILE
 from components.passwords import secret_or_generated
-from components.platforms import Deployment, Platform
+from components.platforms import Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
 
 PUSHGATEWAY_URL = "http://pushgateway:9091/metrics/job/luna-backup"
 DRILL_PUSH_URL = "http://pushgateway:9091/metrics/job/luna-restore-drill"
-_ALERTMANAGER = "alertmanager"
 _SMALL = Resources(memory_mb=64, cpus=0.25)
 REDIS_EXPORTER_CA = "/etc/redis-exporter/ca.crt"
 
@@ -53,29 +52,6 @@ class MonitoringImages:
     redis_exporter: str
     nginx_exporter: str
     alertmanager: str = "prom/alertmanager:v0.27.0"
-
-
-@dataclass(frozen=True)
-class EmailArgs:
-    smarthost: str
-    sender: str
-    to: str
-    username: str | None = None
-    password: pulumi.Input[str] | None = None
-
-
-@dataclass(frozen=True)
-class AlertReceivers:
-    """Alertmanager's receivers; every credential and URL stays a secret Output."""
-
-    pagerduty_routing_key: pulumi.Input[str] | None = None
-    opsgenie_api_key: pulumi.Input[str] | None = None
-    chat_kind: alertmanager.ChatKind = "slack"
-    chat_webhook_url: pulumi.Input[str] | None = None
-    email: EmailArgs | None = None
-    webhook_url: pulumi.Input[str] | None = None
-    heartbeat_url: pulumi.Input[str] | None = None
-    allow_unrouted: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +89,7 @@ class MonitoringArgs:
     app_dns_names: Sequence[str] = ()
     """When set, replicas are discovered through DNS (one A record each) on the
     targets' port, since one Service address reaches a random replica."""
-    receivers: AlertReceivers = AlertReceivers(allow_unrouted=True)
+    receivers: AlertReceivers = field(default_factory=lambda: AlertReceivers(allow_unrouted=True))
     alertmanager_replicas: int = 1
     """More than one forms a gossip cluster (Kubernetes: 2, with a PDB)."""
     edge_probe_url: str | None = None
@@ -166,6 +142,13 @@ class Monitoring(pulumi.ComponentResource):
                 )
             )
         scraped = ["app", "blackbox", "alertmanager"]
+
+        def scrape(job: str, exporter: ServiceSpec) -> None:
+            """Deploy an exporter and scrape it at the address the platform gives it."""
+            deployed = p.deploy(f"{name}-{exporter.name}", exporter, parent=self)
+            scraped.append(exporter.name)
+            jobs.append(ScrapeJob(job, list(deployed.addresses)))
+
         p.deploy(
             f"{name}-blackbox",
             dataclasses.replace(
@@ -178,11 +161,18 @@ class Monitoring(pulumi.ComponentResource):
             ),
             parent=self,
         )
-        am = self._alertmanager(name, args)
+        am, self.alertmanager_yml = deploy_alertmanager(
+            name,
+            p,
+            image=img.alertmanager,
+            receivers=args.receivers,
+            replicas=args.alertmanager_replicas,
+            parent=self,
+        )
         jobs.append(ScrapeJob("alertmanager", am.addresses, dns_names=tuple(am.dns_names)))
         if args.database_service and args.database_password is not None:
-            p.deploy(
-                f"{name}-postgres-exporter",
+            scrape(
+                "postgres",
                 self._exporter(
                     "postgres-exporter",
                     img.postgres_exporter,
@@ -205,18 +195,15 @@ class Monitoring(pulumi.ComponentResource):
                     args=("--collector.stat_statements",),
                     connects_to=(args.database_service,),
                 ),
-                parent=self,
             )
-            scraped.append("postgres-exporter")
-            jobs.append(ScrapeJob("postgres", ["postgres-exporter:9187"]))
         if args.database_metrics_dns:
             dns = args.database_metrics_dns
             jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
         if args.cache_service and args.cache_password is not None:
             if args.cache_ca_pem is None:
                 raise ValueError("the Redis exporter needs the CA of the cache's certificate")
-            p.deploy(
-                f"{name}-redis-exporter",
+            scrape(
+                "redis",
                 self._exporter(
                     "redis-exporter",
                     img.redis_exporter,
@@ -231,13 +218,10 @@ class Monitoring(pulumi.ComponentResource):
                     files=(ConfigFile(REDIS_EXPORTER_CA, args.cache_ca_pem),),
                     connects_to=(args.cache_service,),
                 ),
-                parent=self,
             )
-            scraped.append("redis-exporter")
-            jobs.append(ScrapeJob("redis", ["redis-exporter:9121"]))
         if args.proxy_status:
-            p.deploy(
-                f"{name}-nginx-exporter",
+            scrape(
+                "nginx",
                 self._exporter(
                     "nginx-exporter",
                     img.nginx_exporter,
@@ -245,10 +229,7 @@ class Monitoring(pulumi.ComponentResource):
                     args=(f"--nginx.scrape-uri=http://{args.proxy_status}/stub_status",),
                     connects_to=(args.proxy_status.split(":")[0],),
                 ),
-                parent=self,
             )
-            scraped.append("nginx-exporter")
-            jobs.append(ScrapeJob("nginx", ["nginx-exporter:9113"]))
         if args.backups:
             p.volume(
                 f"{name}-pushgateway-data",
@@ -312,11 +293,7 @@ class Monitoring(pulumi.ComponentResource):
                     ConfigFile(RULES_PATH, self.rules_yml),
                 ),
                 mounts=(Mount("prometheus-data", "/prometheus"),),
-                health=HealthCheck(
-                    command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9090/-/ready"),
-                    http_path="/-/ready",
-                    http_port=9090,
-                ),
+                health=HealthCheck.http(9090, "/-/ready"),
                 user="65534:65534",
                 connects_to=tuple(scraped),
             ),
@@ -366,11 +343,7 @@ class Monitoring(pulumi.ComponentResource):
             ),
             mounts=(Mount("grafana-data", "/var/lib/grafana"),),
             writable_paths=("/tmp",),
-            health=HealthCheck(
-                command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/api/health"),
-                http_path="/api/health",
-                http_port=3000,
-            ),
+            health=HealthCheck.http(3000, "/api/health"),
             user="472:0",
             connects_to=("prometheus",),
         )
@@ -385,105 +358,6 @@ class Monitoring(pulumi.ComponentResource):
                 "alertmanager_yml": self.alertmanager_yml,
             }
         )
-
-    def _alertmanager(self, name: str, args: MonitoringArgs) -> Deployment:
-        """Alertmanager, never published: reach its UI through a tunnel or port-forward."""
-        r = args.receivers
-        secrets: dict[str, pulumi.Input[str]] = {
-            key: value
-            for key, value in {
-                "pagerduty_routing_key": r.pagerduty_routing_key,
-                "opsgenie_api_key": r.opsgenie_api_key,
-                "chat_webhook_url": r.chat_webhook_url,
-                "webhook_url": r.webhook_url,
-                "heartbeat_url": r.heartbeat_url,
-                "smtp_password": r.email.password if r.email else None,
-            }.items()
-            if value is not None
-        }
-
-        def render(values: dict[str, Any]) -> str:
-            email = r.email
-            return alertmanager.alertmanager_config(
-                alertmanager.Receivers(
-                    pagerduty_routing_key=values.get("pagerduty_routing_key"),
-                    opsgenie_api_key=values.get("opsgenie_api_key"),
-                    chat_kind=r.chat_kind,
-                    chat_webhook_url=values.get("chat_webhook_url"),
-                    email=alertmanager.Email(
-                        smarthost=email.smarthost,
-                        sender=email.sender,
-                        to=email.to,
-                        username=email.username,
-                        password=values.get("smtp_password"),
-                    )
-                    if email
-                    else None,
-                    webhook_url=values.get("webhook_url"),
-                    heartbeat_url=values.get("heartbeat_url"),
-                    allow_unrouted=r.allow_unrouted,
-                )
-            )
-
-        self.alertmanager_yml = pulumi.Output.secret(
-            pulumi.Output.all(**secrets).apply(
-                lambda values: render(values if isinstance(values, dict) else {})
-            )
-        )
-        replicas = args.alertmanager_replicas
-        # The platform's headless Service for a replicated service (one A record per
-        # ready replica); checked against what the platform made, below.
-        peers = f"{_ALERTMANAGER}-pods"
-        am_args = [
-            f"--config.file={alertmanager.CONFIG_PATH}",
-            "--storage.path=/alertmanager",
-            "--web.listen-address=:9093",
-        ]
-        ports = [Port("http", 9093)]
-        if replicas > 1:
-            # An unresolvable peer is kept and retried every 10 s (cluster.go,
-            # setInitialFailed/reconnect), so replicas that start before either is
-            # ready still find each other once the Service lists them.
-            am_args += [
-                "--cluster.listen-address=0.0.0.0:9094",
-                f"--cluster.peer={peers}:9094",
-                "--cluster.reconnect-interval=10s",
-            ]
-            # memberlist gossips over both TCP and UDP on one port.
-            ports += [Port("cluster", 9094), Port("cluster-udp", 9094, protocol="udp")]
-        else:
-            am_args.append("--cluster.listen-address=")
-        deployment = args.platform.deploy(
-            f"{name}-alertmanager",
-            ServiceSpec(
-                name=_ALERTMANAGER,
-                component="monitoring",
-                image=args.images.alertmanager,
-                replicas=replicas,
-                resources=Resources(memory_mb=128, cpus=0.25),
-                args=tuple(am_args),
-                ports=tuple(ports),
-                files=(ConfigFile(alertmanager.CONFIG_PATH, self.alertmanager_yml, secret=True),),
-                # Silences and the notification log; a restarted replica regains
-                # them from its peer through gossip.
-                writable_paths=("/alertmanager",),
-                health=HealthCheck(
-                    command=("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9093/-/ready"),
-                    http_path="/-/ready",
-                    http_port=9093,
-                ),
-                user="65534:65534",
-                connects_to=(_ALERTMANAGER,) if replicas > 1 else (),
-                # Pagers, chat, e-mail and the heartbeat are outside the stack.
-                internet_egress=True,
-            ),
-            parent=self,
-        )
-        if replicas > 1 and tuple(deployment.dns_names) != (peers,):
-            raise ValueError(
-                f"alertmanager peers {peers!r} do not match the platform's {deployment.dns_names}"
-            )
-        return deployment
 
     @staticmethod
     def _exporter(

@@ -68,13 +68,10 @@ class ReverseProxy(pulumi.ComponentResource):
             # Imported here: a stack with a real certificate never loads the TLS SDK.
             import pulumi_tls as tls
 
+            from components.certificates import ecdsa_key
+
             # Staging without a real certificate: generated, kept in encrypted state.
-            private = tls.PrivateKey(
-                f"{name}-tls-key",
-                algorithm="ECDSA",
-                ecdsa_curve="P256",
-                opts=pulumi.ResourceOptions(parent=self),
-            )
+            private = ecdsa_key(f"{name}-tls-key", parent=self)
             self_signed = tls.SelfSignedCert(
                 f"{name}-tls-cert",
                 private_key_pem=private.private_key_pem,
@@ -125,18 +122,7 @@ class ReverseProxy(pulumi.ComponentResource):
                     ConfigFile(settings.key_path, key, secret=True),
                 ),
                 writable_paths=("/tmp",),
-                health=HealthCheck(
-                    command=(
-                        "wget",
-                        "-q",
-                        "-O",
-                        "/dev/null",
-                        f"http://127.0.0.1:{STATUS_PORT}{settings.health_path}",
-                    ),
-                    http_path=settings.health_path,
-                    http_port=STATUS_PORT,
-                    start_period_s=10,
-                ),
+                health=HealthCheck.http(STATUS_PORT, settings.health_path, start_period_s=10),
                 connects_to=("app",),
             ),
             parent=self,

@@ -94,6 +94,18 @@ class HealthCheck:
     """When set, platforms that probe over HTTP (Kubernetes) use this path."""
     http_port: int | None = None
 
+    @classmethod
+    def http(cls, port: int, path: str, *, start_period_s: int = 30) -> HealthCheck:
+        """GET ``path`` on the container's own ``port``: busybox ``wget`` inside the
+        image where the check runs in the container (Docker), an ``httpGet`` on the
+        same path and port where the platform probes (Kubernetes)."""
+        return cls(
+            command=("wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"),
+            http_path=path,
+            http_port=port,
+            start_period_s=start_period_s,
+        )
+
 
 @dataclass(frozen=True)
 class Resources:

@@ -24,7 +24,7 @@ labels (one cause, one notification).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import yaml
 
@@ -43,14 +43,20 @@ OPSGENIE_URL = "https://api.opsgenie.com/"
 ChatKind = Literal["slack", "teams"]
 
 
+Password = TypeVar("Password")
+
+
 @dataclass(frozen=True)
-class Email:
+class Email(Generic[Password]):
+    """An SMTP receiver: ``Email[str]`` here; the component's args hold the password as a
+    secret Output (``components.alerting.EmailArgs``) until it resolves."""
+
     smarthost: str
     """``host:port`` of the SMTP relay (STARTTLS required)."""
     sender: str
     to: str
     username: str | None = None
-    password: str | None = None
+    password: Password | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class Receivers:
     opsgenie_api_key: str | None = None
     chat_kind: ChatKind = "slack"
     chat_webhook_url: str | None = None
-    email: Email | None = None
+    email: Email[str] | None = None
     webhook_url: str | None = None
     """A generic webhook that receives every critical and warning alert."""
     heartbeat_url: str | None = None

@@ -1,15 +1,15 @@
 """The platform layer: turns a :class:`~components.spec.ServiceSpec` into resources.
 
 A component describes a service once and hands it to a :class:`Platform`.
-Docker and Kubernetes implement the same protocol, so adding a platform adds a
-module here and touches no component.
+Docker and Kubernetes are subclasses of it, so adding a platform adds a
+package here and touches no component.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import pulumi
 
@@ -82,20 +82,36 @@ class FlowGraph:
         return sorted({s for s, t in self.flows if t == target})
 
 
-class Platform(Protocol):
-    """What every platform offers to components."""
+class Platform(pulumi.ComponentResource, ABC):
+    """What every platform offers to components, and the bookkeeping all of them share.
+
+    Each platform keeps the stack's :class:`FlowGraph`: :meth:`deploy` records
+    every service before the platform realises it, and :meth:`finish` checks
+    that every declared flow has a target, then lets the platform complete the
+    stack (Kubernetes writes its NetworkPolicies from the graph).
+    """
+
+    def __init__(
+        self, t: str, name: str, stack: str, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(t, name, None, opts)
+        self._name = name
+        self._stack = stack
+        self._graph = FlowGraph()
+        self._finished = False
 
     @property
+    @abstractmethod
     def name(self) -> str:
         """``docker`` or ``kubernetes``."""
-        ...
 
     @property
-    def stack(self) -> str: ...
+    def stack(self) -> str:
+        return self._stack
 
+    @abstractmethod
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         """Create persistent storage (Pulumi name ``name``) that specs mount by ``key``."""
-        ...
 
     def deploy(
         self,
@@ -110,22 +126,40 @@ class Platform(Protocol):
         ``after`` lists deployments (typically a migration job) that must have
         succeeded before this service (re)starts.
         """
-        ...
+        if self._finished:
+            raise ValueError(f"{spec.name} is deployed after finish()")
+        self._graph.add(spec)
+        # Ordering only: depends_on never forces a replacement, so a dependant is
+        # left alone when what it follows is replaced (a new app image keeps nginx).
+        return self._realise(name, spec, parent, [r for d in after for r in d.resources])
 
+    @abstractmethod
+    def _realise(
+        self, name: str, spec: ServiceSpec, parent: pulumi.Resource, after: list[pulumi.Resource]
+    ) -> Deployment:
+        """The platform's resources for ``spec``, each waiting for ``after``."""
+
+    @abstractmethod
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         """URL an operator uses to reach a published port."""
-        ...
 
+    @abstractmethod
     def postgres_dns_names(self, service: str) -> tuple[str, ...]:
         """Names clients reach ``service``'s PostgreSQL by; the first is the read-write one."""
-        ...
 
+    @abstractmethod
     def postgres(
         self, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
     ) -> PostgresService:
         """Realise a managed PostgreSQL with the platform's best engine."""
-        ...
 
     def finish(self) -> None:
-        """Check the stack as a whole (every declared flow has a target)."""
-        ...
+        """Check the stack as a whole (every declared flow has a target), then complete it."""
+        if self._finished:
+            raise ValueError("finish() is called twice")
+        self._graph.check()
+        self._finished = True
+        self._complete()
+
+    def _complete(self) -> None:
+        """What the platform adds once every service is known (nothing by default)."""

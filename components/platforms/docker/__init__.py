@@ -20,7 +20,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.platforms import Deployment, FlowGraph, RegistryAuth
+from components.platforms import Deployment, Platform, RegistryAuth
 from components.platforms.docker.forms import docker_cpus, go_duration, inputs_digest
 from components.platforms.docker.jobs import JobRun, job_script
 from components.spec import PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
@@ -49,7 +49,7 @@ class DockerPlatformArgs:
     """Credentials for a private registry the images are pulled from."""
 
 
-class DockerPlatform(pulumi.ComponentResource):
+class DockerPlatform(Platform):
     """Creates Docker resources for Luna services on one Docker host.
 
     Usage::
@@ -65,8 +65,7 @@ class DockerPlatform(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: DockerPlatformArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("luna:platform:DockerPlatform", name, None, opts)
-        self._name = name
+        super().__init__("luna:platform:DockerPlatform", name, args.stack, opts)
         self._args = args
         auth = (
             [
@@ -89,17 +88,12 @@ class DockerPlatform(pulumi.ComponentResource):
         self._images: dict[str, docker.RemoteImage] = {}
         self._builds: dict[str, docker.Image] = {}
         self._volumes: dict[str, docker.Volume] = {}
-        self._graph = FlowGraph()
         self.register_outputs({})
 
-    # -- Platform protocol -------------------------------------------------
+    # -- Platform ----------------------------------------------------------
     @property
     def name(self) -> str:
         return "docker"
-
-    @property
-    def stack(self) -> str:
-        return self._args.stack
 
     def physical(self, suffix: str) -> str:
         """Physical names carry the stack, so stacks can share one Docker host."""
@@ -120,21 +114,12 @@ class DockerPlatform(pulumi.ComponentResource):
             ),
         )
 
-    def deploy(
-        self,
-        name: str,
-        spec: ServiceSpec,
-        *,
-        parent: pulumi.Resource,
-        after: Sequence[Deployment] = (),
+    def _realise(
+        self, name: str, spec: ServiceSpec, parent: pulumi.Resource, after: list[pulumi.Resource]
     ) -> Deployment:
-        self._graph.add(spec)
         image = self._image(spec.image)
-        # Ordering only: depends_on never forces a replacement, so a dependant is
-        # left alone when what it follows is replaced (a new app image keeps nginx).
-        depends = [r for d in after for r in d.resources]
         if spec.workload == "job":
-            job = self._job(name, spec, image, parent=parent, depends=depends)
+            job = self._job(name, spec, image, parent=parent, depends=after)
             return Deployment(service=spec.name, resources=[job])
         replicas = spec.replicas if spec.workload == "service" else 1
         containers = []
@@ -153,7 +138,7 @@ class DockerPlatform(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(
                         parent=parent,
                         provider=self.provider,
-                        depends_on=depends,
+                        depends_on=after,
                         # A container that holds a host port or writes a volume
                         # must stop before its replacement starts; any other is
                         # replaced create-before-delete, so a replica always runs.
@@ -191,10 +176,6 @@ class DockerPlatform(pulumi.ComponentResource):
         from components.platforms.docker.postgres import deploy_postgres
 
         return deploy_postgres(self, name, spec, parent=parent)
-
-    def finish(self) -> None:
-        """Fail when a service declared a flow to a service this stack does not run."""
-        self._graph.check()
 
     def build_image(
         self, name: str, ref: str, context: str, *, parent: pulumi.Resource

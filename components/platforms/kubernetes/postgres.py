@@ -11,7 +11,7 @@ writes:
 - a ``ScheduledBackup`` at least daily;
 - Secrets for the roles, the object store and the certificate;
 - a headless Service over the instances' metrics port, which the stack's
-  Prometheus discovers by DNS, and a NetworkPolicy for what the instances need.
+  Prometheus discovers by DNS (what the instances may reach: network.postgres_policies).
 
 Manifests are built by pure functions (:func:`cluster_manifest`,
 :func:`scheduled_backup_manifest`) and checked against the operator's CRD schemas

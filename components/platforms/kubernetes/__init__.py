@@ -1,0 +1,306 @@
+"""The Kubernetes platform: one namespace per stack, hardened pods, default-deny network.
+
+Every :class:`~components.spec.ServiceSpec` becomes a workload by its
+``workload`` (Deployment, StatefulSet, Job, CronJob), a Service named after it
+(its DNS name, as on Docker), a ConfigMap/Secret for its files and a Secret
+for its secret environment. Segmentation follows the declared flows: the
+namespace denies all traffic, then :meth:`KubernetesPlatform.finish` opens
+exactly one ingress rule on the target and one egress rule on the source per
+flow. See docs/kubernetes.md.
+
+This module is the platform itself (the namespace, storage, and the names,
+labels and options every object shares); each concern has its own module:
+``pods`` (the pod template, files, env, pull credentials), ``workloads``
+(controllers, Services, scaling), ``jobs``, ``network`` (NetworkPolicies),
+``collector`` (the log collector) and ``postgres`` (CloudNativePG, imported
+only by a stack that runs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi_kubernetes.core.v1 import Namespace, PersistentVolumeClaim
+from pulumi_kubernetes.provider import Provider
+
+from components.platforms import Deployment, Platform, RegistryAuth
+from components.platforms.kubernetes.collector import collector_spec, deploy_collector
+from components.platforms.kubernetes.jobs import job_name
+from components.platforms.kubernetes.network import (
+    baseline_policies,
+    postgres_policies,
+    service_policy,
+)
+from components.platforms.kubernetes.pods import (
+    FILES_ANNOTATION,
+    pod_inputs,
+    pod_template,
+    registry_secret,
+)
+from components.platforms.kubernetes.workloads import deploy_workload
+from components.spec import Port, PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
+
+__all__ = ["FILES_ANNOTATION", "KubernetesPlatform", "KubernetesPlatformArgs", "job_name"]
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KubernetesPlatformArgs:
+    stack: str
+    kubeconfig: pulumi.Input[str] | None = None
+    """Kubeconfig text (secret config); ``None`` uses the provider's default file."""
+    context: str | None = None
+    storage_class: str | None = None
+    """PVC storage class; ``None`` uses the cluster's default class."""
+    app_max_replicas: int = 6
+    """HPA ceiling for replicated services."""
+    ship_logs: bool = False
+    """Run a log collector DaemonSet that ships pod logs to Logstash's TLS input."""
+    log_collector_ca: pulumi.Input[str] | None = None
+    """The stack CA the collector verifies Logstash's certificate with (needed with ship_logs)."""
+    log_collector_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.1.9"
+    protect_data: bool = False
+    """Protect and retain what holds or guards the data (prod): the namespace (its
+    deletion takes every PVC with it), the claims, and the NetworkPolicies that
+    deny by default and fence the data services."""
+    registry: RegistryAuth | None = None
+    """Pull credentials for a private registry; pods pulling from it reference them."""
+    cnpg_operator: str = "prerequisite"
+    """``install``: a Helm release of the CloudNativePG chart; ``prerequisite``: the
+    operator is installed by the cluster's admins and its CRD is checked first."""
+    cnpg_chart_version: str = "0.26.1"
+
+
+class KubernetesPlatform(Platform):
+    """Creates Kubernetes objects for Luna services in the stack's namespace.
+
+    Usage::
+
+        platform = KubernetesPlatform("luna-kubernetes", KubernetesPlatformArgs(stack="prod"))
+        LunaApp("luna-app", LunaAppArgs(platform=platform, ...))
+        platform.finish()
+    """
+
+    provider: Provider
+    """The explicit provider every object uses: never the ambient kubeconfig default."""
+    namespace: str
+
+    def __init__(
+        self, name: str, args: KubernetesPlatformArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("luna:platform:KubernetesPlatform", name, args.stack, opts)
+        self._args = args
+        self.namespace = f"luna-{args.stack}"
+        self.provider = Provider(
+            f"{name}-provider",
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            namespace=self.namespace,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._ns = Namespace(
+            f"{name}-namespace",
+            metadata={
+                "name": self.namespace,
+                "labels": {
+                    **self.labels("namespace", "luna"),
+                    # Reported, not enforced: the log collector's read-only hostPath
+                    # is the one exception to the restricted profile.
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                },
+            },
+            # Deleting a namespace deletes every PVC in it, protected or not.
+            opts=self.opts(self, protect=args.protect_data),
+        )
+        self._volumes: dict[str, PersistentVolumeClaim] = {}
+        self._protected_volumes: set[str] = set()
+        self._operator: pulumi.Resource | None = None
+        self._pull_secret = registry_secret(self, args.registry) if args.registry else None
+        baseline_policies(self, protect=args.protect_data)
+        self.register_outputs({"namespace": self.namespace})
+
+    # -- Platform ----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return "kubernetes"
+
+    def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
+        if key in self._volumes:
+            raise ValueError(f"volume {key!r} is created twice")
+        claim: Manifest = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{spec.size_gb}Gi"}},
+        }
+        if self._args.storage_class:
+            claim["storageClassName"] = self._args.storage_class
+        if spec.protect:
+            self._protected_volumes.add(key)
+        self._volumes[key] = PersistentVolumeClaim(
+            name,
+            metadata=self.meta(key, "storage", key),
+            spec=claim,
+            opts=self.opts(parent, protect=spec.protect),
+        )
+
+    def _realise(
+        self, name: str, spec: ServiceSpec, parent: pulumi.Resource, after: list[pulumi.Resource]
+    ) -> Deployment:
+        volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
+        template = pod_template(self, spec, volumes, mounts, env)
+        return deploy_workload(self, name, spec, template, parent=parent, depends=after)
+
+    def service_url(self, spec: ServiceSpec, port: str) -> str:
+        """Operator UIs stay inside the cluster: reach them with ``kubectl port-forward``.
+
+        The URL is what ``kubectl -n luna-<stack> port-forward svc/<name> <publish>:<port>``
+        makes local.
+        """
+        for p in spec.ports:
+            if p.name == port and p.publish is not None:
+                return f"http://localhost:{p.publish}"
+        raise ValueError(f"{spec.name} does not publish a port named {port!r}")
+
+    def _complete(self) -> None:
+        """Add the log collector, then write the NetworkPolicies from the whole flow graph."""
+        if self._args.ship_logs and "logstash" in self._graph.services:
+            self._log_collector()
+        for service, spec in self._graph.services.items():
+            service_policy(
+                self, service, spec, self._graph, protected_volumes=self._protected_volumes
+            )
+
+    # -- managed PostgreSQL (CloudNativePG) ---------------------------------
+    def postgres_dns_names(self, service: str) -> tuple[str, ...]:
+        from components.platforms.kubernetes.postgres import dns_names
+
+        return dns_names(service, self.namespace)
+
+    def postgres(
+        self, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
+    ) -> PostgresService:
+        """A CloudNativePG ``Cluster`` (components/platforms/kubernetes/postgres.py)."""
+        from components.platforms.kubernetes.postgres import METRICS_PORT, deploy_cnpg
+
+        # Flows to and from the instances follow the same graph as every service.
+        self._graph.add(
+            ServiceSpec(
+                name=spec.name,
+                image=spec.image,
+                resources=spec.resources,
+                ports=(Port("postgres", 5432),),
+                internet_egress=spec.backup is not None,
+                component="database",
+            )
+        )
+        operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else None
+        made = deploy_cnpg(self, name, spec, parent=parent, operator=operator)
+        postgres_policies(self, spec.name, metrics_port=METRICS_PORT, protect=spec.protect)
+        return made
+
+    def _cnpg_operator(self) -> pulumi.Resource:
+        if self._operator is None:
+            from pulumi_kubernetes.helm.v3 import Release, RepositoryOptsArgs
+
+            self._operator = Release(
+                self.child("cnpg-operator"),
+                chart="cloudnative-pg",
+                version=self._args.cnpg_chart_version,
+                namespace="cnpg-system",
+                create_namespace=True,
+                repository_opts=RepositoryOptsArgs(repo="https://cloudnative-pg.github.io/charts"),
+                # The operator serves every stack on the cluster: never removed with one.
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.provider, retain_on_delete=True
+                ),
+            )
+        return self._operator
+
+    def _log_collector(self) -> None:
+        spec = collector_spec(self._args.log_collector_image)
+        self._graph.add(spec)
+        ca = self._args.log_collector_ca
+        if ca is None:
+            raise ValueError("the log collector verifies Logstash: log_collector_ca is needed")
+        deploy_collector(self, spec, ca=ca, services=self._graph.services)
+
+    # -- what the platform's modules build with ------------------------------
+    @property
+    def storage_class(self) -> str | None:
+        return self._args.storage_class
+
+    @property
+    def app_max_replicas(self) -> int:
+        """The HPA ceiling for replicated services."""
+        return self._args.app_max_replicas
+
+    def child(self, role: str) -> str:
+        """The Pulumi name of an object the platform itself owns: ``<platform>-<role>``."""
+        return f"{self._name}-{role}"
+
+    def pull_secret(self, image: str) -> str | None:
+        """The pull Secret's name for ``image``, when it comes from the private registry."""
+        registry = self._args.registry
+        if self._pull_secret and registry is not None and registry.serves(image):
+            return self._pull_secret
+        return None
+
+    def labels(self, service: str, component: str) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": service,
+            "app.kubernetes.io/instance": self.namespace,
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": "luna",
+            "app.kubernetes.io/managed-by": "pulumi",
+        }
+
+    def selector(self, service: str) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": service,
+            "app.kubernetes.io/instance": self.namespace,
+        }
+
+    def meta(
+        self,
+        name: str | None,
+        component: str,
+        service: str,
+        *,
+        skips: Sequence[tuple[str, str]] = (),
+        annotations: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        """Metadata in the stack's namespace; ``skips`` are checkov skips with their reasons."""
+        meta: Manifest = {"namespace": self.namespace, "labels": self.labels(service, component)}
+        if name is not None:
+            meta["name"] = name
+        notes = dict(annotations or {})
+        for i, (check, reason) in enumerate(skips, start=1):
+            notes[f"checkov.io/skip{i}"] = f"{check}={reason}"
+        if notes:
+            meta["annotations"] = notes
+        return meta
+
+    def opts(
+        self,
+        parent: pulumi.Resource,
+        *,
+        depends_on: Sequence[pulumi.Resource] = (),
+        protect: bool = False,
+        delete_before_replace: bool = False,
+    ) -> pulumi.ResourceOptions:
+        """The explicit provider, after the namespace; protected data is also retained."""
+        deps = list(depends_on)
+        if hasattr(self, "_ns"):
+            deps.append(self._ns)
+        return pulumi.ResourceOptions(
+            parent=parent,
+            provider=self.provider,
+            depends_on=deps,
+            protect=protect,
+            retain_on_delete=protect,
+            delete_before_replace=delete_before_replace,
+        )

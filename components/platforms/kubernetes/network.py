@@ -1,0 +1,187 @@
+"""Kubernetes segmentation: NetworkPolicies that follow the declared flows.
+
+The namespace denies all traffic (:func:`baseline_policies`), lets every pod
+resolve names through the cluster DNS, then each service gets one policy
+(:func:`service_policy`): ingress from the services that declared a flow to it
+(and from the world on the ports it publishes), egress to the services it
+declared flows to (and to the internet, never the cluster, the node or cloud
+metadata, where its spec asks for it). A policy that fences protected data is
+protected and retained with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pulumi_kubernetes.networking.v1 import NetworkPolicy
+
+from components.platforms import FlowGraph
+from components.platforms.kubernetes.collector import GELF_PORT, LOG_COLLECTOR
+from components.platforms.kubernetes.workloads import edge_ports
+from components.spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from components.platforms.kubernetes import KubernetesPlatform
+
+__all__ = ["baseline_policies", "network_policy", "postgres_policies", "service_policy"]
+
+Manifest = dict[str, Any]
+
+# Egress to the internet never reaches the cluster, the node or cloud metadata.
+_PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+
+
+def network_policy(
+    platform: KubernetesPlatform,
+    name: str,
+    selector: Mapping[str, str],
+    *,
+    ingress: list[Manifest] | None = None,
+    egress: list[Manifest] | None = None,
+    service: str = "luna",
+    protect: bool = False,
+) -> None:
+    """One NetworkPolicy over ``selector``; ``None`` leaves a direction unpoliced."""
+    types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
+    body: Manifest = {"podSelector": {"matchLabels": dict(selector)}, "policyTypes": types}
+    if ingress is not None:
+        body["ingress"] = ingress
+    if egress is not None:
+        body["egress"] = egress
+    NetworkPolicy(
+        platform.child(f"netpol-{name}"),
+        metadata=platform.meta(name, "network", service),
+        spec=body,
+        # Protected with the data it fences: `pulumi destroy --exclude-protected`
+        # never leaves a retained database reachable by everyone.
+        opts=platform.opts(platform, protect=protect),
+    )
+
+
+def baseline_policies(platform: KubernetesPlatform, *, protect: bool) -> None:
+    """Deny everything in the namespace, then let every pod ask the cluster DNS."""
+    network_policy(platform, "default-deny", {}, ingress=[], egress=[], protect=protect)
+    network_policy(
+        platform,
+        "allow-dns",
+        {},
+        egress=[
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                        },
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }
+                ],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            }
+        ],
+    )
+
+
+def service_policy(
+    platform: KubernetesPlatform,
+    service: str,
+    spec: ServiceSpec,
+    graph: FlowGraph,
+    *,
+    protected_volumes: Iterable[str],
+) -> None:
+    """Ingress from the declared sources, egress to the declared targets only."""
+    ingress: list[Manifest] = []
+    sources = graph.sources(service)
+    if sources and spec.ports:
+        ingress.append(
+            {
+                "from": [{"podSelector": {"matchLabels": platform.selector(s)}} for s in sources],
+                "ports": _policy_ports(spec),
+            }
+        )
+    edge = edge_ports(spec)
+    if edge:
+        ingress.append(
+            {
+                "from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                "ports": [{"protocol": p.protocol.upper(), "port": p.port} for p in edge],
+            }
+        )
+    egress: list[Manifest] = [
+        {
+            "to": [{"podSelector": {"matchLabels": platform.selector(target)}}],
+            "ports": _policy_ports(graph.services[target]),
+        }
+        for target in sorted(set(spec.connects_to))
+        if graph.services[target].ports
+    ]
+    if service == LOG_COLLECTOR:
+        egress = [
+            {
+                "to": [{"podSelector": {"matchLabels": platform.selector("logstash")}}],
+                "ports": [{"protocol": "TCP", "port": GELF_PORT}],
+            }
+        ]
+    if spec.internet_egress:
+        egress.append(
+            {
+                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": _PRIVATE}}],
+                "ports": [{"protocol": "TCP", "port": 443}],
+            }
+        )
+    if not ingress and not egress:
+        return
+    protected = set(protected_volumes)
+    network_policy(
+        platform,
+        service,
+        platform.selector(service),
+        ingress=ingress or None,
+        egress=egress or None,
+        service=service,
+        protect=any(m.volume in protected for m in spec.mounts),
+    )
+
+
+def postgres_policies(
+    platform: KubernetesPlatform, cluster: str, *, metrics_port: int, protect: bool
+) -> None:
+    """What CloudNativePG's instances need besides the declared flows, and Prometheus' scrape."""
+    instances = platform.selector(cluster)
+    network_policy(
+        platform,
+        f"{cluster}-cnpg",
+        instances,
+        ingress=[
+            # Replication and the operator's status endpoint, between instances.
+            {"from": [{"podSelector": {"matchLabels": instances}}],
+             "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
+            {"from": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "cnpg-system"}}}],
+             "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 5432}]},
+            {"from": [{"podSelector": {"matchLabels": platform.selector("prometheus")}}],
+             "ports": [{"protocol": "TCP", "port": metrics_port}]},
+        ],
+        egress=[
+            {"to": [{"podSelector": {"matchLabels": instances}}],
+             "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
+            # The instance manager watches its Cluster through the API server.
+            {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+        ],
+        service=cluster,
+        protect=protect,
+    )  # fmt: skip
+    # Prometheus' side of the metrics flow (its own policy opens only declared flows).
+    network_policy(
+        platform,
+        f"{cluster}-metrics-scrape",
+        platform.selector("prometheus"),
+        egress=[{"to": [{"podSelector": {"matchLabels": instances}}],
+                 "ports": [{"protocol": "TCP", "port": metrics_port}]}],
+        service="prometheus",
+    )  # fmt: skip
+
+
+def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
+    return [{"protocol": p.protocol.upper(), "port": p.port} for p in spec.ports]
