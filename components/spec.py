@@ -229,3 +229,5 @@ class PostgresService:
     """What clients wait for."""
     metrics_dns: str | None = None
     """A name with one A record per instance serving PostgreSQL metrics (CloudNativePG)."""
+    pushes_backup_metrics: bool = False
+    """Base backups and restore drills push their results to the Pushgateway."""

@@ -26,7 +26,7 @@ BASE = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]["luna:runboo
 LABEL_KEYS = {"severity", "cause"}
 ANNOTATION_KEYS = {"summary", "runbook_url"}
 TEMPLATE_REFS = {"$value", "$value | humanizePercentage", "$labels.instance", "$labels.integration"}
-GROUPING = {"le", "integration", "instance, job"}
+GROUPING = {"le", "integration", "instance, job", "job"}
 
 
 def _alerts(r: Any) -> list[dict[str, Any]]:
@@ -65,6 +65,31 @@ def test_alerts_carry_no_health_data(stack: str, platform: str) -> None:
         # Aggregations keep no request-level label (path, user, session).
         grouped = set(re.findall(r"(?:by|without) \(([^)]*)\)", rule["expr"]))
         assert grouped <= GROUPING, f"{name}: groups by {grouped - GROUPING}"
+
+
+# Who reports each backup metric on each platform: the Docker database pushes
+# to the Pushgateway; on Kubernetes nothing pushes, CloudNativePG exports its own.
+BACKUP_SOURCES = {
+    "docker": ("luna_backup_last_success_timestamp_seconds", "pg_stat_archiver_failed_count"),
+    "kubernetes": (
+        "cnpg_collector_last_available_backup_timestamp",
+        "cnpg_pg_stat_archiver_failed_count",
+    ),
+}
+
+
+@pytest.mark.parametrize(("stack", "platform"), MONITORED)
+def test_backup_alerts_read_what_the_platform_reports(stack: str, platform: str) -> None:
+    """An alert on a metric nobody reports would page forever (``absent``) or never."""
+    alerts = {r["alert"]: r["expr"] for r in _alerts(rendered(stack, platform))}
+    for name in ("LunaBackupTooOld", "LunaBackupMissing", "LunaWalArchivingFailing"):
+        assert name in alerts, f"{stack}/{platform}: no {name}"
+        metrics = set(re.findall(r"\b([a-z_]+_(?:seconds|timestamp|count))\b", alerts[name]))
+        assert metrics, f"{stack}/{platform} {name}: no metric in {alerts[name]!r}"
+        assert metrics <= set(BACKUP_SOURCES[platform]), (
+            f"{stack}/{platform} {name} reads {sorted(metrics)}, which nothing on "
+            f"{platform} reports"
+        )
 
 
 @pytest.mark.parametrize(("stack", "platform"), MONITORED)

@@ -55,6 +55,9 @@ class AlertThresholds:
     latency_p95_s: float = 1.0
     crisis_latency_s: float = 0.5
     backup_max_age_h: int = 26
+    pushed_backups: bool = False
+    """Base backups and drills push their results to the Pushgateway (the Docker
+    database); CloudNativePG exports its own (job ``cnpg``)."""
     jobs: Sequence[str] = field(default_factory=tuple)
     """Scrape jobs present; rules for absent services are left out."""
     app_replicas: int = 1
@@ -83,6 +86,34 @@ class _Rules:
             "runbook_url": f"{self.t.runbook_base}/alerts/{cause}.md#{name.lower()}",
         }
         self.alerts.append(rule)
+
+
+def _cnpg_backup_age(rules: _Rules, t: AlertThresholds) -> None:
+    """Base-backup age on Kubernetes, from CloudNativePG's own exporter.
+
+    Every instance exports ``cnpg_collector_last_available_backup_timestamp``
+    (cloudnative-pg docs/src/monitoring.md, "Predefined set of metrics"); it is 0
+    until the first base backup completes and only the primary knows the newest,
+    hence ``max``. The names are the Docker rules' (same runbook, same meaning).
+    """
+    last = 'max by (job) (cnpg_collector_last_available_backup_timestamp{job="cnpg"})'
+    max_age = t.backup_max_age_h * 3600
+    rules.add(
+        "LunaBackupTooOld",
+        f"(time() - {last} > {max_age}) and {last} > 0",
+        "5m",
+        "critical",
+        "backups",
+        f"The last successful database backup is older than {t.backup_max_age_h}h",
+    )
+    rules.add(
+        "LunaBackupMissing",
+        f'{last} == 0 or absent(cnpg_collector_last_available_backup_timestamp{{job="cnpg"}})',
+        f"{t.backup_max_age_h}h",
+        "critical",
+        "backups",
+        "No database backup has ever reported success",
+    )
 
 
 def _slo_records(t: AlertThresholds) -> list[dict[str, Any]]:
@@ -253,7 +284,7 @@ def alert_rules(t: AlertThresholds) -> str:
         rules.add(
             "LunaProxyDown", 'nginx_up{job="nginx"} == 0', "1m", "critical", "edge", "Nginx is down"
         )
-    if "pushgateway" in jobs:
+    if "pushgateway" in jobs and t.pushed_backups:
         max_age = t.backup_max_age_h * 3600
         rules.add(
             "LunaBackupTooOld",
@@ -283,6 +314,20 @@ def alert_rules(t: AlertThresholds) -> str:
         rules.add(
             "LunaWalArchivingFailing",
             "increase(cnpg_pg_stat_archiver_failed_count[10m]) > 0",
+            "5m",
+            "critical",
+            "backups",
+            "PostgreSQL cannot archive WAL to the object store: the recovery point grows",
+        )
+        _cnpg_backup_age(rules, t)
+    elif "postgres" in jobs:
+        # postgres_exporter's pg_stat_archiver_failed_count: the legacy default
+        # metric map of the pinned 0.15.0 (cmd/postgres_exporter/postgres_exporter.go,
+        # "pg_stat_archiver"), collector/pg_stat_archiver.go from 0.20 on. Stays 0
+        # on a server that does not archive.
+        rules.add(
+            "LunaWalArchivingFailing",
+            'increase(pg_stat_archiver_failed_count{job="postgres"}[10m]) > 0',
             "5m",
             "critical",
             "backups",

@@ -224,6 +224,8 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
         s = f'{metric}{{job="{job}",instance="{instance}"}}'
         labels = {"job": job, "instance": instance}
         return AlertCase([(s, f"0x{n}")], at, labels), AlertCase([(s, f"1x{n}")], at)
+    if name in ("LunaBackupTooOld", "LunaBackupMissing") and "cnpg_collector" in rule["expr"]:
+        return _cnpg_backup_cases(name, rule, hold)
     backup = 'luna_backup_last_success_timestamp_seconds{job="luna-backup"}'
     if name == "LunaBackupTooOld":
         t = threshold(rule)
@@ -251,8 +253,13 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
             AlertCase([(s, f"1x{n}")], at),
         )
     if name == "LunaWalArchivingFailing":
-        labels = {"job": "cnpg", "instance": "10.0.0.7:9187"}
-        s = 'cnpg_pg_stat_archiver_failed_count{job="cnpg",instance="10.0.0.7:9187"}'
+        metric, job, instance = (
+            ("cnpg_pg_stat_archiver_failed_count", "cnpg", "10.0.0.7:9187")
+            if "cnpg_" in rule["expr"]
+            else ("pg_stat_archiver_failed_count", "postgres", "postgres-exporter:9187")
+        )
+        labels = {"job": job, "instance": instance}
+        s = f'{metric}{{job="{job}",instance="{instance}"}}'
         at = hold + 15
         n = at + 5
         return (
@@ -262,6 +269,31 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
             AlertCase([(s, f"5x{n}")], at),
         )
     raise AssertionError(f"alert {name} has no unit-test case in tests/real/alert_cases.py")
+
+
+def _cnpg_backup_cases(name: str, rule: dict[str, Any], hold: int) -> tuple[AlertCase, AlertCase]:
+    """CloudNativePG's backup age: the primary exports the newest backup, standbys 0."""
+    metric = "cnpg_collector_last_available_backup_timestamp"
+    primary = f'{metric}{{job="cnpg",instance="10.0.0.7:9187"}}'
+    standby = f'{metric}{{job="cnpg",instance="10.0.0.8:9187"}}'
+    if name == "LunaBackupTooOld":
+        match = re.search(r"> (\d+)\) and", rule["expr"])
+        assert match, f"LunaBackupTooOld: no age threshold in {rule['expr']!r}"
+        at = int(match.group(1)) // 60 + hold + 5
+        n = at + 5
+        return (
+            # One backup at t=60 s and none since.
+            AlertCase([(primary, f"60x{n}"), (standby, f"0x{n}")], at, {"job": "cnpg"}),
+            # A backup a minute before every sample.
+            AlertCase([(primary, f"-60+60x{n}"), (standby, f"0x{n}")], at),
+        )
+    at = hold + 5
+    n = at + 5
+    return (
+        # A new cluster whose first base backup never completed.
+        AlertCase([(primary, f"0x{n}"), (standby, f"0x{n}")], at, {"job": "cnpg"}),
+        AlertCase([(primary, f"-60+60x{n}"), (standby, f"0x{n}")], at),
+    )
 
 
 def _burn_cases(name: str, rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:

@@ -7,12 +7,19 @@ client is libpq's psql given what Prisma's URL asks for: quaint reads
 chain against this root, check the host name" (prisma-engines
 quaint/src/connector/postgres/url.rs and native/mod.rs), which is libpq's
 ``sslmode=verify-full sslrootcert=<CA>``.
+
+The server archives WAL as a stack with backups does (``archive=True``); no
+repository is reachable here, so every attempt fails, which is what the
+exporter test below reads.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +28,9 @@ import pytest
 
 from components.configs import postgres as pg
 from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
+from tests.real.support import Daemon, free_port, render_stack, substitute, wait_for_port
 from tests.support.tls import CaSignedPair, make_ca_signed_pair
+from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         shutil.chown(f, "postgres", "postgres")
     initdb(root / "data")
     flags = pg.server_flags(
-        tls_dir=str(tls), hba_file=str(conf / "pg_hba.conf"), archive=False, audit=True
+        tls_dir=str(tls), hba_file=str(conf / "pg_hba.conf"), archive=True, audit=True
     )
     server = PgServer(root / "data", flags).start()
     try:
@@ -190,3 +199,49 @@ def test_no_role_but_the_superuser_is_privileged(stack: Stack) -> None:
         "OR pg_has_role(rolname, 'pg_write_server_files', 'MEMBER'))"
     )
     assert rows.stdout.strip() == "", f"privileged roles: {rows.stdout}"
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(\w+)(?:\{[^}]*\})? (\S+)$", text, re.M)}
+
+
+def test_exporter_gives_the_wal_alert_its_metric_as_the_monitoring_role(stack: Stack) -> None:
+    """Docker's ``LunaWalArchivingFailing`` reads a metric a real exporter exposes.
+
+    Debian's postgres_exporter 0.11.1 exports ``pg_stat_archiver_*`` from the same
+    legacy default metric map as the pinned 0.15.0
+    (cmd/postgres_exporter/postgres_exporter.go, ``"pg_stat_archiver"``; 0.20
+    moves it to collector/pg_stat_archiver.go under the same names). It connects
+    as the generated monitoring role with the generated DSN (verified TLS).
+    """
+    rules = render_stack("staging").file("prometheus", "rules/luna-alerts.yml")
+    (expr,) = re.findall(r"alert: LunaWalArchivingFailing\n\s+expr: (.+)", rules)
+    (metric,) = re.findall(r"increase\((\w+)\{", expr)
+    s = stack.server
+    s.local("CREATE TABLE wal_note AS SELECT 1 AS id; SELECT pg_switch_wal()", db=pg.DATABASE)
+    deadline = time.monotonic() + 60
+    while s.local("SELECT failed_count FROM pg_stat_archiver").stdout.strip() == "0":
+        assert time.monotonic() < deadline, "the archiver never attempted (and failed) a segment"
+        time.sleep(0.2)
+    dsn = pg.libpq_dsn(host="localhost", ca_file=str(stack.pair.ca))
+    port = free_port()
+    exporter = Daemon(
+        [need("prometheus-postgres-exporter"), f"--web.listen-address=127.0.0.1:{port}"],
+        log=stack.pair.ca.parent / "exporter.log",
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATA_SOURCE_URI": substitute(dsn, ":5432/", f":{s.port}/", what="exporter DSN"),
+            "DATA_SOURCE_USER": pg.MONITOR_ROLE,
+            "DATA_SOURCE_PASS": PASSWORDS[pg.MONITOR_ROLE],
+        },
+    )
+    try:
+        wait_for_port(port, proc=exporter.proc, what="postgres_exporter", log=exporter.log)
+        metrics = _scrape(port)
+    finally:
+        exporter.stop()
+    print(f"\n{expr}: {metric} = {metrics.get(metric)}, pg_up = {metrics.get('pg_up')}")
+    assert metrics.get("pg_up") == 1, f"the exporter could not connect:\n{exporter.output()}"
+    assert metrics.get(metric, 0) > 0, f"{metric} missing or 0: {sorted(metrics)[:40]}"

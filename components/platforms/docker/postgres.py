@@ -152,7 +152,11 @@ def deploy_postgres(
     )
     if spec.backup and spec.drill_hours:
         _drill(platform, name, spec, parent=parent)
-    return PostgresService(host=spec.name, resources=server.resources)
+    return PostgresService(
+        host=spec.name,
+        resources=server.resources,
+        pushes_backup_metrics=spec.backup_push_url is not None,
+    )
 
 
 def _backrest_env(spec: PostgresSpec) -> dict[str, pulumi.Input[str]]:
