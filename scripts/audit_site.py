@@ -44,6 +44,7 @@ from typing import Any
 from audit_budgets import METRICS, Page, load_budgets
 from lib.cli import UsageError, number, tool_parser
 from lib.http_checks import Options, Target, check_headers, check_hsts, client_context
+from lib.report import table, verdict
 
 __all__ = ["Check", "evaluate", "main"]
 
@@ -238,20 +239,20 @@ def run_lighthouse(
 
 # -------------------------------------------------------------------- report
 def render(url: str, stack: str, tools: str, checks: Sequence[Check]) -> str:
-    failed = [c for c in checks if not c.ok]
-    verdict = "all checks passed" if not failed else f"{len(failed)} of {len(checks)} checks failed"
     lines = [
         f"## Lighthouse audit of {url} ({stack})",
         "",
-        f"**{verdict}**. {tools}, mobile emulation. Reports: the audit artifact.",
+        f"**{verdict([c.ok for c in checks])}**. {tools}, mobile emulation. "
+        "Reports: the audit artifact.",
         "",
-        "| page | check | measured | budget | result | detail |",
-        "|---|---|---|---|---|---|",
+        *table(
+            ("page", "check", "measured", "budget", "result", "detail"),
+            (
+                (c.page, c.check, c.measured, c.budget, "PASS" if c.ok else "**FAIL**", c.detail)
+                for c in checks
+            ),
+        ),
     ]
-    for c in checks:
-        detail = c.detail.replace("|", "\\|").replace("\n", " ")
-        result = "PASS" if c.ok else "**FAIL**"
-        lines.append(f"| {c.page} | {c.check} | {c.measured} | {c.budget} | {result} | {detail} |")
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,7 @@ from lib.http_checks import (
     failure,
     fetch,
 )
+from lib.report import table, verdict
 
 __all__ = ["CHECKS", "Result", "main", "validate_image"]
 
@@ -202,19 +203,14 @@ def validate_image(reference: str) -> str | None:
 
 # --------------------------------------------------------------------- report
 def render(title: str, results: Sequence[Result]) -> str:
-    failed = sum(not r.ok for r in results)
-    verdict = "all checks passed" if not failed else f"{failed} of {len(results)} checks failed"
+    rows = ((r.name, "PASS" if r.ok else "FAIL", r.detail) for r in results)
     lines = [
         f"## {title}",
         "",
-        f"**{verdict}**",
+        f"**{verdict([r.ok for r in results])}**",
         "",
-        "| check | result | detail |",
-        "|---|---|---|",
+        *table(("check", "result", "detail"), rows),
     ]
-    for r in results:
-        detail = r.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r.name} | {'PASS' if r.ok else 'FAIL'} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
