@@ -18,7 +18,7 @@ import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlparse
 
 import pulumi
@@ -63,6 +63,8 @@ __all__ = [
     "required_secret_groups",
     "required_secrets",
 ]
+
+V = TypeVar("V")
 
 STACKS: Final = ("dev", "staging", "prod")
 PLATFORMS: Final = ("docker", "kubernetes")
@@ -127,60 +129,54 @@ class _Reader:
             raise ConfigError(key, None, f"required; {allowed} (defaults live in Pulumi.yaml)")
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        allowed = "one of " + ", ".join(choices)
-        self._spec(key, "choice", allowed)
+    def parsed(
+        self, key: str, kind: str, allowed: str, parse: Callable[[str], V], ok: Callable[[V], bool]
+    ) -> V:
+        """``key`` as ``parse`` reads it, when ``ok``; else one ConfigError naming ``allowed``."""
+        self._spec(key, kind, allowed)
         value = self.require(key, allowed)
-        if value not in choices:
+        try:
+            result = parse(value)
+        except ValueError:
+            raise ConfigError(key, value, allowed) from None
+        if not ok(result):
             raise ConfigError(key, value, allowed)
-        return value
+        return result
+
+    def checked(
+        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
+    ) -> str:
+        return self.parsed(key, kind, allowed, str, ok)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        return self.checked(
+            key, "one of " + ", ".join(choices), choices.__contains__, kind="choice"
+        )
 
     def integer(self, key: str, low: int, high: int, *, options: tuple[int, ...] = ()) -> int:
         allowed = (
             f"one of {', '.join(map(str, options))}"
             if options
-            else (f"an integer from {low} to {high}")
+            else f"an integer from {low} to {high}"
         )
-        self._spec(key, "integer", allowed)
-        value = self.require(key, allowed)
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(key, value, allowed) from None
-        if not low <= number <= high or (options and number not in options):
-            raise ConfigError(key, value, allowed)
-        return number
+        return self.parsed(
+            key,
+            "integer",
+            allowed,
+            int,
+            lambda n: low <= n <= high and (not options or n in options),
+        )
 
     def port(self, key: str) -> int:
         return self.integer(key, 1, 65535)
 
     def number(self, key: str, low: float, high: float) -> float:
         allowed = f"a number from {low:g} to {high:g}"
-        self._spec(key, "number", allowed)
-        value = self.require(key, allowed)
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(key, value, allowed) from None
-        if not low <= number <= high:
-            raise ConfigError(key, value, allowed)
-        return number
+        return self.parsed(key, "number", allowed, float, lambda n: low <= n <= high)
 
     def boolean(self, key: str) -> bool:
-        self._spec(key, "boolean", "true or false")
-        value = self.require(key, "true or false")
-        if value not in ("true", "false"):
-            raise ConfigError(key, value, "true or false")
+        value = self.checked(key, "true or false", ("true", "false").__contains__, kind="boolean")
         return value == "true"
-
-    def checked(
-        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
-    ) -> str:
-        self._spec(key, kind, allowed)
-        value = self.require(key, allowed)
-        if not ok(value):
-            raise ConfigError(key, value, allowed)
-        return value
 
     def image(self, key: str) -> str:
         return self.checked(
