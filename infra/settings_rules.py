@@ -29,6 +29,7 @@ def required_secrets(stack: str) -> tuple[str, ...]:
 
 
 def check_combinations(s: Settings) -> None:
+    """What one stack, platform or feature needs of the others (each key is valid alone)."""
     for key in required_secrets(s.stack):
         if _secret(s, key) is None:
             raise ConfigError(
