@@ -15,8 +15,11 @@ from urllib.parse import urlparse
 
 import pulumi
 
+from infra.config_error import ConfigError
+
 if TYPE_CHECKING:
-    from infra.settings import Settings, _Reader
+    from infra.settings import _Reader
+    from infra.settings_types import Settings
 
 __all__ = [
     "ALERT_SECRET_KEYS",
@@ -118,9 +121,6 @@ def placeholder_secret(key: str) -> str:
 
 
 def check_alerting(s: Settings) -> None:
-    # Imported here: settings imports this module first.
-    from infra.settings import ConfigError
-
     a = s.alerting
     if s.stack == "prod" and not s.monitoring:
         raise ConfigError("monitoring", "false", "true in prod: every alert must reach a person")

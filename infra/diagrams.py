@@ -17,7 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 from infra.mocks import unwrap
-from infra.render import Rendered
+from infra.render import Rendered, autoscalers
 
 __all__ = ["mermaid"]
 
@@ -121,11 +121,7 @@ def _kubernetes(rendered: Rendered) -> str:
     # CloudNativePG's objects: the operator makes the pods and the base-backup Jobs.
     shapes |= {"Cluster": "stateful", "ScheduledBackup": "job"}
     manifests = rendered.manifests()
-    hpa = {
-        o["spec"]["scaleTargetRef"]["name"]: o["spec"]
-        for o in manifests
-        if o["kind"] == "HorizontalPodAutoscaler"
-    }
+    hpa = autoscalers(manifests)
     for obj in manifests:
         kind, labels = obj["kind"], obj["metadata"].get("labels") or {}
         if kind not in shapes:

@@ -12,7 +12,7 @@ from components.cache import Cache, CacheArgs
 from components.certificates import InternalCA, InternalCAArgs
 from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
-from components.logs import Logging, LoggingArgs, LoggingImages
+from components.logs import Logging, LoggingArgs
 from components.monitoring import (
     DRILL_PUSH_URL,
     PUSHGATEWAY_URL,
@@ -20,7 +20,6 @@ from components.monitoring import (
     EmailArgs,
     Monitoring,
     MonitoringArgs,
-    MonitoringImages,
 )
 from components.platforms import Platform, RegistryAuth
 from components.proxy import ReverseProxy, ReverseProxyArgs
@@ -216,16 +215,8 @@ def build(s: Settings) -> dict[str, Any]:
             MonitoringArgs(
                 platform=platform,
                 stack=s.stack,
-                images=MonitoringImages(
-                    prometheus=img.prometheus,
-                    grafana=img.grafana,
-                    pushgateway=img.pushgateway,
-                    blackbox=img.blackbox,
-                    postgres_exporter=img.postgres_exporter,
-                    redis_exporter=img.redis_exporter,
-                    nginx_exporter=img.nginx_exporter,
-                    alertmanager=img.alertmanager,
-                ),
+                # Settings' Images is a MonitoringImages and a LoggingImages.
+                images=img,
                 app_targets=app.addresses,
                 app_dns_names=app.dns_names,
                 app_metrics_path=s.metrics_path,
@@ -270,9 +261,7 @@ def build(s: Settings) -> dict[str, Any]:
             LoggingArgs(
                 platform=platform,
                 stack=s.stack,
-                images=LoggingImages(
-                    elasticsearch=img.elasticsearch, logstash=img.logstash, kibana=img.kibana
-                ),
+                images=img,
                 ca=ca,
                 retention_days=s.log_retention_days,
                 audit_retention_days=s.audit_retention_days,

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pulumi
 import yaml
@@ -47,7 +47,9 @@ from infra.settings import (
 
 __all__ = [
     "MARKER",
+    "ConfigSource",
     "Rendered",
+    "autoscalers",
     "load_stack_config",
     "main",
     "on_platform",
@@ -143,6 +145,15 @@ class Rendered:
                 text = MASK + "\n" if secret else str(unwrap(content))
                 shipped[f"{container}{path}"] = text
         return shipped
+
+
+def autoscalers(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each HorizontalPodAutoscaler's spec, by the name of the workload it scales."""
+    return {
+        o["spec"]["scaleTargetRef"]["name"]: o["spec"]
+        for o in manifests
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
 
 
 def _job_files(r: Record) -> dict[str, str]:
@@ -260,27 +271,24 @@ def _any_set(keys: Sequence[str], config: dict[str, str]) -> bool:
     return any(_full(k) in config for k in keys)
 
 
-def render(
-    stack: str,
-    *,
-    overrides: Sequence[tuple[str, str]] = (),
-    secrets: Sequence[tuple[str, str]] = (),
-    root: Path = REPO,
-    personal: bool = False,
-    placeholders: bool = True,
-) -> Rendered:
+class ConfigSource(TypedDict, total=False):
+    """Where a render's config comes from: :func:`load_stack_config`'s keywords,
+    with its defaults."""
+
+    overrides: Sequence[tuple[str, str]]
+    secrets: Sequence[tuple[str, str]]
+    root: Path
+    personal: bool
+    placeholders: bool
+
+
+def render(stack: str, **source: Unpack[ConfigSource]) -> Rendered:
     """Run the program for ``stack`` under mocks. Raises ConfigError on bad config.
 
-    ``placeholders=False`` refuses, as ``pulumi up`` does, a missing required secret.
+    ``source``: as for :func:`load_stack_config`. ``placeholders=False`` refuses, as
+    ``pulumi up`` does, a missing required secret.
     """
-    config, secret_keys = load_stack_config(
-        stack,
-        overrides=overrides,
-        secrets=secrets,
-        root=root,
-        personal=personal,
-        placeholders=placeholders,
-    )
+    config, secret_keys = load_stack_config(stack, **source)
     monitor = RecordingMonitor(LunaMocks())
     pulumi.runtime.set_mocks(
         LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor

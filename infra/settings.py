@@ -2,6 +2,14 @@
 
 Every problem is reported as one :class:`ConfigError` line naming the key, the
 bad value and what is allowed, before any resource is created.
+
+Split by concern; only this module reads config, and it re-exports what callers
+import (``from infra.settings import Settings, ConfigError, ...``):
+- infra/settings_types.py: the frozen dataclasses it returns;
+- infra/settings_rules.py: rules across keys, run on the validated settings;
+- infra/alerting.py: Alertmanager's receivers and the crisis SLO;
+- infra/secret_checks.py: pure checks of secret and hostile values;
+- infra/config_error.py: :class:`ConfigError`, the one-line error.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal, TypeVar
+from typing import Final, TypeVar
 from urllib.parse import urlparse
 
 import pulumi
@@ -27,15 +35,20 @@ from infra.alerting import (
     read_alerting,
     required_secret_groups,
 )
-from infra.secret_checks import (
-    app_url_problem,
-    ascii_host,
-    image_problem,
-    port_collision,
-    secret_problem,
+from infra.config_error import NAMESPACE, ConfigError
+from infra.secret_checks import app_url_problem, ascii_host, image_problem, secret_problem
+from infra.settings_rules import (
+    BACKUP_SECRETS,
+    check_combinations,
+    check_hostile,
+    required_secrets,
 )
+from infra.settings_types import BackupTarget, Images, Secrets, Settings
 
 __all__ = [
+    "BACKUP_SECRETS",
+    "NAMESPACE",
+    "SECRET_KEYS",
     "STACKS",
     "AlertingSettings",
     "BackupTarget",
@@ -51,7 +64,8 @@ __all__ = [
     "required_secrets",
 ]
 
-NAMESPACE: Final = "luna"
+V = TypeVar("V")
+
 STACKS: Final = ("dev", "staging", "prod")
 PLATFORMS: Final = ("docker", "kubernetes")
 SECRET_KEYS: Final = (
@@ -66,9 +80,7 @@ SECRET_KEYS: Final = (
     "kubeconfig",
     "registryPassword",
     # Off-site backups (issue #12): the object store's credentials and pgBackRest's cipher pass.
-    "backupAccessKeyId",
-    "backupSecretAccessKey",
-    "backupEncryptionKey",
+    *BACKUP_SECRETS,
     *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
@@ -77,130 +89,6 @@ _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9._-]+)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-
-
-class ConfigError(Exception):
-    """One line: which key, which value, what is allowed."""
-
-    def __init__(self, key: str, value: object, allowed: str) -> None:
-        shown = "(missing)" if value is None else repr(value)
-        super().__init__(f"config {NAMESPACE}:{key} = {shown} is invalid: {allowed}")
-        self.key = key
-
-
-@dataclass(frozen=True)
-class Images:
-    app: str
-    postgres: str
-    redis: str
-    nginx: str
-    prometheus: str
-    grafana: str
-    pushgateway: str
-    blackbox: str
-    postgres_exporter: str
-    redis_exporter: str
-    nginx_exporter: str
-    elasticsearch: str
-    logstash: str
-    kibana: str
-    fluent_bit: str
-    alertmanager: str
-    cnpg_postgres: str = ""
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """Secret config; ``None`` means "generate it" (or, for the API key, "none")."""
-
-    db_password: pulumi.Output[str] | None
-    redis_password: pulumi.Output[str] | None
-    grafana_password: pulumi.Output[str] | None
-    elastic_password: pulumi.Output[str] | None
-    jwt_secret: pulumi.Output[str] | None
-    openai_api_key: pulumi.Output[str] | None
-    tls_cert: pulumi.Output[str] | None
-    tls_key: pulumi.Output[str] | None
-    kubeconfig: pulumi.Output[str] | None
-    registry_password: pulumi.Output[str] | None
-    backup_access_key_id: pulumi.Output[str] | None = None
-    backup_secret_access_key: pulumi.Output[str] | None = None
-    backup_encryption_key: pulumi.Output[str] | None = None
-
-
-@dataclass(frozen=True)
-class BackupTarget:
-    """The off-site object store (issue #12); secrets live in :class:`Secrets`."""
-
-    bucket: str
-    endpoint: str
-    region: str
-    uri_style: str
-    retention_days: int
-    drill_hours: int
-
-
-@dataclass(frozen=True)
-class Settings:
-    stack: str
-    platform: Literal["docker", "kubernetes"]
-    docker_host: str
-    kube_context: str | None
-    storage_class: str | None
-    """Kubernetes PVC storage class; ``None``: the cluster's default class."""
-    images: Images
-    demo_app: bool
-    """dev: build and run demo-app/ instead of ``images.app``."""
-    app_url: str
-    server_name: str
-    node_env: Literal["production", "development"]
-    app_replicas: int
-    app_max_replicas: int
-    """Kubernetes HPA ceiling for the app."""
-    app_memory_mb: int
-    app_cpus: float
-    health_path: str
-    metrics_path: str
-    crisis_path: str
-    database: Literal["sqlite", "postgres"]
-    database_volume_gb: int
-    backups: bool
-    backup_interval_hours: int
-    backup_target: BackupTarget
-    postgres_instances: int
-    """Kubernetes: CloudNativePG instances (Docker runs one)."""
-    cnpg_operator: Literal["install", "prerequisite"]
-    cache: bool
-    redis_max_memory_mb: int
-    redis_eviction_policy: str
-    proxy: bool
-    http_port: int
-    https_port: int
-    client_max_body_mb: int
-    monitoring: bool
-    prometheus_retention_days: int
-    prometheus_volume_gb: int
-    crisis_latency_budget_ms: int
-    grafana_port: int
-    logging: bool
-    log_retention_days: int
-    audit_retention_days: int
-    """Days the audit index keeps records (HIPAA 164.316(b)(2): at least six years)."""
-    elasticsearch_volume_gb: int
-    elasticsearch_heap_mb: int
-    kibana_port: int
-    gelf_port: int
-    protect_data: bool
-    edge_drain_s: int
-    """Kubernetes: seconds a stopping edge pod keeps serving (longer than the LB's checks)."""
-    registry_server: str | None
-    """Private registry host the app image is pulled from, with ``registry_username``."""
-    registry_username: str | None
-    secrets: Secrets
-    alerting: AlertingSettings
-
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -241,60 +129,54 @@ class _Reader:
             raise ConfigError(key, None, f"required; {allowed} (defaults live in Pulumi.yaml)")
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        allowed = "one of " + ", ".join(choices)
-        self._spec(key, "choice", allowed)
+    def parsed(
+        self, key: str, kind: str, allowed: str, parse: Callable[[str], V], ok: Callable[[V], bool]
+    ) -> V:
+        """``key`` as ``parse`` reads it, when ``ok``; else one ConfigError naming ``allowed``."""
+        self._spec(key, kind, allowed)
         value = self.require(key, allowed)
-        if value not in choices:
+        try:
+            result = parse(value)
+        except ValueError:
+            raise ConfigError(key, value, allowed) from None
+        if not ok(result):
             raise ConfigError(key, value, allowed)
-        return value
+        return result
+
+    def checked(
+        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
+    ) -> str:
+        return self.parsed(key, kind, allowed, str, ok)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        return self.checked(
+            key, "one of " + ", ".join(choices), choices.__contains__, kind="choice"
+        )
 
     def integer(self, key: str, low: int, high: int, *, options: tuple[int, ...] = ()) -> int:
         allowed = (
             f"one of {', '.join(map(str, options))}"
             if options
-            else (f"an integer from {low} to {high}")
+            else f"an integer from {low} to {high}"
         )
-        self._spec(key, "integer", allowed)
-        value = self.require(key, allowed)
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(key, value, allowed) from None
-        if not low <= number <= high or (options and number not in options):
-            raise ConfigError(key, value, allowed)
-        return number
+        return self.parsed(
+            key,
+            "integer",
+            allowed,
+            int,
+            lambda n: low <= n <= high and (not options or n in options),
+        )
 
     def port(self, key: str) -> int:
         return self.integer(key, 1, 65535)
 
     def number(self, key: str, low: float, high: float) -> float:
         allowed = f"a number from {low:g} to {high:g}"
-        self._spec(key, "number", allowed)
-        value = self.require(key, allowed)
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(key, value, allowed) from None
-        if not low <= number <= high:
-            raise ConfigError(key, value, allowed)
-        return number
+        return self.parsed(key, "number", allowed, float, lambda n: low <= n <= high)
 
     def boolean(self, key: str) -> bool:
-        self._spec(key, "boolean", "true or false")
-        value = self.require(key, "true or false")
-        if value not in ("true", "false"):
-            raise ConfigError(key, value, "true or false")
+        value = self.checked(key, "true or false", ("true", "false").__contains__, kind="boolean")
         return value == "true"
-
-    def checked(
-        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
-    ) -> str:
-        self._spec(key, kind, allowed)
-        value = self.require(key, allowed)
-        if not ok(value):
-            raise ConfigError(key, value, allowed)
-        return value
 
     def image(self, key: str) -> str:
         return self.checked(
@@ -308,7 +190,7 @@ class _Reader:
         return self.checked(
             key,
             "an absolute URL path such as /api/health",
-            lambda v: bool(re.fullmatch(r"/[A-Za-z0-9._~/-]*", v)),
+            _matches(r"/[A-Za-z0-9._~/-]*"),
             kind="path",
         )
 
@@ -353,47 +235,34 @@ def _pinned(ref: str) -> bool:
     return bool(digest) or (tag is not None and tag != "latest")
 
 
-_STORAGE_CLASS = "empty, or a StorageClass name (lowercase DNS subdomain)"
+# host[:port] as image references and S3 clients name a server: no scheme, no path.
+_HOST_PORT = r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?"
 
 
-def _storage_class(r: _Reader) -> str | None:
-    value = r.raw("storageClass", _STORAGE_CLASS) or ""
-    # A DNS-1123 subdomain, as Kubernetes requires of object names.
-    if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
-        raise ConfigError("storageClass", value, _STORAGE_CLASS)
-    return value or None
-
-
-_REGISTRY = "empty, or a registry host such as ghcr.io or registry.example:5000"
-
-
-def _registry_server(r: _Reader) -> str | None:
-    value = r.raw("registryServer", _REGISTRY) or ""
-    # A registry host as image references name it: host[:port], no scheme or path.
-    if value and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", value):
-        raise ConfigError("registryServer", value, _REGISTRY)
-    return value or None
+def _matches(pattern: str) -> Callable[[str], bool]:
+    return lambda value: bool(re.fullmatch(pattern, value))
 
 
 def _backup_target(r: _Reader) -> BackupTarget:
-    # Empty is allowed here; staging and prod refuse an empty target in _check_combinations.
+    # Empty is allowed here; staging and prod refuse an empty target (settings_rules.py).
     # host[:port]: pgBackRest and Barman Cloud always speak TLS to it.
-    allowed = "empty, or an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com"
-    endpoint = r.raw("backupEndpoint", allowed) or ""
-    if endpoint and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", endpoint):
-        raise ConfigError("backupEndpoint", endpoint, allowed)
-    allowed = "empty, or an S3 bucket name (3-63 lowercase, digits, . -)"
-    bucket = r.raw("backupBucket", allowed) or ""
-    if bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise ConfigError("backupBucket", bucket, allowed)
-    allowed = "empty, or a region name such as eu-central-1"
-    region = r.raw("backupRegion", allowed) or ""
-    if region and not re.fullmatch(r"[a-z0-9-]{2,32}", region):
-        raise ConfigError("backupRegion", region, allowed)
+    endpoint = r.optional(
+        "backupEndpoint",
+        "an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com",
+        _matches(_HOST_PORT),
+    )
+    bucket = r.optional(
+        "backupBucket",
+        "an S3 bucket name (3-63 lowercase, digits, . -)",
+        _matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),
+    )
+    region = r.optional(
+        "backupRegion", "a region name such as eu-central-1", _matches(r"[a-z0-9-]{2,32}")
+    )
     return BackupTarget(
-        bucket=bucket,
-        endpoint=endpoint,
-        region=region,
+        bucket=bucket or "",
+        endpoint=endpoint or "",
+        region=region or "",
         uri_style=r.choice("backupUriStyle", ("host", "path")),
         retention_days=r.integer("backupRetentionDays", 1, 3650),
         drill_hours=r.integer("restoreDrillHours", 1, 168),
@@ -413,9 +282,9 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     r = _Reader(config or pulumi.Config(NAMESPACE))
     settings = _read(r, stack)
     _check_unknown(r.read)
-    _check_combinations(settings)
+    check_combinations(settings)
     check_alerting(settings)
-    _check_hostile(settings)
+    check_hostile(settings)
     return settings
 
 
@@ -487,10 +356,15 @@ def _read(r: _Reader, stack: str) -> Settings:
             "dockerHost",
             "unix:///path or ssh://user@host (tcp:// would carry the Docker API, root on the "
             "host, without TLS)",
-            lambda v: bool(re.fullmatch(r"(unix|ssh)://\S+", v)),
+            _matches(r"(unix|ssh)://\S+"),
         ),
         kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
-        storage_class=_storage_class(r),
+        storage_class=r.optional(
+            "storageClass",
+            "a StorageClass name (lowercase DNS subdomain)",
+            # A DNS-1123 subdomain, as Kubernetes requires of object names.
+            _matches(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"),
+        ),
         images=images,
         demo_app=r.boolean("demoApp"),
         app_url=app_url.rstrip("/"),
@@ -531,7 +405,11 @@ def _read(r: _Reader, stack: str) -> Settings:
         gelf_port=r.port("gelfPort"),
         protect_data=r.boolean("protectData"),
         edge_drain_s=r.integer("edgeDrainSeconds", 0, 600),
-        registry_server=_registry_server(r),
+        registry_server=r.optional(
+            "registryServer",
+            "a registry host such as ghcr.io or registry.example:5000",
+            _matches(_HOST_PORT),
+        ),
         registry_username=r.raw("registryUsername", "empty, or the registry user name") or None,
         secrets=secrets,
         alerting=read_alerting(r),
@@ -545,102 +423,3 @@ def _check_unknown(read: set[str]) -> None:
             raise ConfigError(
                 full[len(prefix) :], "…", "unknown key; see docs/configuration.md for the keys"
             )
-
-
-def required_secrets(stack: str) -> tuple[str, ...]:
-    """Secret keys a stack cannot deploy without (no generated fallback)."""
-    if stack == "prod":
-        # A self-signed certificate behind two years of HSTS would lock users out.
-        return ("openaiApiKey", "tlsCert", "tlsKey", *BACKUP_SECRETS)
-    return () if stack == "dev" else ("openaiApiKey", *BACKUP_SECRETS)
-
-
-BACKUP_SECRETS: Final = ("backupAccessKeyId", "backupSecretAccessKey", "backupEncryptionKey")
-
-
-def _check_combinations(s: Settings) -> None:
-    for key in required_secrets(s.stack):
-        if getattr(s.secrets, re.sub(r"([A-Z])", r"_\1", key).lower()) is None:
-            raise ConfigError(
-                key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
-            )
-    if s.demo_app and s.stack != "dev":
-        raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
-    if s.demo_app and s.platform != "docker":
-        raise ConfigError(
-            "demoApp", "true", "false on kubernetes: the demo image is built on a Docker host"
-        )
-    if s.proxy and s.stack == "dev":
-        # nginx would publish 80/443 on every interface of a laptop, and the app
-        # stops publishing localhost:3000, which app_url still names.
-        raise ConfigError(
-            "proxy",
-            "true",
-            "false in dev (the app answers on localhost:3000); "
-            "try the edge with the offline render or in staging",
-        )
-    if s.stack != "dev" and s.database != "postgres":
-        raise ConfigError("database", s.database, f"{s.stack} needs postgres")
-    if s.database == "sqlite" and s.app_replicas != 1:
-        raise ConfigError("appReplicas", str(s.app_replicas), "1 with sqlite (one writer)")
-    if not s.proxy and s.platform == "docker" and s.app_replicas != 1:
-        raise ConfigError(
-            "appReplicas",
-            str(s.app_replicas),
-            "1 without the proxy on docker (the app publishes one host port)",
-        )
-    if (s.secrets.tls_cert is None) != (s.secrets.tls_key is None):
-        raise ConfigError(
-            "tlsKey" if s.secrets.tls_key is None else "tlsCert",
-            None,
-            "tlsCert and tlsKey are set together",
-        )
-    if s.backups and s.database != "postgres":
-        raise ConfigError("backups", "true", "backups need database: postgres")
-    floor = {"prod": 3, "staging": 2}.get(s.stack, 1)
-    if s.platform == "kubernetes" and s.postgres_instances < floor:
-        raise ConfigError(
-            "postgresInstances", str(s.postgres_instances), f"at least {floor} in {s.stack}"
-        )
-    if s.stack != "dev" and not s.backups:
-        raise ConfigError("backups", "false", f"{s.stack} keeps its data off the host: true")
-    if s.backups:
-        # No off-site target, no deploy: the only copy would sit beside the data.
-        for key, value in (
-            ("backupBucket", s.backup_target.bucket),
-            ("backupEndpoint", s.backup_target.endpoint),
-            ("backupRegion", s.backup_target.region),
-        ):
-            if not value:
-                raise ConfigError(key, value, "required with backups: the off-site object store")
-        for key in BACKUP_SECRETS:
-            if getattr(s.secrets, re.sub(r"([A-Z])", r"_\1", key).lower()) is None:
-                raise ConfigError(
-                    key, None, f"required with backups: pulumi config set --secret luna:{key} …"
-                )
-    registry = (s.registry_server, s.registry_username, s.secrets.registry_password)
-    if any(v is not None for v in registry) and None in registry:
-        missing = ("registryServer", "registryUsername", "registryPassword")[registry.index(None)]
-        raise ConfigError(
-            missing,
-            None,
-            "registryServer, registryUsername and registryPassword (secret) are set together",
-        )
-    if s.app_max_replicas < s.app_replicas:
-        raise ConfigError(
-            "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
-        )
-
-
-def _check_hostile(s: Settings) -> None:
-    """Values that parse but cannot work, or would expose the stack (infra/secret_checks.py)."""
-    ports = {"httpPort": s.http_port, "httpsPort": s.https_port}
-    if s.platform == "docker":
-        # Host ports published on one Docker host must differ.
-        if s.monitoring:
-            ports["grafanaPort"] = s.grafana_port
-        if s.logging:
-            ports["kibanaPort"] = s.kibana_port
-    if clash := port_collision(ports):
-        key, port, other = clash
-        raise ConfigError(key, str(port), f"a port not already used by {other}")

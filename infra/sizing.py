@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.mocks import unwrap
-from infra.render import Rendered
+from infra.render import Rendered, autoscalers
 
 __all__ = ["Sizing", "sizing"]
 
@@ -82,11 +82,7 @@ def sizing(rendered: Rendered) -> Sizing:
         size.cpus += float(inputs.get("cpus") or 0)
         size.names.append(str(inputs.get("name")))
     manifests = rendered.manifests()
-    hpa = {
-        o["spec"]["scaleTargetRef"]["name"]: o["spec"]
-        for o in manifests
-        if o["kind"] == "HorizontalPodAutoscaler"
-    }
+    hpa = autoscalers(manifests)
     for obj in manifests:
         kind, spec = obj["kind"], obj.get("spec") or {}
         if kind in ("Deployment", "StatefulSet"):

@@ -126,22 +126,18 @@ def requests_from_render(
             continue  # components never reach a policy pack
         inputs = _restore_uploads(r, files) if files else r.get("inputs") or {}
         props = _struct(_wire(inputs))
-        singles.append(
-            proto.AnalyzeRequest(
-                type=r["type"],
-                properties=props,
-                urn=r["urn"],
-                name=r["name"],
-                options=_options(r),
-            )
-        )
+        # The engine describes a resource alike to both calls; the stack one adds its place.
+        described = {
+            "type": r["type"],
+            "properties": props,
+            "urn": r["urn"],
+            "name": r["name"],
+            "options": _options(r),
+        }
+        singles.append(proto.AnalyzeRequest(**described))
         stack.append(
             proto.AnalyzerResource(
-                type=r["type"],
-                properties=props,
-                urn=r["urn"],
-                name=r["name"],
-                options=_options(r),
+                **described,
                 parent=r.get("parent") or "",
                 dependencies=r.get("dependencies") or [],
             )

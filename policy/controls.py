@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypedDict, Unpack
+
 from pulumi_policy import (
     EnforcementLevel,
     PolicyComplianceFramework,
@@ -32,16 +34,34 @@ def control(framework: str, reference: str, specification: str) -> PolicyComplia
     )
 
 
-def _level(needs: Capability | None) -> EnforcementLevel:
-    if needs is None or needs.landed:
-        return EnforcementLevel.MANDATORY
-    return EnforcementLevel.ADVISORY
+class Declared(TypedDict, total=False):
+    """What a policy may declare beyond its check: the capability it waits for (it is
+    advisory until that lands), its severity (default HIGH) and its config schema."""
+
+    needs: Capability | None
+    severity: Severity
+    config_schema: PolicyConfigSchema | None
 
 
-def _describe(description: str, needs: Capability | None) -> str:
-    if needs is None or needs.landed:
-        return description
-    return f"{description} ADVISORY until {needs.what} is in main."
+def _common(
+    description: str,
+    *,
+    needs: Capability | None = None,
+    severity: Severity = Severity.HIGH,
+    config_schema: PolicyConfigSchema | None = None,
+) -> dict[str, Any]:
+    """The keywords both kinds of policy take, derived once from ``needs``."""
+    if needs is not None and not needs.landed:
+        description = f"{description} ADVISORY until {needs.what} is in main."
+        level = EnforcementLevel.ADVISORY
+    else:
+        level = EnforcementLevel.MANDATORY
+    return {
+        "description": description,
+        "enforcement_level": level,
+        "severity": severity,
+        "config_schema": config_schema,
+    }
 
 
 def resource_policy(
@@ -49,19 +69,10 @@ def resource_policy(
     description: str,
     validate: ResourceValidation,
     framework: PolicyComplianceFramework,
-    *,
-    needs: Capability | None = None,
-    severity: Severity = Severity.HIGH,
-    config_schema: PolicyConfigSchema | None = None,
+    **declared: Unpack[Declared],
 ) -> ResourceValidationPolicy:
     return ResourceValidationPolicy(
-        name=name,
-        description=_describe(description, needs),
-        validate=validate,
-        enforcement_level=_level(needs),
-        framework=framework,
-        severity=severity,
-        config_schema=config_schema,
+        name=name, validate=validate, framework=framework, **_common(description, **declared)
     )
 
 
@@ -70,17 +81,8 @@ def stack_policy(
     description: str,
     validate: StackValidation,
     framework: PolicyComplianceFramework,
-    *,
-    needs: Capability | None = None,
-    severity: Severity = Severity.HIGH,
-    config_schema: PolicyConfigSchema | None = None,
+    **declared: Unpack[Declared],
 ) -> StackValidationPolicy:
     return StackValidationPolicy(
-        name=name,
-        description=_describe(description, needs),
-        validate=validate,
-        enforcement_level=_level(needs),
-        framework=framework,
-        severity=severity,
-        config_schema=config_schema,
+        name=name, validate=validate, framework=framework, **_common(description, **declared)
     )

@@ -15,11 +15,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lib.cli import UsageError
+
 __all__ = ["METRICS", "Budgets", "Metric", "Page", "UsageError", "load_budgets"]
-
-
-class UsageError(Exception):
-    """Bad arguments or budgets: exit status 2."""
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import smoke_check
-from audit_budgets import METRICS, Page, UsageError, load_budgets
+from audit_budgets import METRICS, Page, load_budgets
+from lib.cli import UsageError, number, tool_parser
+from lib.http_checks import Options, Target, check_headers, check_hsts, client_context
+from lib.report import table, verdict
 
 __all__ = ["Check", "evaluate", "main"]
 
@@ -155,13 +157,10 @@ def evaluate(page: Page, rules: Sequence[str], lhr: Mapping[str, Any]) -> list[C
     return checks
 
 
-def check_headers(page: Page, opts: smoke_check.Options) -> list[Check]:
+def header_checks(page: Page, opts: Options) -> list[Check]:
     """HSTS and the security headers on the page's own response (smoke_check's rules)."""
     rows = []
-    for result in (
-        smoke_check.check_hsts(opts, page.path),
-        smoke_check.check_headers(opts, page.path),
-    ):
+    for result in (check_hsts(opts, page.path), check_headers(opts, page.path)):
         state = "pass" if result.ok else "fail"
         rows.append(Check(page.name, result.name, result.ok, state, "pass", result.detail))
     return rows
@@ -184,7 +183,7 @@ def _spki_pin(der: bytes) -> str:
     return base64.b64encode(hashlib.sha256(spki.stdout).digest()).decode("ascii")
 
 
-def served_certificate_pin(target: smoke_check.Target, ctx: ssl.SSLContext, timeout: float) -> str:
+def served_certificate_pin(target: Target, ctx: ssl.SSLContext, timeout: float) -> str:
     """Verify the served certificate with ``ctx`` (chain, name, dates), then pin its key.
 
     Chromium's --ignore-certificate-errors-spki-list matches only the certificates
@@ -240,41 +239,29 @@ def run_lighthouse(
 
 # -------------------------------------------------------------------- report
 def render(url: str, stack: str, tools: str, checks: Sequence[Check]) -> str:
-    failed = [c for c in checks if not c.ok]
-    verdict = "all checks passed" if not failed else f"{len(failed)} of {len(checks)} checks failed"
     lines = [
         f"## Lighthouse audit of {url} ({stack})",
         "",
-        f"**{verdict}**. {tools}, mobile emulation. Reports: the audit artifact.",
+        f"**{verdict([c.ok for c in checks])}**. {tools}, mobile emulation. "
+        "Reports: the audit artifact.",
         "",
-        "| page | check | measured | budget | result | detail |",
-        "|---|---|---|---|---|---|",
+        *table(
+            ("page", "check", "measured", "budget", "result", "detail"),
+            (
+                (c.page, c.check, c.measured, c.budget, "PASS" if c.ok else "**FAIL**", c.detail)
+                for c in checks
+            ),
+        ),
     ]
-    for c in checks:
-        detail = c.detail.replace("|", "\\|").replace("\n", " ")
-        result = "PASS" if c.ok else "**FAIL**"
-        lines.append(f"| {c.page} | {c.check} | {c.measured} | {c.budget} | {result} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"audit_site: error: {message}\n")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds: {text!r}")
-    return value
+_seconds = number("between 0 and 3600 seconds", lambda v: 0 < v < 3600)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="audit_site", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = tool_parser("audit_site", __doc__)
     parser.add_argument("--url", required=True, help="https:// base URL (the stack's app_url)")
     parser.add_argument("--stack", required=True, help="stack whose budgets apply")
     parser.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS, help="budgets TOML")
@@ -314,7 +301,7 @@ def _browser_version(chrome: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    target = smoke_check.Target.parse(args.url)
+    target = Target.parse(args.url)
     budgets = load_budgets(args.budgets, args.stack)
     pages = budgets.pages
     if args.page:
@@ -331,11 +318,11 @@ def run(args: argparse.Namespace) -> int:
     ctx = None
     if cafile is not None:
         try:
-            ctx = smoke_check.client_context(str(cafile))
+            ctx = client_context(str(cafile))
         except ssl.SSLError:
             raise UsageError(f"--cafile {cafile} holds no PEM certificate") from None
     lighthouse, chrome = _find_tools(args.lighthouse)
-    opts = smoke_check.Options(target, str(cafile) if cafile else None, 15.0)
+    opts = Options(target, str(cafile) if cafile else None, 15.0)
 
     args.out.mkdir(parents=True, exist_ok=True)
     checks: list[Check] = []
@@ -360,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             axe = (lhr.get("environment") or {}).get("credits", {}).get("axe-core", "?")
             tools = f"{browser}, Lighthouse {lhr['lighthouseVersion']}, axe-core {axe}"
         checks += evaluate(page, budgets.critical_rules, lhr)
-        checks += check_headers(page, opts)
+        checks += header_checks(page, opts)
 
     summary = render(target.url, args.stack, tools, checks)
     (args.out / "summary.md").write_text(summary, encoding="utf-8")
@@ -379,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (UsageError, smoke_check.UsageError) as exc:
+    except UsageError as exc:
         print(f"audit_site: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,29 +27,31 @@ import http.client
 import json
 import math
 import re
-import socket
-import ssl
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
-from urllib.parse import urlsplit
+
+from lib.cli import UsageError, number, positive_int, tool_parser
+from lib.http_checks import (
+    MAX_BODY,
+    USER_AGENT,
+    Options,
+    Result,
+    Target,
+    check_headers,
+    check_hsts,
+    check_tls,
+    failure,
+    fetch,
+)
+from lib.report import table, verdict
 
 __all__ = ["CHECKS", "Result", "main", "validate_image"]
 
 CHECKS = ("health", "tls", "hsts", "headers", "crisis", "redirect", "outputs")
 DEFAULT_CHECKS = ("health", "tls", "hsts", "headers", "crisis")
-ONE_YEAR_S = 31_536_000
-MAX_BODY = 1 << 20
-USER_AGENT = "luna-smoke-check/1"
-# Referrer policies that send the full URL (with its path, which can name a
-# patient's page) to other origins.
-LEAKY_REFERRER_POLICIES = frozenset({"unsafe-url", "no-referrer-when-downgrade"})
-
 # The Docker reference grammar (distribution/reference), without the parts Luna never uses.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
@@ -73,87 +75,6 @@ _PLAINTEXT_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a marker, not a password
 
 
-class UsageError(Exception):
-    """Bad arguments: exit status 2."""
-
-
-@dataclass(frozen=True)
-class Result:
-    """The outcome of one check, one row of the report."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """The HTTPS base URL under test, split for http.client."""
-
-    url: str
-    host: str
-    port: int
-    base_path: str
-
-    @classmethod
-    def parse(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise UsageError(f"--url must be an https:// URL, got {url!r}")
-        try:
-            port = parts.port or 443
-        except ValueError as exc:
-            raise UsageError(f"--url has an invalid port: {url!r}") from exc
-        return cls(url, parts.hostname, port, parts.path.rstrip("/"))
-
-    def path(self, path: str) -> str:
-        return self.base_path + (path if path.startswith("/") else "/" + path)
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-    elapsed_ms: float
-
-
-@dataclass(frozen=True)
-class Options:
-    target: Target
-    cafile: str | None
-    timeout: float
-
-
-def client_context(cafile: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
-def fetch(opts: Options, path: str) -> Response:
-    """GET one path over a new connection, without following redirects."""
-    conn = http.client.HTTPSConnection(
-        opts.target.host,
-        opts.target.port,
-        context=client_context(opts.cafile),
-        timeout=opts.timeout,
-    )
-    start = time.perf_counter()
-    try:
-        conn.request("GET", opts.target.path(path), headers={"User-Agent": USER_AGENT})
-        response = conn.getresponse()
-        body = response.read(MAX_BODY)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        return Response(response.status, response.headers, body, elapsed_ms)
-    finally:
-        conn.close()
-
-
-def _failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 # --------------------------------------------------------------------- checks
 def check_health(opts: Options, path: str, wait_s: float) -> Result:
     """The health path answers 200, polled for up to ``wait_s`` while a rollout settles."""
@@ -165,125 +86,11 @@ def check_health(opts: Options, path: str, wait_s: float) -> Result:
             if response.status == 200:
                 return Result("health", True, f"GET {path}: 200 in {response.elapsed_ms:.0f} ms")
         except (OSError, http.client.HTTPException) as exc:
-            last = _failure(exc)
+            last = failure(exc)
         if time.monotonic() >= deadline:
             waited = f" (polled for {wait_s:.0f} s)" if wait_s else ""
             return Result("health", False, f"GET {path}: {last}, expected 200{waited}")
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-
-
-def _handshake(opts: Options, ctx: ssl.SSLContext) -> str:
-    with (
-        socket.create_connection((opts.target.host, opts.target.port), opts.timeout) as raw,
-        ctx.wrap_socket(raw, server_hostname=opts.target.host) as tls,
-    ):
-        return tls.version() or "unknown"
-
-
-def _legacy_context(cafile: str | None) -> ssl.SSLContext:
-    """A client that offers only TLS 1.0 and 1.1, to see whether the server takes them."""
-    ctx = ssl.create_default_context(cafile=cafile)
-    # Python deprecates these versions; offering them is the point of this probe.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    # OpenSSL 3's default security level forbids TLS < 1.2 on the client side too;
-    # without level 0 the probe would "pass" without ever reaching the server.
-    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    return ctx
-
-
-# What a server that will not speak TLS 1.0/1.1 answers: an alert, a reply in a
-# newer version, or a closed connection. Any other error was raised locally.
-_REFUSALS = frozenset(
-    {"UNSUPPORTED_PROTOCOL", "WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING"}
-)
-
-
-def _server_refused(exc: ssl.SSLError) -> bool:
-    reason = exc.reason or ""
-    return isinstance(exc, ssl.SSLEOFError) or "ALERT" in reason or reason in _REFUSALS
-
-
-def check_tls(opts: Options) -> Result:
-    try:
-        modern = _handshake(opts, client_context(opts.cafile))
-    except (OSError, ssl.SSLError) as exc:
-        return Result("tls", False, f"TLS 1.2+ handshake failed: {_failure(exc)}")
-    try:
-        legacy = _handshake(opts, _legacy_context(opts.cafile))
-    except ssl.SSLError as exc:
-        if not _server_refused(exc):
-            # e.g. NO_CIPHERS_AVAILABLE: the probe never left this machine.
-            return Result(
-                "tls",
-                False,
-                f"negotiated {modern}, but this machine could not offer TLS 1.0/1.1 "
-                f"({exc.reason}), so their refusal is unverified",
-            )
-        return Result("tls", True, f"negotiated {modern}; TLS 1.0/1.1 refused ({exc.reason})")
-    except OSError as exc:
-        # A server may simply drop a ClientHello it will not serve.
-        return Result("tls", True, f"negotiated {modern}; TLS 1.0/1.1 refused ({_failure(exc)})")
-    return Result("tls", False, f"server accepted {legacy}; only TLS 1.2 and later may be served")
-
-
-def check_hsts(opts: Options, path: str) -> Result:
-    try:
-        response = fetch(opts, path)
-    except (OSError, http.client.HTTPException) as exc:
-        return Result("hsts", False, f"GET {path}: {_failure(exc)}")
-    value = response.headers.get("Strict-Transport-Security")
-    if value is None:
-        return Result("hsts", False, f"GET {path}: no Strict-Transport-Security header")
-    match = re.search(r"(?:^|;)\s*max-age\s*=\s*\"?(\d+)\"?", value, re.IGNORECASE)
-    if match is None:
-        return Result("hsts", False, f"Strict-Transport-Security has no max-age: {value!r}")
-    max_age = int(match.group(1))
-    if max_age < ONE_YEAR_S:
-        return Result("hsts", False, f"max-age={max_age} is under one year ({ONE_YEAR_S})")
-    subdomains = (
-        "includeSubDomains" if "includesubdomains" in value.lower() else "no includeSubDomains"
-    )
-    return Result("hsts", True, f"max-age={max_age}, {subdomains}")
-
-
-def header_problems(headers: http.client.HTTPMessage) -> list[str]:
-    """What is missing or weak among the security headers, empty when all is well."""
-    problems: list[str] = []
-    nosniff = headers.get("X-Content-Type-Options")
-    if nosniff is None:
-        problems.append("X-Content-Type-Options missing")
-    elif nosniff.strip().lower() != "nosniff":
-        problems.append(f"X-Content-Type-Options is {nosniff!r}, expected 'nosniff'")
-    frame = headers.get("X-Frame-Options")
-    if frame is None:
-        problems.append("X-Frame-Options missing")
-    elif frame.strip().upper() not in {"DENY", "SAMEORIGIN"}:
-        problems.append(f"X-Frame-Options is {frame!r}, expected DENY or SAMEORIGIN")
-    referrer = headers.get("Referrer-Policy")
-    if referrer is None:
-        problems.append("Referrer-Policy missing")
-    else:
-        policies = {p.strip().lower() for p in referrer.split(",")}
-        if policies & LEAKY_REFERRER_POLICIES:
-            problems.append(f"Referrer-Policy {referrer!r} sends full URLs to other origins")
-    csp = headers.get("Content-Security-Policy")
-    if csp is None or not csp.strip():
-        problems.append("Content-Security-Policy missing")
-    return problems
-
-
-def check_headers(opts: Options, path: str) -> Result:
-    try:
-        response = fetch(opts, path)
-    except (OSError, http.client.HTTPException) as exc:
-        return Result("headers", False, f"GET {path}: {_failure(exc)}")
-    problems = header_problems(response.headers)
-    if problems:
-        return Result("headers", False, f"GET {path}: " + "; ".join(problems))
-    return Result("headers", True, f"GET {path}: nosniff, X-Frame-Options, Referrer-Policy, CSP")
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -302,7 +109,7 @@ def check_crisis(
         try:
             response = fetch(opts, path)
         except (OSError, http.client.HTTPException) as exc:
-            return Result("crisis", False, f"GET {path} (sample {i + 1}): {_failure(exc)}")
+            return Result("crisis", False, f"GET {path} (sample {i + 1}): {failure(exc)}")
         if response.status != 200:
             return Result(
                 "crisis",
@@ -328,7 +135,7 @@ def check_redirect(opts: Options, http_port: int) -> Result:
         response = conn.getresponse()
         response.read(MAX_BODY)
     except (OSError, http.client.HTTPException) as exc:
-        return Result("redirect", False, f"GET {where}: {_failure(exc)}")
+        return Result("redirect", False, f"GET {where}: {failure(exc)}")
     finally:
         conn.close()
     location = response.headers.get("Location", "")
@@ -373,7 +180,7 @@ def check_outputs(outputs_json: Path) -> Result:
     try:
         outputs = json.loads(outputs_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return Result("outputs", False, f"cannot read {outputs_json}: {_failure(exc)}")
+        return Result("outputs", False, f"cannot read {outputs_json}: {failure(exc)}")
     leaks = secret_leaks(outputs)
     if leaks:
         return Result("outputs", False, "plaintext secret in stack outputs: " + "; ".join(leaks))
@@ -396,19 +203,14 @@ def validate_image(reference: str) -> str | None:
 
 # --------------------------------------------------------------------- report
 def render(title: str, results: Sequence[Result]) -> str:
-    failed = sum(not r.ok for r in results)
-    verdict = "all checks passed" if not failed else f"{failed} of {len(results)} checks failed"
+    rows = ((r.name, "PASS" if r.ok else "FAIL", r.detail) for r in results)
     lines = [
         f"## {title}",
         "",
-        f"**{verdict}**",
+        f"**{verdict([r.ok for r in results])}**",
         "",
-        "| check | result | detail |",
-        "|---|---|---|",
+        *table(("check", "result", "detail"), rows),
     ]
-    for r in results:
-        detail = r.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r.name} | {'PASS' if r.ok else 'FAIL'} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
@@ -419,34 +221,8 @@ def emit(report: str, report_file: Path | None) -> None:
 
 
 # ------------------------------------------------------------------------ CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, so that a CI log shows the cause without the usage text.
-        self.exit(2, f"smoke_check: error: {message}\n")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    return 0.0 if text in {"0", "0.0"} else _positive_float(text)
+_positive_float = number("a positive number", lambda v: v > 0 and not math.isinf(v))
+_non_negative = number("zero or a positive number", lambda v: v >= 0 and not math.isinf(v))
 
 
 def _add_target_args(parser: argparse.ArgumentParser) -> None:
@@ -457,7 +233,7 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="smoke_check", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = tool_parser("smoke_check", __doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
 
     check = sub.add_parser("check", help="health, TLS, HSTS, headers, crisis, redirect, outputs")
@@ -465,22 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--only", help=f"comma-separated subset of: {', '.join(CHECKS)}")
     check.add_argument("--health-path", default="/api/health")
     check.add_argument("--headers-path", default="/", help="page whose headers are checked")
-    check.add_argument(
-        "--wait", type=_non_negative_float, default=0.0, help="seconds to poll health"
-    )
+    check.add_argument("--wait", type=_non_negative, default=0.0, help="seconds to poll health")
     check.add_argument("--crisis-path", default="/api/crisis/health")
     check.add_argument("--crisis-budget-ms", type=_positive_float, default=500.0)
-    check.add_argument("--crisis-samples", type=_positive_int, default=5)
+    check.add_argument("--crisis-samples", type=positive_int, default=5)
     check.add_argument("--crisis-stat", choices=("p95", "max"), default="p95")
     check.add_argument("--crisis-expect", help="text the crisis response body must contain")
     check.add_argument("--http-redirect", action="store_true", help="check HTTP->HTTPS redirect")
-    check.add_argument("--http-port", type=_positive_int, default=80)
+    check.add_argument("--http-port", type=positive_int, default=80)
     check.add_argument("--outputs-json", type=Path, help="`pulumi stack output --json` file")
 
     perf = sub.add_parser("perf", help="latency percentiles of N requests, as JSON")
     _add_target_args(perf)
     perf.add_argument("--path", default="/")
-    perf.add_argument("--requests", type=_positive_int, default=30)
+    perf.add_argument("--requests", type=positive_int, default=30)
     perf.add_argument("--p95-budget-ms", type=_positive_float, help="fail when p95 is above")
     perf.add_argument("--json", type=Path, required=True, help="where to write the results")
 
@@ -545,7 +319,7 @@ def run_perf(args: argparse.Namespace) -> int:
         try:
             response = fetch(opts, args.path)
         except (OSError, http.client.HTTPException) as exc:
-            errors.append(_failure(exc))
+            errors.append(failure(exc))
             continue
         if response.status >= 400:
             errors.append(f"HTTP {response.status}")

@@ -449,6 +449,8 @@ def test_unpinned_image_is_refused(reference: str, reason: str) -> None:
         (("check", "--url", "https://luna.example", "--only", "health,nope"), "--only takes"),
         (("check", "--url", "https://luna.example", "--only", "outputs"), "needs --outputs-json"),
         (("check", "--url", "https://luna.example", "--crisis-budget-ms", "-5"), "positive"),
+        (("check", "--url", "https://luna.example", "--wait", "-1"), "zero or a positive"),
+        (("perf", "--url", "https://luna.example", "--json", "x", "--requests", "0"), "at least 1"),
         (("check", "--url", "https://luna.example", "--cafile", "/nonexistent"), "does not exist"),
     ],
 )
@@ -457,4 +459,6 @@ def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...], message: str) ->
     assert run.code == 2, f"{args}: exit {run.code}"
     lines = run.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], f"{args}: {run.stderr!r}"
+    # Sub-command errors too name the tool, not "smoke_check check" (scripts/lib/cli.py).
+    assert lines[0].startswith("smoke_check: error: "), f"{args}: {lines[0]!r}"
     assert run.stdout == ""
