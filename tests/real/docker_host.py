@@ -3,8 +3,9 @@
 No registry is reachable, so its one image is imported from Debian's static
 busybox. The daemon is configured like a host whose daemon.json sets default
 log options, the case where Docker merges them into containers
-(moby daemon/logs.go ``mergeAndVerifyLogConfig``). It has no iptables rules and
-no default bridge, and uses the vfs storage driver, so it starts on any kernel.
+(moby daemon/logs.go ``mergeAndVerifyLogConfig``). It has no iptables rules and,
+unless asked for one, no default bridge, and uses the vfs storage driver, so it
+starts on any kernel.
 """
 
 from __future__ import annotations
@@ -57,16 +58,38 @@ def _busybox_rootfs(folder: Path) -> Path:
     return tar
 
 
-def docker_host(root: Path) -> Iterator[DockerHost]:
-    """Start dockerd under ``root``, import the image, stop it afterwards."""
+def _default_bridge(name: str) -> str:
+    """A bridge device of our own for the daemon's default network.
+
+    BuildKit runs each RUN on the default ("bridge") network, so a build fails on
+    a daemon without one ("network bridge not found"). dockerd creates only a
+    device named docker0, which other daemons on this host would share; any other
+    name must exist already (libnetwork bridge setup_device.go), and the daemon
+    elects a free subnet for it (daemon_unix.go initBridgeDriver).
+    """
+    ip = need("ip")
+    subprocess.run([ip, "link", "del", name], capture_output=True, check=False)
+    for args in (["link", "add", name, "type", "bridge"], ["link", "set", name, "up"]):
+        subprocess.run([ip, *args], capture_output=True, text=True, check=True)
+    return f"--bridge={name}"
+
+
+def docker_host(root: Path, *, bridge: bool = False) -> Iterator[DockerHost]:
+    """Start dockerd under ``root``, import the image, stop it afterwards.
+
+    ``bridge``: give the daemon a default bridge network (on a device of its
+    own, removed afterwards), as a real host has; needed by BuildKit builds.
+    """
     dockerd = need("dockerd")
     need("docker")
     sock = root / "docker.sock"
+    device = f"lunab{os.getpid() % 10_000_000}" if bridge else ""
+    bridge_opt = _default_bridge(device) if bridge else "--bridge=none"
     opts = [f"--log-opt={k}={v}" for k, v in DAEMON.log_opts.items()]
     daemon = Daemon(
         [dockerd, f"--host=unix://{sock}", f"--data-root={root / 'data'}",
          f"--exec-root={root / 'exec'}", f"--pidfile={root / 'dockerd.pid'}",
-         "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
+         "--iptables=false", "--ip6tables=false", bridge_opt, "--storage-driver=vfs",
          f"--log-driver={DAEMON.default_driver}", *opts],
         log=root / "dockerd.log",
     )  # fmt: skip
@@ -89,3 +112,5 @@ def docker_host(root: Path) -> Iterator[DockerHost]:
         daemon.stop()
         # Mounts under the data root (vfs has none, but netns files may remain).
         subprocess.run(["umount", "-R", str(root / "exec")], capture_output=True, check=False)
+        if device:
+            subprocess.run([need("ip"), "link", "del", device], capture_output=True, check=False)
