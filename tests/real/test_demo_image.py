@@ -49,7 +49,7 @@ from components.demo_app import DEMO_APP_DIR, demo_image_ref
 from infra.mocks import unwrap
 from tests.real.dns import replica_dns
 from tests.real.docker_host import DockerHost, docker_host
-from tests.real.node_base import BASE_TAG, base_rootfs, import_base
+from tests.real.node_base import base_rootfs, import_base, node_version
 from tests.real.support import (
     Daemon,
     RenderedStack,
@@ -83,6 +83,9 @@ class Built:
     ref: str
     image_id: str
     config: dict[str, Any]
+    layers: list[str]
+    base: dict[str, Any]
+    """`docker image inspect` of the stand-in base."""
 
 
 def _buildkit_client() -> str:
@@ -130,19 +133,21 @@ def _build(host: DockerHost, inputs: dict[str, Any], **kw: Any) -> subprocess.Co
 
 @pytest.fixture(scope="module")
 def built(host: DockerHost, dev: RenderedStack) -> Built:
-    base = base_rootfs()
-    timings = dict(base.timings) or {"base rootfs": 0.0}
-    timings["docker import"] = import_base([_buildkit_client()], host.env, base)
     inputs = _one(dev, "docker:index/image:Image", r"luna-demo-app-build")
+    base = base_rootfs(node_version(Path(inputs["build"]["dockerfile"])))
+    timings = dict(base.timings) or {"base rootfs (cached)": 0.0}
+    timings["docker import"] = import_base([_buildkit_client()], host.env, base)
     start = time.monotonic()
     # The render's context is relative to this process's working directory, as the
     # program's is to `pulumi up`'s; the build runs from the same directory.
     proc = _build(host, inputs)
     timings["docker build"] = time.monotonic() - start
     assert proc.returncode == 0, f"docker build {inputs['imageName']} failed:\n{proc.stderr}"
-    config = json.loads(host.docker("image", "inspect", inputs["imageName"]).stdout)[0]
+    image, base_image = json.loads(host.docker("image", "inspect", inputs["imageName"],
+                                               base.tag).stdout)  # fmt: skip
     print("\n" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    return Built(ref=inputs["imageName"], image_id=config["Id"], config=config["Config"])
+    return Built(ref=inputs["imageName"], image_id=image["Id"], config=image["Config"],
+                 layers=image["RootFS"]["Layers"], base=base_image)  # fmt: skip
 
 
 def test_dev_builds_the_committed_demo_app_as_the_contract_says(
@@ -160,7 +165,9 @@ def test_dev_builds_the_committed_demo_app_as_the_contract_says(
     # What the official base leaves: its entrypoint, which execs the CMD.
     assert config["Entrypoint"] == ["docker-entrypoint.sh"], config["Entrypoint"]
     assert config["Cmd"] == ["node", "server.js"] and config["WorkingDir"] == "/app", config
-    assert f"NODE_VERSION={BASE_TAG.split(':')[1].split('-')[0]}" in config["Env"], config["Env"]
+    # Built on the stand-in: its one layer first, its Node.js version in the env.
+    assert built.layers[0] == built.base["RootFS"]["Layers"][0], "not built on the base"
+    assert f"NODE_VERSION={node_version(DEMO_APP_DIR / 'Dockerfile')}" in config["Env"], config
 
 
 def test_a_broken_step_fails_the_build_with_the_daemons_message(
@@ -178,9 +185,10 @@ def test_a_broken_step_fails_the_build_with_the_daemons_message(
     broken = {**inputs, "imageName": "luna-demo-app:broken", "build": {**inputs["build"], **paths}}
     proc = _build(host, broken)
     assert proc.returncode != 0, "a Dockerfile step that fails must fail the build"
-    failed = [line for line in proc.stderr.splitlines() if "addgroup" in line and "ERROR" in line]
+    failed = re.search(r"^(#\d+) ERROR: .*addgroup -S.*$", proc.stderr, re.M)
     assert failed, f"the daemon's message does not name the failing step:\n{proc.stderr}"
-    print(f"\nbroken step: {failed[0][:200]}")
+    said = re.findall(rf"^{failed.group(1)} [\d.]+ (.+)$", proc.stderr, re.M)  # the step's output
+    print(f"\nbroken step: {' / '.join(said[:2])} -> …{failed.group(0)[-40:]}")
 
 
 # -- running it as dev does ---------------------------------------------------------------
@@ -260,10 +268,9 @@ def _migrate(
 
 
 @contextlib.contextmanager
-def _edge(app_ip: str, tls_pair: TlsPair) -> Iterator[tuple[str, int]]:
+def _edge(app_ip: str, tls_pair: TlsPair, staging: RenderedStack) -> Iterator[tuple[str, int]]:
     """nginx with the staging render's config (Docker), whose resolver finds ``app``
     at the container's address: Docker's embedded DNS stand-in (tests/real/dns.py)."""
-    staging = render_stack("staging", platform="docker")
     conf = staging.file("proxy", NGINX_CONF)
     assert upstream_addresses(conf) == [f"app:{APP_PORT}"], upstream_addresses(conf)
     tmp = Path(tempfile.mkdtemp(prefix="luna-nginx-"))  # nginx workers must reach it
@@ -345,9 +352,9 @@ def test_the_image_runs_as_dev_runs_it_and_passes_the_pipelines_checks(
     app_ip = settings["Networks"][app_net["name"]]["IPAddress"]
     assert _get(APP_PORT, "/api/health", host=app_ip)[0] == 200
 
-    staging = render_stack("staging", platform="docker")
+    staging = render_stack("staging", platform="docker")  # dev has no edge; staging's
     budget, crisis_path = staging.setting("crisisLatencyBudgetMs"), staging.setting("crisisPath")
-    with _edge(app_ip, tls_pair) as (server_name, https_port):
+    with _edge(app_ip, tls_pair, staging) as (server_name, https_port):
         smoke = _pipeline_check(server_name, https_port, tls_pair.cert, tmp_path, "--wait", "10")
         crisis = _pipeline_check(
             server_name, https_port, tls_pair.cert, tmp_path, "--only", "crisis",
