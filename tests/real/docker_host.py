@@ -5,7 +5,7 @@ busybox. The daemon is configured like a host whose daemon.json sets default
 log options, the case where Docker merges them into containers
 (moby daemon/logs.go ``mergeAndVerifyLogConfig``). It has no iptables rules and,
 unless asked for one, no default bridge, and uses the vfs storage driver, so it
-starts on any kernel.
+starts on any kernel (overlay2 on request, where this kernel mounts overlayfs).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from tests.engine.facts import DaemonConfig
 from tests.real.support import Daemon
 from tests.support.tools import need
 
-__all__ = ["DAEMON", "IMAGE", "DockerHost", "docker_host"]
+__all__ = ["DAEMON", "IMAGE", "DockerHost", "docker_host", "fastest_storage"]
 
 IMAGE = "luna/busybox:test"
 DAEMON = DaemonConfig("json-file", {"max-size": "50m", "max-file": "3", "cache-max-size": "7m"})
@@ -74,11 +75,32 @@ def _default_bridge(name: str) -> str:
     return f"--bridge={name}"
 
 
-def docker_host(root: Path, *, bridge: bool = False) -> Iterator[DockerHost]:
+def fastest_storage(root: Path) -> str:
+    """overlay2 when an overlay mounts under ``root`` here, else vfs.
+
+    vfs copies the whole file system for every layer and container, which is
+    slow for a large image; overlay2 fails on some file systems (overlayfs
+    itself, for one), so a test mount decides rather than a guess.
+    """
+    probe = Path(tempfile.mkdtemp(prefix="overlay-probe-", dir=root))
+    dirs = [probe / d for d in ("lower", "upper", "work", "merged")]
+    for d in dirs:
+        d.mkdir()
+    opts = f"lowerdir={dirs[0]},upperdir={dirs[1]},workdir={dirs[2]}"
+    mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(dirs[3])],
+                             capture_output=True, check=False).returncode == 0  # fmt: skip
+    if mounted:
+        subprocess.run(["umount", str(dirs[3])], capture_output=True, check=False)
+    shutil.rmtree(probe, ignore_errors=True)
+    return "overlay2" if mounted else "vfs"
+
+
+def docker_host(root: Path, *, bridge: bool = False, storage: str = "vfs") -> Iterator[DockerHost]:
     """Start dockerd under ``root``, import the image, stop it afterwards.
 
     ``bridge``: give the daemon a default bridge network (on a device of its
     own, removed afterwards), as a real host has; needed by BuildKit builds.
+    ``storage``: the storage driver (see :func:`fastest_storage`).
     """
     dockerd = need("dockerd")
     need("docker")
@@ -89,7 +111,7 @@ def docker_host(root: Path, *, bridge: bool = False) -> Iterator[DockerHost]:
     daemon = Daemon(
         [dockerd, f"--host=unix://{sock}", f"--data-root={root / 'data'}",
          f"--exec-root={root / 'exec'}", f"--pidfile={root / 'dockerd.pid'}",
-         "--iptables=false", "--ip6tables=false", bridge_opt, "--storage-driver=vfs",
+         "--iptables=false", "--ip6tables=false", bridge_opt, f"--storage-driver={storage}",
          f"--log-driver={DAEMON.default_driver}", *opts],
         log=root / "dockerd.log",
     )  # fmt: skip

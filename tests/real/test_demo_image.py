@@ -48,7 +48,7 @@ from components.app import APP_PORT, APP_UID, node_http_check
 from components.demo_app import DEMO_APP_DIR, demo_image_ref
 from infra.mocks import unwrap
 from tests.real.dns import replica_dns
-from tests.real.docker_host import DockerHost, docker_host
+from tests.real.docker_host import DockerHost, docker_host, fastest_storage
 from tests.real.node_base import base_rootfs, import_base, node_version
 from tests.real.support import (
     Daemon,
@@ -63,11 +63,13 @@ from tests.real.test_nginx import NGINX_CONF, adapt, upstream_addresses
 from tests.support.tls import TlsPair
 from tests.support.tools import REPO, need
 
-pytestmark = pytest.mark.slow
+# One worker builds the image for every test here (scripts/test: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-image")]
 
-# The app container's inputs this test models; the rest it leaves out on purpose:
-# restart and wait policies, labels, grace, and the healthcheck (the image's own
-# runs, whose command is asserted equal to the render's).
+# The app container's inputs this test models (image: the built one; readOnly: always
+# read-only, the contract's); the rest it leaves out on purpose: restart and wait
+# policies, labels, grace, and the healthcheck (the image's own runs, whose command
+# is asserted equal to the render's).
 MODELLED = {
     "name", "hostname", "user", "memory", "memorySwap", "cpus", "init", "capabilities",
     "securityOpts", "tmpfs", "mounts", "envs", "ports", "networksAdvanced", "uploads",
@@ -112,10 +114,11 @@ def dev() -> RenderedStack:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost]:
-    yield from docker_host(tmp_path_factory.mktemp("docker"), bridge=True)
+    root = tmp_path_factory.mktemp("docker")
+    yield from docker_host(root, bridge=True, storage=fastest_storage(root))
 
 
-def _build(host: DockerHost, inputs: dict[str, Any], **kw: Any) -> subprocess.CompletedProcess[str]:
+def _build(host: DockerHost, inputs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """`docker build` with the Image resource's inputs, as pulumi-docker passes them."""
     build = inputs["build"]
     assert set(build) <= BUILD_INPUTS, f"the test does not model {set(build) - BUILD_INPUTS}"
@@ -127,7 +130,7 @@ def _build(host: DockerHost, inputs: dict[str, Any], **kw: Any) -> subprocess.Co
     env = {**host.env, "DOCKER_BUILDKIT": "1" if builder == "BuilderBuildKit" else "0"}
     return subprocess.run(
         [*argv, build["context"]], env=env, capture_output=True, text=True, timeout=600,
-        check=False, **kw,
+        check=False,
     )  # fmt: skip
 
 
