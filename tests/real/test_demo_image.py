@@ -63,8 +63,7 @@ from tests.real.test_nginx import NGINX_CONF, adapt, upstream_addresses
 from tests.support.tls import TlsPair
 from tests.support.tools import REPO, need
 
-# One worker builds the image for every test here (scripts/test: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-image")]
+pytestmark = pytest.mark.slow
 
 # The app container's inputs this test models (image: the built one; readOnly: always
 # read-only, the contract's); the rest it leaves out on purpose: restart and wait
@@ -153,9 +152,7 @@ def built(host: DockerHost, dev: RenderedStack) -> Built:
                  layers=image["RootFS"]["Layers"], base=base_image)  # fmt: skip
 
 
-def test_dev_builds_the_committed_demo_app_as_the_contract_says(
-    built: Built, dev: RenderedStack
-) -> None:
+def _check_contract(built: Built, dev: RenderedStack) -> None:
     config = built.config
     assert built.ref == demo_image_ref(DEMO_APP_DIR), f"dev tags {built.ref}, not the folder hash"
     assert config["User"] == APP_UID, f"{built.ref} runs as {config['User']!r}, not {APP_UID}"
@@ -173,11 +170,9 @@ def test_dev_builds_the_committed_demo_app_as_the_contract_says(
     assert f"NODE_VERSION={node_version(DEMO_APP_DIR / 'Dockerfile')}" in config["Env"], config
 
 
-def test_a_broken_step_fails_the_build_with_the_daemons_message(
-    host: DockerHost, built: Built, dev: RenderedStack, tmp_path: Path
-) -> None:
+def _check_a_broken_step_fails_the_build(host: DockerHost, dev: RenderedStack, tmp: Path) -> None:
     # The control: Alpine's user commands (the image's former base) on this Debian base.
-    context = tmp_path / "demo-app"
+    context = tmp / "demo-app"
     shutil.copytree(DEMO_APP_DIR, context, ignore=shutil.ignore_patterns("node_modules"))
     dockerfile = context / "Dockerfile"
     text = substitute(dockerfile.read_text(), "RUN groupadd --gid 1001 nodejs",
@@ -312,7 +307,7 @@ def _pipeline_check(
                           text=True, timeout=120, check=False)  # fmt: skip
 
 
-def test_the_image_runs_as_dev_runs_it_and_passes_the_pipelines_checks(
+def _check_it_runs_as_dev_runs_it(
     host: DockerHost, built: Built, dev: RenderedStack, tls_pair: TlsPair, tmp_path: Path
 ) -> None:
     web = _one(dev, "docker:index/container:Container", r"luna-app-web(-0)?")
@@ -368,3 +363,13 @@ def test_the_image_runs_as_dev_runs_it_and_passes_the_pipelines_checks(
     assert crisis.returncode == 0, f"crisis check against the built image failed:\n{crisis.stdout}"
     print(f"\n{name}: healthy {became_healthy:.1f} s after start (migrated in between)")
     print(f"{smoke.stdout}{crisis.stdout}")
+
+
+def test_dev_builds_the_demo_image_and_it_runs_as_dev_runs_it(
+    host: DockerHost, built: Built, dev: RenderedStack, tls_pair: TlsPair, tmp_path: Path
+) -> None:
+    """One test, so that one xdist worker builds the image (a module fixture shared by
+    several tests would be built again on the other worker)."""
+    _check_contract(built, dev)
+    _check_a_broken_step_fails_the_build(host, dev, tmp_path)
+    _check_it_runs_as_dev_runs_it(host, built, dev, tls_pair, tmp_path)
