@@ -2,8 +2,9 @@
 
 The same server is every app replica of tests/real (support.start_standin), and
 the pipeline's smoke and crisis checks pass against it behind the rendered nginx
-(test_nginx.py). The image itself cannot be built here (no registry to pull the
-base image from); its Dockerfile is checked by checkov's dockerfile framework.
+(test_nginx.py). Its Dockerfile is checked here by checkov's dockerfile framework;
+test_demo_image.py builds the image with a real Docker daemon and runs it, on a
+stand-in of the base image (no registry here to pull the official one from).
 """
 
 from __future__ import annotations
