@@ -278,6 +278,9 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     load = (
         "CREATE TABLE note (id int PRIMARY KEY, body text);"
         "INSERT INTO note SELECT g, repeat(md5(g::text), 12) FROM generate_series(1, 220000) g;"
+        # Its own second key table: xdist may run this test in a worker of its own,
+        # where no other test of this module created anything.
+        "CREATE TABLE drill_tag AS SELECT 1 AS id;"
     )
     s.local(
         load + "INSERT INTO note VALUES (0, '" + MARKER + "')",  # noqa: S608 - a test constant
@@ -293,7 +296,7 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     scratch = rig.root / "drill"
     scratch.mkdir()
     shutil.chown(scratch, "postgres", "postgres")
-    script = pg.drill_script(key_tables=("note", "beat"),
+    script = pg.drill_script(key_tables=("note", "drill_tag"),
                              push_url=rig.push_url, scratch=str(scratch))  # fmt: skip
     (rig.root / "drill.sh").write_text(script)
     started = time.monotonic()
@@ -319,6 +322,7 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
              != b"Salted__"]  # fmt: skip
     assert not plain, f"objects not encrypted client-side: {plain[:5]}"
     assert metrics['luna_restore_drill_rows{table="note"}'] == "220001"
+    assert metrics['luna_restore_drill_rows{table="drill_tag"}'] == "1"
     assert int(metrics["luna_restore_drill_duration_seconds"]) >= 0
 
 
