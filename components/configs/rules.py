@@ -96,11 +96,21 @@ def _cnpg_backup_age(rules: _Rules, t: AlertThresholds) -> None:
     until the first base backup completes and only the primary knows the newest,
     hence ``max``. The names are the Docker rules' (same runbook, same meaning).
     """
-    last = 'max by (job) (cnpg_collector_last_available_backup_timestamp{job="cnpg"})'
-    max_age = t.backup_max_age_h * 3600
+    metric = 'cnpg_collector_last_available_backup_timestamp{job="cnpg"}'
+    last = f"max by (job) ({metric})"
+    _backup_age(
+        rules,
+        t,
+        too_old=f"(time() - {last} > {t.backup_max_age_h * 3600}) and {last} > 0",
+        missing=f"{last} == 0 or absent({metric})",
+    )
+
+
+def _backup_age(rules: _Rules, t: AlertThresholds, *, too_old: str, missing: str) -> None:
+    """The two base-backup alerts, whichever platform reports the backup's time."""
     rules.add(
         "LunaBackupTooOld",
-        f"(time() - {last} > {max_age}) and {last} > 0",
+        too_old,
         "5m",
         "critical",
         "backups",
@@ -108,11 +118,22 @@ def _cnpg_backup_age(rules: _Rules, t: AlertThresholds) -> None:
     )
     rules.add(
         "LunaBackupMissing",
-        f'{last} == 0 or absent(cnpg_collector_last_available_backup_timestamp{{job="cnpg"}})',
+        missing,
         f"{t.backup_max_age_h}h",
         "critical",
         "backups",
         "No database backup has ever reported success",
+    )
+
+
+def _wal_archiving(rules: _Rules, failed_count: str) -> None:
+    rules.add(
+        "LunaWalArchivingFailing",
+        f"increase({failed_count}[10m]) > 0",
+        "5m",
+        "critical",
+        "backups",
+        "PostgreSQL cannot archive WAL to the object store: the recovery point grows",
     )
 
 
@@ -285,22 +306,12 @@ def alert_rules(t: AlertThresholds) -> str:
             "LunaProxyDown", 'nginx_up{job="nginx"} == 0', "1m", "critical", "edge", "Nginx is down"
         )
     if "pushgateway" in jobs and t.pushed_backups:
-        max_age = t.backup_max_age_h * 3600
-        rules.add(
-            "LunaBackupTooOld",
-            f"time() - luna_backup_last_success_timestamp_seconds > {max_age}",
-            "5m",
-            "critical",
-            "backups",
-            f"The last successful database backup is older than {t.backup_max_age_h}h",
-        )
-        rules.add(
-            "LunaBackupMissing",
-            "absent(luna_backup_last_success_timestamp_seconds)",
-            f"{t.backup_max_age_h}h",
-            "critical",
-            "backups",
-            "No database backup has ever reported success",
+        backup = "luna_backup_last_success_timestamp_seconds"
+        _backup_age(
+            rules,
+            t,
+            too_old=f"time() - {backup} > {t.backup_max_age_h * 3600}",
+            missing=f"absent({backup})",
         )
         rules.add(
             "LunaRestoreDrillFailed",
@@ -311,28 +322,14 @@ def alert_rules(t: AlertThresholds) -> str:
             "The last restore drill failed: the newest backup did not restore and check clean",
         )
     if "cnpg" in jobs:
-        rules.add(
-            "LunaWalArchivingFailing",
-            "increase(cnpg_pg_stat_archiver_failed_count[10m]) > 0",
-            "5m",
-            "critical",
-            "backups",
-            "PostgreSQL cannot archive WAL to the object store: the recovery point grows",
-        )
+        _wal_archiving(rules, "cnpg_pg_stat_archiver_failed_count")
         _cnpg_backup_age(rules, t)
     elif "postgres" in jobs:
         # postgres_exporter's pg_stat_archiver_failed_count: the legacy default
         # metric map of the pinned 0.15.0 (cmd/postgres_exporter/postgres_exporter.go,
         # "pg_stat_archiver"), collector/pg_stat_archiver.go from 0.20 on. Stays 0
         # on a server that does not archive.
-        rules.add(
-            "LunaWalArchivingFailing",
-            'increase(pg_stat_archiver_failed_count{job="postgres"}[10m]) > 0',
-            "5m",
-            "critical",
-            "backups",
-            "PostgreSQL cannot archive WAL to the object store: the recovery point grows",
-        )
+        _wal_archiving(rules, 'pg_stat_archiver_failed_count{job="postgres"}')
     groups: list[dict[str, Any]] = [{"name": "luna", "rules": rules.alerts}]
     if PROBE_JOB in jobs:
         groups.insert(0, {"name": "luna-crisis-slo-records", "rules": _slo_records(t)})
