@@ -10,13 +10,14 @@ For each platform:
 2. the SDK modules it *needs* are found from its own ``resources.json``: the
    module of each resource type (``kubernetes:apps/v1:Deployment`` ->
    ``pulumi_kubernetes.apps.v1``), plus ``pulumi``;
-3. side by side, alternating, fresh interpreters import (a) everything the
-   render imported and (b) only the needed SDK modules, and report their CPU
-   seconds (CPU, not wall time: on a shared machine wall time mostly measures
-   the neighbours).
+3. side by side in one fresh interpreter per run: it imports (b) the needed
+   SDK modules, then (a) everything else the render imported, and reports the
+   CPU seconds at both points, its own start-up included in both (CPU, not
+   wall time: on a shared machine wall time mostly measures the neighbours).
 
-The ratio is min(a) / min(b) over ``--runs`` (the fastest run, as ``timeit``
-advises: other processes only ever add time). Every process runs with bytecode
+The ratio is a / b of each run, and the median over ``--runs``. Both halves of a
+run share one process, so a busy moment or a slower core hits both alike: two
+separate processes per side varied by +-15 % on an idle machine. Every process runs with bytecode
 caching on, into one private ``PYTHONPYCACHEPREFIX`` that the first render fills:
 both sides then load compiled modules, as a user's second ``pulumi up`` does. (A
 shell with ``PYTHONDONTWRITEBYTECODE=1`` would otherwise make the project's own
@@ -33,6 +34,7 @@ import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,21 +81,31 @@ def needed_modules(resources_json: Path) -> list[str]:
 
 
 # Records, in import order, every module a render loads (sys.modules at exit).
+# The SDKs register their submodules lazily (pulumi/_utils.py ``_LazyModule``):
+# one the render never touched sits in sys.modules unexecuted, and importing it
+# by name would execute it, so it is left out. ``type()`` does not trigger it.
 _PROBE = """
 import atexit, json, runpy, sys
 out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write(json.dumps(list(sys.modules))))
+def loaded():
+    return [n for n, m in list(sys.modules.items()) if type(m).__name__ != "_LazyModule"]
+atexit.register(lambda: open(out, "w").write(json.dumps(loaded())))
 runpy.run_module("infra.render", run_name="__main__", alter_sys=True)
 """
-# Imports a list of modules in order and reports the CPU seconds the process used.
+# Imports the needed modules, then the render's, and reports the CPU seconds the
+# process had used at both points.
 _IMPORTER = """
 import importlib, json, sys, time
-for name in json.load(open(sys.argv[1])):
-    try:
-        importlib.import_module(name)
-    except Exception:
-        pass
-print(time.process_time())
+def load(names):
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+load(json.load(open(sys.argv[1])))
+floor = time.process_time()
+load(json.load(open(sys.argv[2])))
+print(floor, time.process_time())
 """
 _SKIP = ("__main__", "__mp_main__")
 
@@ -114,19 +126,22 @@ def render_modules(argv: list[str], workdir: Path) -> list[str]:
     return [m for m in json.loads(listing.read_text()) if m not in _SKIP]
 
 
-def import_cpu_seconds(modules: list[str], workdir: Path) -> float:
-    """CPU seconds of a fresh interpreter that imports ``modules`` (startup included).
+def import_cpu_seconds(floor: list[str], render: list[str], workdir: Path) -> tuple[float, float]:
+    """CPU seconds of a fresh interpreter once it has imported ``floor``, then ``render``.
 
     CPU time, not wall time: on a shared machine wall time mostly measures the
     neighbours, while the CPU an import burns stays put.
     """
-    listing = workdir / "import.json"
-    listing.write_text(json.dumps(modules))
+    lists = []
+    for name, modules in (("floor", floor), ("render", render)):
+        lists.append(workdir / f"{name}.json")
+        lists[-1].write_text(json.dumps(modules))
     proc = subprocess.run(
-        [sys.executable, "-c", _IMPORTER, str(listing)],
+        [sys.executable, "-c", _IMPORTER, *map(str, lists)],
         cwd=REPO, env=_env(workdir), check=True, capture_output=True, text=True,
     )  # fmt: skip
-    return float(proc.stdout.strip())
+    at_floor, at_render = map(float, proc.stdout.split())
+    return at_floor, at_render
 
 
 def _cpu_seconds(argv: list[str], workdir: Path) -> float:
@@ -143,15 +158,16 @@ def measure(stack: str, platform: str, runs: int, workdir: Path) -> dict[str, An
     argv = ["--stack", stack, "--config", f"platform={platform}", "--out", str(out)]
     loaded = render_modules(argv, workdir)
     modules = needed_modules(out / "resources.json")
-    samples: dict[str, list[float]] = {k: [] for k in ("floor", "render", "cpu")}
-    for _ in range(runs):  # alternating, so that load hits both alike
-        samples["floor"].append(import_cpu_seconds(modules, workdir))
-        samples["render"].append(import_cpu_seconds(loaded, workdir))
-        samples["cpu"].append(_cpu_seconds(["-m", "infra.render", *argv], workdir))
-    # The fastest run: load from other processes only ever adds time (timeit's reasoning).
-    m = {k: min(v) for k, v in samples.items()}
+    pairs = [import_cpu_seconds(modules, loaded, workdir) for _ in range(runs)]
     sdk = sorted({n.split(".")[0] for n in loaded if n.startswith("pulumi_")})
-    return {"modules": modules, "sdks": sdk, **m, "ratio": m["render"] / m["floor"]}
+    return {
+        "modules": modules,
+        "sdks": sdk,
+        "floor": statistics.median(f for f, _ in pairs),
+        "render": statistics.median(r for _, r in pairs),
+        "ratio": statistics.median(r / f for f, r in pairs),
+        "cpu": _cpu_seconds(["-m", "infra.render", *argv], workdir),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{args.stack} on {platform}: importing what the render imports costs "
                 f"{m['render']:.2f} s CPU, the SDK modules it needs {m['floor']:.2f} s: "
-                f"ratio {m['ratio']:.2f}x (fastest of {args.runs}; the whole render "
+                f"ratio {m['ratio']:.2f}x (median of {args.runs} runs; the whole render "
                 f"{m['cpu']:.2f} s CPU). SDKs loaded: {', '.join(m['sdks'])}; needed: "
                 f"{', '.join(m['modules'])}"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,16 @@ def test_the_cost_script_finds_the_sdk_modules_of_each_type_token() -> None:
     )
     assert render_cost._module("command:local:Command") == "pulumi_command.local"
     assert render_cost._module("random:index/randomPassword:RandomPassword") == "pulumi_random"
+
+
+@pytest.mark.slow  # about 15 s: a render and three interpreters per platform
+def test_prod_renders_cost_at_most_1_3x_their_sdk_imports() -> None:
+    """The issue's bound (#15), measured by the script the README gives."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "render_cost.py"), "--runs", "3", "--max", "1.3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    ratios = dict(re.findall(r"^prod on (\w+): .*? ratio ([\d.]+)x", proc.stdout, re.M))
+    print(f"\n{proc.stdout}")
+    assert set(ratios) == {"docker", "kubernetes"}, proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"render cost above 1.3x: {ratios} ({proc.stderr.strip()})"
