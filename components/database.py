@@ -20,6 +20,7 @@ from components.configs import postgres as pg
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
 from components.spec import (
+    BackupMetrics,
     Mount,
     ObjectStoreTarget,
     PostgresSpec,
@@ -94,8 +95,8 @@ class Database(pulumi.ComponentResource):
     """The PostgreSQL server, for clients that must wait until it is ready."""
     metrics_dns: str | None
     """A name resolving to each instance's metrics endpoint (CloudNativePG), else ``None``."""
-    pushes_backup_metrics: bool
-    """Backups and drills report to the Pushgateway (Docker); the backup alerts follow."""
+    backup_metrics: BackupMetrics
+    """Where backups report (``PostgresService.backup_metrics``); the backup alerts follow."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -106,7 +107,7 @@ class Database(pulumi.ComponentResource):
         self.ca_pem = None
         self.host = None
         self.metrics_dns = None
-        self.pushes_backup_metrics = False
+        self.backup_metrics = None
 
         if args.engine == "sqlite":
             data = VolumeSpec(size_gb=args.volume_gb, protect=args.protect)
@@ -170,7 +171,7 @@ class Database(pulumi.ComponentResource):
         self.deployment = Deployment(service=SERVICE, resources=made.resources)
         self.monitor_password = passwords[pg.MONITOR_ROLE]
         self.metrics_dns = made.metrics_dns
-        self.pushes_backup_metrics = made.pushes_backup_metrics
+        self.backup_metrics = made.backup_metrics
 
         def url(role: str) -> pulumi.Output[str]:
             return pulumi.Output.secret(

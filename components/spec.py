@@ -15,6 +15,7 @@ from typing import Literal
 import pulumi
 
 __all__ = [
+    "BackupMetrics",
     "ConfigFile",
     "HealthCheck",
     "Mount",
@@ -28,6 +29,9 @@ __all__ = [
     "VolumeSpec",
     "Workload",
 ]
+
+BackupMetrics = Literal["pushgateway", "cnpg"] | None
+"""Where a database's backup results are reported, for the backup alerts."""
 
 Workload = Literal["service", "stateful", "job", "schedule"]
 """``service``: long-running, replicated; ``stateful``: one instance owning a
@@ -229,5 +233,6 @@ class PostgresService:
     """What clients wait for."""
     metrics_dns: str | None = None
     """A name with one A record per instance serving PostgreSQL metrics (CloudNativePG)."""
-    pushes_backup_metrics: bool = False
-    """Base backups and restore drills push their results to the Pushgateway."""
+    backup_metrics: BackupMetrics = None
+    """Who reports the base backups' time: the Pushgateway (pushed by the Docker
+    server's backup loop), CloudNativePG's own exporter, or nobody (no backups)."""

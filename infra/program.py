@@ -224,7 +224,7 @@ def build(s: Settings) -> dict[str, Any]:
                 thresholds=AlertThresholds(
                     crisis_latency_s=s.crisis_latency_budget_ms / 1000,
                     backup_max_age_h=s.backup_interval_hours * 2 + 2,
-                    pushed_backups=database.pushes_backup_metrics,
+                    backup_metrics=database.backup_metrics,
                     app_replicas=s.app_replicas,
                     slo_objective_percent=s.alerting.slo_objective_percent,
                     runbook_base=s.alerting.runbook_base_url,

@@ -82,8 +82,10 @@ def needed_modules(resources_json: Path) -> list[str]:
 
 # Records, in import order, every module a render loads (sys.modules at exit).
 # The SDKs register their submodules lazily (pulumi/_utils.py ``_LazyModule``):
-# one the render never touched sits in sys.modules unexecuted, and importing it
-# by name would execute it, so it is left out. ``type()`` does not trigger it.
+# one the render never touched sits in sys.modules unexecuted. Importing its own
+# children by name (they are listed too when a sibling was touched) executes them,
+# as do a parent's lazy siblings, so unexecuted placeholders are left out.
+# ``type()`` reads the class without triggering the load.
 _PROBE = """
 import atexit, json, runpy, sys
 out = sys.argv.pop(1)
@@ -96,16 +98,19 @@ runpy.run_module("infra.render", run_name="__main__", alter_sys=True)
 # process had used at both points.
 _IMPORTER = """
 import importlib, json, sys, time
+failed = []
 def load(names):
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:
-            pass
+        except Exception as e:
+            failed.append(f"{name}: {e}")
 load(json.load(open(sys.argv[1])))
 floor = time.process_time()
 load(json.load(open(sys.argv[2])))
 print(floor, time.process_time())
+if failed:
+    sys.exit("modules the render imported that a bare interpreter cannot: " + "; ".join(failed))
 """
 _SKIP = ("__main__", "__mp_main__")
 
@@ -138,8 +143,10 @@ def import_cpu_seconds(floor: list[str], render: list[str], workdir: Path) -> tu
         lists[-1].write_text(json.dumps(modules))
     proc = subprocess.run(
         [sys.executable, "-c", _IMPORTER, *map(str, lists)],
-        cwd=REPO, env=_env(workdir), check=True, capture_output=True, text=True,
+        cwd=REPO, env=_env(workdir), check=False, capture_output=True, text=True,
     )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr.strip())
     at_floor, at_render = map(float, proc.stdout.split())
     return at_floor, at_render
 
@@ -158,6 +165,10 @@ def measure(stack: str, platform: str, runs: int, workdir: Path) -> dict[str, An
     argv = ["--stack", stack, "--config", f"platform={platform}", "--out", str(out)]
     loaded = render_modules(argv, workdir)
     modules = needed_modules(out / "resources.json")
+    # A floor module the render never loaded would inflate the floor, lowering the ratio.
+    extra = sorted(set(modules) - set(loaded))
+    if extra:
+        raise SystemExit(f"{platform}: the floor names modules the render never loaded: {extra}")
     pairs = [import_cpu_seconds(modules, loaded, workdir) for _ in range(runs)]
     sdk = sorted({n.split(".")[0] for n in loaded if n.startswith("pulumi_")})
     return {

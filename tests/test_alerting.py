@@ -92,6 +92,17 @@ def test_backup_alerts_read_what_the_platform_reports(stack: str, platform: str)
         )
 
 
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_stack_without_backups_has_no_backup_alert(platform: str) -> None:
+    """dev with PostgreSQL and monitoring but no backups: nothing would ever report one."""
+    overrides = [("platform", platform), ("demoApp", "false"), ("database", "postgres"),
+                 ("monitoring", "true"), ("backups", "false")]  # fmt: skip
+    names = {r["alert"] for r in _alerts(render("dev", overrides=overrides))}
+    assert "LunaDatabaseDown" in names, f"dev/{platform}: the database is not monitored: {names}"
+    backup = {n for n in names if "Backup" in n or "WalArchiving" in n or "Drill" in n}
+    assert not backup, f"dev/{platform} without backups alerts on {sorted(backup)}"
+
+
 @pytest.mark.parametrize(("stack", "platform"), MONITORED)
 def test_lunaappdown_counts_the_replicas_the_stack_runs(stack: str, platform: str) -> None:
     r = rendered(stack, platform)

@@ -58,7 +58,7 @@ def test_the_cost_script_finds_the_sdk_modules_of_each_type_token() -> None:
     assert render_cost._module("random:index/randomPassword:RandomPassword") == "pulumi_random"
 
 
-@pytest.mark.slow  # about 15 s: a render and three interpreters per platform
+@pytest.mark.slow  # about 15 s: per platform a probe render, 3 importers, a full render
 def test_prod_renders_cost_at_most_1_3x_their_sdk_imports() -> None:
     """The issue's bound (#15), measured by the script the README gives."""
     proc = subprocess.run(

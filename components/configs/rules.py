@@ -55,9 +55,10 @@ class AlertThresholds:
     latency_p95_s: float = 1.0
     crisis_latency_s: float = 0.5
     backup_max_age_h: int = 26
-    pushed_backups: bool = False
-    """Base backups and drills push their results to the Pushgateway (the Docker
-    database); CloudNativePG exports its own (job ``cnpg``)."""
+    backup_metrics: str | None = None
+    """Who reports the base backups: ``pushgateway`` (the Docker database's backup
+    loop and drill push there), ``cnpg`` (CloudNativePG's exporter), or ``None``
+    (no backups: no backup alert, which would only ever page)."""
     jobs: Sequence[str] = field(default_factory=tuple)
     """Scrape jobs present; rules for absent services are left out."""
     app_replicas: int = 1
@@ -305,7 +306,7 @@ def alert_rules(t: AlertThresholds) -> str:
         rules.add(
             "LunaProxyDown", 'nginx_up{job="nginx"} == 0', "1m", "critical", "edge", "Nginx is down"
         )
-    if "pushgateway" in jobs and t.pushed_backups:
+    if "pushgateway" in jobs and t.backup_metrics == "pushgateway":
         backup = "luna_backup_last_success_timestamp_seconds"
         _backup_age(
             rules,
@@ -321,10 +322,10 @@ def alert_rules(t: AlertThresholds) -> str:
             "backups",
             "The last restore drill failed: the newest backup did not restore and check clean",
         )
-    if "cnpg" in jobs:
+    if t.backup_metrics == "cnpg" and "cnpg" in jobs:
         _wal_archiving(rules, "cnpg_pg_stat_archiver_failed_count")
         _cnpg_backup_age(rules, t)
-    elif "postgres" in jobs:
+    elif t.backup_metrics and "postgres" in jobs:
         # postgres_exporter's pg_stat_archiver_failed_count: the legacy default
         # metric map of the pinned 0.15.0 (cmd/postgres_exporter/postgres_exporter.go,
         # "pg_stat_archiver"), collector/pg_stat_archiver.go from 0.20 on. Stays 0

@@ -113,6 +113,12 @@ class Platform(pulumi.ComponentResource, ABC):
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         """Create persistent storage (Pulumi name ``name``) that specs mount by ``key``."""
 
+    def _add_flows(self, spec: ServiceSpec) -> None:
+        """Put a service into the flow graph; refused once the network policy is written."""
+        if self._finished:
+            raise ValueError(f"{spec.name} is deployed after finish()")
+        self._graph.add(spec)
+
     def deploy(
         self,
         name: str,
@@ -126,9 +132,7 @@ class Platform(pulumi.ComponentResource, ABC):
         ``after`` lists deployments (typically a migration job) that must have
         succeeded before this service (re)starts.
         """
-        if self._finished:
-            raise ValueError(f"{spec.name} is deployed after finish()")
-        self._graph.add(spec)
+        self._add_flows(spec)
         # Ordering only: depends_on never forces a replacement, so a dependant is
         # left alone when what it follows is replaced (a new app image keeps nginx).
         return self._realise(name, spec, parent, [r for d in after for r in d.resources])

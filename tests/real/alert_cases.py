@@ -296,6 +296,25 @@ def _cnpg_backup_cases(name: str, rule: dict[str, Any], hold: int) -> tuple[Aler
     )
 
 
+def _more_cases(rule: dict[str, Any]) -> list[tuple[str, AlertCase]]:
+    """Cases beyond the firing/healthy pair, for branches of an expression that pair misses."""
+    if "cnpg_collector" not in rule["expr"]:
+        return []
+    hold = minutes(rule.get("for", "0m"))
+    at = hold + 5
+    n = at + 5
+    if rule["alert"] == "LunaBackupMissing":
+        # The collector's metric gone altogether (the scrape blocked, every instance down).
+        return [("absent", AlertCase([('up{job="cnpg",instance="10.0.0.7:9187"}', f"0x{n}")],
+                                     at, {"job": "cnpg"}, fires=True))]  # fmt: skip
+    # Never backed up is LunaBackupMissing's page, not a second one from this alert.
+    metric = 'cnpg_collector_last_available_backup_timestamp{job="cnpg",instance="10.0.0.7:9187"}'
+    match = re.search(r"> (\d+)\) and", rule["expr"])
+    assert match, rule["expr"]
+    at = int(match.group(1)) // 60 + hold + 5
+    return [("never-backed-up", AlertCase([(metric, f"0x{at + 5}")], at))]
+
+
 def _burn_cases(name: str, rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
     """Burn-rate alerts: a sustained outage fires; a blip does not.
 
@@ -374,10 +393,12 @@ def build_tests(
             for k, v in (rule.get("annotations") or {}).items()
         }
         alert = [{"exp_labels": labels, "exp_annotations": annotations}]
-        for kind, case, expected in (
+        cases = [
             ("firing", firing, alert),
             ("healthy", healthy, alert if healthy.fires else []),
-        ):
+            *((kind, case, alert if case.fires else []) for kind, case in _more_cases(rule)),
+        ]
+        for kind, case, expected in cases:
             group_name = f"{name}:{kind}"
             names.append(group_name)
             groups.append(

@@ -4,7 +4,9 @@ On Kubernetes the operator's instance manager runs ``barman-cloud-wal-archive``
 for every WAL segment and ``barman-cloud-backup`` for each ScheduledBackup, with
 arguments it builds from the rendered Cluster's ``spec.backup.barmanObjectStore``.
 No operator runs here, so the arguments come from a model of that code, taken
-from cloudnative-pg/barman-cloud (the library the operator 1.2x calls):
+from cloudnative-pg/barman-cloud (the library the operator calls for in-tree
+``barmanObjectStore`` backups; the chart 0.26.1 this program installs ships
+operator 1.27):
 
 - ``pkg/archiver/command.go`` ``BarmanCloudWalArchiveOptions``: ``--<wal.compression>``,
   ``-e <wal.encryption>``, ``--endpoint-url``, the cloud provider, then
@@ -23,9 +25,12 @@ in the program fails here instead of going unmodelled.
 
 Underneath everything is real: PostgreSQL 15 and Barman Cloud 3.4
 (``barman-cli-cloud``) from Debian, and the local S3 of tests/real/s3.py behind
-TLS. Substitutions, each asserted: the endpoint (``https://localhost:<port>``
-for the stack's S3 endpoint) and ``AWS_CA_BUNDLE`` for the test CA (the operand
-image trusts the public CAs that sign the real endpoint's certificate).
+TLS. The operand image ships a newer Barman Cloud (3.x); the options used here
+exist in both. Substitutions: the endpoint (``https://localhost:<port>`` for the
+stack's S3 endpoint, asserted https), ``AWS_CA_BUNDLE`` for the test CA (the
+operand image trusts the public CAs that sign the real endpoint's certificate),
+and the two credentials (the local S3's instead of the stack's placeholders;
+the Secret's key names and its region are the rendered ones, asserted).
 """
 
 from __future__ import annotations
@@ -46,13 +51,19 @@ import pytest
 
 from tests.kubernetes.conftest import manifests
 from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
-from tests.real.s3 import ACCESS_KEY, REGION, SECRET_KEY, LocalS3, local_s3
+from tests.real.s3 import ACCESS_KEY, SECRET_KEY, LocalS3, local_s3
+from tests.real.support import render_stack
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
 
 STACK = "staging"
+K8S_SECRET = "kubernetes:core/v1:Secret"
 _MODELLED = {"destinationPath", "endpointURL", "s3Credentials", "wal", "data"}
+# Inside wal/data: what the model turns into arguments, plus maxParallel (parallel
+# archiving by the instance manager: more processes, the same arguments each).
+_MODELLED_WAL = {"compression", "encryption", "maxParallel"}
+_MODELLED_DATA = {"compression", "encryption", "immediateCheckpoint", "jobs"}
 
 
 def _cloud(store: Mapping[str, Any]) -> list[str]:
@@ -121,23 +132,45 @@ class Rig:
 
 
 def _store_for_this_host(store: dict[str, Any], s3: LocalS3) -> dict[str, Any]:
-    unknown = set(store) - _MODELLED
+    unknown = (
+        (set(store) - _MODELLED)
+        | {f"wal.{k}" for k in set(store.get("wal", {})) - _MODELLED_WAL}
+        | {f"data.{k}" for k in set(store.get("data", {})) - _MODELLED_DATA}
+    )
     assert not unknown, f"barmanObjectStore fields the model does not know: {sorted(unknown)}"
     assert store["endpointURL"].startswith("https://"), store["endpointURL"]
     return {**store, "endpointURL": f"https://{s3.tls_endpoint}"}
 
 
+def _secret(name: str) -> dict[str, str]:
+    """The rendered Secret's ``stringData``, in clear (the render's own inputs)."""
+    found = [r for r in render_stack(STACK, platform="kubernetes").records(K8S_SECRET)
+             if r.get("metadata", {}).get("name") == name]  # fmt: skip
+    assert len(found) == 1, f"{STACK}: no single Secret {name!r} for the object store"
+    data: dict[str, str] = found[0]["stringData"]
+    return data
+
+
 def _env(store: Mapping[str, Any], s3: LocalS3, root: Path) -> dict[str, str]:
-    """``envSetAWSCredentials``: the Secret's keys as the operator exports them."""
-    creds = store["s3Credentials"]
-    assert {"accessKeyId", "secretAccessKey", "region"} <= set(creds), creds
+    """``envSetAWSCredentials``: the referenced Secret keys, exported as the operator does.
+
+    The keys must exist in the rendered Secret (a wrong key name breaks every
+    backup). The region is the rendered one; the two credentials are the local
+    S3's (the rendered ones are the stack's placeholders).
+    """
+    refs = store["s3Credentials"]
+    assert set(refs) == {"accessKeyId", "secretAccessKey", "region"}, refs
+    secret = _secret(refs["accessKeyId"]["name"])
+    for ref in refs.values():
+        assert ref["name"] == refs["accessKeyId"]["name"], refs
+        assert ref["key"] in secret, f"the Secret has no key {ref['key']!r}: {sorted(secret)}"
     shutil.copy(s3.ca, root / "s3-ca.crt")
     return {
         "PATH": f"{bindir()}:/usr/bin:/bin",
         "HOME": str(root),
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": REGION,
+        "AWS_DEFAULT_REGION": secret[refs["region"]["key"]],
         "AWS_CA_BUNDLE": str(root / "s3-ca.crt"),
     }
 

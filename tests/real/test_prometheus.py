@@ -107,8 +107,9 @@ def test_every_alert_fires_on_bad_series_and_stays_quiet_on_healthy(
     # Days-long windows and hours-long ``for``: evaluated every 5 minutes to stay
     # fast; their cases do not depend on 15 s resolution.
     groups += _promtool_test(promtool, rules, "5m", [a for a in alerts if a in SLOW_EVAL])
-    expected = [f"{a}:{k}" for a in rules_by_name(text) for k in ("firing", "healthy")]
-    assert sorted(groups) == sorted(expected), f"{stack.stack}: {groups}"
+    expected = {f"{a}:{k}" for a in rules_by_name(text) for k in ("firing", "healthy")}
+    # Every alert has its pair; some have more cases (alert_cases._more_cases).
+    assert expected <= set(groups), f"{stack.stack}: no case for {sorted(expected - set(groups))}"
 
 
 def _promtool_test(promtool: str, rules: Path, interval: str, alerts: list[str]) -> list[str]:

@@ -155,7 +155,7 @@ def deploy_postgres(
     return PostgresService(
         host=spec.name,
         resources=server.resources,
-        pushes_backup_metrics=spec.backup_push_url is not None,
+        backup_metrics="pushgateway" if spec.backup_push_url else None,
     )
 
 

@@ -187,7 +187,7 @@ class KubernetesPlatform(Platform):
         from components.platforms.kubernetes.postgres import METRICS_PORT, deploy_cnpg
 
         # Flows to and from the instances follow the same graph as every service.
-        self._graph.add(
+        self._add_flows(
             ServiceSpec(
                 name=spec.name,
                 image=spec.image,

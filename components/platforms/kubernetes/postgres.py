@@ -311,5 +311,10 @@ def deploy_cnpg(
         opts=opts,
     )
     return PostgresService(
-        host=f"{spec.name}-rw", resources=[cluster], metrics_dns=f"{spec.name}-metrics"
+        host=f"{spec.name}-rw",
+        resources=[cluster],
+        metrics_dns=f"{spec.name}-metrics",
+        # The operator's collector exports the last backup's time (in-tree
+        # barmanObjectStore backups, as cluster_manifest writes them).
+        backup_metrics="cnpg" if spec.backup else None,
     )
