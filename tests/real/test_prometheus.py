@@ -11,6 +11,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -116,12 +117,25 @@ def _promtool_test(promtool: str, rules: Path, interval: str, alerts: list[str])
     doc, groups = build_tests(
         rules.name, rules.read_text(), evaluation_interval=interval, alerts=alerts
     )
-    tests = rules.parent / f"luna-alerts-{interval}.test.yml"
+    rc, out = _run_tests(promtool, rules, doc, f"luna-alerts-{interval}.test.yml")
+    assert rc == 0 and "SUCCESS" in out, f"promtool test rules ({interval}):\n{out}"
+    return groups
+
+
+def _run_tests(promtool: str, rules: Path, doc: dict[str, Any], name: str) -> tuple[int, str]:
+    """``promtool test rules`` on ``doc`` (written beside the rules as ``name``)."""
+    tests = rules.parent / name
     tests.write_text(yaml.safe_dump(doc, sort_keys=False))
     result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0 and "SUCCESS" in out, f"promtool test rules ({interval}):\n{out}"
-    return groups
+    return result.returncode, result.stdout + result.stderr
+
+
+def _loosen(rules: Path, pattern: str, scale: float, what: str) -> None:
+    """Multiply the threshold ``pattern``'s second group matches by ``scale``, in place."""
+    text = rules.read_text()
+    loosened = re.sub(pattern, lambda m: m.group(1) + str(float(m.group(2)) * scale), text)
+    assert loosened != text, f"{what} not found in the rules"
+    rules.write_text(loosened)
 
 
 def test_alert_unit_tests_can_fail(
@@ -136,18 +150,10 @@ def test_alert_unit_tests_can_fail(
     text = rules.read_text()
     doc, _ = build_tests(rules.name, text, alerts=["LunaCrisisLatencyHigh"])
     # A crisis latency budget 100x larger would let the slow crisis path pass.
-    loosened = re.sub(
-        r"(probe_duration_seconds\{job=\"crisis-probe\"\} > )([0-9.]+)",
-        lambda m: m.group(1) + str(float(m.group(2)) * 100),
-        text,
-    )
-    assert loosened != text, "staging: crisis latency rule not found"
-    rules.write_text(loosened)
-    tests = rules.parent / "luna-alerts.test.yml"
-    tests.write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0 and "LunaCrisisLatencyHigh:firing" in out, out
+    _loosen(rules, r"(probe_duration_seconds\{job=\"crisis-probe\"\} > )([0-9.]+)", 100,
+            "staging: the crisis latency rule")  # fmt: skip
+    rc, out = _run_tests(promtool, rules, doc, "luna-alerts.test.yml")
+    assert rc != 0 and "LunaCrisisLatencyHigh:firing" in out, out
 
 
 def test_burn_rate_cases_can_fail(
@@ -163,15 +169,7 @@ def test_burn_rate_cases_can_fail(
     name = "LunaCrisisAvailabilityBudgetBurn"
     doc, _ = build_tests(rules.name, text, evaluation_interval="15s", alerts=[name])
     # Compare the 1 h window against a threshold 100x lower: a blip now "burns".
-    loosened = re.sub(
-        r"(luna:crisis_probe_errors:ratio_avg1h > )([0-9.e-]+)",
-        lambda m: m.group(1) + str(float(m.group(2)) / 100),
-        text,
-    )
-    assert loosened != text, "prod: the 1 h burn window was not found"
-    rules.write_text(loosened)
-    tests = rules.parent / "burn.test.yml"
-    tests.write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = _run([promtool, "test", "rules", tests.name], cwd=rules.parent)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0 and f"{name}:healthy" in out, out
+    _loosen(rules, r"(luna:crisis_probe_errors:ratio_avg1h > )([0-9.e-]+)", 1 / 100,
+            "prod: the 1 h burn window")  # fmt: skip
+    rc, out = _run_tests(promtool, rules, doc, "burn.test.yml")
+    assert rc != 0 and f"{name}:healthy" in out, out
