@@ -65,6 +65,10 @@ class DatabaseArgs:
     backup: BackupArgs | None = None
     protect: bool = False
     """Protect and retain the data (volume or cluster) and the generated passwords (prod)."""
+    wal_volume_gb: int | None = None
+    """Kubernetes: WAL on its own volume of this size."""
+    restore_to_time: str | None = None
+    """Kubernetes: recreate the cluster by point-in-time recovery to this RFC 3339 time."""
 
 
 class Database(pulumi.ComponentResource):
@@ -137,8 +141,10 @@ class Database(pulumi.ComponentResource):
             pg.APP_ROLE: generated("password", args.password),
             pg.OWNER_ROLE: generated("owner-password"),
             pg.MONITOR_ROLE: generated("monitor-password"),
-            pg.BACKUP_ROLE: generated("backup-password"),
         }
+        if args.platform.name == "docker":
+            # pgBackRest's role; CloudNativePG's archiver needs no login role.
+            passwords[pg.BACKUP_ROLE] = generated("backup-password")
         superuser = generated("superuser-password")
         dns_names = args.platform.postgres_dns_names(SERVICE)
         cert = args.ca.issue(SERVICE, dns_names)
@@ -161,6 +167,8 @@ class Database(pulumi.ComponentResource):
                 backup_push_url=args.backup.push_url if args.backup else None,
                 synchronous=args.synchronous,
                 protect=args.protect,
+                wal_storage_gb=args.wal_volume_gb,
+                restore_to_time=args.restore_to_time,
             ),
             parent=self,
         )

@@ -221,6 +221,10 @@ class PostgresSpec:
     synchronous: bool = False
     """At least one synchronous standby (RPO 0 on failover)."""
     protect: bool = False
+    wal_storage_gb: int | None = None
+    """WAL on its own volume of this size (CloudNativePG); ``None``: on the data volume."""
+    restore_to_time: str | None = None
+    """Bootstrap by point-in-time recovery to this RFC 3339 time (CloudNativePG)."""
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,9 @@ def build(s: Settings) -> dict[str, Any]:
     if s.backups:
         sec = s.secrets
         assert sec.backup_access_key_id and sec.backup_secret_access_key
-        assert sec.backup_encryption_key
+        kubernetes = s.platform == "kubernetes"
+        # pgBackRest's cipher pass (Docker); Barman Cloud has none (docs/kubernetes.md).
+        assert kubernetes or sec.backup_encryption_key
         backup = BackupArgs(
             target=ObjectStoreTarget(
                 bucket=t.bucket,
@@ -109,7 +111,7 @@ def build(s: Settings) -> dict[str, Any]:
                 path=f"/luna-{s.stack}",
                 access_key_id=sec.backup_access_key_id,
                 secret_access_key=sec.backup_secret_access_key,
-                encryption_key=sec.backup_encryption_key,
+                encryption_key=sec.backup_encryption_key or "",
                 retention_days=t.retention_days,
                 uri_style=t.uri_style,
             ),
@@ -132,6 +134,11 @@ def build(s: Settings) -> dict[str, Any]:
             password=s.secrets.db_password,
             backup=backup,
             protect=s.protect_data,
+            # Kubernetes staging and prod: WAL on its own volume, a quarter of the data's.
+            wal_volume_gb=max(2, s.database_volume_gb // 4)
+            if kubernetes and s.stack != "dev"
+            else None,
+            restore_to_time=s.restore_to_time,
         ),
     )
     cache = (

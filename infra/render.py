@@ -98,6 +98,10 @@ class Rendered:
             if not (r.custom and r.type.startswith("kubernetes:")):
                 continue
             body = mask(r.inputs)
+            if "apiVersion" not in body:
+                # A Helm release (cnpgOperator=install) is no object of its own: its
+                # chart's objects are Helm's to render, and it is in resources.json.
+                continue
             name = unwrap(r.outputs.get("metadata") or {}).get("name")
             metadata = {**(body.pop("metadata", None) or {}), "name": name}
             api, kind = body.pop("apiVersion"), body.pop("kind")
@@ -233,7 +237,10 @@ def load_stack_config(
     groups = required_secret_groups(stack) if config.get(_full("monitoring")) != "false" else ()
     if not placeholders:
         return config, sorted(secret_keys)
-    for key in [*required_secrets(stack), *(g[0] for g in groups if not _any_set(g, config))]:
+    platform = config.get(_full("platform"), "docker")
+    alerting = [g[0] for g in groups if not _any_set(g, config)]
+    needed = [*required_secrets(stack, platform), *alerting]
+    for key in needed:
         # Like a `secure:` value we cannot decrypt: set on the real stack by
         # `pulumi config set --secret`, a placeholder here. `pulumi up` still refuses
         # to run without it (infra/settings.py).

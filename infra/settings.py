@@ -18,6 +18,7 @@ import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, TypeVar
 from urllib.parse import urlparse
 
@@ -269,6 +270,21 @@ def _backup_target(r: _Reader) -> BackupTarget:
     )
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: str) -> bool:
+    """An RFC 3339 date-time with an explicit offset (CloudNativePG's ``targetTime``
+    reads one without an offset as UTC; a restore time must not be guessed)."""
+    if not _RFC3339.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _url(value: str) -> bool:
     parsed = urlparse(value)
     return parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.path in ("", "/")
@@ -413,6 +429,11 @@ def _read(r: _Reader, stack: str) -> Settings:
         registry_username=r.raw("registryUsername", "empty, or the registry user name") or None,
         secrets=secrets,
         alerting=read_alerting(r),
+        restore_to_time=r.optional(
+            "restoreToTime",
+            "an RFC 3339 time with its offset, e.g. 2026-12-06T09:30:00Z (kubernetes)",
+            _rfc3339,
+        ),
     )
 
 

@@ -20,17 +20,23 @@ __all__ = ["BACKUP_SECRETS", "check_combinations", "check_hostile", "required_se
 BACKUP_SECRETS: Final = ("backupAccessKeyId", "backupSecretAccessKey", "backupEncryptionKey")
 
 
-def required_secrets(stack: str) -> tuple[str, ...]:
+def backup_secrets(platform: str) -> tuple[str, ...]:
+    """The object store's credentials, and pgBackRest's cipher pass on Docker only:
+    Barman Cloud (Kubernetes) has no client-side cipher (docs/kubernetes.md)."""
+    return BACKUP_SECRETS if platform == "docker" else BACKUP_SECRETS[:2]
+
+
+def required_secrets(stack: str, platform: str = "docker") -> tuple[str, ...]:
     """Secret keys a stack cannot deploy without (no generated fallback)."""
     if stack == "prod":
         # A self-signed certificate behind two years of HSTS would lock users out.
-        return ("openaiApiKey", "tlsCert", "tlsKey", *BACKUP_SECRETS)
-    return () if stack == "dev" else ("openaiApiKey", *BACKUP_SECRETS)
+        return ("openaiApiKey", "tlsCert", "tlsKey", *backup_secrets(platform))
+    return () if stack == "dev" else ("openaiApiKey", *backup_secrets(platform))
 
 
 def check_combinations(s: Settings) -> None:
     """What one stack, platform or feature needs of the others (each key is valid alone)."""
-    for key in required_secrets(s.stack):
+    for key in required_secrets(s.stack, s.platform):
         if _secret(s, key) is None:
             raise ConfigError(
                 key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
@@ -84,7 +90,7 @@ def check_combinations(s: Settings) -> None:
         ):
             if not value:
                 raise ConfigError(key, value, "required with backups: the off-site object store")
-        for key in BACKUP_SECRETS:
+        for key in backup_secrets(s.platform):
             if _secret(s, key) is None:
                 raise ConfigError(
                     key, None, f"required with backups: pulumi config set --secret luna:{key} …"
@@ -97,6 +103,11 @@ def check_combinations(s: Settings) -> None:
             None,
             "registryServer, registryUsername and registryPassword (secret) are set together",
         )
+    if s.restore_to_time and (s.platform != "kubernetes" or not s.backups):
+        raise ConfigError(
+            "restoreToTime", s.restore_to_time,
+            "empty, or set on kubernetes with backups (Docker: docs/runbooks/backup-restore.md)",
+        )  # fmt: skip
     if s.app_max_replicas < s.app_replicas:
         raise ConfigError(
             "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"

@@ -125,3 +125,6 @@ class Settings:
     registry_username: str | None
     secrets: Secrets
     alerting: AlertingSettings
+    restore_to_time: str | None = None
+    """Kubernetes: bootstrap the database by point-in-time recovery to this RFC 3339
+    time from the object store (docs/runbooks/backup-restore.md)."""

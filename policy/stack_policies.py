@@ -198,6 +198,9 @@ _OFFSITE = re.compile(
 )
 
 
+_OBJECT_STORE = "kubernetes:barmancloud.cnpg.io/v1:ObjectStore"
+
+
 def _offsite(args: StackValidationArgs, report: ReportViolation) -> None:
     databases = _databases(args)
     if _stack(args) not in ("staging", "prod") or not databases:
@@ -206,6 +209,11 @@ def _offsite(args: StackValidationArgs, report: ReportViolation) -> None:
         if db.resource_type == CNPG_CLUSTER and get(
             db.props, "spec", "backup", "barmanObjectStore"
         ):
+            return
+        # The Barman Cloud plugin as WAL archiver, into an ObjectStore of the stack.
+        archiver = get(db.props, "spec", "plugins", 0, "isWALArchiver")
+        stores = [r for r in args.resources if r.resource_type == _OBJECT_STORE]
+        if db.resource_type == CNPG_CLUSTER and archiver is True and stores:
             return
     if any(_OFFSITE.search(t) for r in args.resources for t in strings(r.props)):
         return

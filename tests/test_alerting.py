@@ -68,11 +68,13 @@ def test_alerts_carry_no_health_data(stack: str, platform: str) -> None:
 
 
 # Who reports each backup metric on each platform: the Docker database pushes
-# to the Pushgateway; on Kubernetes nothing pushes, CloudNativePG exports its own.
+# to the Pushgateway; on Kubernetes nothing pushes: each instance's exporter serves
+# CloudNativePG's own and the Barman Cloud plugin's (components/configs/rules.py).
 BACKUP_SOURCES = {
     "docker": ("luna_backup_last_success_timestamp_seconds", "pg_stat_archiver_failed_count"),
     "kubernetes": (
-        "cnpg_collector_last_available_backup_timestamp",
+        "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp",
+        "barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp",
         "cnpg_pg_stat_archiver_failed_count",
     ),
 }

@@ -126,6 +126,7 @@ def test_cli_prints_no_traceback_end_to_end(tmp_path: object) -> None:
 
 FREE_FORM = {"kubeContext", "registryUsername", "smtpUsername"}  # any context / user name
 EXPLICIT_BAD = {
+    "restoreToTime": "yesterday 9:30",
     "registryServer": "https://ghcr.io/luna",
     "platform": "swarm",
     "dockerHost": "localhost",

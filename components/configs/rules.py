@@ -89,21 +89,40 @@ class _Rules:
         self.alerts.append(rule)
 
 
-def _cnpg_backup_age(rules: _Rules, t: AlertThresholds) -> None:
-    """Base-backup age on Kubernetes, from CloudNativePG's own exporter.
+PLUGIN_METRIC = "barman_cloud_cloudnative_pg_io_"
+"""The Barman Cloud plugin's metrics, served by each instance's exporter.
 
-    Every instance exports ``cnpg_collector_last_available_backup_timestamp``
-    (cloudnative-pg docs/src/monitoring.md, "Predefined set of metrics"); it is 0
-    until the first base backup completes and only the primary knows the newest,
-    hence ``max``. The names are the Docker rules' (same runbook, same meaning).
+plugin-barman-cloud internal/cnpgi/instance/metrics.go: ``buildFqName`` prefixes
+``last_available_backup_timestamp``, ``last_failed_backup_timestamp`` and
+``first_recoverability_point`` with the plugin's name (``barman-cloud.cloudnative-pg.io``,
+internal/cnpgi/metadata/constants.go) with ``.`` and ``-`` turned into ``_``;
+CloudNativePG exports them under that name (internal/cnpi/plugin/client/metrics.go,
+``prometheus.NewDesc(element.FqName, ...)``). Each is 0 until the ObjectStore's
+status knows the server, and they replace the in-tree ``cnpg_collector_*`` ones."""
+
+
+def _cnpg_backups(rules: _Rules, t: AlertThresholds) -> None:
+    """Base backups on Kubernetes, from the Barman Cloud plugin's metrics.
+
+    Every instance reads the same ObjectStore status, hence ``max``. The names
+    are the Docker rules' (same runbook, same meaning).
     """
-    metric = 'cnpg_collector_last_available_backup_timestamp{job="cnpg"}'
+    metric = f'{PLUGIN_METRIC}last_available_backup_timestamp{{job="cnpg"}}'
     last = f"max by (job) ({metric})"
     _backup_age(
         rules,
         t,
         too_old=f"(time() - {last} > {t.backup_max_age_h * 3600}) and {last} > 0",
         missing=f"{last} == 0 or absent({metric})",
+    )
+    failed = f'max by (job) ({PLUGIN_METRIC}last_failed_backup_timestamp{{job="cnpg"}})'
+    rules.add(
+        "LunaBackupFailed",
+        f"{failed} > {last}",
+        "5m",
+        "critical",
+        "backups",
+        "The newest base backup attempt failed after the last good one",
     )
 
 
@@ -324,7 +343,7 @@ def alert_rules(t: AlertThresholds) -> str:
         )
     if t.backup_metrics == "cnpg" and "cnpg" in jobs:
         _wal_archiving(rules, "cnpg_pg_stat_archiver_failed_count")
-        _cnpg_backup_age(rules, t)
+        _cnpg_backups(rules, t)
     elif t.backup_metrics and "postgres" in jobs:
         # postgres_exporter's pg_stat_archiver_failed_count: the legacy default
         # metric map of the pinned 0.15.0 (cmd/postgres_exporter/postgres_exporter.go,

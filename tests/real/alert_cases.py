@@ -31,6 +31,7 @@ KNOWN = (
     "LunaProxyDown",
     "LunaBackupTooOld",
     "LunaBackupMissing",
+    "LunaBackupFailed",
     "LunaRestoreDrillFailed",
     "LunaWalArchivingFailing",
     "LunaCrisisProbeFailing",
@@ -224,8 +225,10 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
         s = f'{metric}{{job="{job}",instance="{instance}"}}'
         labels = {"job": job, "instance": instance}
         return AlertCase([(s, f"0x{n}")], at, labels), AlertCase([(s, f"1x{n}")], at)
-    if name in ("LunaBackupTooOld", "LunaBackupMissing") and "cnpg_collector" in rule["expr"]:
+    if name in ("LunaBackupTooOld", "LunaBackupMissing") and PLUGIN in rule["expr"]:
         return _cnpg_backup_cases(name, rule, hold)
+    if name == "LunaBackupFailed":
+        return _backup_failed_cases(hold)
     backup = 'luna_backup_last_success_timestamp_seconds{job="luna-backup"}'
     if name == "LunaBackupTooOld":
         t = threshold(rule)
@@ -271,9 +274,13 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
     raise AssertionError(f"alert {name} has no unit-test case in tests/real/alert_cases.py")
 
 
+PLUGIN = "barman_cloud_cloudnative_pg_io_"
+"""The Barman Cloud plugin's metrics (components/configs/rules.py cites the source)."""
+
+
 def _cnpg_backup_cases(name: str, rule: dict[str, Any], hold: int) -> tuple[AlertCase, AlertCase]:
-    """CloudNativePG's backup age: the primary exports the newest backup, standbys 0."""
-    metric = "cnpg_collector_last_available_backup_timestamp"
+    """The plugin's backup time: every instance reads one ObjectStore status, 0 until known."""
+    metric = f"{PLUGIN}last_available_backup_timestamp"
     primary = f'{metric}{{job="cnpg",instance="10.0.0.7:9187"}}'
     standby = f'{metric}{{job="cnpg",instance="10.0.0.8:9187"}}'
     if name == "LunaBackupTooOld":
@@ -283,22 +290,36 @@ def _cnpg_backup_cases(name: str, rule: dict[str, Any], hold: int) -> tuple[Aler
         n = at + 5
         return (
             # One backup at t=60 s and none since.
-            AlertCase([(primary, f"60x{n}"), (standby, f"0x{n}")], at, {"job": "cnpg"}),
+            AlertCase([(primary, f"60x{n}"), (standby, f"60x{n}")], at, {"job": "cnpg"}),
             # A backup a minute before every sample.
-            AlertCase([(primary, f"-60+60x{n}"), (standby, f"0x{n}")], at),
+            AlertCase([(primary, f"-60+60x{n}"), (standby, f"-60+60x{n}")], at),
         )
     at = hold + 5
     n = at + 5
     return (
         # A new cluster whose first base backup never completed.
         AlertCase([(primary, f"0x{n}"), (standby, f"0x{n}")], at, {"job": "cnpg"}),
-        AlertCase([(primary, f"-60+60x{n}"), (standby, f"0x{n}")], at),
+        AlertCase([(primary, f"-60+60x{n}"), (standby, f"-60+60x{n}")], at),
+    )
+
+
+def _backup_failed_cases(hold: int) -> tuple[AlertCase, AlertCase]:
+    """A failed attempt newer than the last good backup fires; an older one does not."""
+    good = f'{PLUGIN}last_available_backup_timestamp{{job="cnpg",instance="10.0.0.7:9187"}}'
+    bad = f'{PLUGIN}last_failed_backup_timestamp{{job="cnpg",instance="10.0.0.7:9187"}}'
+    at = hold + 5
+    n = at + 5
+    return (
+        # Good at t=60 s, a failure at t=120 s and nothing good since.
+        AlertCase([(good, f"60x{n}"), (bad, f"120x{n}")], at, {"job": "cnpg"}),
+        # A failure at t=60 s, retried with success at t=120 s.
+        AlertCase([(good, f"120x{n}"), (bad, f"60x{n}")], at),
     )
 
 
 def _more_cases(rule: dict[str, Any]) -> list[tuple[str, AlertCase]]:
     """Cases beyond the firing/healthy pair, for branches of an expression that pair misses."""
-    if "cnpg_collector" not in rule["expr"]:
+    if PLUGIN not in rule["expr"] or rule["alert"] == "LunaBackupFailed":
         return []
     hold = minutes(rule.get("for", "0m"))
     at = hold + 5
@@ -308,7 +329,7 @@ def _more_cases(rule: dict[str, Any]) -> list[tuple[str, AlertCase]]:
         return [("absent", AlertCase([('up{job="cnpg",instance="10.0.0.7:9187"}', f"0x{n}")],
                                      at, {"job": "cnpg"}, fires=True))]  # fmt: skip
     # Never backed up is LunaBackupMissing's page, not a second one from this alert.
-    metric = 'cnpg_collector_last_available_backup_timestamp{job="cnpg",instance="10.0.0.7:9187"}'
+    metric = f'{PLUGIN}last_available_backup_timestamp{{job="cnpg",instance="10.0.0.7:9187"}}'
     match = re.search(r"> (\d+)\) and", rule["expr"])
     assert match, rule["expr"]
     at = int(match.group(1)) // 60 + hold + 5

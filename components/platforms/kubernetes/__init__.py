@@ -70,9 +70,10 @@ class KubernetesPlatformArgs:
     registry: RegistryAuth | None = None
     """Pull credentials for a private registry; pods pulling from it reference them."""
     cnpg_operator: str = "prerequisite"
-    """``install``: a Helm release of the CloudNativePG chart; ``prerequisite``: the
-    operator is installed by the cluster's admins and its CRD is checked first."""
-    cnpg_chart_version: str = "0.26.1"
+    """``install``: Helm releases of the pinned CloudNativePG and Barman Cloud plugin
+    charts (postgres/cnpg_install.py); ``prerequisite``: both are installed by the
+    cluster's admins and their CRDs are checked first. cert-manager is a
+    prerequisite either way."""
 
 
 class KubernetesPlatform(Platform):
@@ -119,7 +120,7 @@ class KubernetesPlatform(Platform):
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._protected_volumes: set[str] = set()
-        self._operator: pulumi.Resource | None = None
+        self._operator: list[pulumi.Resource] | None = None
         self._pull_secret = registry_secret(self, args.registry) if args.registry else None
         baseline_policies(self, protect=args.protect_data)
         self.register_outputs({"namespace": self.namespace})
@@ -197,27 +198,16 @@ class KubernetesPlatform(Platform):
                 component="database",
             )
         )
-        operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else None
+        operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else []
         made = deploy_cnpg(self, name, spec, parent=parent, operator=operator)
         postgres_policies(self, spec.name, metrics_port=METRICS_PORT, protect=spec.protect)
         return made
 
-    def _cnpg_operator(self) -> pulumi.Resource:
+    def _cnpg_operator(self) -> list[pulumi.Resource]:
         if self._operator is None:
-            from pulumi_kubernetes.helm.v3 import Release, RepositoryOptsArgs
+            from components.platforms.kubernetes.cnpg_install import install
 
-            self._operator = Release(
-                self.child("cnpg-operator"),
-                chart="cloudnative-pg",
-                version=self._args.cnpg_chart_version,
-                namespace="cnpg-system",
-                create_namespace=True,
-                repository_opts=RepositoryOptsArgs(repo="https://cloudnative-pg.github.io/charts"),
-                # The operator serves every stack on the cluster: never removed with one.
-                opts=pulumi.ResourceOptions(
-                    parent=self, provider=self.provider, retain_on_delete=True
-                ),
-            )
+            self._operator = install(self)
         return self._operator
 
     def _log_collector(self) -> None:

@@ -29,6 +29,15 @@ __all__ = ["baseline_policies", "network_policy", "postgres_policies", "service_
 Manifest = dict[str, Any]
 
 # Egress to the internet never reaches the cluster, the node or cloud metadata.
+_DNS: Manifest = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
 _PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 
 
@@ -62,24 +71,7 @@ def network_policy(
 def baseline_policies(platform: KubernetesPlatform, *, protect: bool) -> None:
     """Deny everything in the namespace, then let every pod ask the cluster DNS."""
     network_policy(platform, "default-deny", {}, ingress=[], egress=[], protect=protect)
-    network_policy(
-        platform,
-        "allow-dns",
-        {},
-        egress=[
-            {
-                "to": [
-                    {
-                        "namespaceSelector": {
-                            "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                        },
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }
-                ],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            }
-        ],
-    )
+    network_policy(platform, "allow-dns", {}, egress=[_DNS])
 
 
 def service_policy(
@@ -166,8 +158,12 @@ def postgres_policies(
         egress=[
             {"to": [{"podSelector": {"matchLabels": instances}}],
              "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
-            # The instance manager watches its Cluster through the API server.
+            # The instance manager watches its Cluster through the API server, and
+            # the Barman Cloud sidecar reaches the object store, both on 443 (6443).
             {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+            # Its own DNS rule: with `destroy --exclude-protected` this protected
+            # policy alone keeps the instances starting and archiving.
+            _DNS,
         ],
         service=cluster,
         protect=protect,

@@ -1,25 +1,32 @@
-"""Kubernetes' managed PostgreSQL: a CloudNativePG ``Cluster`` with Barman Cloud backups.
+"""Kubernetes' managed PostgreSQL: a CloudNativePG ``Cluster`` backed up by the Barman Cloud plugin.
 
-The operator (CloudNativePG v1.30) runs the instances, fails over, manages the
-roles and archives WAL and base backups to the object store. What this module
-writes:
+The operator (CloudNativePG 1.30, installed or checked by :mod:`.cnpg_install`)
+runs the instances, fails over, manages the roles; the Barman Cloud plugin
+(:mod:`.barman`) archives WAL and base backups to the object store. What this
+module writes:
 
-- the ``Cluster``: instances, synchronous standby (prod), required pod
+- the ``Cluster``: instances, quorum-synchronous standby (prod), switchover for
+  primary updates, WAL on its own volume (staging, prod), required pod
   anti-affinity, the operator's PodDisruptionBudget, TLS with the stack CA's
-  certificate, superuser access disabled, declarative roles, pgaudit, WAL
-  archiving (``archive_timeout``) and a retention window;
-- a ``ScheduledBackup`` at least daily;
-- Secrets for the roles, the object store and the certificate;
+  certificate, superuser access disabled, declarative roles, pgaudit, pg_hba
+  ending in a reject, and either ``initdb`` or a point-in-time ``recovery``;
+- the ``ObjectStore`` and a ``ScheduledBackup`` at least daily (:mod:`.barman`);
+- Secrets for the roles, the object store and the certificate, each labelled
+  ``cnpg.io/reload`` so the operator applies a change at once;
 - a headless Service over the instances' metrics port, which the stack's
   Prometheus discovers by DNS (what the instances may reach: network.postgres_policies).
 
-Manifests are built by pure functions (:func:`cluster_manifest`,
-:func:`scheduled_backup_manifest`) and checked against the operator's CRD schemas
-in tests/kubernetes/test_cnpg.py.
+Everything the Cluster reads (its Secrets, the ObjectStore, the backup
+schedule, its NetworkPolicy) is protected and retained with it, so
+``pulumi destroy --exclude-protected`` leaves a database that starts and archives.
+
+Manifests are built by pure functions (:func:`cluster_manifest`, barman.py) and
+checked against the operator's CRD schemas in tests/kubernetes/test_cnpg.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -27,23 +34,31 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import Secret, Service
 
 from components.configs import postgres as pg
+from components.platforms.kubernetes import barman
+from components.platforms.kubernetes.cnpg_install import prerequisites
 from components.spec import PostgresService, PostgresSpec
 
 if TYPE_CHECKING:
     from components.platforms.kubernetes import KubernetesPlatform
 
 __all__ = [
-    "CNPG_CRD",
+    "LOGIN_ROLES",
     "METRICS_PORT",
+    "RELOAD_LABEL",
     "cluster_manifest",
     "deploy_cnpg",
     "dns_names",
-    "scheduled_backup_manifest",
 ]
 
 API = "postgresql.cnpg.io/v1"
-CNPG_CRD = "clusters.postgresql.cnpg.io"
 METRICS_PORT = 9187
+RELOAD_LABEL = {"cnpg.io/reload": "true"}
+"""CloudNativePG reloads a Secret it does not own at once only with this label
+(cloudnative-pg internal/controller/cluster_predicates.go); without it a rotated
+password waits for a later reconcile."""
+LOGIN_ROLES = (pg.APP_ROLE, pg.MONITOR_ROLE)
+"""The managed roles that log in. pgBackRest's role (luna_backup) exists on Docker
+only: Barman Cloud connects over the instance's local socket as postgres."""
 Manifest = dict[str, Any]
 
 
@@ -61,7 +76,6 @@ def _secret_names(cluster: str) -> dict[str, str]:
         "owner": f"{cluster}-owner",
         "app": f"{cluster}-app-role",
         "monitor": f"{cluster}-monitor-role",
-        "backup": f"{cluster}-backup-role",
         "s3": f"{cluster}-object-store",
         "tls": f"{cluster}-server-tls",
         "ca": f"{cluster}-server-ca",
@@ -73,9 +87,72 @@ def cluster_manifest(
 ) -> Manifest:
     """The ``Cluster`` object (without Pulumi's Outputs: every secret is referenced by name)."""
     s = _secret_names(spec.name)
-    storage: Manifest = {"size": f"{spec.storage_gb}Gi"}
+    body: Manifest = {
+        "description": f"Luna {namespace}",
+        "imageName": spec.image,
+        "instances": spec.instances,
+        "primaryUpdateStrategy": "unsupervised",
+        # A minor upgrade or a restart promotes an updated standby first, instead of
+        # restarting the primary in place (the CRD's default, ``restart``).
+        "primaryUpdateMethod": "switchover",
+        "enableSuperuserAccess": False,
+        "enablePDB": True,
+        "storage": _volume(spec.storage_gb, storage_class),
+        "resources": {
+            "requests": {
+                "memory": f"{spec.resources.memory_mb}Mi",
+                "cpu": f"{round(spec.resources.cpus * 1000)}m",
+            },
+            "limits": {"memory": f"{spec.resources.memory_mb}Mi"},
+        },
+        "affinity": {
+            "enablePodAntiAffinity": True,
+            "podAntiAffinityType": "required",
+            "topologyKey": "kubernetes.io/hostname",
+        },
+        # Our labels on every instance pod: the stack's NetworkPolicies select by them.
+        "inheritedMetadata": {"labels": labels},
+        "postgresql": _postgresql(spec),
+        "certificates": {"serverTLSSecret": s["tls"], "serverCASecret": s["ca"]},
+        "managed": {"roles": _roles(s)},
+    }
+    if spec.wal_storage_gb:
+        # WAL on its own volume: a burst of WAL (or an archiving outage) fills
+        # it, not the data volume, and the two do not compete for I/O.
+        body["walStorage"] = _volume(spec.wal_storage_gb, storage_class)
+    if spec.backup:
+        body["plugins"] = [barman.plugin_entry(spec)]
+    if spec.restore_to_time:
+        body |= barman.recovery(
+            spec, owner_secret=s["owner"], database=pg.DATABASE, owner=pg.OWNER_ROLE
+        )
+    else:
+        body["bootstrap"] = {
+            "initdb": {
+                "database": pg.DATABASE,
+                "owner": pg.OWNER_ROLE,
+                "secret": {"name": s["owner"]},
+                "dataChecksums": True,
+                # The app role's rights on what the owner's migrations create.
+                "postInitApplicationSQL": _grants(audit=spec.audit),
+            }
+        }
+    return {
+        "apiVersion": API,
+        "kind": "Cluster",
+        "metadata": {"name": spec.name, "namespace": namespace, "labels": labels},
+        "spec": body,
+    }
+
+
+def _volume(size_gb: int, storage_class: str | None) -> Manifest:
+    storage: Manifest = {"size": f"{size_gb}Gi"}
     if storage_class:
         storage["storageClass"] = storage_class
+    return storage
+
+
+def _postgresql(spec: PostgresSpec) -> Manifest:
     parameters = {
         "archive_timeout": f"{spec.archive_timeout_s}s",
         # The same rule as on Docker: no statement text or parameter in the server log.
@@ -92,20 +169,35 @@ def cluster_manifest(
         parameters |= {
             k: v for k, v in pg.AUDIT_SETTINGS.items() if k != "shared_preload_libraries"
         }
+    logins = ",".join((pg.OWNER_ROLE, *LOGIN_ROLES))
     postgresql: Manifest = {
         "parameters": parameters,
-        # hostssl only: a plaintext connection matches no rule and is refused.
         "pg_hba": [
+            # hostssl only: a plaintext connection is refused.
             "hostnossl all all all reject",
-            f"hostssl {pg.DATABASE} {pg.OWNER_ROLE},{pg.APP_ROLE},{pg.MONITOR_ROLE} all "
-            "scram-sha-256",
+            f"hostssl {pg.DATABASE} {logins} all scram-sha-256",
+            # CloudNativePG appends `host all all all scram-sha-256` after these
+            # rules (pkg/postgres/configuration.go): end with a reject, so no other
+            # role or database is reachable over the network.
+            "host all all all reject",
         ],
     }
     if spec.synchronous:
-        # One standby confirms every commit: a failover loses no committed transaction.
-        postgresql["synchronous"] = {"method": "any", "number": 1, "dataDurability": "required"}
-    role_refs = {pg.APP_ROLE: s["app"], pg.MONITOR_ROLE: s["monitor"], pg.BACKUP_ROLE: s["backup"]}
-    roles = [
+        # One standby confirms every commit, and the operator promotes only a
+        # standby it knows holds every such commit (failoverQuorum: R + W > N),
+        # else it waits (cloudnative-pg docs/src/failover.md, "Failover Quorum").
+        postgresql["synchronous"] = {
+            "method": "any",
+            "number": 1,
+            "dataDurability": "required",
+            "failoverQuorum": True,
+        }
+    return postgresql
+
+
+def _roles(s: dict[str, str]) -> list[Manifest]:
+    refs = {pg.APP_ROLE: s["app"], pg.MONITOR_ROLE: s["monitor"]}
+    return [
         {
             "name": role,
             "ensure": "present",
@@ -115,72 +207,11 @@ def cluster_manifest(
             "createrole": False,
             "replication": False,
             "inherit": True,
-            "passwordSecret": {"name": secret},
+            "passwordSecret": {"name": refs[role]},
             **({"inRoles": ["pg_monitor"]} if role == pg.MONITOR_ROLE else {}),
         }
-        for role, secret in role_refs.items()
+        for role in LOGIN_ROLES
     ]
-    body: Manifest = {
-        "description": f"Luna {namespace}",
-        "imageName": spec.image,
-        "instances": spec.instances,
-        "primaryUpdateStrategy": "unsupervised",
-        "enableSuperuserAccess": False,
-        "enablePDB": True,
-        "storage": storage,
-        "resources": {
-            "requests": {
-                "memory": f"{spec.resources.memory_mb}Mi",
-                "cpu": f"{round(spec.resources.cpus * 1000)}m",
-            },
-            "limits": {"memory": f"{spec.resources.memory_mb}Mi"},
-        },
-        "affinity": {
-            "enablePodAntiAffinity": True,
-            "podAntiAffinityType": "required",
-            "topologyKey": "kubernetes.io/hostname",
-        },
-        # Our labels on every instance pod: the stack's NetworkPolicies select by them.
-        "inheritedMetadata": {"labels": labels},
-        "postgresql": postgresql,
-        "certificates": {"serverTLSSecret": s["tls"], "serverCASecret": s["ca"]},
-        "bootstrap": {
-            "initdb": {
-                "database": pg.DATABASE,
-                "owner": pg.OWNER_ROLE,
-                "secret": {"name": s["owner"]},
-                "dataChecksums": True,
-                # The app role's rights on what the owner's migrations create.
-                "postInitApplicationSQL": _grants(audit=spec.audit),
-            }
-        },
-        "managed": {"roles": roles},
-    }
-    if spec.backup:
-        b = spec.backup
-        scheme = "https://"
-        body["backup"] = {
-            "retentionPolicy": f"{b.retention_days}d",
-            "barmanObjectStore": {
-                "destinationPath": f"s3://{b.bucket}{b.path}",
-                "endpointURL": scheme + b.endpoint,
-                "s3Credentials": {
-                    "accessKeyId": {"name": s["s3"], "key": "ACCESS_KEY_ID"},
-                    "secretAccessKey": {"name": s["s3"], "key": "ACCESS_SECRET_KEY"},
-                    "region": {"name": s["s3"], "key": "REGION"},
-                },
-                # Barman Cloud has no client-side cipher: every object is written
-                # with server-side encryption.
-                "wal": {"compression": "gzip", "encryption": "AES256", "maxParallel": 2},
-                "data": {"compression": "gzip", "encryption": "AES256", "jobs": 2},
-            },
-        }
-    return {
-        "apiVersion": API,
-        "kind": "Cluster",
-        "metadata": {"name": spec.name, "namespace": namespace, "labels": labels},
-        "spec": body,
-    }
 
 
 def _grants(*, audit: bool) -> list[str]:
@@ -193,35 +224,12 @@ def _grants(*, audit: bool) -> list[str]:
     """
     sql = pg.roles_sql(audit=audit).splitlines()
     keep = ("GRANT", "REVOKE", "ALTER DEFAULT")
-    create = [f"CREATE ROLE {r} NOLOGIN;" for r in (pg.APP_ROLE, pg.MONITOR_ROLE, pg.BACKUP_ROLE)]
+    create = [f"CREATE ROLE {r} NOLOGIN;" for r in LOGIN_ROLES]
     if audit:
         create.append(f"CREATE ROLE {pg.AUDITOR_ROLE} NOLOGIN NOINHERIT;")
-    return create + [
-        line
-        for line in sql
-        if line.startswith(keep) and "pg_backup" not in line and "pg_switch" not in line
-        and "pg_create_restore_point" not in line
-    ]  # fmt: skip
-
-
-def scheduled_backup_manifest(
-    spec: PostgresSpec, *, namespace: str, labels: dict[str, str]
-) -> Manifest:
-    """A base backup every ``backup_schedule_hours`` (six-field cron: seconds first)."""
-    hours = spec.backup_schedule_hours
-    every = "3" if hours >= 24 else f"*/{hours}"
-    return {
-        "apiVersion": API,
-        "kind": "ScheduledBackup",
-        "metadata": {"name": f"{spec.name}-base", "namespace": namespace, "labels": labels},
-        "spec": {
-            "schedule": f"0 17 {every} * * *",
-            "cluster": {"name": spec.name},
-            "method": "barmanObjectStore",
-            "backupOwnerReference": "self",
-            "immediate": True,
-        },
-    }
+    # No luna_backup here (LOGIN_ROLES): its grants go, and it leaves the CONNECT list.
+    lines = [line.replace(f", {pg.BACKUP_ROLE}", "") for line in sql if line.startswith(keep)]
+    return create + [line for line in lines if not line.endswith(f"TO {pg.BACKUP_ROLE};")]
 
 
 def deploy_cnpg(
@@ -230,75 +238,34 @@ def deploy_cnpg(
     spec: PostgresSpec,
     *,
     parent: pulumi.Resource,
-    operator: pulumi.Resource | None,
+    operator: Sequence[pulumi.Resource],
 ) -> PostgresService:
+    """The Cluster and what it reads; ``operator``: what installs the operator and
+    the plugin (empty: they are prerequisites, checked here)."""
     ns = platform.namespace
-    s = _secret_names(spec.name)
     labels = platform.labels(spec.name, "database")
-    opts = platform.opts(parent)
-    if operator is None:
-        # Preflight: reading the CRD fails the preview, naming it, when the operator
-        # (a documented prerequisite) is not installed.
-        # CustomResource.get reads any object: the typed CustomResourceDefinition class
-        # would import pulumi_kubernetes.apiextensions.v1 (its schema types) for one read.
-        crd = CustomResource.get(
-            f"{name}-crd", "apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD,
-            opts=pulumi.ResourceOptions(parent=parent, provider=platform.provider),
-        )  # fmt: skip
-        operator = crd
-
-    def secret(key: str, data: dict[str, pulumi.Input[str]], kind: str = "Opaque") -> Secret:
-        return Secret(
-            f"{name}-{key}",
-            metadata=platform.meta(s[key], "database", spec.name),
-            type=kind,
-            string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
-            opts=opts,
-        )
-
-    made = [
-        secret("owner", {"username": pg.OWNER_ROLE,
-                         "password": spec.role_passwords[pg.OWNER_ROLE]},
-               "kubernetes.io/basic-auth"),
-        secret("tls", {"tls.crt": spec.tls.cert_pem, "tls.key": spec.tls.key_pem},
-               "kubernetes.io/tls"),
-        secret("ca", {"ca.crt": spec.tls.ca_pem}),
-    ]  # fmt: skip
-    for key, role in (("app", pg.APP_ROLE), ("monitor", pg.MONITOR_ROLE),
-                      ("backup", pg.BACKUP_ROLE)):  # fmt: skip
-        made.append(secret(key, {"username": role, "password": spec.role_passwords[role]},
-                           "kubernetes.io/basic-auth"))  # fmt: skip
+    ready = list(operator) or prerequisites(platform, name, parent=parent)
+    secrets = _secrets(platform, name, spec, parent=parent)
+    # What the Cluster reads is kept with it: protected and retained in prod.
+    kept = platform.opts(parent, protect=spec.protect)
+    needs: list[pulumi.Resource] = [*secrets.values(), *ready]
     if spec.backup:
-        made.append(secret("s3", {
-            "ACCESS_KEY_ID": spec.backup.access_key_id,
-            "ACCESS_SECRET_KEY": spec.backup.secret_access_key,
-            "REGION": spec.backup.region,
-        }))  # fmt: skip
+        store = barman.object_store_manifest(
+            spec, namespace=ns, labels=labels, secret=_secret_names(spec.name)["s3"]
+        )
+        needs.append(_custom(f"{name}-object-store", store, kept, after=ready))
     manifest = cluster_manifest(
         spec, namespace=ns, labels=labels, storage_class=platform.storage_class
     )
-    cluster = CustomResource(
-        name,
-        api_version=API,
-        kind="Cluster",
-        metadata=manifest["metadata"],
-        spec=manifest["spec"],
-        # The cluster holds the data: protected and retained in prod, like a PVC.
-        opts=pulumi.ResourceOptions.merge(
-            platform.opts(parent, protect=spec.protect),
-            pulumi.ResourceOptions(depends_on=[*made, operator]),
-        ),
+    # A new bootstrap (luna:restoreToTime) is a new Cluster of the same name: the
+    # old one goes first (docs/runbooks/backup-restore.md; prod must unprotect it).
+    replace = pulumi.ResourceOptions(
+        replace_on_changes=["spec.bootstrap"], delete_before_replace=True
     )
+    cluster = _custom(name, manifest, pulumi.ResourceOptions.merge(kept, replace), after=needs)
     if spec.backup:
-        sb = scheduled_backup_manifest(spec, namespace=ns, labels=labels)
-        CustomResource(
-            f"{name}-scheduled-backup",
-            api_version=API,
-            kind="ScheduledBackup",
-            metadata=sb["metadata"],
-            spec=sb["spec"],
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[cluster])),
-        )
+        sb = barman.scheduled_backup_manifest(spec, namespace=ns, labels=labels)
+        _custom(f"{name}-scheduled-backup", sb, kept, after=[cluster])
     # One A record per instance: the stack's Prometheus scrapes each by DNS.
     Service(
         f"{name}-metrics",
@@ -308,13 +275,64 @@ def deploy_cnpg(
             "selector": {"cnpg.io/cluster": spec.name},
             "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT}],
         },
-        opts=opts,
+        opts=platform.opts(parent),
     )
     return PostgresService(
         host=f"{spec.name}-rw",
-        resources=[cluster],
+        # Clients wait for the Cluster and for their role's Secret: a rotated
+        # password reaches the server (reload label) before the app rolls.
+        resources=[cluster, secrets["app"], secrets["owner"]],
         metrics_dns=f"{spec.name}-metrics",
-        # The operator's collector exports the last backup's time (in-tree
-        # barmanObjectStore backups, as cluster_manifest writes them).
+        # The plugin's metrics, through each instance's exporter (barman.py).
         backup_metrics="cnpg" if spec.backup else None,
     )
+
+
+def _custom(
+    name: str, manifest: Manifest, opts: pulumi.ResourceOptions, *, after: Sequence[pulumi.Resource]
+) -> CustomResource:
+    return CustomResource(
+        name,
+        api_version=manifest["apiVersion"],
+        kind=manifest["kind"],
+        metadata=manifest["metadata"],
+        spec=manifest["spec"],
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(after))),
+    )
+
+
+def _secrets(
+    platform: KubernetesPlatform, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
+) -> dict[str, Secret]:
+    """Every Secret the Cluster reads: labelled for reload, kept with the Cluster."""
+    names = _secret_names(spec.name)
+
+    def secret(key: str, data: dict[str, pulumi.Input[str]], kind: str = "Opaque") -> Secret:
+        meta = platform.meta(names[key], "database", spec.name)
+        meta["labels"] |= RELOAD_LABEL
+        return Secret(
+            f"{name}-{key}",
+            metadata=meta,
+            type=kind,
+            string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
+            opts=platform.opts(parent, protect=spec.protect),
+        )
+
+    def login(role: str) -> dict[str, pulumi.Input[str]]:
+        return {"username": role, "password": spec.role_passwords[role]}
+
+    made = {
+        "owner": secret("owner", login(pg.OWNER_ROLE), "kubernetes.io/basic-auth"),
+        "app": secret("app", login(pg.APP_ROLE), "kubernetes.io/basic-auth"),
+        "monitor": secret("monitor", login(pg.MONITOR_ROLE), "kubernetes.io/basic-auth"),
+        "tls": secret("tls", {"tls.crt": spec.tls.cert_pem, "tls.key": spec.tls.key_pem},
+                      "kubernetes.io/tls"),
+        "ca": secret("ca", {"ca.crt": spec.tls.ca_pem}),
+    }  # fmt: skip
+    if spec.backup:
+        made["s3"] = secret("s3", {
+            "ACCESS_KEY_ID": spec.backup.access_key_id,
+            "ACCESS_SECRET_KEY": spec.backup.secret_access_key,
+            "REGION": spec.backup.region,
+        })  # fmt: skip
+    return made
