@@ -126,6 +126,17 @@ def _cnpg_backups(rules: _Rules, t: AlertThresholds) -> None:
     )
 
 
+def _drill_failed(rules: _Rules) -> None:
+    rules.add(
+        "LunaRestoreDrillFailed",
+        "luna_restore_drill_success == 0",
+        "5m",
+        "critical",
+        "backups",
+        "The last restore drill failed: the newest backup did not restore and check clean",
+    )
+
+
 def _backup_age(rules: _Rules, t: AlertThresholds, *, too_old: str, missing: str) -> None:
     """The two base-backup alerts, whichever platform reports the backup's time."""
     rules.add(
@@ -333,17 +344,13 @@ def alert_rules(t: AlertThresholds) -> str:
             too_old=f"time() - {backup} > {t.backup_max_age_h * 3600}",
             missing=f"absent({backup})",
         )
-        rules.add(
-            "LunaRestoreDrillFailed",
-            "luna_restore_drill_success == 0",
-            "5m",
-            "critical",
-            "backups",
-            "The last restore drill failed: the newest backup did not restore and check clean",
-        )
+        _drill_failed(rules)
     if t.backup_metrics == "cnpg" and "cnpg" in jobs:
         _wal_archiving(rules, "cnpg_pg_stat_archiver_failed_count")
         _cnpg_backups(rules, t)
+        if "pushgateway" in jobs:
+            # The drill CronJob pushes its result (components/platforms/kubernetes/drill.py).
+            _drill_failed(rules)
     elif t.backup_metrics and "postgres" in jobs:
         # postgres_exporter's pg_stat_archiver_failed_count: the legacy default
         # metric map of the pinned 0.15.0 (cmd/postgres_exporter/postgres_exporter.go,

@@ -37,6 +37,8 @@ EXPECTED_FLOWS = {
     ("prometheus", "redis-exporter"),
     ("prometheus", "nginx-exporter"),
     ("prometheus", "pushgateway"),
+    # The restore drill reports its result (components/platforms/kubernetes/drill.py).
+    ("database-drill", "pushgateway"),
     # CloudNativePG: instances replicate from each other; Prometheus scrapes each instance.
     ("database", "database"),
     ("prometheus", "database"),
@@ -308,8 +310,9 @@ def test_data_services_are_stateful_with_claims_and_the_database_is_cloudnativep
 
 
 def test_prod_protects_data_and_its_guards_never_processes() -> None:
-    guards = {"default-deny", "database-cnpg", "elasticsearch", "logstash", "prometheus",
-              "pushgateway", "grafana"}  # fmt: skip
+    # database-drill: its scratch claim holds a restored copy of the health data.
+    guards = {"default-deny", "database-cnpg", "database-drill", "elasticsearch", "logstash",
+              "prometheus", "pushgateway", "grafana"}  # fmt: skip
     for stack, want in (("prod", True), ("staging", False)):
         records = list(render_k8s(stack).monitor.records.values())
         claims = [r for r in records if r.type == "kubernetes:core/v1:PersistentVolumeClaim"]

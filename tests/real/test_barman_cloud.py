@@ -1,16 +1,20 @@
-"""The Kubernetes backups with the real archiver: Barman Cloud, as CloudNativePG runs it.
+"""The Kubernetes backups with the real archiver: Barman Cloud, as the plugin runs it.
 
-On Kubernetes the operator's instance manager runs ``barman-cloud-wal-archive``
-for every WAL segment and ``barman-cloud-backup`` for each ScheduledBackup, with
-arguments it builds from the rendered Cluster's ``spec.backup.barmanObjectStore``.
-No operator runs here, so the arguments come from a model of that code, taken
-from cloudnative-pg/barman-cloud (the library the operator calls for in-tree
-``barmanObjectStore`` backups; the chart 0.26.1 this program installs ships
-operator 1.27):
+On Kubernetes the Barman Cloud plugin's sidecar (cloudnative-pg/plugin-barman-cloud
+v0.13.0) runs ``barman-cloud-wal-archive`` for every WAL segment and
+``barman-cloud-backup`` for each ScheduledBackup, with arguments it builds from
+the rendered ``ObjectStore``'s ``spec.configuration`` (a
+``barmanapi.BarmanObjectStoreConfiguration``: api/v1/objectstore_types.go) and the
+server name in the Cluster's ``spec.plugins[].parameters.serverName``
+(internal/cnpgi/operator/config/config.go). The plugin calls the same library as
+the in-tree archiver did, cloudnative-pg/barman-cloud (internal/cnpgi/instance/backup.go,
+internal/cnpgi/restore/restore.go import its pkg/backup, pkg/archiver, pkg/command,
+pkg/credentials). No operator runs here, so the arguments come from a model of
+that library:
 
 - ``pkg/archiver/command.go`` ``BarmanCloudWalArchiveOptions``: ``--<wal.compression>``,
   ``-e <wal.encryption>``, ``--endpoint-url``, the cloud provider, then
-  ``destinationPath`` and the server name (``serverName``, else the cluster's name);
+  ``destinationPath`` and the server name;
 - ``pkg/backup/backup.go`` ``GetBarmanCloudBackupOptions``: ``-U postgres -n <name>``,
   ``--<data.compression>``, ``--encryption <data.encryption>``, ``--jobs <data.jobs>``,
   ``--endpoint-url``, the cloud provider, ``destinationPath``, the server name;
@@ -20,8 +24,8 @@ operator 1.27):
 - ``pkg/credentials/env.go`` ``envSetAWSCredentials``: ``AWS_ACCESS_KEY_ID``,
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION`` from the referenced Secret keys.
 
-The model refuses a ``barmanObjectStore`` field it does not know, so a new field
-in the program fails here instead of going unmodelled.
+The model refuses a configuration field it does not know, so a new field in the
+program fails here instead of going unmodelled.
 
 Underneath everything is real: PostgreSQL 15 and Barman Cloud 3.4
 (``barman-cli-cloud``) from Debian, and the local S3 of tests/real/s3.py behind
@@ -38,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -49,7 +54,7 @@ from typing import Any
 
 import pytest
 
-from tests.kubernetes.conftest import manifests
+from tests.kubernetes.conftest import manifests, render_k8s
 from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
 from tests.real.s3 import ACCESS_KEY, SECRET_KEY, LocalS3, local_s3
 from tests.real.support import render_stack
@@ -112,6 +117,16 @@ def cluster() -> dict[str, Any]:
     return found
 
 
+def object_store(c: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The configuration of the ObjectStore the Cluster's plugin entry names, and the
+    server name it archives under."""
+    (plugin,) = [p for p in c["spec"]["plugins"] if p.get("isWALArchiver")]
+    params = plugin["parameters"]
+    (store,) = [m for m in manifests(STACK) if m.get("kind") == "ObjectStore"
+                and m["metadata"]["name"] == params["barmanObjectName"]]  # fmt: skip
+    return store["spec"]["configuration"], params.get("serverName", c["metadata"]["name"])
+
+
 @dataclass
 class Rig:
     root: Path
@@ -137,7 +152,7 @@ def _store_for_this_host(store: dict[str, Any], s3: LocalS3) -> dict[str, Any]:
         | {f"wal.{k}" for k in set(store.get("wal", {})) - _MODELLED_WAL}
         | {f"data.{k}" for k in set(store.get("data", {})) - _MODELLED_DATA}
     )
-    assert not unknown, f"barmanObjectStore fields the model does not know: {sorted(unknown)}"
+    assert not unknown, f"ObjectStore fields the model does not know: {sorted(unknown)}"
     assert store["endpointURL"].startswith("https://"), store["endpointURL"]
     return {**store, "endpointURL": f"https://{s3.tls_endpoint}"}
 
@@ -190,7 +205,7 @@ def _wait_archived(server: PgServer, segment: str) -> None:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     c = cluster()
-    store = c["spec"]["backup"]["barmanObjectStore"]
+    store, server_name = object_store(c)
     bucket = store["destinationPath"].removeprefix("s3://").split("/")[0]
     root = postgres_owned_dir("luna-barman-")
     stack = contextlib.ExitStack()
@@ -200,7 +215,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         env = _env(store, s3, root)
         for f in root.iterdir():
             shutil.chown(f, "postgres", "postgres")
-        server_name = c["metadata"]["name"]
         archive = shlex.join(wal_archive_argv(here, server_name)) + " %p"
         data = root / "data"
         initdb(data)
@@ -279,3 +293,93 @@ def test_without_encryption_the_object_has_no_sse(rig: Rig) -> None:
     (key,) = [k for k in rig.s3.keys(rig.bucket) if "/control/" in k]
     head = rig.s3.client().head_object(Bucket=rig.bucket, Key=key)
     assert "ServerSideEncryption" not in head, head
+
+
+def _drill_text(rig: Rig, scratch: Path) -> str:
+    """The rendered drill script, with this host's endpoint, scratch and Pushgateway."""
+    from components.platforms.kubernetes.drill import SCRATCH
+
+    files = render_k8s(STACK).files()
+    (text,) = [t for p, t in files.items() if p.endswith("/opt/luna/drill.sh")]
+    endpoint = "https://" + cluster_endpoint()
+    assert endpoint in text and SCRATCH in text, "the drill reads the rendered ObjectStore"
+    text = text.replace(endpoint, rig.store["endpointURL"]).replace(SCRATCH, str(scratch))
+    # Nothing listens there: a push fails at once and the drill's verdict is its exit code.
+    return re.sub(r"'?http://pushgateway[^ ']*'?", "http://127.0.0.1:9/", text)
+
+
+def cluster_endpoint() -> str:
+    store, _ = object_store(cluster())
+    endpoint: str = store["endpointURL"].removeprefix("https://")
+    return endpoint
+
+
+def _run_drill(rig: Rig, name: str) -> subprocess.CompletedProcess[str]:
+    scratch = rig.root / name
+    scratch.mkdir()
+    shutil.chown(scratch, "postgres", "postgres")
+    script = rig.root / f"{name}.sh"
+    script.write_text(_drill_text(rig, scratch))
+    return subprocess.run(
+        ["/bin/sh", str(script)], capture_output=True, text=True, timeout=600, check=False,
+        user="postgres", cwd=rig.root, env=rig.env,
+    )  # fmt: skip
+
+
+def _with_backup_and_wal(rig: Rig) -> str:
+    """A fresh backup, rows after it, and their WAL archived; returns the backup's id."""
+    s = rig.server
+    s.local("CREATE TABLE IF NOT EXISTS drill (id int, body text);")
+    s.local("INSERT INTO drill SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    pg_env = {"PGHOST": str(rig.root), "PGPORT": str(s.port)}
+    rig.run(backup_argv(rig.store, "drill", rig.server_name), **pg_env)
+    for _ in range(3):
+        s.local("INSERT INTO drill SELECT g, 'after' FROM generate_series(1, 20000) g")
+        segment = s.local("SELECT pg_walfile_name(pg_current_wal_lsn())").stdout.strip()
+        s.local("SELECT pg_switch_wal()")
+        _wait_archived(s, segment)
+    listing = rig.run(["barman-cloud-backup-list", "--format", "json", *_cloud(rig.store),
+                       rig.store["destinationPath"], rig.server_name])  # fmt: skip
+    newest = max(json.loads(listing.stdout)["backups_list"], key=lambda b: b["end_time"])
+    backup_id: str = newest["backup_id"]
+    return backup_id
+
+
+def _overwrite(rig: Rig, key: str, body: bytes) -> bytes:
+    client = rig.s3.client()
+    old: bytes = client.get_object(Bucket=rig.bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=rig.bucket, Key=key, Body=body)
+    return old
+
+
+def test_restore_drill_passes_on_the_archive_and_fails_on_a_broken_one(rig: Rig) -> None:
+    """The rendered drill script, run with real Barman Cloud and PostgreSQL 15."""
+    backup_id = _with_backup_and_wal(rig)
+    started = time.monotonic()
+    ok = _run_drill(rig, "drill-ok")
+    took = time.monotonic() - started
+    print(f"\ndrill on a sound archive: exit {ok.returncode} in {took:.1f} s\n{ok.stdout}")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"backup {backup_id} replayed" in ok.stdout
+
+    # A WAL segment written after the backup, garbled: recovery stops early.
+    keys = rig.s3.keys(rig.bucket)
+    wal = sorted(k for k in keys if f"/{rig.server_name}/wals/" in k and ".history" not in k)
+    victim = wal[-2]
+    old = _overwrite(rig, victim, b"\x1f\x8b garbage")
+    try:
+        broken = _run_drill(rig, "drill-wal")
+    finally:
+        _overwrite(rig, victim, old)
+    print(f"drill on a garbled {victim}: exit {broken.returncode}\n{broken.stderr[-500:]}")
+    assert broken.returncode != 0 and "broken WAL chain" in broken.stderr, broken.stderr
+
+    # The backup's data file garbled: the restore itself fails.
+    (data,) = [k for k in keys if f"/{backup_id}/data.tar" in k]
+    old = _overwrite(rig, data, b"\x1f\x8b garbage")
+    try:
+        bad = _run_drill(rig, "drill-data")
+    finally:
+        _overwrite(rig, data, old)
+    print(f"drill on a garbled {data}: exit {bad.returncode}\n{bad.stderr[-500:]}")
+    assert bad.returncode != 0 and "did not restore" in bad.stderr, bad.stderr

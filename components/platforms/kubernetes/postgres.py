@@ -10,7 +10,8 @@ module writes:
   anti-affinity, the operator's PodDisruptionBudget, TLS with the stack CA's
   certificate, superuser access disabled, declarative roles, pgaudit, pg_hba
   ending in a reject, and either ``initdb`` or a point-in-time ``recovery``;
-- the ``ObjectStore`` and a ``ScheduledBackup`` at least daily (:mod:`.barman`);
+- the ``ObjectStore`` and a ``ScheduledBackup`` at least daily (:mod:`.barman`),
+  and a scheduled restore drill (:mod:`.drill`);
 - Secrets for the roles, the object store and the certificate, each labelled
   ``cnpg.io/reload`` so the operator applies a change at once;
 - a headless Service over the instances' metrics port, which the stack's
@@ -36,6 +37,7 @@ from pulumi_kubernetes.core.v1 import Secret, Service
 from components.configs import postgres as pg
 from components.platforms.kubernetes import barman
 from components.platforms.kubernetes.cnpg_install import prerequisites
+from components.platforms.kubernetes.drill import deploy_drill
 from components.spec import PostgresService, PostgresSpec
 
 if TYPE_CHECKING:
@@ -266,6 +268,9 @@ def deploy_cnpg(
     if spec.backup:
         sb = barman.scheduled_backup_manifest(spec, namespace=ns, labels=labels)
         _custom(f"{name}-scheduled-backup", sb, kept, after=[cluster])
+    if spec.backup and spec.drill_hours:
+        conf = store["spec"]["configuration"]
+        deploy_drill(platform, name, spec, conf, barman.server_name(spec), parent=parent)
     # One A record per instance: the stack's Prometheus scrapes each by DNS.
     Service(
         f"{name}-metrics",
