@@ -221,10 +221,17 @@ def test_network_is_default_deny_then_exactly_the_needed_flows(stack: str) -> No
             for peer in rule.get("from", []) + rule.get("to", []):
                 if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
                     owner = policy["metadata"]["name"]
-                    # The database's archiver reaches the object store off the cluster;
-                    # Alertmanager notifies pagers and chat; the blackbox exporter
-                    # probes the public URL as users reach it.
-                    assert owner in ("proxy", "app", "database", "alertmanager", "blackbox"), (
+                    # The database's archiver and its restore drill reach the object
+                    # store off the cluster; Alertmanager notifies pagers and chat; the
+                    # blackbox exporter probes the public URL as users reach it.
+                    assert owner in (
+                        "proxy",
+                        "app",
+                        "database",
+                        "database-drill",
+                        "alertmanager",
+                        "blackbox",
+                    ), (  # fmt: skip
                         f"{ident(policy)} opens the internet"
                     )
                     if "to" in rule:
