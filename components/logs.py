@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 import pulumi
 
 from components.certificates import InternalCA, ServerCertificate
-from components.configs.elasticsearch import AUDIT_RETENTION_MIN_DAYS, setup_script
+from components.configs.elasticsearch import (
+    AUDIT_RETENTION_MIN_DAYS,
+    S3_KEY_DIR,
+    SnapshotStore,
+    keystore_command,
+    s3_client_settings,
+    setup_script,
+)
 from components.configs.logstash import (
     GELF_PORT,
     QUEUE_DIR,
@@ -109,6 +116,15 @@ class LoggingArgs:
     gelf_port: int | None = 12201
     """Host loopback port for GELF (Docker's log driver); unique per stack on a host."""
     protect: bool = False
+    snapshots: SnapshotStore | None = None
+    """The object store the audit indices are snapshotted to (with backups)."""
+    snapshot_keys: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    """The object store's access key id and secret key, for ``snapshots``."""
+
+
+# The Elasticsearch image's own entrypoint and command (its Dockerfile's
+# ENTRYPOINT and CMD), started after the S3 keys are in the keystore.
+ES_ENTRYPOINT = ("/bin/tini", "--", "/usr/local/bin/docker-entrypoint.sh", "eswrapper")
 
 
 class Logging(pulumi.ComponentResource):
@@ -155,6 +171,14 @@ class Logging(pulumi.ComponentResource):
             VolumeSpec(size_gb=args.volume_gb, protect=args.protect),
             parent=self,
         )
+        snapshot_files: tuple[ConfigFile, ...] = ()
+        if args.snapshots:
+            assert args.snapshot_keys, "snapshots need the object store's keys"
+            key_id, secret_key = args.snapshot_keys
+            snapshot_files = (
+                ConfigFile(f"{S3_KEY_DIR}/access_key", key_id, secret=True),
+                ConfigFile(f"{S3_KEY_DIR}/secret_key", secret_key, secret=True),
+            )
         es = p.deploy(
             f"{name}-elasticsearch",
             ServiceSpec(
@@ -174,10 +198,14 @@ class Logging(pulumi.ComponentResource):
                     "ingest.geoip.downloader.enabled": "false",
                     "ES_JAVA_OPTS": f"-Xms{args.heap_mb}m -Xmx{args.heap_mb}m",
                     **disk_watermarks(args.volume_gb),
+                    **(s3_client_settings(args.snapshots) if args.snapshots else {}),
                 },
                 secret_env={"ELASTIC_PASSWORD": self.elastic_password},
                 mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
-                files=_tls_files(ES_CERTS, es_cert),
+                files=_tls_files(ES_CERTS, es_cert) + snapshot_files,
+                command=keystore_command(ES_ENTRYPOINT) if args.snapshots else None,
+                # Snapshots go to the object store off the cluster (HTTPS).
+                internet_egress=args.snapshots is not None,
                 health=HealthCheck(
                     command=(
                         "sh",
@@ -200,6 +228,7 @@ class Logging(pulumi.ComponentResource):
             ca_file=ES_CERTS.ca,
             retention_days=args.retention_days,
             audit_retention_days=args.audit_retention_days,
+            snapshots=args.snapshots,
         )
         setup = p.deploy(
             f"{name}-es-setup",

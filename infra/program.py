@@ -10,6 +10,7 @@ import pulumi
 from components.app import APP_PORT, LunaApp, LunaAppArgs
 from components.cache import Cache, CacheArgs
 from components.certificates import InternalCA, InternalCAArgs
+from components.configs.elasticsearch import SnapshotStore
 from components.configs.prometheus import AlertThresholds
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging, LoggingArgs
@@ -278,6 +279,18 @@ def build(s: Settings) -> dict[str, Any]:
                 kibana_port=s.kibana_port,
                 gelf_port=s.gelf_port,
                 protect=s.protect_data,
+                # The audit indices' off-site copy, beside the database's backups.
+                snapshots=SnapshotStore(
+                    bucket=t.bucket,
+                    endpoint=t.endpoint,
+                    base_path=f"luna-{s.stack}/elasticsearch",
+                    path_style=t.uri_style == "path",
+                )
+                if backup
+                else None,
+                snapshot_keys=(backup.target.access_key_id, backup.target.secret_access_key)
+                if backup
+                else None,
             ),
         )
         outputs["kibana_url"] = logging.kibana_url

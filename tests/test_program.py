@@ -351,11 +351,13 @@ def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
         for r in res.of_type("network:Network")
         if not unwrap(r.inputs.get("internal"))
     }
-    # The database and its drill reach the off-site object store; Alertmanager
+    # The database, its drill and Elasticsearch's snapshots reach the off-site
+    # object store; Alertmanager
     # notifies pagers and chat; the blackbox exporter probes the public URL.
     assert open_nets == {"luna-prod-app-edge", "luna-prod-proxy-edge", "luna-prod-grafana-edge",
                          "luna-prod-kibana-edge", "luna-prod-logstash-edge",
                          "luna-prod-database-edge", "luna-prod-database-drill-edge",
+                         "luna-prod-elasticsearch-edge",
                          "luna-prod-alertmanager-edge",
                          "luna-prod-blackbox-edge"}, open_nets  # fmt: skip
     for name, rec in res.containers().items():

@@ -9,26 +9,129 @@ Two index families per stack (docs/logging.md):
 Roles: the shipper (Logstash) may only add documents, to both; the operator
 role may only read both. Nobody but the ``elastic`` superuser (break-glass)
 and ILM itself can delete an audit document or index.
+
+Off-site copy (both platforms, with backups): a snapshot repository of type
+``s3`` in the stack's object store, and a daily snapshot lifecycle (SLM) policy
+for the audit indices that keeps every snapshot at least six years
+(:func:`snapshot_repository`, :func:`slm_policy`). The calls follow Elastic's API
+reference: "Create or update a snapshot repository" (``PUT /_snapshot/<repo>``,
+type ``s3``, settings ``bucket``, ``client``, ``base_path``,
+``server_side_encryption``: docs/reference/snapshot-restore/repository-s3.asciidoc)
+and "Create or update a snapshot lifecycle policy" (``PUT /_slm/policy/<id>``:
+``schedule``, ``name``, ``repository``, ``config.indices``,
+``config.include_global_state``, ``retention.expire_after``/``min_count``/``max_count``:
+docs/reference/slm/apis/slm-put.asciidoc). The S3 client's keys are secure
+settings, so they live in each node's keystore (:func:`keystore_command`).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
     "AUDIT_RETENTION_MIN_DAYS",
     "OPERATOR_ROLE",
+    "S3_CLIENT",
+    "S3_KEY_DIR",
+    "SLM_POLICY",
+    "SNAPSHOT_REPOSITORY",
     "WRITER_ROLE",
+    "SnapshotStore",
     "audit_index_pattern",
     "index_pattern",
+    "keystore_command",
     "roles",
+    "s3_client_settings",
     "setup_script",
+    "slm_policy",
+    "snapshot_repository",
 ]
 
 WRITER_ROLE: Final = "luna_logs_writer"
 OPERATOR_ROLE: Final = "luna_operator"
 AUDIT_RETENTION_MIN_DAYS: Final = 6 * 365
+SNAPSHOT_REPOSITORY: Final = "luna-backups"
+SLM_POLICY: Final = "luna-audit-daily"
+S3_CLIENT: Final = "luna"
+S3_KEY_DIR: Final = "/usr/share/elasticsearch/config/luna-s3"
+"""Where the node finds the S3 client's two keys, as secret files, to load its keystore."""
+SNAPSHOT_MIN_DAYS: Final = 2200
+"""Six calendar years (2191 or 2192 days) and a margin: a snapshot outlives the
+audit index it copies (HIPAA 164.316(b)(2))."""
+
+
+@dataclass(frozen=True)
+class SnapshotStore:
+    """The object store the snapshots go to (the keys reach the nodes as files)."""
+
+    bucket: str
+    endpoint: str
+    """``host`` or ``host:port``; always HTTPS."""
+    base_path: str
+    """The folder in the bucket, e.g. ``luna-prod/elasticsearch`` (no leading slash)."""
+    path_style: bool = False
+
+
+def s3_client_settings(store: SnapshotStore) -> dict[str, str]:
+    """Node settings of the ``luna`` S3 client (repository-s3's client settings)."""
+    return {
+        f"s3.client.{S3_CLIENT}.endpoint": store.endpoint,
+        f"s3.client.{S3_CLIENT}.protocol": "https",
+        f"s3.client.{S3_CLIENT}.path_style_access": "true" if store.path_style else "false",
+    }
+
+
+def keystore_command(entrypoint: tuple[str, ...]) -> tuple[str, ...]:
+    """Load the S3 keys from :data:`S3_KEY_DIR` into the node's keystore, then start.
+
+    Secure settings cannot come from the environment or elasticsearch.yml; the
+    image's entrypoint creates the keystore only when none exists. The keys are
+    read from files on stdin (``-x``), never from a command line.
+    """
+    load = "; ".join(
+        f"bin/elasticsearch-keystore add -f -x s3.client.{S3_CLIENT}.{key} < {S3_KEY_DIR}/{key}"
+        for key in ("access_key", "secret_key")
+    )
+    script = (
+        "set -eu; [ -f config/elasticsearch.keystore ] || bin/elasticsearch-keystore create; "
+        f"{load}; exec {shlex.join(entrypoint)}"
+    )
+    return ("/bin/sh", "-c", script)
+
+
+def snapshot_repository(store: SnapshotStore) -> dict[str, Any]:
+    """``PUT /_snapshot/luna-backups``: an ``s3`` repository in the stack's bucket."""
+    return {
+        "type": "s3",
+        "settings": {
+            "bucket": store.bucket,
+            "client": S3_CLIENT,
+            "base_path": store.base_path,
+            "server_side_encryption": True,
+        },
+    }
+
+
+def slm_policy(stack: str, audit_retention_days: int) -> dict[str, Any]:
+    """``PUT /_slm/policy/luna-audit-daily``: the audit indices, daily, kept >= 6 years."""
+    keep = max(audit_retention_days, SNAPSHOT_MIN_DAYS)
+    return {
+        # Daily at 01:30 UTC (SLM's cron has a seconds field).
+        "schedule": "0 30 1 * * ?",
+        "name": f"<luna-{stack}-audit-{{now/d}}>",
+        "repository": SNAPSHOT_REPOSITORY,
+        "config": {
+            "indices": [audit_index_pattern(stack)],
+            "include_global_state": False,
+            "ignore_unavailable": True,
+        },
+        # One a day for the whole period, and never fewer than a week's even if
+        # the clock or a restore makes every snapshot look expired.
+        "retention": {"expire_after": f"{keep}d", "min_count": 7, "max_count": keep + 30},
+    }
 
 
 def index_pattern(stack: str) -> str:
@@ -95,14 +198,18 @@ def setup_script(
     ca_file: str,
     retention_days: int,
     audit_retention_days: int,
+    snapshots: SnapshotStore | None = None,
 ) -> str:
     """A POSIX sh script run once per deploy with the Elasticsearch image (it ships curl).
 
     Passwords come from the environment (ELASTIC_PASSWORD, KIBANA_PASSWORD,
     LOGSTASH_PASSWORD) and are generated without quotes or backslashes, so
-    they can be placed in JSON by the shell. Every call is an idempotent PUT.
-    Every call verifies Elasticsearch's certificate against ``ca_file`` (curl
-    checks the chain and the host name by default; ``--cacert`` replaces its roots).
+    they can be placed in JSON by the shell. No secret is on a command line:
+    ``put`` is a shell function, and curl reads its credentials (``-K``) and its
+    body (``--data-binary @file``) from files written by the shell's own printf.
+    Every call is an idempotent PUT and verifies Elasticsearch's certificate
+    against ``ca_file`` (curl checks the chain and the host name by default;
+    ``--cacert`` replaces its roots).
     """
     if retention_days < 1:
         raise ValueError("retention_days must be at least 1")
@@ -116,17 +223,32 @@ def setup_script(
     # for everyone, the superuser included, until ILM deletes it.
     audit_policy = _policy(audit_retention_days, readonly_after_days=2)
     audit_template = _template(audit_index_pattern(stack), "luna-audit")
+    snapshot_calls = ""
+    if snapshots is not None:
+        repo = json.dumps(snapshot_repository(snapshots))
+        policy = json.dumps(slm_policy(stack, audit_retention_days))
+        snapshot_calls = (
+            f"put PUT /_snapshot/{SNAPSHOT_REPOSITORY} '{repo}'\n"
+            # Elasticsearch writes and reads a test blob: credentials, bucket, SSE.
+            f"put POST /_snapshot/{SNAPSHOT_REPOSITORY}/_verify '{{}}'\n"
+            f"put PUT /_slm/policy/{SLM_POLICY} '{policy}'\n"
+        )
     return f"""#!/bin/sh
 # Generated by components/configs/elasticsearch.py
 set -eu
 es="{elasticsearch_url}"
 ca="{ca_file}"
+umask 077
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'user = "elastic:%s"\\n' "$ELASTIC_PASSWORD" > "$tmp/auth"
 put() {{
-  curl -fsS --cacert "$ca" -u "elastic:$ELASTIC_PASSWORD" -H 'Content-Type: application/json' \\
-    -X "$1" "$es$2" -d "$3" > /dev/null
+  printf '%s' "$3" > "$tmp/body"
+  curl -fsS --cacert "$ca" -K "$tmp/auth" -H 'Content-Type: application/json' \\
+    -X "$1" "$es$2" --data-binary "@$tmp/body" > /dev/null
   echo "es-setup: $1 $2"
 }}
-until curl -fsS --cacert "$ca" -u "elastic:$ELASTIC_PASSWORD" \\
+until curl -fsS --cacert "$ca" -K "$tmp/auth" \\
     "$es/_cluster/health?wait_for_status=yellow&timeout=30s" > /dev/null; do
   echo "es-setup: waiting for Elasticsearch"; sleep 5
 done
@@ -138,5 +260,5 @@ put PUT /_ilm/policy/luna-logs '{json.dumps(_policy(retention_days))}'
 put PUT /_ilm/policy/luna-audit '{json.dumps(audit_policy)}'
 put PUT /_index_template/luna-logs '{json.dumps(_template(index_pattern(stack), "luna-logs"))}'
 put PUT /_index_template/luna-audit '{json.dumps(audit_template)}'
-echo "es-setup: done"
+{snapshot_calls}echo "es-setup: done"
 """

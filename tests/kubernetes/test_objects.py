@@ -221,14 +221,16 @@ def test_network_is_default_deny_then_exactly_the_needed_flows(stack: str) -> No
             for peer in rule.get("from", []) + rule.get("to", []):
                 if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
                     owner = policy["metadata"]["name"]
-                    # The database's archiver and its restore drill reach the object
-                    # store off the cluster; Alertmanager notifies pagers and chat; the
-                    # blackbox exporter probes the public URL as users reach it.
+                    # The database's archiver, its restore drill and Elasticsearch's
+                    # snapshots reach the object store off the cluster; Alertmanager
+                    # notifies pagers and chat; the blackbox exporter probes the
+                    # public URL as users reach it.
                     assert owner in (
                         "proxy",
                         "app",
                         "database",
                         "database-drill",
+                        "elasticsearch",
                         "alertmanager",
                         "blackbox",
                     ), (  # fmt: skip

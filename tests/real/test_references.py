@@ -81,7 +81,10 @@ def references(stack: RenderedStack) -> list[tuple[str, str, str]]:
     if es := shipped("/opt/luna/es-setup.sh"):
         refs += [("elasticsearch-setup", h, "es-setup.sh") for h in url_hosts(es)]
     if drill := shipped("/opt/luna/drill.sh"):
-        refs += [("database-drill", h, "drill.sh") for h in url_hosts(drill)]
+        # Kubernetes' drill names the off-site object store itself (its endpoint and
+        # bucket, from the ObjectStore): not a service of the stack.
+        offsite = {stack.setting("backupEndpoint"), stack.setting("backupBucket")}
+        refs += [("database-drill", h, "drill.sh") for h in url_hosts(drill) - offsite]
     if start := shipped("/opt/luna/start.sh"):
         refs += [("database", h, "start.sh") for h in url_hosts(start)]
     if fb := shipped("fluent-bit.conf"):
