@@ -31,6 +31,10 @@ CANNOT_RUN_HERE = {
     "eval": "the README's dev sequence (tests/test_dev_shell.py)",
     "./scripts/test": "the test command itself",
     "kubectl": "no Kubernetes API server here",
+    "helm": "no Kubernetes API server here",
+    "curl": "a deployed Elasticsearch; tests/real/test_es_snapshots.py runs the setup "
+    "script's own calls against a recording HTTPS server",
+    "printf": "writes the request body of the curl that follows",
     "docker": "no Docker engine or registry for the tests",
     "gh": "the GitHub API",
     "aws": "a cloud account",
