@@ -32,6 +32,7 @@ from infra.preflight_checks import Check, pager_key, tls_pair
 from infra.preflight_kube import CNPG_CRDS, KubeApi, kube_checks
 from infra.settings import required_secret_groups, required_secrets
 from tests.support.tls import CaSignedPair, make_ca_signed_pair
+from tests.support.tools import REPO
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -300,3 +301,14 @@ def test_a_wrong_token_fails_every_kubernetes_row(api_pair: CaSignedPair) -> Non
         rows = kube_checks(KubeApi.from_kubeconfig(json.dumps(doc)), stack="staging",
                            storage_class=None)  # fmt: skip
     assert rows and all(r.failed for r in rows), rows
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_stack_file_header_names_every_required_secret(stack: str) -> None:
+    header = "".join(
+        line for line in (REPO / f"Pulumi.{stack}.yaml").read_text().splitlines(True)
+        if line.startswith("#")
+    )  # fmt: skip
+    keys = [*required_secrets(stack), *(k for g in required_secret_groups(stack) for k in g)]
+    missing = [k for k in keys if f"luna:{k}" not in header]
+    assert not missing, f"Pulumi.{stack}.yaml's header omits {missing}"
