@@ -15,6 +15,7 @@ import (``from infra.settings import Settings, ConfigError, ...``):
 from __future__ import annotations
 
 import contextvars
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -419,7 +420,15 @@ def _read(r: _Reader, stack: str) -> Settings:
 def _check_unknown(read: set[str]) -> None:
     prefix = f"{NAMESPACE}:"
     for full in sorted(runtime_config.CONFIG.get()):
-        if full.startswith(prefix) and full[len(prefix) :] not in read:
-            raise ConfigError(
-                full[len(prefix) :], "…", "unknown key; see docs/configuration.md for the keys"
-            )
+        key = full[len(prefix) :]
+        if full.startswith(prefix) and key not in read:
+            raise ConfigError(key, "…", f"unknown key; {_did_you_mean(key, read)}"
+                              "see docs/configuration.md for the keys")  # fmt: skip
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    """The closest known key: a case slip (``appurl``) first, then a typo (``appReplica``)."""
+    by_case = {k.lower(): k for k in known}
+    close = [by_case[key.lower()]] if key.lower() in by_case else []
+    close = close or difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    return f"did you mean {close[0]}? " if close else ""
