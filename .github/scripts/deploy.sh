@@ -18,7 +18,7 @@ set -euo pipefail
 : "${STACK:?STACK is not set}" "${RUNNER_TEMP:?}" "${GITHUB_OUTPUT:?}"
 : "${PULUMI_BACKEND_URL:?set the secret PULUMI_BACKEND_URL (docs/pipeline.md)}"
 # How long to wait for another update of the same stack (the backend's lock) to end.
-lock_wait_s=${LOCK_WAIT_S:-1800}
+lock_wait_s=${LOCK_WAIT_S:-1800} lock_poll_s=${LOCK_POLL_S:-30}
 
 # Credential files are readable by this user only and removed by the job's last step.
 umask 077
@@ -74,7 +74,7 @@ while :; do
   if grep -q -E "Another update is currently in progress|the stack is currently locked" "$log" \
      && [ "$(date +%s)" -lt "$deadline" ]; then
     echo "::notice::$STACK is being updated by another run; waiting for its lock"
-    sleep 30
+    sleep "$lock_poll_s"
     continue
   fi
   exit "$rc"
