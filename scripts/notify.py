@@ -20,8 +20,8 @@ Secret values (keys, webhook URLs) never appear in the output.
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -137,16 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--event", required=True, choices=EVENTS)
     parser.add_argument("--summary", required=True)
     parser.add_argument("--run-url", default="")
+    parser.add_argument("--pagerduty-url", default=PAGERDUTY_URL, help=argparse.SUPPRESS)
+    parser.add_argument("--opsgenie-url", default=OPSGENIE_URL, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from stack_secrets import SecretStore, store_id
 
     store = SecretStore()
     receivers = {k: v for k in RECEIVER_KEYS if (v := store.get(store_id(args.stack, k)))}
-    endpoints = {name: url for name, env in (("pagerduty", "LUNA_PAGERDUTY_URL"),
-                 ("opsgenie", "LUNA_OPSGENIE_URL")) if (url := os.environ.get(env))}  # fmt: skip
     deliveries = messages(
         receivers, stack=args.stack, event=args.event, summary=args.summary,
-        run_url=args.run_url, chat_kind=chat_kind(args.stack), endpoints=endpoints,
+        run_url=args.run_url, chat_kind=chat_kind(args.stack),
+        endpoints={"pagerduty": args.pagerduty_url, "opsgenie": args.opsgenie_url},
     )  # fmt: skip
     return send_all(deliveries)
 
