@@ -126,7 +126,32 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     check_combinations(settings)
     check_alerting(settings)
     check_hostile(settings)
+    check_prod_app_image(settings)
     return settings
+
+
+# Where prod may pull the app image from (issue #25): this organisation's packages only.
+PROD_APP_REGISTRIES: Final = ("ghcr.io/luna-app/",)
+_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+
+
+def check_prod_app_image(s: Settings) -> None:
+    """Prod runs only an app image pinned by digest, from an allowed registry.
+
+    A tag can be re-pushed (``evil.example/x:1`` and ``ghcr.io/luna-app/luna-web:1.4.2``
+    both pass the generic "pinned" check); a digest names one image for ever, the one
+    the pipeline built, scanned, signed and recorded (docs/pipeline.md, "Images").
+    """
+    if s.stack != "prod":
+        return
+    ref = s.images.app
+    if not ref.startswith(PROD_APP_REGISTRIES) or not _DIGEST.search(ref):
+        raise ConfigError(
+            "appImage",
+            ref,
+            "in prod, an image from " + " or ".join(PROD_APP_REGISTRIES)
+            + " pinned by digest: name[:tag]@sha256:<64 hex>",
+        )
 
 
 def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
