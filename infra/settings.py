@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import difflib
+import re
 from typing import Final
 from urllib.parse import urlparse
 
