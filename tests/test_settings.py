@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pulumi
 import pytest
@@ -261,3 +262,17 @@ def test_prod_requires_a_real_certificate() -> None:
     pulumi.runtime.set_all_config(config, secret_keys)
     with pytest.raises(ConfigError, match=r"luna:tlsCert .*required in prod"):
         load_settings("prod")
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_require_secrets_names_every_missing_secret_in_one_line(
+    stack: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from infra.settings import required_secret_groups, required_secrets
+
+    code = main(["--stack", stack, "--out", str(tmp_path / "out"), "--require-secrets"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, err
+    wanted = [*required_secrets(stack), *(k for g in required_secret_groups(stack) for k in g)]
+    missing = [k for k in wanted if f"luna:{k}" not in err[0]]
+    assert not missing, f"{stack}: one run does not name {missing}: {err[0]}"
