@@ -56,6 +56,7 @@ DOCS = {
     "overrides": "docs/environments.md",
     "sizing": "docs/environments.md",
     "first-deploy-secrets": "docs/first-deploy.md",
+    "diagram-overview": "README.md",
     "diagram-docker": "docs/platforms.md",
     "diagram-kubernetes": "docs/platforms.md",
 }
@@ -270,6 +271,13 @@ def diagram(platform: str, render_fn: RenderFn | None = None) -> str:
     return f"```mermaid\n{mermaid(rendered, platform, DIAGRAM_STACK)}\n```"
 
 
+def overview_diagram(render_fn: RenderFn | None = None) -> str:
+    from infra.diagrams import overview
+
+    rendered = (render_fn or _default_render)(DIAGRAM_STACK, "docker")
+    return f"```mermaid\n{overview(rendered, DIAGRAM_STACK)}\n```"
+
+
 def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, str]:
     """Every generated table and diagram, by block name."""
     return {
@@ -279,6 +287,7 @@ def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, st
         "overrides": overrides_table(root),
         "sizing": sizing_table(render_fn),
         **{f"diagram-{p}": diagram(p, render_fn) for p in PLATFORMS},
+        "diagram-overview": overview_diagram(render_fn),
     }
 
 
