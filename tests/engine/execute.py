@@ -159,15 +159,36 @@ class _Run:
             self.names.pop(name, None)
 
 
-def execute(result: Plan, state: State, after: Mapping[str, Resource], faults: Faults) -> None:
-    """The engine's execution order; stops at the first failed step."""
-    run = _Run(result, state, faults)
-    stopped = False
+def _depths(after: Mapping[str, Resource]) -> dict[str, int]:
+    """The step executor runs every step whose dependencies are done at once
+    (step_executor.go, one worker per ready chain): steps of one depth are in
+    flight together."""
+    depth: dict[str, int] = {}
     for urn in _order(after):
-        if result.steps[urn].op != "same" and not run.step(urn, after[urn]):
-            stopped = True
+        deps = [depth[d] for d in after[urn].dependencies if d in depth]
+        depth[urn] = 1 + max(deps, default=0)
+    return depth
+
+
+def execute(result: Plan, state: State, after: Mapping[str, Resource], faults: Faults) -> None:
+    """The engine's execution order. A failed step lets the steps in flight with it
+    (its depth) finish and starts no other; an interrupt stops at once."""
+    run = _Run(result, state, faults)
+    depth = _depths(after)
+    order = _order(after)
+    stopped_at: int | None = None
+    for urn in sorted(order, key=lambda u: (depth[u], order.index(u))):
+        if result.steps[urn].op == "same":
+            continue
+        if stopped_at is not None and depth[urn] > stopped_at:
             break
-    if not stopped:
+        first = result.failed
+        if not run.step(urn, after[urn]):
+            result.failed = first or urn
+            if result.events[-1][0] == "interrupt":
+                break
+            stopped_at = depth[urn] if stopped_at is None else stopped_at
+    if result.failed is None:
         _deletes(result, state)
     result.next = _next_state(result, state, after)
 

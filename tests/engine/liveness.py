@@ -77,7 +77,9 @@ def _initial(
     for r, tag in copies:
         kind = classify(r)
         if kind:
-            healthy = not r.init_errors and image_of(r) not in unhealthy
+            # A Deployment whose rollout never became ready keeps its old
+            # ReplicaSet serving (maxUnavailable 0); a container is what it runs.
+            healthy = r.type != CONTAINER or (not r.init_errors and image_of(r) not in unhealthy)
             live[(r.urn, tag)] = Instance(kind[0], kind[1], healthy)
     return live
 
