@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from components.platforms.docker.gate import HEALTH_GATE
 from tests.engine.facts import docker_name_conflict
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["CONTAINER", "HEALTH_GATE", "Faults", "execute"]
 
 CONTAINER = "docker:index/container:Container"
-HEALTH_GATE = "# luna: health gate"
-"""First line of a Command script that exits non-zero unless every container it
-names is healthy (components/platforms/docker/gate.py; tests/test_docker_gate.py
-runs the script)."""
 _ROLLING = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from components.platforms.docker.gate import HEALTH_GATE
 from tests.engine.execute import CONTAINER, image_of
 from tests.engine.model import Plan, Resource, State
 
@@ -40,6 +41,8 @@ class Instance:
     service: str
     count: int
     healthy: bool
+    answering: bool = True
+    """Reachable on the service's name (a gated replica is not until admitted)."""
 
 
 @dataclass
@@ -68,8 +71,19 @@ class Liveness:
         return max(self.running.get(service) or [0])
 
 
+def _gated(state: State, after: Mapping[str, Resource]) -> set[str]:
+    """Containers a health gate admits (components/platforms/docker/gate.py)."""
+    commands = (*state.resources.values(), *after.values())
+    return {
+        dep
+        for r in commands
+        if r.type == "command:local:Command" and str(r.inputs.get("create")).startswith(HEALTH_GATE)
+        for dep in r.dependencies
+    }
+
+
 def _initial(
-    state: State, classify: Classify, unhealthy: set[str]
+    state: State, classify: Classify, unhealthy: set[str], gated: set[str]
 ) -> dict[tuple[str, str], Instance]:
     live: dict[tuple[str, str], Instance] = {}
     copies = [(r, "old") for r in state.resources.values()]
@@ -80,7 +94,8 @@ def _initial(
             # A Deployment whose rollout never became ready keeps its old
             # ReplicaSet serving (maxUnavailable 0); a container is what it runs.
             healthy = r.type != CONTAINER or (not r.init_errors and image_of(r) not in unhealthy)
-            live[(r.urn, tag)] = Instance(kind[0], kind[1], healthy)
+            answering = healthy or r.urn not in gated
+            live[(r.urn, tag)] = Instance(kind[0], kind[1], healthy, answering)
     return live
 
 
@@ -94,17 +109,19 @@ def liveness(
 ) -> Liveness:
     """Replay ``result.events`` over what ran in ``before``."""
     state = before if isinstance(before, State) else State(before)
-    live = _initial(state, classify, unhealthy)
+    gated = _gated(state, after)
+    live = _initial(state, classify, unhealthy, gated)
     out = Liveness()
     services = sorted({i.service for i in live.values()} | _services(after, classify))
 
-    def record(dip: str | None = None) -> None:
+    def record(dip: str | None = None, surge: tuple[str, int] = ("", 0)) -> None:
         for s in services:
+            # Surge pods answer once ready (a Service lists ready endpoints only).
+            extra = surge[1] if s == surge[0] else 0
             healthy = sum(i.count for i in live.values() if i.service == s and i.healthy)
-            out.serving.setdefault(s, []).append(0 if s == dip else healthy)
-            out.running.setdefault(s, []).append(
-                sum(i.count for i in live.values() if i.service == s)
-            )
+            out.serving.setdefault(s, []).append(0 if s == dip else healthy + extra)
+            answering = sum(i.count for i in live.values() if i.service == s and i.answering)
+            out.running.setdefault(s, []).append(0 if s == dip else extra + answering)
 
     record()
     for event, urn in result.events:
@@ -120,9 +137,10 @@ def liveness(
             kind = classify(new)
             if kind and (event == "create" or new.type == CONTAINER):
                 healthy = event == "create" and image_of(new) not in unhealthy
-                live[(urn, "new")] = Instance(kind[0], kind[1], healthy)
+                answering = healthy or urn not in gated
+                live[(urn, "new")] = Instance(kind[0], kind[1], healthy, answering)
         elif event == "update" and new is not None and old is not None:
-            record(_dip(result, urn, old, new, classify, out))
+            record(_dip(result, urn, old, new, classify, out), _surge(new, classify))
             continue
         record()
     return out
@@ -130,6 +148,19 @@ def liveness(
 
 def _services(after: Mapping[str, Resource], classify: Classify) -> set[str]:
     return {k[0] for r in after.values() if (k := classify(r))}
+
+
+def _surge(new: Resource, classify: Classify) -> tuple[str, int]:
+    """A rolling Deployment starts ``maxSurge`` new pods beside the old ones
+    (kubernetes pkg/controller/deployment/rolling.go); both answer on the Service."""
+    kind = classify(new)
+    strategy = (new.inputs.get("spec") or {}).get("strategy") or {}
+    if not kind or new.type != "kubernetes:apps/v1:Deployment":
+        return ("", 0)
+    if strategy.get("type") == "Recreate":
+        return ("", 0)
+    surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", 1)
+    return (kind[0], surge if isinstance(surge, int) else 1)
 
 
 def _dip(
