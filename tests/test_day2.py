@@ -427,3 +427,77 @@ def _instances(resources: Mapping[str, Resource]) -> int:
          if r.type == "kubernetes:postgresql.cnpg.io/v1:Cluster"),
         default=0,
     )  # fmt: skip
+
+
+def test_15_destroy_excluding_protected_leaves_a_database_that_starts_and_archives() -> None:
+    """What CloudNativePG needs to start an instance and archive WAL stays: the
+    Cluster, every Secret it names, and every NetworkPolicy over its pods."""
+    from tests.engine.model import destroy_excluding_protected
+
+    stack = "prod"  # the stack that protects its data (settings: protect in prod)
+    state = snap(stack, "kubernetes")
+    _, kept = destroy_excluding_protected(state)
+    (cluster,) = [u for u, r in state.items() if r.type.endswith("cnpg.io/v1:Cluster")]
+    assert state[cluster].protect, "prod's database cluster is not protected"
+    names = _secret_names(state[cluster].inputs.get("spec") or {})
+    secrets = {(r.inputs["metadata"].get("name") or r.outputs["metadata"]["name"]): u
+               for u, r in state.items() if r.type == "kubernetes:core/v1:Secret"}  # fmt: skip
+    lost = sorted(n for n in names if secrets.get(n) not in kept)
+    assert not lost, f"{stack}: the retained cluster's Secrets are deleted: {lost}"
+    labels = (state[cluster].inputs["spec"].get("inheritedMetadata") or {}).get("labels") or {}
+    policies = [u for u, r in state.items() if r.type.endswith("NetworkPolicy")
+                and _selects(r.inputs["spec"].get("podSelector") or {}, labels)]  # fmt: skip
+    gone = sorted(state[u].inputs["metadata"]["name"] for u in policies if u not in kept)
+    assert policies and not gone, f"{stack}: policies over the database deleted: {gone}"
+
+
+def _secret_names(spec: Mapping[str, object]) -> set[str]:
+    """Every ``name`` under a ``…Secret`` key of the Cluster's spec."""
+    found: set[str] = set()
+
+    def walk(value: object, key: str = "") -> None:
+        if isinstance(value, dict):
+            if key.lower().endswith("secret") and isinstance(value.get("name"), str):
+                found.add(value["name"])
+            for k, v in value.items():
+                if isinstance(v, str) and k.lower().endswith("secret"):
+                    found.add(v)
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+
+    walk(spec)
+    return found
+
+
+def _selects(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
+    match = selector.get("matchLabels") or {}
+    assert isinstance(match, dict)
+    return all(labels.get(k) == v for k, v in match.items())
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_16_a_renamed_kube_context_replaces_nothing(stack: str) -> None:
+    """The provider has a clusterIdentifier (pulumi-kubernetes DiffConfig)."""
+    before = snap(stack, "kubernetes", (("kubeContext", "luna"),))
+    after = snap(stack, "kubernetes", (("kubeContext", "luna-renamed"),))
+    providers = [r for r in after.values() if r.type == "pulumi:providers:kubernetes"]
+    assert providers and all(r.inputs.get("clusterIdentifier") for r in providers), providers
+    result = plan(before, after)
+    assert not result.errors, result.errors
+    replaced = [u.split("::")[-1] for u, s in result.changed().items() if s.op == "replace"]
+    assert not replaced, f"{stack}: {replaced}"
+    # Without the identifier, the same change of the active cluster replaces all.
+    bare = {u: _without_identifier(r, "c2") for u, r in after.items()}
+    old = {u: _without_identifier(r, "c1") for u, r in before.items()}
+    result = plan(old, bare)
+    replaced = [u for u, s in result.changed().items() if s.op == "replace"]
+    assert len(replaced) > 10 and result.errors if stack == "prod" else replaced, replaced
+
+
+def _without_identifier(r: Resource, cluster: str) -> Resource:
+    if r.type != "pulumi:providers:kubernetes":
+        return r
+    inputs = {k: v for k, v in r.inputs.items() if k != "clusterIdentifier"}
+    return Resource(**{**r.__dict__, "inputs": {**inputs, "cluster": cluster}})

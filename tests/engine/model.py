@@ -434,3 +434,29 @@ def running(
 
 
 __all__ += ["running"]
+
+
+def destroy_excluding_protected(state: Mapping[str, Resource]) -> tuple[set[str], set[str]]:
+    """``pulumi destroy --exclude-protected``: (deleted, kept) URNs.
+
+    pkg/cmd/pulumi/operations/destroy.go ``getProtectedExcludes``: every protected
+    resource and its transitive dependencies (graph.DependencyGraph
+    ``TransitiveDependenciesOf``: dependencies, property dependencies, the parent
+    and the provider) are excluded; step_generator.go
+    ``determineForbiddenResourcesToDeleteFromExcludes`` keeps them, and every
+    other resource is deleted.
+    """
+    kept: set[str] = set()
+    frontier = [u for u, r in state.items() if r.protect]
+    while frontier:
+        urn = frontier.pop()
+        if urn in kept or urn not in state:
+            continue
+        kept.add(urn)
+        r = state[urn]
+        deps = {*r.dependencies, *(d for ds in r.property_dependencies.values() for d in ds)}
+        frontier += [*deps, r.provider] if r.provider else list(deps)
+    return set(state) - kept, kept
+
+
+__all__ += ["destroy_excluding_protected"]
