@@ -286,6 +286,13 @@ def test_9_a_bad_image_then_up_again_then_a_rollback_keeps_the_old_version_servi
     where = f"{stack}/{platform}"
     first = plan(base, bad, unhealthy=unhealthy)
     assert first.failed and first.partial, f"{where}: the bad image did not fail: {first.events}"
+    if (stack, platform) in DEV_GAP:
+        # dev without the proxy publishes the app's port itself: its one container
+        # goes first (DEV_GAP), so the bad one is all there is until the rollback.
+        back = plan(first.next or State({}), base, unhealthy=unhealthy)
+        assert not back.errors and back.next is not None and not back.next.pending, back.errors
+        assert not [u for u, r in back.next.resources.items() if r.init_errors], back.events
+        return
     again = plan(first.next or State({}), bad, unhealthy=unhealthy)
     assert again.failed, f"{where}: a second `up` of the bad image succeeded: {again.events}"
     back = plan(again.next or State({}), base, unhealthy=unhealthy)
@@ -312,13 +319,15 @@ def test_10_an_interrupted_up_then_a_revert(stack: str, platform: str) -> None:
     app = [
         i
         for i, (e, u) in enumerate(full.events)
-        if e in ("create", "update") and u.endswith(("::luna-app-web", "::luna-app-web-0"))
+        if e in ("delete", "create", "update")
+        and u.endswith(("::luna-app-web", "::luna-app-web-0", "::luna-app-web-1"))
     ]
     assert app, f"{stack}/{platform}: no app step in {full.events}"
     # Docker: killed right after the first new replica is created. Kubernetes:
     # killed before the Deployment's patch (killed during it, the cluster rolls
     # on and the state never knew: docs/runbooks/rollback.md, `up --refresh`).
-    at = app[0] + 1 if platform == "docker" else app[0]
+    starts = [i for i in app if full.events[i][1] not in {u for _, u in full.events[:i]}]
+    at = starts[1] if len(starts) > 1 and platform == "docker" else starts[0]
     cut = plan(base, bumped, interrupt_after=at)
     assert cut.next is not None and cut.failed
     revert = plan(cut.next, base)
@@ -358,8 +367,9 @@ def test_12_edge_certificate_and_nginx_settings_change_with_no_refused_connectio
 ) -> None:
     base = snap(stack, platform)
     pem = "-----BEGIN CERTIFICATE-----\nROTATED\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\nROTATED\n-----END PRIVATE KEY-----\n"
     for what, after in (
-        ("tls certificate", snap(stack, platform, secrets=(("tlsCert", pem),))),
+        ("tls certificate", snap(stack, platform, secrets=(("tlsCert", pem), ("tlsKey", key)))),
         ("nginx setting", snap(stack, platform, (("clientMaxBodyMb", "20"),))),
     ):
         result, timeline = day2(base, after)
@@ -367,10 +377,11 @@ def test_12_edge_certificate_and_nginx_settings_change_with_no_refused_connectio
         _only(result, after, "ReverseProxy", what=f"{stack}/{platform} {what}")
         edge = {u.split("::")[-1]: s.op for u, s in result.changed().items()}
         if platform == "docker":
-            assert edge == {
-                "luna-proxy-nginx-files": "update",
-                "luna-proxy-nginx-reload": "replace",
-            }, f"{stack} {what}: {edge}"
+            # nginx itself untouched: the files are rewritten and reloaded in place.
+            touched = [u for u in result.changed() if u.split("::")[-2].endswith(":Container")]
+            assert not touched, f"{stack} {what}: {edge}"
+            assert edge.get("luna-proxy-nginx-files") == "update", f"{stack} {what}: {edge}"
+            assert edge.get("luna-proxy-nginx-reload") == "replace", f"{stack} {what}: {edge}"
         print(f"{stack}/{platform} {what}: {edge}")
 
 
@@ -378,9 +389,10 @@ def test_12_edge_certificate_and_nginx_settings_change_with_no_refused_connectio
 def test_13_a_redis_password_or_certificate_rotation_never_has_two_caches(
     stack: str, platform: str
 ) -> None:
-    base = snap(stack, platform)
+    cache = (("cache", "true"),) if stack == "dev" else ()  # off in dev by default
+    base = snap(stack, platform, cache)
     rotated = snap(
-        stack, platform, secrets=(("redisPassword", "Rotated0Password0Value0123456789"),)
+        stack, platform, cache, secrets=(("redisPassword", "Rotated0Password0Value0123456789"),)
     )
     cases: list[tuple[str, dict[str, Resource], tuple[str, ...]]] = [
         ("redis password", rotated, ())
@@ -395,8 +407,10 @@ def test_13_a_redis_password_or_certificate_rotation_never_has_two_caches(
         print(f"{stack}/{platform} {what}: caches answering {seen.running['cache']}")
 
 
-@pytest.mark.parametrize(("stack", "platform"), MATRIX, ids=IDS)
+@pytest.mark.parametrize(("stack", "platform"), [m for m in MATRIX if m[0] != "dev"],
+                         ids=[i for i in IDS if not i.startswith("dev")])  # fmt: skip
 def test_14_a_postgres_minor_image_bump(stack: str, platform: str) -> None:
+    """(dev runs SQLite in the app's volume: no PostgreSQL.)"""
     """Kubernetes: a switchover where there is a standby; Docker: one restart,
     measured on the rehearsal (docs/runbooks/rollback.md)."""
     key, image = (
