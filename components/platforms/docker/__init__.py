@@ -10,7 +10,6 @@ client never inherits its target's route off the host.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 import shlex
@@ -23,13 +22,22 @@ import pulumi_command as command
 import pulumi_docker as docker
 
 from components.platforms import Deployment, Platform, RegistryAuth
-from components.platforms.docker.files import LiveFiles, reload_script, write_script
 from components.platforms.docker.forms import docker_cpus, go_duration, inputs_digest
-from components.platforms.docker.gate import Admission, gate_script
+from components.platforms.docker.gate import Admission
 from components.platforms.docker.jobs import JobRun, job_script
+from components.platforms.docker.rollout import (
+    admission,
+    admission_gate,
+    exclusive,
+    gated,
+    generation_name,
+    live_files,
+    published,
+    reloader,
+    wait_timeout,
+)
 from components.spec import (
     ConfigFile,
-    Mount,
     PostgresService,
     PostgresSpec,
     ServiceSpec,
@@ -134,24 +142,24 @@ class DockerPlatform(Platform):
             return Deployment(service=spec.name, resources=[job])
         live: list[ConfigFile] = []
         if spec.reload is not None:
-            spec, live, writer = self._live_files(name, spec, image, parent=parent)
+            spec, live, writer = live_files(self, name, spec, image, parent=parent)
             after = [*after, writer]
         replicas = spec.replicas if spec.workload == "service" else 1
         containers = []
         addresses = []
-        exclusive = _exclusive(spec)
-        gated = _gated(spec)
+        alone = exclusive(spec)
+        gated_ = gated(spec)
         admissions: list[pulumi.Output[Admission]] = []
         for index in range(replicas):
             replica = f"{spec.name}-{index}" if replicas > 1 else spec.name
             resource_name = f"{name}-{index}" if replicas > 1 else name
             if spec.ports:
                 addresses.append(f"{replica}:{spec.ports[0].port}")
-            inputs = self._container_inputs(spec, replica, image, join_own=not gated)
+            inputs = self._container_inputs(spec, replica, image, join_own=not gated_)
             physical = (
                 _unique_name(self.physical(replica), inputs)
-                if exclusive
-                else _generation_name(resource_name, self.physical(replica), inputs, parent, after)
+                if alone
+                else generation_name(resource_name, self.physical(replica), inputs, parent, after)
             )
             container = docker.Container(
                 resource_name,
@@ -164,16 +172,16 @@ class DockerPlatform(Platform):
                     # A container that holds a host port or writes a volume
                     # must stop before its replacement starts; any other is
                     # replaced create-before-delete, so a replica always runs.
-                    delete_before_replace=exclusive,
+                    delete_before_replace=alone,
                 ),
             )
             containers.append(container)
             aliases = sorted({spec.name, replica})
-            admissions.append(container.name.apply(functools.partial(_admission, aliases)))
-        if gated:
-            self._gate(name, spec, containers, admissions, parent=parent)
+            admissions.append(container.name.apply(functools.partial(admission, aliases)))
+        if gated_:
+            admission_gate(self, name, spec, containers, admissions, parent=parent)
         if live:
-            self._reloader(name, spec, containers, live, parent=parent)
+            reloader(self, name, spec, containers, live, parent=parent)
         return Deployment(
             service=spec.name,
             resources=containers,
@@ -224,6 +232,18 @@ class DockerPlatform(Platform):
         )
         return self._builds[ref]
 
+    @property
+    def host(self) -> str:
+        """The Docker host every container runs on (``DOCKER_HOST`` for Commands)."""
+        return self._args.host
+
+    def volume_resource(self, key: str) -> docker.Volume:
+        return self._volumes[key]
+
+    def network(self, key: str) -> docker.Network:
+        """The stack's network ``key`` (created on first use)."""
+        return self._network(key)
+
     # -- helpers -----------------------------------------------------------
     def _image(self, ref: str) -> docker.RemoteImage:
         if ref not in self._images:
@@ -251,103 +271,6 @@ class DockerPlatform(Platform):
             )
         return self._networks[key]
 
-    def _live_files(
-        self, name: str, spec: ServiceSpec, image: docker.RemoteImage, *, parent: pulumi.Resource
-    ) -> tuple[ServiceSpec, list[ConfigFile], command.local.Command]:
-        """Ship the files below ``spec.reload.directory`` in a volume (files.py).
-
-        Returns the spec without them (they are no input of the container), with
-        the volume mounted read-only, and the Command that writes them.
-        """
-        assert spec.reload is not None
-        directory = spec.reload.directory.rstrip("/")
-        live = [f for f in spec.files if f.path.startswith(directory + "/")]
-        key = f"{spec.name}-live"
-        self.volume(f"{name}-live", key, VolumeSpec(size_gb=1), parent=parent)
-        variables = {f.path: f"LUNA_FILE_{i}" for i, f in enumerate(live)}
-        environment: dict[str, pulumi.Input[str]] = {"DOCKER_HOST": self._args.host}
-        environment.update(
-            {
-                variables[f.path]: pulumi.Output.secret(f.content) if f.secret else f.content
-                for f in live
-            }
-        )
-        script = image.image_id.apply(
-            lambda image_id: write_script(
-                LiveFiles(
-                    volume=self.physical(key),
-                    directory=directory,
-                    image=image_id,
-                    user=spec.user,
-                    files=sorted(variables.items()),
-                )
-            )
-        )
-        writer = command.local.Command(
-            f"{name}-files",
-            create=script,
-            environment=environment,
-            interpreter=["/bin/sh", "-c"],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=[self._volumes[key]]),
-        )
-        rest = tuple(f for f in spec.files if f not in live)
-        mounts = (*spec.mounts, Mount(key, directory, read_only=True))
-        return dataclasses.replace(spec, files=rest, mounts=mounts), live, writer
-
-    def _reloader(
-        self,
-        name: str,
-        spec: ServiceSpec,
-        containers: Sequence[docker.Container],
-        live: Sequence[ConfigFile],
-        *,
-        parent: pulumi.Resource,
-    ) -> command.local.Command:
-        """Apply new live files in the running containers, whenever their content changes."""
-        assert spec.reload is not None
-        reload = spec.reload
-        digest = pulumi.Output.unsecret(
-            pulumi.Output.all(*(f.content for f in live)).apply(
-                lambda v: inputs_digest({str(i): c for i, c in enumerate(v)}, length=16)
-            )
-        )
-        script = pulumi.Output.all(*(c.name for c in containers)).apply(
-            lambda names: reload_script([str(n) for n in names], reload.command, reload.check)
-        )
-        return command.local.Command(
-            f"{name}-reload",
-            create=script,
-            triggers=[digest],
-            environment={"DOCKER_HOST": self._args.host},
-            interpreter=["/bin/sh", "-c"],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(containers)),
-        )
-
-    def _gate(
-        self,
-        name: str,
-        spec: ServiceSpec,
-        containers: Sequence[docker.Container],
-        admissions: Sequence[pulumi.Output[Admission]],
-        *,
-        parent: pulumi.Resource,
-    ) -> command.local.Command:
-        """Connect the replicas to the service's network once all are healthy (gate.py)."""
-        assert spec.health is not None
-        network = self._network(spec.name)
-        script = pulumi.Output.all(network.name, *admissions).apply(
-            lambda v: gate_script(str(v[0]), list(v[1:]), timeout_s=_wait_timeout(spec))
-        )
-        return command.local.Command(
-            f"{name}-admission",
-            create=script,
-            # Any replaced replica has a new name: the gate runs again.
-            triggers=[c.name for c in containers],
-            environment={"DOCKER_HOST": self._args.host},
-            interpreter=["/bin/sh", "-c"],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(containers)),
-        )
-
     def _container_inputs(
         self, spec: ServiceSpec, replica: str, image: docker.RemoteImage, *, join_own: bool = True
     ) -> dict[str, Any]:
@@ -362,7 +285,7 @@ class DockerPlatform(Platform):
             # Every replica answers to the service name too: Docker's embedded DNS
             # returns one A record per replica, which nginx resolves per request.
             networks.append({"name": own.name, "aliases": sorted({spec.name, replica})})
-        if _published(spec) or spec.internet_egress:
+        if published(spec) or spec.internet_egress:
             # The one non-internal network: it carries the default route and
             # the published ports, and only this service is on it.
             edge = self._network(f"{spec.name}-edge", internal=False)
@@ -430,7 +353,7 @@ class DockerPlatform(Platform):
             # "Created" means "healthy": a replacement replica takes traffic, and
             # its predecessor is removed, only once it answers.
             "wait": bool(spec.health),
-            "wait_timeout": _wait_timeout(spec) if spec.health else None,
+            "wait_timeout": wait_timeout(spec) if spec.health else None,
             "healthcheck": (
                 {
                     "tests": ["CMD", *spec.health.command],
@@ -565,68 +488,6 @@ def _unique_name(base: str, inputs: dict[str, Any]) -> pulumi.Output[str]:
     """
     resolved = pulumi.Output.from_input(inputs)
     return pulumi.Output.unsecret(resolved.apply(lambda v: f"{base}-{inputs_digest(v)}"))
-
-
-def _generation_name(
-    resource_name: str,
-    base: str,
-    inputs: dict[str, Any],
-    parent: pulumi.Resource,
-    after: Sequence[pulumi.Resource],
-) -> pulumi.Output[str]:
-    """``<base>-<8 random hex>``, new whenever the container is replaced.
-
-    A create-before-delete replacement starts while its predecessor runs, so the
-    two need different names. A digest of the inputs alone is not enough: after a
-    failed update the predecessor can still be waiting for deletion (a pending
-    delete) when a rollback asks for a container with its very inputs, and the
-    daemon refuses the name (moby daemon/names.go). ``RandomId`` is replaced when
-    its keepers change (terraform-provider-random: every argument RequiresReplace),
-    and a replacement draws a new value, never the old one back.
-    """
-    import pulumi_random as random
-
-    digest = pulumi.Output.unsecret(pulumi.Output.from_input(inputs).apply(inputs_digest))
-    generation = random.RandomId(
-        f"{resource_name}-generation",
-        byte_length=4,
-        keepers={"inputs": digest},
-        # Drawn with the container, after what it waits for (a failed migration
-        # leaves even the generation as it was).
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),
-    )
-    return pulumi.Output.concat(base, "-", generation.hex)
-
-
-def _admission(aliases: list[str], container: str) -> Admission:
-    return Admission(container, aliases)
-
-
-def _gated(spec: ServiceSpec) -> bool:
-    """Replicas behind the edge join their service's name only once healthy."""
-    return (
-        spec.routed
-        and spec.health is not None
-        and bool(spec.ports)
-        and not _exclusive(spec)
-        and (spec.internet_egress or bool(spec.connects_to))
-    )
-
-
-def _exclusive(spec: ServiceSpec) -> bool:
-    """A host port binds once, and a volume has one writer: such a container goes first."""
-    writes_volume = any(not (m.read_only or m.shared) for m in spec.mounts)
-    return _published(spec) or writes_volume or spec.workload == "stateful" or spec.single_instance
-
-
-def _wait_timeout(spec: ServiceSpec) -> int:
-    assert spec.health is not None
-    h = spec.health
-    return h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 30
-
-
-def _published(spec: ServiceSpec) -> bool:
-    return any(p.publish is not None for p in spec.ports)
 
 
 def _command(spec: ServiceSpec) -> tuple[list[str] | None, list[str] | None]:
