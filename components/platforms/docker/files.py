@@ -46,25 +46,26 @@ class LiveFiles:
 def write_script(live: LiveFiles) -> str:
     """Write every file into the volume at once (one ``docker cp`` of a staged tree)."""
     prefix = live.directory.rstrip("/") + "/"
-    create = ["docker", "create", "--network", "none", "--mount",
+    helper = f"{live.volume}-writer"
+    create = ["docker", "create", "--name", helper, "--network", "none", "--mount",
               f"type=volume,source={live.volume},target={live.directory}",
               "--entrypoint", "/bin/true", live.image]  # fmt: skip
     lines = [
         "set -eu",
         "umask 077",
         'stage=$(mktemp -d); helper=""',
+        f"docker rm -f {shlex.quote(helper)} >/dev/null 2>&1 || true",
         'trap \'[ -z "$helper" ] || docker rm -f "$helper" >/dev/null; rm -rf "$stage"\' EXIT',
     ]
     for path, variable in live.files:
         if not path.startswith(prefix):
             raise ValueError(f"{path} is not below {live.directory}")
-        relative = path.removeprefix(prefix)
-        lines.append(f'mkdir -p "$stage"/{shlex.quote(posixpath.dirname(relative) or ".")}')
-        lines.append(f'printf "%s" "${variable}" > "$stage"/{shlex.quote(relative)}')
+        lines.append(f'mkdir -p "$stage"{shlex.quote(posixpath.dirname(path))}')
+        lines.append(f'printf "%s" "${variable}" > "$stage"{shlex.quote(path)}')
     # Readable by the service's non-root user: the volume is mounted only into it.
     lines.append('chmod -R a+rX "$stage"')
     lines.append(f"helper=$({shlex.join(create)})")
-    lines.append(f'docker cp "$stage/." "$helper:{live.directory}/"')
+    lines.append(f'docker cp "$stage"{shlex.quote(prefix)}. "$helper:{prefix}"')
     return "\n".join(lines) + "\n"
 
 
