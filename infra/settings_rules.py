@@ -17,6 +17,8 @@ from infra.settings_types import Settings
 __all__ = ["BACKUP_SECRETS", "check_combinations", "check_hostile", "required_secrets"]
 
 
+# Pulumi.yaml's defaults of the published host ports (tests/test_settings.py keeps them equal).
+PORT_DEFAULTS: Final = {"httpPort": 80, "httpsPort": 443, "grafanaPort": 3001, "kibanaPort": 5601}
 BACKUP_SECRETS: Final = ("backupAccessKeyId", "backupSecretAccessKey", "backupEncryptionKey")
 
 
@@ -98,8 +100,11 @@ def check_combinations(s: Settings) -> None:
             "registryServer, registryUsername and registryPassword (secret) are set together",
         )
     if s.app_max_replicas < s.app_replicas:
+        # The replica count is what an operator raises; the ceiling is the guard.
         raise ConfigError(
-            "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
+            "appReplicas",
+            str(s.app_replicas),
+            f"at most appMaxReplicas ({s.app_max_replicas}); raise appMaxReplicas to run more",
         )
 
 
@@ -114,6 +119,9 @@ def check_hostile(s: Settings) -> None:
             ports["kibanaPort"] = s.kibana_port
     if clash := port_collision(ports):
         key, port, other = clash
+        # Blame the key moved off its default: that is the one the operator set.
+        if port == PORT_DEFAULTS.get(key) and port != PORT_DEFAULTS.get(other):
+            key, other = other, key
         raise ConfigError(key, str(port), f"a port not already used by {other}")
 
 

@@ -70,6 +70,10 @@ def test_bad_value_exits_2_with_one_line_naming_the_key(
         ("dev", [("database", "postgres"), ("appReplicas", "2")], "appReplicas"),
         ("dev", [("backups", "true")], "backups"),
         ("staging", [("apReplicas", "2")], "apReplicas"),  # a typo is not ignored
+        # A cross-key error blames the key the operator set, not its partner.
+        ("prod", [("appReplicas", "40"), ("appMaxReplicas", "30")], "appReplicas"),
+        ("prod", [("platform", "docker"), ("httpsPort", "3001")], "httpsPort"),
+        ("prod", [("platform", "docker"), ("grafanaPort", "443")], "grafanaPort"),
     ],
 )
 def test_inconsistent_settings_name_the_key(
@@ -79,6 +83,30 @@ def test_inconsistent_settings_name_the_key(
         render(stack, overrides=overrides)
     assert info.value.key == key, str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("apReplicas", "appReplicas"), ("appurl", "appUrl"), ("grafanaport", "grafanaPort")],
+)
+def test_an_unknown_key_gets_did_you_mean(typo: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=rf"did you mean {meant}\?"):
+        render("staging", overrides=[(typo, "1")])
+
+
+def test_an_unknown_key_far_from_any_gets_no_guess() -> None:
+    with pytest.raises(ConfigError) as info:
+        render("staging", overrides=[("zzzUnrelated", "1")])
+    assert "did you mean" not in str(info.value), str(info.value)
+
+
+def test_port_defaults_match_pulumi_yaml() -> None:
+    import yaml
+
+    from infra.settings_rules import PORT_DEFAULTS
+
+    declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
+    assert {k: declared[f"luna:{k}"]["default"] for k in PORT_DEFAULTS} == PORT_DEFAULTS
 
 
 def test_a_secret_key_in_plain_text_is_refused() -> None:
