@@ -264,6 +264,33 @@ def test_prod_requires_a_real_certificate() -> None:
         load_settings("prod")
 
 
+@pytest.mark.parametrize("paste", ["\n", "\r\n", " ", "\t"])
+def test_a_backup_key_with_pasted_whitespace_is_refused(paste: str) -> None:
+    """The drill reads the key from the same variable and passes; a restore with the key
+    as kept in the vault (no newline) could not decrypt one backup."""
+    key = "q8/Zr+Xc2VbN1mLk0PoIu9YtRe4WsQa="
+    with pytest.raises(ConfigError) as info:
+        render("staging", secrets=[("backupEncryptionKey", key + paste)])
+    assert info.value.key == "backupEncryptionKey", str(info.value)
+    assert key not in str(info.value), "the key is echoed"
+
+
+def test_prod_on_kubernetes_survives_losing_a_standby() -> None:
+    """Prod's Cluster requires a synchronous standby (``dataDurability: required``): with
+    two instances, losing one stops every write, so prod needs three."""
+    kubernetes = ("platform", "kubernetes")
+    with pytest.raises(ConfigError) as info:
+        render("prod", overrides=[kubernetes, ("postgresInstances", "2")])
+    assert info.value.key == "postgresInstances", str(info.value)
+    cluster = next(
+        o for o in render("prod", overrides=[kubernetes]).manifests() if o["kind"] == "Cluster"
+    )["spec"]
+    synchronous = cluster["postgresql"]["synchronous"]
+    assert synchronous["dataDurability"] == "required", synchronous
+    # The primary, the standbys a commit waits for, and one more that may be lost.
+    assert cluster["instances"] >= synchronous["number"] + 2, cluster["instances"]
+
+
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_require_secrets_names_every_missing_secret_in_one_line(
     stack: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
