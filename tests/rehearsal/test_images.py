@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.mocks import unwrap
 from tests.real.docker_host import DockerHost, docker_host, fastest_storage
 from tests.real.support import RenderedStack, render_stack
 from tests.rehearsal.images import ImageReport, ensure_images
@@ -139,15 +140,20 @@ def _check_redis(host: DockerHost) -> None:
     the render's redis.conf sets it explicitly (yes)."""
     name = _start(host, "redis:7.4.1-alpine", name="redis", cmd=("--protected-mode", "no"))
     _until("redis answers PING", _ok(host, name, "redis-cli", "ping"))
-    argv = host.docker("exec", name, "cat", "/proc/1/cmdline").stdout.split("\0")
-    assert argv[:3] == ["redis-server", "--protected-mode", "no"], argv
+    mode = host.docker("exec", name, "redis-cli", "config", "get", "protected-mode").stdout
+    assert mode.split() == ["protected-mode", "no"], mode
     assert host.docker("exec", name, "redis-cli", "ping").stdout.strip() == "PONG"
     assert _ids(host, name) == ("999", "1000"), _ids(host, name)  # stepped down by gosu
     assert host.docker("exec", name, "pwd").stdout.strip() == "/data"
 
 
-def _check_nginx(host: DockerHost) -> None:
-    name = _start(host, "nginxinc/nginx-unprivileged:1.27.2-alpine", name="nginx")
+def _check_nginx(host: DockerHost, tmp: Path) -> None:
+    """/docker-entrypoint.sh and the image's nginx.conf: conf.d served on 8080 as 101;
+    stub_status (for the exporter below) is in Debian's nginx-light."""
+    status = tmp / "status.conf"
+    status.write_text("server { listen 8081; location = /stub_status { stub_status; } }\n")
+    name = _start(host, "nginxinc/nginx-unprivileged:1.27.2-alpine", "-v",
+                  f"{status}:/etc/nginx/conf.d/status.conf:ro", name="nginx")  # fmt: skip
     _until("nginx serves 8080", _serves(_ip(host, name), 8080, "/"))
     assert _ids(host, name) == ("101", "101"), _ids(host, name)
     # busybox wget, as the alpine image's health checks call it.
@@ -161,9 +167,10 @@ def _check_nginx(host: DockerHost) -> None:
 
 
 def _check_prometheus_family(host: DockerHost, staging: RenderedStack) -> None:
-    checks = {c["name"]: c["healthcheck"]["tests"][1:]
-              for c in staging.records("docker:index/container:Container")
-              if c.get("healthcheck")}  # fmt: skip
+    checks = {r.name: unwrap(r.inputs)["healthcheck"]["tests"][1:]
+              for r in staging.rendered.monitor.records.values()
+              if r.type == "docker:index/container:Container"
+              and unwrap(r.inputs).get("healthcheck")}  # fmt: skip
     for image, name, port, path, ids in (
         ("prom/prometheus:v2.54.1", "prometheus", 9090, "/-/healthy", ("65534", "65534")),
         ("prom/alertmanager:v0.27.0", "alertmanager", 9093, "/-/healthy", ("65534", "65534")),
@@ -180,17 +187,20 @@ def _check_prometheus_family(host: DockerHost, staging: RenderedStack) -> None:
 
 
 def _check_exporters(host: DockerHost) -> None:
-    pg, redis = _ip(host, "pg"), _ip(host, "redis")
+    """Each exporter, as the official image starts it, finds its server up. Debian's
+    nginx exporter (0.11) exits at start when nginx does not answer, where 1.x waits."""
+    pg, redis, nginx = _ip(host, "pg"), _ip(host, "redis"), _ip(host, "nginx")
     dsn = f"postgresql://luna:s3cret-pw@{pg}:5432/lunadb?sslmode=disable"
-    for image, name, port, env, up, ids in (
+    scrape = f"--nginx.scrape-uri=http://{nginx}:8081/stub_status"
+    for image, name, port, env, cmd, up, ids in (
         ("quay.io/prometheuscommunity/postgres-exporter:v0.15.0", "pg-exporter", 9187,
-         f"DATA_SOURCE_NAME={dsn}", "pg_up 1", ("65534", "65534")),
+         f"DATA_SOURCE_NAME={dsn}", (), "pg_up 1", ("65534", "65534")),
         ("oliver006/redis_exporter:v1.62.0-alpine", "redis-exporter", 9121,
-         f"REDIS_ADDR=redis://{redis}:6379", "redis_up 1", ("59000", "59000")),
+         f"REDIS_ADDR=redis://{redis}:6379", (), "redis_up 1", ("59000", "59000")),
         ("nginx/nginx-prometheus-exporter:1.3.0", "nginx-exporter", 9113,
-         "UNUSED=1", "nginx_up 0", ("1001", "1001")),
+         "UNUSED=1", (scrape,), "nginx_up 1", ("1001", "1001")),
     ):  # fmt: skip
-        _start(host, image, "-e", env, name=name)
+        _start(host, image, "-e", env, name=name, cmd=cmd)
         ip = _ip(host, name)
         _until(f"{image} serves /metrics", _serves(ip, port, "/metrics"))
         metrics = _get(ip, port, "/metrics")[1]
@@ -234,7 +244,7 @@ def test_stand_ins_keep_their_contracts_and_the_shipped_images_build(
     checks: list[tuple[str, Callable[[], None]]] = [
         ("postgres", lambda: _check_postgres(host, tmp_path)),
         ("redis", lambda: _check_redis(host)),
-        ("nginx", lambda: _check_nginx(host)),
+        ("nginx", lambda: _check_nginx(host, tmp_path)),
         ("prometheus family", lambda: _check_prometheus_family(host, staging)),
         ("exporters", lambda: _check_exporters(host)),
         ("built images", lambda: _check_built(host, report, staging)),
