@@ -1,0 +1,4 @@
+"""The rehearsal: the rendered Docker stack, run whole on a private real daemon.
+
+See docs/rehearsal.md.
+"""

@@ -1,0 +1,47 @@
+"""The rehearsal's scenarios, in the order they run; each reports one measured figure.
+
+A scenario is ``run(rehearsal) -> Outcome``. It fails by returning ``ok=False``
+with the evidence in ``detail`` (never by hiding a check). Scenario ``up`` applies
+the stack; every other one needs it up and says so when it is not.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+from tests.rehearsal.outcome import Outcome
+from tests.rehearsal.scenarios import backups, idempotence, phi, up
+from tests.rehearsal.session import Rehearsal
+
+__all__ = ["NAMES", "SCENARIOS", "Outcome", "run_scenario"]
+
+
+Scenario = Callable[[Rehearsal], Outcome]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "up": up.run,
+    "idempotence": idempotence.run,
+    "backups": backups.run,
+    "phi": phi.run,
+}
+NAMES = tuple(SCENARIOS)
+
+
+def run_scenario(name: str, r: Rehearsal) -> Outcome:
+    """Run one scenario; an exception in it is its failure (with the last lines of
+    the traceback), never the rehearsal's."""
+    start = time.monotonic()
+    if name != "up" and not r.figures.get("up"):
+        return Outcome(name, False, "-", "the stack is not up (scenario up failed or did not run)")
+    try:
+        outcome = SCENARIOS[name](r)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        tail = "".join(traceback.format_exception(error)[-2:])
+        outcome = Outcome(name, False, "-", f"{type(error).__name__}: {error}\n{tail}")
+    return Outcome(outcome.name, outcome.ok, outcome.figure, outcome.detail,
+                   time.monotonic() - start)  # fmt: skip
