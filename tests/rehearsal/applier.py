@@ -41,7 +41,6 @@ Rehearsal substitutions, each reported in :attr:`Applied.notes`:
 from __future__ import annotations
 
 import io
-import shlex
 import subprocess
 import tarfile
 import time
@@ -51,6 +50,7 @@ from typing import Any
 
 from tests.engine.model import Plan, Resource, plan
 from tests.real.docker_host import DockerHost
+from tests.rehearsal.engine_api import EngineApi, create_body
 
 __all__ = ["LEFT_OUT", "Applied", "Applier", "StepError", "left_out_reason"]
 
@@ -80,6 +80,8 @@ class Applied:
     resources: dict[str, Resource] = field(default_factory=dict)
     """The inputs each resource was last applied with (the engine's state)."""
     skipped: dict[str, str] = field(default_factory=dict)
+    substituted: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Inputs the rehearsal replaced (GELF logging), by URN."""
     notes: list[str] = field(default_factory=list)
     steps: list[tuple[str, str, float]] = field(default_factory=list)
     """``(op, name, seconds)`` of every step executed, in order."""
@@ -128,7 +130,9 @@ class Applier:
         self.left_out_images = tuple(left_out_images)
         self.health_timeout = health_timeout
         self.state = Applied()
+        self.api = EngineApi(host.socket)
         self._image_refs: dict[str, str] = {}
+        self._old: dict[str, tuple[str, Resource]] = {}
 
     # -- plans -------------------------------------------------------------
     def up(self, program: Mapping[str, Resource], *, failing: Iterable[str] = ()) -> Plan:
@@ -147,8 +151,8 @@ class Applier:
             step = result.steps[urn]
             start = time.monotonic()
             if event == "delete":
-                assert before is not None
-                self._delete(urn, before)
+                assert before is not None or urn in self._old
+                self._delete(urn, before or self._old[urn][1])
             elif event == "update":
                 assert after is not None
                 self._update(urn, after)
@@ -177,6 +181,9 @@ class Applier:
 
     # -- steps -------------------------------------------------------------
     def _create(self, urn: str, r: Resource, *, replacing: bool) -> None:
+        if replacing and urn in self.state.ids:
+            # Create-before-delete: the old copy stays until the delete at the end.
+            self._old[urn] = (self.state.ids.pop(urn), self.state.resources[urn])
         if r.type == NETWORK:
             self._network(urn, r)
         elif r.type == VOLUME:
@@ -211,29 +218,25 @@ class Applier:
         self.state.names[urn] = name
 
     def _container(self, urn: str, r: Resource) -> None:
-        i = r.inputs
+        i = dict(r.inputs)
         name = str(i["name"])
-        nets = list(i.get("networksAdvanced") or [])
-        args = ["create", "--name", name, *self._container_flags(name, i)]
-        # ContainerCreate joins the first network (with its aliases); NetworkConnect the rest.
-        if nets:
-            args += ["--network", str(nets[0]["name"])]
-            args += [f"--network-alias={a}" for a in nets[0].get("aliases") or []]
-        else:
-            args += ["--network", "none"]
-        entry = i.get("entrypoints") or []
-        if entry:
-            args += ["--entrypoint", str(entry[0])]
-        args.append(self._image_refs.get(str(i["image"]), str(i["image"])))
-        args += [*map(str, entry[1:]), *map(str, i.get("command") or [])]
-        cid = self.host.docker(*args).stdout.strip()
-        self.state.ids[urn], self.state.names[urn] = cid, name
-        for net in nets[1:]:
-            aliases = [f"--alias={a}" for a in net.get("aliases") or []]
-            self.host.docker("network", "connect", *aliases, str(net["name"]), cid)
-        for upload in i.get("uploads") or []:
-            self._copy_in(cid, _tar(upload))
-        self.host.docker("start", cid)
+        if i.get("logDriver") == "gelf":
+            i["logDriver"], i["logOpts"] = "json-file", {"max-size": "10m", "max-file": "3"}
+            self.state.substituted[urn] = frozenset({"logDriver", "logOpts"})
+        image = self._image_refs.get(str(i["image"]), str(i["image"]))
+        body = create_body(i, image, publish_ip=lambda ip: self._publish_ip(name, ip))
+        try:
+            cid = self.api.create(name, body)
+            self.state.ids[urn], self.state.names[urn] = cid, name
+            # Created on the default network; the provider leaves it for networks_advanced.
+            self.api.disconnect("bridge", cid)
+            for net in i.get("networksAdvanced") or []:
+                self.api.connect(str(net["name"]), cid, [str(a) for a in net.get("aliases") or []])
+            for upload in i.get("uploads") or []:
+                self.api.copy_to(cid, _tar(upload))
+            self.api.start(cid)
+        except RuntimeError as error:
+            raise StepError(f"{name}: {error}") from None
         if i.get("wait"):
             self._wait_healthy(name, int(i.get("waitTimeout") or 60))
         elif i.get("mustRun"):
@@ -241,62 +244,11 @@ class Applier:
             if self._inspect(cid, "{{.State.Running}}") != "true":
                 raise StepError(f"{name}: container failed to be in running state")
 
-    def _container_flags(self, name: str, i: Mapping[str, Any]) -> list[str]:
-        flags: list[str] = []
-        for env in i.get("envs") or []:
-            flags += ["--env", str(env)]
-        flags += _label_args(i.get("labels"), flag="--label")
-        if i.get("hostname"):
-            flags += ["--hostname", str(i["hostname"])]
-        if i.get("user"):
-            flags += ["--user", str(i["user"])]
-        caps = i.get("capabilities") or {}
-        flags += [f"--cap-drop={c}" for c in caps.get("drops") or []]
-        flags += [f"--cap-add={c}" for c in caps.get("adds") or []]
-        flags += [f"--security-opt={o}" for o in i.get("securityOpts") or []]
-        if i.get("readOnly"):
-            flags.append("--read-only")
-        for path, opts in (i.get("tmpfs") or {}).items():
-            flags += ["--tmpfs", f"{path}:{opts}"]
-        for m in i.get("mounts") or []:
-            spec = f"type={m['type']},source={m['source']},target={m['target']}"
-            flags += ["--mount", spec + (",readonly" if m.get("readOnly") else "")]
-        flags += _health_flags(i.get("healthcheck"))
-        if i.get("restart"):
-            flags += ["--restart", str(i["restart"])]
-        if i.get("memory"):
-            flags += ["--memory", f"{i['memory']}m"]
-        if i.get("memorySwap"):
-            flags += ["--memory-swap", f"{i['memorySwap']}m"]
-        if i.get("cpus"):
-            flags += ["--cpus", str(i["cpus"])]
-        if i.get("init"):
-            flags.append("--init")
-        flags += self._port_flags(name, i.get("ports") or [])
-        driver = str(i.get("logDriver") or "json-file")
-        opts = dict(i.get("logOpts") or {})
-        if driver == "gelf":
-            driver, opts = "json-file", {"max-size": "10m", "max-file": "3"}
-        flags += ["--log-driver", driver, *[f"--log-opt={k}={v}" for k, v in opts.items()]]
-        return flags
-
-    def _port_flags(self, name: str, ports: list[Mapping[str, Any]]) -> list[str]:
-        flags = []
-        for p in ports:
-            ip = str(p.get("ip") or "0.0.0.0")  # noqa: S104 - the provider's default, rewritten
-            if ip in ("0.0.0.0", "::"):  # noqa: S104
-                self.state.note(f"{name}: port {p['external']} published on 127.0.0.1, not {ip}")
-                ip = "127.0.0.1"
-            proto = str(p.get("protocol") or "tcp")
-            flags += ["--publish", f"{ip}:{p['external']}:{p['internal']}/{proto}"]
-        return flags
-
-    def _copy_in(self, cid: str, tar: bytes) -> None:
-        """CopyToContainer into ``/`` (``docker cp -`` reads the tar from stdin)."""
-        proc = subprocess.run(["docker", "cp", "-", f"{cid}:/"], input=tar, env=self.host.env,
-                              capture_output=True, timeout=120, check=False)  # fmt: skip
-        if proc.returncode != 0:
-            raise StepError(f"upload into {cid[:12]}: {proc.stderr.decode(errors='replace')}")
+    def _publish_ip(self, name: str, ip: str) -> str:
+        if ip in ("0.0.0.0", "::"):  # noqa: S104 - rewritten, never bound
+            self.state.note(f"{name}: ports published on 127.0.0.1, not {ip}")
+            return "127.0.0.1"
+        return ip
 
     def _inspect(self, ref: str, fmt: str) -> str:
         return self.host.docker("inspect", "-f", fmt, ref, check=False).stdout.strip()
@@ -348,9 +300,13 @@ class Applier:
         self.state.resources[urn] = r
 
     def _delete(self, urn: str, r: Resource) -> None:
-        ref = self.state.ids.pop(urn, None)
-        self.state.resources.pop(urn, None)
-        self.state.names.pop(urn, None)
+        ref: str | None
+        if urn in self._old:  # the old copy of a create-before-delete replacement
+            ref, r = self._old.pop(urn)
+        else:
+            ref = self.state.ids.pop(urn, None)
+            self.state.resources.pop(urn, None)
+            self.state.names.pop(urn, None)
         if ref is None:
             return
         if r.type == CONTAINER:
@@ -368,23 +324,6 @@ class Applier:
 
 def _label_args(labels: Any, *, flag: str = "--label") -> list[str]:
     return [f"{flag}={x['label']}={x['value']}" for x in labels or []]
-
-
-def _health_flags(h: Mapping[str, Any] | None) -> list[str]:
-    if not h:
-        return []
-    tests = [str(t) for t in h.get("tests") or []]
-    if not tests or tests[0] == "NONE":
-        return ["--no-healthcheck"]
-    cmd = shlex.join(tests[1:]) if tests[0] == "CMD" else " ".join(tests[1:])
-    flags = ["--health-cmd", cmd]
-    for key, flag in (("interval", "--health-interval"), ("timeout", "--health-timeout"),
-                      ("startPeriod", "--health-start-period")):  # fmt: skip
-        if h.get(key):
-            flags += [flag, str(h[key])]
-    if h.get("retries"):
-        flags += ["--health-retries", str(h["retries"])]
-    return flags
 
 
 def _tar(upload: Mapping[str, Any]) -> bytes:
