@@ -1,4 +1,3 @@
-"""The rehearsal: the rendered Docker stack, run whole on a private real daemon.
-
-See docs/rehearsal.md.
+"""The rehearsal (scripts/rehearse): the rendered Docker stack, run whole on a private
+real daemon. See docs/rehearsal.md.
 """
