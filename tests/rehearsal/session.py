@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,7 +64,15 @@ def _images(host: DockerHost, tags: list[str]) -> list[str]:
         raise DaemonError(
             f"tests/rehearsal/images.py is missing ({error}): the stand-in images cannot be built"
         ) from None
-    report = images.ensure_images(host, tags, cache=CACHE)
+    try:
+        report = images.ensure_images(host, tags, cache=CACHE)
+    except (AssertionError, ValueError, OSError, subprocess.SubprocessError) as error:
+        lines = [ln for ln in str(error).splitlines() if ln.strip()]
+        causes = [ln for ln in lines if "ERROR" in ln or "E: " in ln] or lines[-1:] or [""]
+        raise DaemonError(
+            f"the images could not be made: {lines[0] if lines else error}"
+            f" ({causes[-1].strip()[:200]})"
+        ) from None
     return sorted(getattr(report, "left_out", ()))
 
 

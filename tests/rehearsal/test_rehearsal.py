@@ -43,3 +43,7 @@ def test_backups(staging: Rehearsal) -> None:
 
 def test_phi(staging: Rehearsal) -> None:
     _check("phi", staging)
+
+
+def test_deploy(staging: Rehearsal) -> None:
+    _check("deploy", staging)

@@ -9,8 +9,8 @@ sends to it through its network's gateway, and the kernel delivers it locally:
 no NAT, no iptables. The listeners bind that address only, never a wildcard.
 Names are answered by a small DNS server on the same address, which the daemon
 is given with ``--dns`` (the host's resolver, as far as containers know):
-``*.rehearsal.test`` is that address, anything else does not exist, as on a
-host with no internet.
+``*.rehearsal.test`` is that address; other names are asked of this host's
+resolver (image builds fetch Debian packages), though no container can reach them.
 
 - the object store: moto behind stunnel (tests/real/s3.py) as
   ``s3.rehearsal.test:443``, its certificate signed by a throwaway CA;
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.proxy import ProxyResolver
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from tests.real.docker_host import DockerHost
@@ -74,18 +75,37 @@ def side_address() -> Iterator[str]:
         subprocess.run([ip, "link", "del", device], capture_output=True, check=False)
 
 
+def _host_resolver() -> str | None:
+    """The first nameserver of this host's /etc/resolv.conf."""
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1:
+            return words[1]
+    return None
+
+
 class _Names(BaseResolver):  # type: ignore[misc]
+    """``*.rehearsal.test`` is ``address``; any other name is asked of the host's
+    resolver. The image builds need that (``docker build --network host`` fetches
+    Debian packages, with the daemon's DNS); containers still reach nothing
+    beyond this host, since the daemon routes nothing out (no NAT)."""
+
     def __init__(self, address: str) -> None:
         self.address = address
+        upstream = _host_resolver()
+        self.upstream = ProxyResolver(upstream, 53, 5) if upstream else None
 
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
-        reply = request.reply()
         qname = str(request.q.qname).rstrip(".")
         if qname == DOMAIN or qname.endswith("." + DOMAIN):
+            reply = request.reply()
             if request.q.qtype == QTYPE.A:
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.address), ttl=60))
-        else:
-            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        if self.upstream is not None:
+            return self.upstream.resolve(request, handler)
+        reply = request.reply()
+        reply.header.rcode = RCODE.NXDOMAIN
         return reply
 
 

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios import backups, idempotence, phi, up
+from tests.rehearsal.scenarios import backups, deploy, idempotence, phi, up
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["NAMES", "SCENARIOS", "Outcome", "run_scenario"]
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, Scenario] = {
     "idempotence": idempotence.run,
     "backups": backups.run,
     "phi": phi.run,
+    "deploy": deploy.run,
 }
 NAMES = tuple(SCENARIOS)
 
