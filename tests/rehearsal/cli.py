@@ -22,7 +22,7 @@ from lib.cli import tool_parser
 from lib.report import table, verdict
 
 from infra.config_error import ConfigError
-from tests.rehearsal.scenarios import NAMES, Outcome, run_scenario
+from tests.rehearsal.scenarios import NAMES, Outcome, run_all
 from tests.rehearsal.session import DaemonError, rehearsal
 from tests.rehearsal.stack import STACKS
 
@@ -70,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     try:
         with rehearsal(args.stack, keep=args.keep) as r:
-            for name in args.scenario:
-                outcome = run_scenario(name, r)
+            for outcome in run_all(args.scenario, r):
                 outcomes.append(outcome)
+                name = outcome.name
                 print(f"{name}: {'pass' if outcome.ok else 'FAIL'} ({outcome.figure})",
                       file=sys.stderr, flush=True)  # fmt: skip
     except DaemonError as error:

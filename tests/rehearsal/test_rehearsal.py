@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.rehearsal.scenarios import run_scenario
+from tests.rehearsal.scenarios import run_scenario, start_background
 from tests.rehearsal.session import Rehearsal, rehearsal
 
 pytestmark = pytest.mark.slow
@@ -46,4 +46,9 @@ def test_phi(staging: Rehearsal) -> None:
 
 
 def test_deploy(staging: Rehearsal) -> None:
+    start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
     _check("deploy", staging)
+
+
+def test_alerts(staging: Rehearsal) -> None:
+    _check("alerts", staging)

@@ -12,8 +12,8 @@ is given with ``--dns`` (the host's resolver, as far as containers know):
 ``*.rehearsal.test`` is that address; other names are asked of this host's
 resolver (image builds fetch Debian packages), though no container can reach them.
 
-- the object store: moto behind stunnel (tests/real/s3.py) as
-  ``s3.rehearsal.test:443``, its certificate signed by a throwaway CA;
+- the object store: moto behind stunnel (tests/real/s3.py), reached as
+  ``s3.rehearsal.test:443`` through a relay that can take it down;
 - the pager and chat: :class:`Receiver`, an HTTPS server that records each POST,
   as ``hooks.rehearsal.test:8443``.
 
@@ -28,6 +28,7 @@ import http.server
 import io
 import json
 import os
+import socket
 import ssl
 import subprocess
 import tarfile
@@ -152,6 +153,8 @@ class World:
     receiver: Receiver
     ca: Path
     """The CA of the object store's and the hooks' certificates."""
+    relay: Relay
+    """The object store as containers reach it (:meth:`Relay.outage`)."""
 
     @property
     def hook_url(self) -> str:
@@ -165,16 +168,80 @@ def world(root: Path, address: str, *, buckets: tuple[str, ...]) -> Iterator[Wor
     dns.start_thread()
     hooks_dir = root / "hooks-tls"
     hooks_dir.mkdir()
-    with local_s3(root, buckets=buckets, host=S3_HOST, accept=address, tls_port=443) as s3:
+    with local_s3(root, buckets=buckets, host=S3_HOST) as s3:
         # One CA for both: the hooks' pair is signed by the object store's CA.
         pair = _sign_with(s3.ca.parent, hooks_dir, HOOKS_HOST)
         receiver = Receiver()
         server = _serve_hooks(receiver, address, pair[0], pair[1])
+        relay = Relay((address, 443), ("127.0.0.1", s3.tls_port))
         try:
-            yield World(address, s3, receiver, s3.ca)
+            yield World(address, s3, receiver, s3.ca, relay)
         finally:
+            relay.close()
             server.shutdown()
             dns.stop()
+
+
+class Relay:
+    """The object store's address as containers see it: a TCP relay to stunnel.
+
+    :meth:`outage` makes the store unreachable the way a dead network does:
+    open connections go silent and new ones are accepted and never answered
+    (nothing is refused, so clients wait for their own timeouts).
+    """
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int]) -> None:
+        self.target = target
+        self.down = threading.Event()
+        self._server = socket.create_server(listen, reuse_port=False)
+        self._held: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def outage(self, on: bool) -> None:
+        if on:
+            self.down.set()
+        else:
+            self.down.clear()
+            for s in self._held:
+                with contextlib.suppress(OSError):
+                    s.close()
+            self._held.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._server.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                self._held.append(client)  # accepted, never answered
+                continue
+            threading.Thread(target=self._pipe_pair, args=(client,), daemon=True).start()
+
+    def _pipe_pair(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, 10)
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                while self.down.is_set():  # the network died mid-stream: silence
+                    time.sleep(0.5)
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 def _sign_with(ca_dir: Path, out: Path, host: str) -> tuple[Path, Path]:

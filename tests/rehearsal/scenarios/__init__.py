@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios import backups, deploy, idempotence, phi, up
+from tests.rehearsal.scenarios import alerts, backups, deploy, idempotence, phi, up
 from tests.rehearsal.session import Rehearsal
 
-__all__ = ["NAMES", "SCENARIOS", "Outcome", "run_scenario"]
+__all__ = ["NAMES", "SCENARIOS", "Outcome", "run_all", "run_scenario", "start_background"]
 
 
 Scenario = Callable[[Rehearsal], Outcome]
@@ -27,8 +27,30 @@ SCENARIOS: dict[str, Scenario] = {
     "backups": backups.run,
     "phi": phi.run,
     "deploy": deploy.run,
+    "alerts": alerts.run,
 }
+BACKGROUND: dict[str, Callable[[Rehearsal], None]] = {"alerts": alerts.start}
+"""Scenarios with a long wait, started when the stack is up and the backup and PHI
+scenarios are done, so that the deploy scenario runs meanwhile."""
+QUIET = ("up", "idempotence", "backups", "phi")
+"""Scenarios during which no background work may run (they measure the quiet stack)."""
 NAMES = tuple(SCENARIOS)
+
+
+def start_background(names: list[str], r: Rehearsal) -> None:
+    """Start the background part of every selected scenario that has one."""
+    for name in names:
+        if name in BACKGROUND and r.figures.get("up"):
+            BACKGROUND[name](r)
+
+
+def run_all(names: list[str], r: Rehearsal) -> Iterator[Outcome]:
+    """Each scenario in order; background work starts after the last quiet one."""
+    last_quiet = max((i for i, n in enumerate(names) if n in QUIET), default=-1)
+    for i, name in enumerate(names):
+        yield run_scenario(name, r)
+        if i == last_quiet:
+            start_background(names, r)
 
 
 def run_scenario(name: str, r: Rehearsal) -> Outcome:
