@@ -81,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        print(f"{PROG}: error: {type(error).__name__}: {str(error).strip()[:300]}", file=sys.stderr)
+        print(report(args.stack, outcomes, time.monotonic() - start))
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; everything it started was stopped", file=sys.stderr)
         print(report(args.stack, outcomes, time.monotonic() - start))

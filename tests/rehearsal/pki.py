@@ -15,6 +15,10 @@ instead, which do what the tls provider does with the same inputs
   now for ``validity_period_hours``, ``is_ca_certificate`` as basic constraints,
   ``allowed_uses`` as key usage and extended key usage.
 
+Images: with ``image_ids``, a ``RemoteImage`` reads back the ID the image has on
+the daemon, as the provider does after its pull (resource_docker_image_funcs.go),
+so containers and jobs name the image they will run.
+
 Passwords stay the mocks' (``RandomPassword`` gives a fixed string per name):
 the stack only needs them to agree between the services.
 """
@@ -22,6 +26,7 @@ the stack only needs them to agree between the services.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
@@ -138,8 +143,11 @@ class RehearsalMocks(LunaMocks):
     inputs keeps its outputs, as the engine keeps them when nothing changed.
     """
 
-    def __init__(self, prior: Rendered | None = None) -> None:
+    def __init__(
+        self, prior: Rendered | None = None, image_ids: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__()
+        self._image_ids = dict(image_ids or {})
         self._prior = {
             (r.type, r.name): (unwrap(r.inputs), unwrap(r.outputs))
             for r in (prior.monitor.records.values() if prior else ())
@@ -150,6 +158,11 @@ class RehearsalMocks(LunaMocks):
         rid, state = super().new_resource(args)
         inputs = unwrap(dict(args.inputs))
         typ = args.typ
+        if typ == "docker:index/remoteImage:RemoteImage" and inputs.get("name") in self._image_ids:
+            # What the provider reads back after the pull: the image's real ID.
+            state["imageId"] = self._image_ids[inputs["name"]]
+            state["repoDigest"] = f"{inputs['name']}@{state['imageId']}"
+            return rid, state
         kept = self._prior.get((typ, args.name))
         if kept and kept[0] == inputs:
             return rid, dict(kept[1])

@@ -102,6 +102,10 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
             for ref in r.images():
                 if any(word in ref for word in _TRUSTING) and ref not in left_out:
                     trust_ca(host, ref, w.ca.read_text())
+            ids = {ref: host.docker("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+                   for ref in r.images() if ref not in left_out}  # fmt: skip
+            # Rendered again now that the images exist: RemoteImage reads back their IDs.
+            r = render_for(stack, w, f"unix://{host.socket}", prior=r, image_ids=ids)
             applier = Applier(host, left_out_images=left_out)
             yield Rehearsal(stack, root, host, w, r, applier, left_out)
             if keep:

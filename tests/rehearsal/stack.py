@@ -18,6 +18,7 @@ time (tests/rehearsal/pki.py), as the providers would generate them.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -45,6 +46,7 @@ class Render:
     cipher_pass: str
     edge: tuple[str, str, str]
     """The edge's (CA, certificate, key) PEMs."""
+    image_ids: dict[str, str] = field(default_factory=dict)
     substitutions: list[str] = field(default_factory=list)
 
     def images(self) -> list[str]:
@@ -67,12 +69,15 @@ def render_for(
     *,
     overrides: tuple[tuple[str, str], ...] = (),
     prior: Render | None = None,
+    image_ids: Mapping[str, str] | None = None,
 ) -> Render:
     """Render ``stack`` for the rehearsal.
 
     ``prior``: an earlier render whose secrets, keys and certificates are kept, as
     the engine keeps a resource's outputs from one ``up`` to the next.
+    ``image_ids``: image reference -> its ID on the daemon (default: the prior's).
     """
+    image_ids = image_ids if image_ids is not None else (prior.image_ids if prior else {})
     config, _ = load_stack_config(stack, overrides=(("platform", "docker"),), placeholders=False)
     host = urlsplit(config["luna:appUrl"]).hostname or ""
     edge = prior.edge if prior else issue_pair(host)
@@ -99,11 +104,12 @@ def render_for(
     if stack == "prod":
         secret_values.append(("heartbeatUrl", f"{hooks}/heartbeat"))
     rendered = render(
-        stack, mocks=RehearsalMocks(prior=prior.rendered if prior else None),
+        stack, mocks=RehearsalMocks(prior=prior.rendered if prior else None, image_ids=image_ids),
         overrides=settings, secrets=secret_values,
         placeholders=False,
     )  # fmt: skip
     resources = snapshot(rendered)
     subs = [f"{k}={v}" for k, v in settings] + [f"{k}=<rehearsal value>" for k, _ in secret_values]
     bucket = config.get("luna:backupBucket", "")
-    return Render(stack, rendered, resources, host, edge[0], bucket, cipher_pass, edge, subs)
+    return Render(stack, rendered, resources, host, edge[0], bucket, cipher_pass, edge,
+                  dict(image_ids), subs)  # fmt: skip

@@ -45,6 +45,10 @@ def test_phi(staging: Rehearsal) -> None:
     _check("phi", staging)
 
 
+def test_drill(staging: Rehearsal) -> None:
+    _check("drill", staging)
+
+
 def test_deploy(staging: Rehearsal) -> None:
     start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
     _check("deploy", staging)
