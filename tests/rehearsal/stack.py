@@ -70,6 +70,7 @@ def render_for(
     overrides: tuple[tuple[str, str], ...] = (),
     prior: Render | None = None,
     image_ids: Mapping[str, str] | None = None,
+    extra_secrets: tuple[tuple[str, str], ...] = (),
 ) -> Render:
     """Render ``stack`` for the rehearsal.
 
@@ -101,6 +102,7 @@ def render_for(
         ("chatWebhookUrl", f"{hooks}/chat"),
         ("alertWebhookUrl", f"{hooks}/pager"),
     ]
+    secret_values += extra_secrets
     if stack == "prod":
         secret_values.append(("heartbeatUrl", f"{hooks}/heartbeat"))
     rendered = render(

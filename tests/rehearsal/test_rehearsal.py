@@ -49,6 +49,10 @@ def test_drill(staging: Rehearsal) -> None:
     _check("drill", staging)
 
 
+def test_runbooks(staging: Rehearsal) -> None:
+    _check("runbooks", staging)
+
+
 def test_deploy(staging: Rehearsal) -> None:
     start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
     _check("deploy", staging)

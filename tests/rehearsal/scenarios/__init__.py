@@ -12,7 +12,16 @@ import traceback
 from collections.abc import Callable, Iterator
 
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios import alerts, backups, deploy, drill, idempotence, phi, up
+from tests.rehearsal.scenarios import (
+    alerts,
+    backups,
+    deploy,
+    drill,
+    idempotence,
+    phi,
+    runbooks,
+    up,
+)  # fmt: skip
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["NAMES", "SCENARIOS", "Outcome", "run_all", "run_scenario", "start_background"]
@@ -27,13 +36,14 @@ SCENARIOS: dict[str, Scenario] = {
     "backups": backups.run,
     "phi": phi.run,
     "drill": drill.run,
+    "runbooks": runbooks.run,
     "deploy": deploy.run,
     "alerts": alerts.run,
 }
 BACKGROUND: dict[str, Callable[[Rehearsal], None]] = {"alerts": alerts.start}
 """Scenarios with a long wait, started when the stack is up and the backup and PHI
 scenarios are done, so that the deploy scenario runs meanwhile."""
-QUIET = ("up", "idempotence", "backups", "phi", "drill")
+QUIET = ("up", "idempotence", "backups", "phi", "drill", "runbooks")
 """Scenarios during which no background work may run (they measure the quiet stack)."""
 NAMES = tuple(SCENARIOS)
 
