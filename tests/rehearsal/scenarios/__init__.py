@@ -51,7 +51,7 @@ NAMES = tuple(SCENARIOS)
 def start_background(names: list[str], r: Rehearsal) -> None:
     """Start the background part of every selected scenario that has one."""
     for name in names:
-        if name in BACKGROUND and r.figures.get("up"):
+        if name in BACKGROUND and r.figures.get("applied"):
             BACKGROUND[name](r)
 
 
@@ -68,8 +68,13 @@ def run_scenario(name: str, r: Rehearsal) -> Outcome:
     """Run one scenario; an exception in it is its failure (with the last lines of
     the traceback), never the rehearsal's."""
     start = time.monotonic()
-    if name != "up" and not r.figures.get("up"):
-        return Outcome(name, False, "-", "the stack is not up (scenario up failed or did not run)")
+    if name != "up" and not r.figures.get("applied"):
+        return Outcome(
+            name,
+            False,
+            "-",
+            "the stack was not applied (scenario up failed to apply it, or did not run)",
+        )
     try:
         outcome = SCENARIOS[name](r)
     except KeyboardInterrupt:

@@ -20,7 +20,9 @@ from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.session import Rehearsal
 from tests.support.tools import REPO, need
 
-__all__ = ["health", "run", "through_edge"]
+__all__ = ["SETTLE_S", "health", "run", "through_edge"]
+
+SETTLE_S = 120
 
 
 def health(r: Rehearsal) -> dict[str, str]:
@@ -59,11 +61,25 @@ def run(r: Rehearsal) -> Outcome:
     except StepError as error:
         return Outcome("up", False, f"apply failed after {time.monotonic() - start:.0f} s",
                        str(error))  # fmt: skip
-    states = health(r)
+    r.figures["applied"] = time.monotonic() - start
+    # A container created before what it talks to (the engine orders only declared
+    # dependencies) may restart a few times under its restart policy: give it time.
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        states = health(r)
+        bad = {n: s for n, s in states.items() if s not in ("healthy", "running")}
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     took = time.monotonic() - start
-    bad = {n: s for n, s in states.items() if s not in ("healthy", "running")}
+    for name in bad:
+        logs = r.host.docker("logs", "--tail", "3", name, check=False)
+        bad[name] += ": " + (logs.stdout + logs.stderr).strip().replace("\n", " | ")[-300:]
     smoke = _smoke(r)
-    figure = f"{len(states)} containers healthy in {took:.0f} s; smoke exit {smoke.returncode}"
+    healthy = len(states) - len(bad)
+    figure = (
+        f"{healthy}/{len(states)} containers healthy in {took:.0f} s; smoke exit {smoke.returncode}"
+    )
     skipped = sorted({u.split("::")[-1] for u in r.applier.state.skipped})
     detail = (
         (f"not healthy: {bad}\n" if bad else "")
