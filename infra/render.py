@@ -285,17 +285,19 @@ class ConfigSource(TypedDict, total=False):
     placeholders: bool
 
 
-def render(stack: str, **source: Unpack[ConfigSource]) -> Rendered:
+def render(
+    stack: str, *, mocks: pulumi.runtime.Mocks | None = None, **source: Unpack[ConfigSource]
+) -> Rendered:
     """Run the program for ``stack`` under mocks. Raises ConfigError on bad config.
 
     ``source``: as for :func:`load_stack_config`. ``placeholders=False`` refuses, as
-    ``pulumi up`` does, a missing required secret.
+    ``pulumi up`` does, a missing required secret. ``mocks``: the provider stand-ins
+    (default :class:`LunaMocks`; the rehearsal's issue real certificates).
     """
     config, secret_keys = load_stack_config(stack, **source)
-    monitor = RecordingMonitor(LunaMocks())
-    pulumi.runtime.set_mocks(
-        LunaMocks(), project="luna", stack=stack, preview=False, monitor=monitor
-    )
+    mocks = mocks or LunaMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="luna", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config, secret_keys)
     # Validate before any resource exists, exactly like the real entry point.
     settings = load_settings(stack)

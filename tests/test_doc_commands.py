@@ -32,6 +32,7 @@ CANNOT_RUN_HERE = {
     "./scripts/test": "the test command itself",
     "./scripts/preflight": "reads the stack's secrets through the Pulumi CLI; "
     "tests/test_preflight.py and tests/real/test_preflight_real.py run infra.preflight",
+    "./scripts/rehearse": "the rehearsal; tests/rehearsal/test_rehearsal.py runs its scenarios",
     "kubectl": "no Kubernetes API server here",
     "docker": "no Docker engine or registry for the tests",
     "gh": "the GitHub API",
