@@ -71,14 +71,18 @@ def build_record(
         "result": result,
         "commit": env.get("GITHUB_SHA", ""),
         "ref": env.get("GITHUB_REF", ""),
-        "run": {"id": run_id, "attempt": env.get("GITHUB_RUN_ATTEMPT", ""),
-                "url": f"{server}/{repo}/actions/runs/{run_id}" if run_id else ""},  # fmt: skip
+        "run": {
+            "id": run_id,
+            "attempt": env.get("GITHUB_RUN_ATTEMPT", ""),
+            "url": f"{server}/{repo}/actions/runs/{run_id}" if run_id else "",
+        },
         "actor": env.get("GITHUB_ACTOR", ""),
         "event": env.get("GITHUB_EVENT_NAME", ""),
         "image": image,
         "shipped_images": shipped,
-        "preview": None if preview is None else {
-            "sha256": hashlib.sha256(preview.encode()).hexdigest(), "text": preview},  # fmt: skip
+        "preview": None
+        if preview is None
+        else {"sha256": hashlib.sha256(preview.encode()).hexdigest(), "text": preview},
         "approved_by": approved_by,
         "checks": checks,
         "started_at": started,
@@ -97,8 +101,10 @@ def write_record(client: Any, bucket: str, record: dict[str, Any], now: datetime
         raise SystemExit(f"record_deploy: bucket {bucket} has no Object Lock enabled")
     body = json.dumps(record, indent=2, sort_keys=True).encode()
     run = record["run"]
-    key = (f"{record['stack']}/{now:%Y/%m/%d/%H%M%S}-run{run['id'] or 'local'}"
-           f"-{run['attempt'] or '1'}-{record['kind']}.json")  # fmt: skip
+    key = (
+        f"{record['stack']}/{now:%Y/%m/%d/%H%M%S}-run{run['id'] or 'local'}"
+        f"-{run['attempt'] or '1'}-{record['kind']}.json"
+    )
     client.put_object(
         Bucket=bucket,
         Key=key,
@@ -145,11 +151,18 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
         return 2
     now = datetime.now(UTC)
     record = build_record(
-        stack=args.stack, kind=args.kind, image=args.image, result=args.result,
-        checks=checks, preview=preview,
+        stack=args.stack,
+        kind=args.kind,
+        image=args.image,
+        result=args.result,
+        checks=checks,
+        preview=preview,
         approved_by=approvers(approvals, args.approval_environment),
-        shipped=shipped, started=args.started, env=dict(os.environ), now=now,
-    )  # fmt: skip
+        shipped=shipped,
+        started=args.started,
+        env=dict(os.environ),
+        now=now,
+    )
     if client is None:
         import boto3  # type: ignore[import-untyped]  # requirements.lock
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from lib.cli import tool_parser
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.stack}: set {len(keys)} secrets from the store: {', '.join(sorted(keys))}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as f:
+        with Path(summary).open("a", encoding="utf-8") as f:
             f.write(f"Secrets for `{args.stack}` from the store: {', '.join(sorted(keys))}\n\n")
     return 0
 
