@@ -57,6 +57,7 @@ __all__ = [
     "KeySpec",
     "Secrets",
     "Settings",
+    "check_prod_app_image",
     "describe_keys",
     "load_settings",
     "placeholder_secret",

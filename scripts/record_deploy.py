@@ -31,7 +31,19 @@ from typing import Any
 
 from lib.cli import UsageError, tool_parser
 
-__all__ = ["RETENTION_DAYS", "approvers", "build_record", "main", "write_record"]
+__all__ = [
+    "RETENTION_DAYS",
+    "NotWriteOnceError",
+    "approvers",
+    "build_record",
+    "main",
+    "write_record",
+]
+
+
+class NotWriteOnceError(Exception):
+    """The bucket has no Object Lock: a record written there could be erased."""
+
 
 # Six years, counting the two leap days any six-year span can hold.
 RETENTION_DAYS = 6 * 365 + 2
@@ -96,9 +108,11 @@ def write_record(client: Any, bucket: str, record: dict[str, Any], now: datetime
     try:
         lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
     except client.exceptions.ClientError as err:
-        raise SystemExit(f"record_deploy: bucket {bucket} has no Object Lock ({err})") from None
+        raise NotWriteOnceError(
+            f"record_deploy: bucket {bucket} has no Object Lock ({err})"
+        ) from None
     if lock.get("ObjectLockEnabled") != "Enabled":
-        raise SystemExit(f"record_deploy: bucket {bucket} has no Object Lock enabled")
+        raise NotWriteOnceError(f"record_deploy: bucket {bucket} has no Object Lock enabled")
     body = json.dumps(record, indent=2, sort_keys=True).encode()
     run = record["run"]
     key = (
@@ -169,8 +183,8 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
         client = boto3.client("s3")
     try:
         key = write_record(client, args.bucket, record, now)
-    except SystemExit as stop:
-        print(stop.code, file=sys.stderr)
+    except NotWriteOnceError as err:
+        print(err, file=sys.stderr)
         return 1
     print(f"record_deploy: s3://{args.bucket}/{key} (COMPLIANCE, {RETENTION_DAYS} days)")
     return 0

@@ -29,10 +29,14 @@ from typing import Any, Literal
 
 from lib.cli import tool_parser
 
-__all__ = ["Need", "SecretStore", "apply", "main", "needed", "store_id"]
+__all__ = ["MissingSecretError", "Need", "SecretStore", "apply", "main", "needed", "store_id"]
 
 Kind = Literal["required", "group", "optional"]
 Fetch = Callable[[str], str | None]
+
+
+class MissingSecretError(Exception):
+    """A secret the stack requires is not in the store (the message names it, never a value)."""
 
 
 @dataclass(frozen=True)
@@ -86,15 +90,15 @@ def _mask(value: str) -> None:
 
 
 def apply(stack: str, fetch: Fetch, set_secret: Callable[[str, str], None]) -> list[str]:
-    """Set every secret the store holds; return the keys set. Raises SystemExit(1)
-    with one line when a required key or a whole group is missing."""
+    """Set every secret the store holds; return the keys set. Raises MissingSecretError
+    when a required key or a whole group is missing, before anything is set."""
     found: dict[str, str] = {}
     needs = needed(stack)
     for need in needs:
         value = fetch(store_id(stack, need.key))
         if value is None:
             if need.kind == "required":
-                raise SystemExit(
+                raise MissingSecretError(
                     f"stack_secrets: {stack} requires luna:{need.key}; the store has no "
                     f"{store_id(stack, need.key)}"
                 )
@@ -104,7 +108,9 @@ def apply(stack: str, fetch: Fetch, set_secret: Callable[[str, str], None]) -> l
     for group in {n.group for n in needs if n.kind == "group"}:
         if not any(k in found for k in group):
             names = " or ".join(store_id(stack, k) for k in group)
-            raise SystemExit(f"stack_secrets: {stack} needs one of {names}; the store has none")
+            raise MissingSecretError(
+                f"stack_secrets: {stack} needs one of {names}; the store has none"
+            )
     for key, value in found.items():
         set_secret(key, value)
     return list(found)
@@ -136,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = SecretStore()
     try:
         keys = apply(args.stack, store.get, _pulumi_set(args.stack))
-    except SystemExit as stop:
-        print(stop.code, file=sys.stderr)
+    except MissingSecretError as missing:
+        print(missing, file=sys.stderr)
         return 1
     print(f"{args.stack}: set {len(keys)} secrets from the store: {', '.join(sorted(keys))}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")

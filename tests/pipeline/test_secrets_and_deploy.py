@@ -76,7 +76,7 @@ def test_a_missing_required_secret_stops_before_pulumi(store: Any, stack: str) -
     missing = sorted(keys)[0]
     _fill(store, stack, (keys - {missing}) | {g[0] for g in groups})
     set_: dict[str, str] = {}
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(stack_secrets.MissingSecretError) as stop:
         stack_secrets.apply(stack, stack_secrets.SecretStore(store).get, set_.__setitem__)
     assert f"luna:{missing}" in str(stop.value) and "value-of" not in str(stop.value)
     assert set_ == {}, "nothing may be set when a required secret is missing"
@@ -87,7 +87,7 @@ def test_a_missing_receiver_group_stops_before_pulumi(store: Any, stack: str) ->
     keys, groups = code_required(stack)
     assert groups, f"{stack} has no receiver group"
     _fill(store, stack, keys | {g[0] for g in groups[1:]})
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(stack_secrets.MissingSecretError) as stop:
         stack_secrets.apply(stack, stack_secrets.SecretStore(store).get, lambda k, v: None)
     assert stack_secrets.store_id(stack, groups[0][0]) in str(stop.value)
 
