@@ -111,15 +111,15 @@ def test_memory_sets_shared_buffers_and_effective_cache_size() -> None:
 def test_pgbackrest_fails_fast_and_bounds_pg_wal() -> None:
     store = br.ObjectStore(bucket="b", endpoint="s3.example.com:9000", region="r", path="/p",
                            retention_days=30)  # fmt: skip
-    conf = dict(
-        line.split("=", 1)
-        for line in br.pgbackrest_conf(store, pgdata="/d", queue_max_mb=2560).splitlines()
-        if "=" in line
-    )
-    # A dead store must fail each archive-push within a minute (8 min with the defaults).
+    text = br.pgbackrest_conf(store, pgdata="/d", queue_max_mb=2560)
+    conf = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    push = text.split("[global:archive-push]\n", 1)[1].split("\n\n", 1)[0]
+    # A dead store must fail each archive-push within a minute (8 min with the defaults;
+    # one push makes about eight io-timeout waits).
+    assert "io-timeout=5" in push.splitlines(), push
+    assert "archive-push-queue-max=2560MiB" in push.splitlines(), push
     assert int(conf["io-timeout"]) <= 15, conf
     assert int(conf["protocol-timeout"]) > int(conf["db-timeout"]), "pgBackRest refuses this"
-    assert conf["archive-push-queue-max"] == "2560MiB"
     assert conf["repo1-retention-full-type"] == "time" and conf["repo1-retention-full"] == "30"
     # Secrets are never in the main file: they travel in the include file.
     assert not {"repo1-cipher-pass", "repo1-s3-key", "repo1-s3-key-secret"} & conf.keys()

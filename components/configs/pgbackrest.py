@@ -22,6 +22,7 @@ from typing import Final
 from components.configs.postgres import BACKUP_ROLE, DATABASE, STANZA
 
 __all__ = [
+    "ARCHIVE_PUSH_IO_TIMEOUT",
     "STANZA",
     "TIMEOUTS",
     "ObjectStore",
@@ -33,8 +34,10 @@ __all__ = [
 ]
 
 # A dead or blackholed object store must fail each archive-push in well under a
-# minute, so that PostgreSQL retries and pg_stat_archiver shows the failure
-# (with the defaults one push hung 8 min: io-timeout 60 s per request, retried).
+# minute, so that PostgreSQL retries and pg_stat_archiver shows the failure.
+# One push makes several requests, each retried, each waiting io-timeout: with
+# the default 60 s one push hung 8 min, with 10 s it took 81 s (measured by
+# tests/real/test_pgbackrest_outage.py), so archive-push gets ARCHIVE_PUSH_IO_TIMEOUT.
 # io-timeout bounds each connect/read/write without progress; db-timeout bounds
 # a query (pg_backup_start/stop with start-fast return in seconds);
 # protocol-timeout must exceed db-timeout; archive-timeout is how long backup
@@ -45,6 +48,9 @@ TIMEOUTS: Final = {
     "protocol-timeout": "630",
     "archive-timeout": "60",
 }
+ARCHIVE_PUSH_IO_TIMEOUT: Final = 5
+"""archive-push's own io-timeout (a ``[global:archive-push]`` section): WAL segments
+are 16 MiB, and a store that sends nothing for 5 s is treated as down."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,13 @@ def pgbackrest_conf(
         f"lock-path={lock_path}",
         *(f"{k}={v}" for k, v in TIMEOUTS.items()),
     ]
-    if queue_max_mb is not None:
-        lines.append(f"archive-push-queue-max={queue_max_mb}MiB")
     if port:
         lines.append(f"repo1-storage-port={port}")
     if store.ca_file:
         lines.append(f"repo1-storage-ca-file={store.ca_file}")
+    lines += ["", "[global:archive-push]", f"io-timeout={ARCHIVE_PUSH_IO_TIMEOUT}"]
+    if queue_max_mb is not None:
+        lines.append(f"archive-push-queue-max={queue_max_mb}MiB")
     lines += [
         "",
         f"[{STANZA}]",
