@@ -33,6 +33,7 @@ import pytest
 
 from components.configs import pgbackrest as br
 from components.configs import postgres as pg
+from components.platforms.docker.postgres import roles_script
 from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
 from tests.real.s3 import ACCESS_KEY, SECRET_KEY, LocalS3, local_s3
 from tests.real.support import free_port
@@ -140,10 +141,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         server = PgServer(data, flags, env=env, port=pg_port).start()
         servers.append(server)
         server.local(f"CREATE DATABASE {pg.DATABASE}")
-        variables = [f"--variable={v}=Pa55word-{v}-0123456789" for v in
-                     pg.ROLE_PASSWORD_VARS.values()]  # fmt: skip
-        (root / "roles.sql").write_text(pg.roles_sql(audit=True))
-        server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(root / "roles.sql")])
+        _apply_roles(root, env)
+        logins = server.local(
+            "SELECT count(*) FROM pg_roles WHERE rolcanlogin AND rolname LIKE 'luna_%'"
+        ).stdout.strip()
+        assert logins == str(len(pg.ROLE_PASSWORD_VARS)), "the role job set no roles"
 
         pushed: list[str] = []
         handler = type("Push", (_Push,), {"bodies": pushed})
@@ -165,6 +167,23 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         stack.close()
         if not os.environ.get("LUNA_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _apply_roles(root: Path, env: dict[str, str]) -> None:
+    """The generated role job, as the database-roles container runs it: passwords in files."""
+    roles = root / "roles"
+    roles.mkdir()
+    for var in pg.ROLE_PASSWORD_VARS.values():
+        (roles / var).write_text(f"Pa55word-{var}-0123456789")
+    (root / "roles.sql").write_text(pg.roles_sql(audit=True))
+    script = roles_script(run_dir=str(root), roles_dir=str(roles), sql=str(root / "roles.sql"))
+    (root / "roles.sh").write_text(script)
+    for f in (*roles.iterdir(), roles, root / "roles.sql", root / "roles.sh"):
+        shutil.chown(f, "postgres", "postgres")
+    run = subprocess.run(["/bin/sh", str(root / "roles.sh")], capture_output=True, text=True,
+                         timeout=120, check=False, user="postgres", env=env, cwd=root)  # fmt: skip
+    assert run.returncode == 0, f"role job failed: {run.stdout}{run.stderr}"
+    assert "Pa55word" not in run.stdout + run.stderr
 
 
 def _wait_archived(rig: Rig, server: PgServer) -> None:
