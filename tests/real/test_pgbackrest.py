@@ -297,9 +297,18 @@ def test_no_bucket_object_holds_plaintext(rig: Rig) -> None:
 
 
 def _drill(
-    rig: Rig, name: str, *, key_tables: tuple[str, ...] = ("note",), secrets: str = SECRETS
+    rig: Rig,
+    name: str,
+    *,
+    key_tables: tuple[str, ...] = ("note",),
+    secrets: str = SECRETS,
+    without_verify: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
-    """Run the generated drill as the image runs it: its own secrets file, pgaudit preloaded."""
+    """Run the generated drill as the image runs it: its own secrets file, pgaudit preloaded.
+
+    ``without_verify`` cuts the ``pgbackrest verify`` step out, to prove that the
+    end-point check alone catches a broken chain.
+    """
     scratch = rig.root / name
     scratch.mkdir()
     shutil.chown(scratch, "postgres", "postgres")
@@ -311,6 +320,13 @@ def _drill(
         secrets_file=str(secrets_file), include_dir=str(rig.root / f"{name}-include"),
         preload=pg.AUDIT_SETTINGS["shared_preload_libraries"],
     )  # fmt: skip
+    if without_verify:
+        start = script.index("pgbackrest --stanza=luna --output=text --verbose verify")
+        end = script.index('|| fail "pgbackrest verify reported errors"\n')
+        script = (
+            script[:start] + script[end + len('|| fail "pgbackrest verify reported errors"\n') :]
+        )
+        assert "verify" not in script.split("last=$(")[0].split("cat ")[-1]
     (rig.root / f"{name}.sh").write_text(script)
     rig.pushed.clear()
     run = subprocess.run(
@@ -408,10 +424,17 @@ def test_drill_fails_on_a_corrupted_wal_segment(rig: Rig) -> None:
     assert len(after) >= 2, f"need two segments after the backup's {stop}: {after}"
     with _corrupted(rig, after[0]):
         run, metrics = _drill(rig, "drill-wal", key_tables=("chain",))
-    print(f"\ncorrupted {after[0]}: drill said {run.stderr.strip().splitlines()[-1:]}")
+        # The second line of defence on its own: the replay must reach the newest segment.
+        alone, alone_metrics = _drill(rig, "drill-wal-end", key_tables=("chain",),
+                                      without_verify=True)  # fmt: skip
+    print(f"\ncorrupted {after[0]}: drill said {run.stderr.strip().splitlines()[-1:]}; "
+          f"without verify: {alone.stderr.strip().splitlines()[-1:]}")  # fmt: skip
     assert run.returncode != 0, run.stdout
     assert "drill: FAILED" in run.stderr, run.stderr
     assert metrics["luna_restore_drill_success"] == "0"
+    assert alone.returncode != 0, alone.stdout
+    assert "drill: FAILED: recovery stopped before" in alone.stderr, alone.stderr
+    assert alone_metrics["luna_restore_drill_success"] == "0"
 
 
 def test_drill_fails_on_a_corrupted_backup_file(rig: Rig) -> None:
