@@ -102,6 +102,9 @@ def build(s: Settings) -> dict[str, Any]:
         # What an operator's browser or curl trusts for Kibana (and any internal hop).
         "internal_ca_pem": ca.ca_pem,
     }
+    if database.container is not None:
+        # Runbooks `docker exec` into the server by this name (it changes on replacement).
+        outputs["database_container"] = database.container
     if s.monitoring:
         monitoring = _monitoring(s, platform, app, database, cache, proxy)
         outputs["grafana_url"] = monitoring.grafana_url
@@ -165,6 +168,7 @@ def _database(s: Settings, platform: Platform, ca: InternalCA) -> Database:
             synchronous=kubernetes and s.stack == "prod",
             ca=ca,
             volume_gb=s.database_volume_gb,
+            resources=Resources(memory_mb=s.postgres_memory_mb, cpus=s.postgres_cpus),
             password=s.secrets.db_password,
             backup=_backup(s),
             protect=s.protect_data,

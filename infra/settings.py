@@ -252,6 +252,8 @@ def _read(r: Reader, stack: str) -> Settings:
         backup_interval_hours=r.integer("backupIntervalHours", 1, 24, options=BACKUP_INTERVALS),
         backup_target=_backup_target(r),
         postgres_instances=r.integer("postgresInstances", 1, 9),
+        postgres_memory_mb=r.integer("postgresMemoryMb", 256, 262144),
+        postgres_cpus=r.number("postgresCpus", 0.25, 64),
         cnpg_operator=r.choice("cnpgOperator", ("install", "prerequisite")),  # type: ignore[arg-type]
         cache=r.boolean("cache"),
         redis_max_memory_mb=r.integer("redisMaxMemoryMb", 16, 65536),

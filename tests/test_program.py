@@ -44,9 +44,11 @@ def test_dev_app_answers_on_localhost_3000_with_sqlite() -> None:
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_staging_and_prod_run_every_service(stack: str, platform: str) -> None:
     found = services(rendered(stack, platform))
-    # Docker runs PostgreSQL and its restore drill as containers; Kubernetes runs a
-    # CloudNativePG Cluster (tests/kubernetes/test_cnpg.py), which is not a workload here.
-    wanted = PROD_SERVICES | ({"database", "database-drill"} if platform == "docker" else set())
+    # Docker runs PostgreSQL, its backup loop and its restore drill as containers;
+    # Kubernetes runs a CloudNativePG Cluster (tests/kubernetes/test_cnpg.py), which
+    # is not a workload here.
+    docker = {"database", "database-backup", "database-drill"}
+    wanted = PROD_SERVICES | (docker if platform == "docker" else set())
     missing = wanted - set(found)
     assert not missing, f"{stack} lacks {sorted(missing)}"
 
@@ -351,12 +353,12 @@ def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
         for r in res.of_type("network:Network")
         if not unwrap(r.inputs.get("internal"))
     }
-    # The database and its drill reach the off-site object store; Alertmanager
+    # The database, its backup loop and its drill reach the off-site object store; Alertmanager
     # notifies pagers and chat; the blackbox exporter probes the public URL.
     assert open_nets == {"luna-prod-app-edge", "luna-prod-proxy-edge", "luna-prod-grafana-edge",
                          "luna-prod-kibana-edge", "luna-prod-logstash-edge",
                          "luna-prod-database-edge", "luna-prod-database-drill-edge",
-                         "luna-prod-alertmanager-edge",
+                         "luna-prod-database-backup-edge", "luna-prod-alertmanager-edge",
                          "luna-prod-blackbox-edge"}, open_nets  # fmt: skip
     for name, rec in res.containers().items():
         joined = {n["name"] for n in unwrap(rec.inputs["networksAdvanced"])}

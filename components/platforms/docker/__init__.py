@@ -443,7 +443,12 @@ class DockerPlatform(Platform):
     ) -> command.local.Command:
         """A one-shot job: fails its own resource when the container exits non-zero."""
         networks = [self._network(target).name for target in spec.connects_to]
-        file_vars = {f.path: f"LUNA_FILE_{i}" for i, f in enumerate(spec.files)}
+        # A secret file's variable says so: the engine may send the whole (secret)
+        # environment as one secret value, and the render masks these by name.
+        file_vars = {
+            f.path: f"LUNA_{'SECRET_' if f.secret else ''}FILE_{i}"
+            for i, f in enumerate(spec.files)
+        }
         environment: dict[str, pulumi.Input[str]] = {"DOCKER_HOST": self._args.host}
         environment.update({k: pulumi.Output.secret(v) for k, v in spec.secret_env.items()})
         environment.update(
