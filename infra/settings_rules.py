@@ -34,8 +34,8 @@ def required_secrets(stack: str) -> tuple[str, ...]:
 def check_combinations(s: Settings) -> None:
     """What one stack, platform or feature needs of the others (each key is valid alone)."""
     # Every missing secret in one line, so a first deploy is not a run per secret.
-    absent: list[tuple[str, ...]] = [(k,) for k in required_secrets(s.stack) if _secret(s, k) is None]
-    absent += missing_receivers(s)
+    absent: list[tuple[str, ...]] = [(k,) for k in required_secrets(s.stack)]
+    absent = [k for k in absent if _secret(s, k[0]) is None] + missing_receivers(s)
     if absent:
         names = ", ".join(" or ".join(f"luna:{k}" for k in group) for group in absent)
         raise ConfigError(
