@@ -95,13 +95,16 @@ def _phi_isolation(args: StackValidationArgs, report: ReportViolation) -> None:
             for attachment in items(get(r.props, "networksAdvanced")):
                 name = str(get(attachment, "name"))
                 net = networks.get(name)
-                # The exceptions: the database's and Elasticsearch's own egress-only
-                # networks, which carry the WAL archive (issue #12) and the audit
-                # snapshots (issue #21) to the off-site store; no port is published
-                # on them and no other service joins them.
-                offsite = service in ("database", "elasticsearch") and name.endswith(
-                    f"-{service}-edge"
-                )
+                # The exceptions: the database's (and its backup loop's) and
+                # Elasticsearch's own egress-only networks, which carry WAL and base
+                # backups (issue #12) and the audit snapshots (issue #21) to the
+                # off-site store; no port is published on them and no other
+                # service joins them.
+                offsite = service in (
+                    "database",
+                    "database-backup",
+                    "elasticsearch",
+                ) and name.endswith(f"-{service}-edge")
                 if offsite and not published:
                     continue
                 if net is None or get(net.props, "internal") is not True:

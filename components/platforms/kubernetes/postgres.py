@@ -265,6 +265,7 @@ def deploy_cnpg(
         replace_on_changes=["spec.bootstrap"], delete_before_replace=True
     )
     cluster = _custom(name, manifest, pulumi.ResourceOptions.merge(kept, replace), after=needs)
+    platform.name_workload(spec.name, f"cluster/{manifest['metadata']['name']}")
     if spec.backup:
         sb = barman.scheduled_backup_manifest(spec, namespace=ns, labels=labels)
         _custom(f"{name}-scheduled-backup", sb, kept, after=[cluster])
