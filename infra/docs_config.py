@@ -272,7 +272,7 @@ def environments_table() -> str:
             f"kept {v(stack, 'backupRetentionDays')} days"
         )
 
-    rows = {
+    rows: dict[str, Callable[[str], str]] = {
         "purpose": lambda s: _PURPOSE[s][0],
         "platform": lambda s: v(s, "platform"),
         "URL": lambda s: v(s, "appUrl"),
