@@ -240,6 +240,8 @@ def test_stand_ins_keep_their_contracts_and_the_shipped_images_build(
     assert sorted(report.left_out) == sorted(t for t in _pinned(staging) if
         t.startswith(("grafana/", "docker.elastic.co/")))  # fmt: skip
     assert len(report.left_out) == 4, report.left_out
+    stand_ins = [r for r in report.images if r.kind == "stand-in"]
+    assert len(stand_ins) == 10 and all(r.package and r.version for r in stand_ins), stand_ins
     failures: list[str] = []
     checks: list[tuple[str, Callable[[], None]]] = [
         ("postgres", lambda: _check_postgres(host, tmp_path)),
