@@ -110,7 +110,7 @@ def test_alert_rules_only_cover_deployed_services() -> None:
 @pytest.mark.parametrize(("stack", "platform"), EDGE_STACKS)
 def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path: Path) -> None:
     nginx, unshare = need("nginx"), need("unshare")
-    conf = _one(rendered(stack, platform).files(), "/etc/nginx/nginx.conf")
+    conf = _one(rendered(stack, platform).files(), "/etc/nginx/luna/nginx.conf")
     make_tls_pair(tmp_path, common_name="luna.test", alt_names="DNS:luna.test")
     assert "/etc/nginx/tls/" in conf, "certificate paths moved; update this test"
     local = conf.replace("/etc/nginx/tls/", f"{tmp_path}/")

@@ -30,6 +30,9 @@ CANNOT_RUN_HERE = {
     "./scripts/destroy-dev": "needs the Pulumi CLI (tests/test_dev_shell.py runs it with a stub)",
     "eval": "the README's dev sequence (tests/test_dev_shell.py)",
     "./scripts/test": "the test command itself",
+    "./scripts/preflight": "reads the stack's secrets through the Pulumi CLI; "
+    "tests/test_preflight.py and tests/real/test_preflight_real.py run infra.preflight",
+    "./scripts/rehearse": "the rehearsal; tests/rehearsal/test_rehearsal.py runs its scenarios",
     "kubectl": "no Kubernetes API server here",
     "docker": "no Docker engine or registry for the tests",
     "gh": "the GitHub API",

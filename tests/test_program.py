@@ -325,7 +325,7 @@ def test_edge_finds_app_replicas_per_request_and_never_depends_on_their_inputs()
     assert all(x.urn in proxy.dependencies for x in web), "proxy does not wait for the app"
     for prop, deps in proxy.property_dependencies.items():
         assert not set(deps) & {x.urn for x in web}, f"proxy input {prop} follows app replicas"
-    conf = next(v for k, v in r.files().items() if k.endswith("/etc/nginx/nginx.conf"))
+    conf = next(v for k, v in r.files().items() if k.endswith("/etc/nginx/luna/nginx.conf"))
     assert "resolver 127.0.0.11 " in conf and "proxy_pass http://$luna_app;" in conf, conf
     for rec in web:
         aliases = {a for n in unwrap(rec.inputs["networksAdvanced"]) for a in n.get("aliases", [])}

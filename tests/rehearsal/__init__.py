@@ -1,1 +1,3 @@
-"""The staging rehearsal (scripts/rehearse): the shipped Docker stack on a private daemon."""
+"""The rehearsal (scripts/rehearse): the rendered Docker stack, run whole on a private
+real daemon. See docs/rehearsal.md.
+"""

@@ -34,6 +34,9 @@ __all__ = ["deploy_workload", "edge_ports"]
 Manifest = dict[str, Any]
 
 
+_ROLLING = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
 def deploy_workload(
     platform: KubernetesPlatform,
     name: str,
@@ -79,10 +82,8 @@ def deploy_workload(
             # The new pod serves before the old one stops. A ReadWriteOnce claim
             # attaches to one node, so a pod that mounts one is placed beside its
             # predecessor (see pods.pod_template) instead of waiting for it to go.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
+            # A single instance goes before its successor starts.
+            "strategy": {"type": "Recreate"} if spec.single_instance else _ROLLING,
         }
         # With an HPA, the HPA owns the replica count; setting it here would
         # scale the service down to the floor on every `pulumi up`.
