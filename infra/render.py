@@ -169,6 +169,7 @@ def _job_files(r: Record) -> dict[str, str]:
     shipped = {}
     for variable, path in re.findall(r'printf "%s" "\$(\w+)" > "\$stage"(\S+)', script):
         content, secret = _peel(env[variable])
+        secret = secret or variable.startswith("LUNA_SECRET_FILE_")
         shipped[f"{name.group(1)}{path}"] = MASK + "\n" if secret else str(unwrap(content))
     return shipped
 

@@ -49,6 +49,8 @@ CANNOT_RUN_HERE = {
     "set": "part of the restore script run inside the database container",
     "echo": "part of the restore script run inside the database container",
     "dump=": "part of the restore script run inside the database container",
+    "new=": "a rotation against a deployed database (docs/runbooks/rotation.md)",
+    "printf": "feeds psql in a deployed database container (docs/runbooks/rotation.md)",
 }
 # Commands that reach a deployed site.
 NEEDS_A_SITE = re.compile(r"scripts/smoke_check\.py (check|perf) |scripts/audit_site\.py --url ")
@@ -108,7 +110,7 @@ def _why_not(cmd: str) -> str | None:
     if NEEDS_A_SITE.search(cmd):
         return "reaches a deployed site; tests/pipeline/test_smoke_check.py runs it locally"
     first = cmd.split()[0]
-    first = "dump=" if first.startswith("dump=") else first
+    first = next((p for p in ("dump=", "new=") if first.startswith(p)), first)
     return CANNOT_RUN_HERE.get(first)
 
 
