@@ -42,7 +42,10 @@ Dockerfile and the apt sources it uses are unchanged.
 Cache: ``$LUNA_REHEARSAL_CACHE``, else ``~/.cache/luna-rehearsal`` (outside the
 clone): the minbase tar, the Node.js base, and one layer tar per stand-in keyed by
 its recipe, plus the .debs apt downloaded, so apt fetches a package once. A warm
-run loads the cached layers and rebuilds the two shipped images.
+run loads the cached layers and rebuilds the two shipped images. Measured on the
+2-core machine with a load average near 17: 6 min cold (debootstrap about 1.5 min,
+the ten stand-in layers 3.7 min, the load 20 s, both builds beside them), 70-80 s
+warm (the load 20-35 s, the two real builds 25-35 s each, side by side).
 """
 
 from __future__ import annotations
