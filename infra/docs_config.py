@@ -181,15 +181,27 @@ def secrets_table() -> str:
 
 def first_deploy_table() -> str:
     """Every secret a stack refuses to deploy without, per stack, with its command."""
-    rows = ["| stack | secret | set it with |", "|---|---|---|"]
+    rows = [
+        "| stack | secret | set it with | the pipeline injects it from |",
+        "|---|---|---|---|",
+    ]
     for stack in STACKS:
         for key in required_secrets(stack):
-            rows.append(f"| {stack} | `{key}` | `{_set_command(key, stack)}` |")
+            rows.append(
+                f"| {stack} | `{key}` | `{_set_command(key, stack)}` | {_store(stack, (key,))} |"
+            )
         for group in required_secret_groups(stack):
             keys = " or ".join(f"`{k}`" for k in group)
             what = f"one of {keys}" if len(group) > 1 else keys
-            rows.append(f"| {stack} | {what} | `{_set_command(group[0], stack)}` |")
+            rows.append(
+                f"| {stack} | {what} | `{_set_command(group[0], stack)}` | {_store(stack, group)} |"
+            )
     return "\n".join(rows)
+
+
+def _store(stack: str, keys: Sequence[str]) -> str:
+    # The pipeline's secret store (scripts/stack_secrets.py, docs/pipeline.md "Secrets").
+    return " or ".join(f"`luna/{stack}/{k}`" for k in keys)
 
 
 def _set_command(key: str, stack: str) -> str:

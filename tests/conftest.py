@@ -51,3 +51,21 @@ def _writes_stay_in_temporary_folders() -> Iterator[None]:
             + ", ".join(stray),
             pytrace=False,
         )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Every rehearsal test on one worker: they share one stack (a module fixture).
+
+    xdist's loadgroup does nothing on pytest 9.2 (it rewrites item._nodeid, which
+    pytest no longer reads), so the scope is decided from the node id here: the
+    rehearsal's module is one scope, every other test its own, as with ``load``.
+    """
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class RehearsalTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/rehearsal/test_rehearsal.py::"):
+                return "tests/rehearsal/test_rehearsal.py"
+            return nodeid
+
+    return RehearsalTogether(config, log)

@@ -161,6 +161,7 @@ EXPLICIT_BAD = {
     "appUrl": "ftp://luna-app.com",
     "nodeEnv": "test",
     "appCpus": "lots",
+    "postgresCpus": "0.1",
     "database": "mysql",
     "redisEvictionPolicy": "lru",
     "storageClass": "Bad_Class",
