@@ -58,7 +58,12 @@ def live_files(
     live = [f for f in spec.files if f.path.startswith(directory + "/")]
     key = f"{spec.name}-live"
     platform.volume(f"{name}-live", key, VolumeSpec(size_gb=1), parent=parent)
-    variables = {f.path: f"LUNA_FILE_{i}" for i, f in enumerate(live)}
+    # A secret file's variable says so by its name: one secret value makes Pulumi mark
+    # the whole environment secret, so the name is what the render masks by.
+    variables = {
+        f.path: f"LUNA_SECRET_FILE_{i}" if f.secret else f"LUNA_FILE_{i}"
+        for i, f in enumerate(live)
+    }
     environment: dict[str, pulumi.Input[str]] = {"DOCKER_HOST": platform.host}
     environment.update(
         {
