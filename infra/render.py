@@ -166,6 +166,8 @@ def _job_files(r: Record) -> dict[str, str]:
     shipped = {}
     for variable, path in re.findall(r'printf "%s" "\$(\w+)" > "\$stage"(\S+)', script):
         content, secret = _peel(env[variable])
+        # One secret value can make the whole environment one secret: the name says.
+        secret = secret or "SECRET" in variable
         shipped[f"{name.group(1)}{path}"] = MASK + "\n" if secret else str(unwrap(content))
     return shipped
 

@@ -65,7 +65,10 @@ def resolve_outputs(event: str, ref: str) -> dict[str, str]:
 
 
 def outcomes(
-    event: str, ref: str, failing: set[str] = frozenset(), image: str = NEW  # type: ignore[assignment]
+    event: str,
+    ref: str,
+    failing: set[str] = frozenset(),
+    image: str = NEW,  # type: ignore[assignment]
 ) -> Callable[[str], tuple[str, dict[str, str]]]:
     targets = resolve_outputs(event, ref)
 
@@ -123,7 +126,7 @@ def test_the_pull_request_preview_uses_staging_only() -> None:
     assert preview["environment"] == "preview-staging"
     assert "strategy" not in preview, "no matrix may bring the prod stack back to pull requests"
     text = "\n".join(str(s.get("run", "")) for s in preview["steps"])
-    assert "No production credential was available" in text.replace("\n            echo \"", " ")
+    assert "No production credential was available" in text.replace('\n            echo "', " ")
 
 
 def test_production_is_previewed_on_main_before_the_gate() -> None:
@@ -176,9 +179,9 @@ def test_develop_and_main_never_cancel_each_others_deploys() -> None:
     cancelled_branches = {who.split("#")[0] for who in groups.cancelled}
     # Within a branch the newest push supersedes a pending one (it contains it);
     # across branches nothing is ever cancelled.
-    assert all(
-        any(w.startswith(b) for w in groups.running.values()) for b in cancelled_branches
-    ), groups
+    assert all(any(w.startswith(b) for w in groups.running.values()) for b in cancelled_branches), (
+        groups
+    )
     assert "main#1" in groups.running.values() and "develop#2" in groups.running.values()
 
 
@@ -247,8 +250,12 @@ def test_a_failed_post_deploy_check_rolls_back_and_pages(
         return
     assert run.ran("recover-production"), run.results
     call = wf["jobs"]["recover-production"]
-    needs = {d: {"result": run.results[d], "outputs": run.outputs.get(d, {})} for d in call["needs"]}
-    inputs = {k: interpolate(str(v), {"needs": needs, "github": gh}) for k, v in call["with"].items()}
+    needs = {
+        d: {"result": run.results[d], "outputs": run.outputs.get(d, {})} for d in call["needs"]
+    }
+    inputs = {
+        k: interpolate(str(v), {"needs": needs, "github": gh}) for k, v in call["with"].items()
+    }
     assert inputs["rollback"] == str(rollback).lower(), inputs
     assert inputs["failed_image"] == NEW and inputs["environment"] == "production"
     assert run.ran("record-production"), "the failed deploy must be recorded too"

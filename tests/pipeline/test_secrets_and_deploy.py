@@ -104,7 +104,9 @@ def test_every_required_secret_is_provisioned_in_the_docs(stack: str) -> None:
     keys, groups = code_required(stack)
     assert keys <= listed, f"{stack}: docs/pipeline.md lacks {sorted(keys - listed)}"
     for group in groups:
-        assert set(group) <= listed, f"{stack}: docs/pipeline.md lacks {sorted(set(group) - listed)}"
+        assert set(group) <= listed, (
+            f"{stack}: docs/pipeline.md lacks {sorted(set(group) - listed)}"
+        )
 
 
 def test_keys_come_from_the_code_not_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,8 +201,10 @@ def _deploy(tmp_path: Path, **env: str) -> tuple[int, list[str], str]:
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     lines = calls.read_text().splitlines() if calls.exists() else []
-    return done.returncode, [line.split()[0] + " " + line.split()[1] for line in lines], (
-        done.stdout + done.stderr
+    return (
+        done.returncode,
+        [line.split()[0] + " " + line.split()[1] for line in lines],
+        (done.stdout + done.stderr),
     )
 
 
@@ -209,7 +213,12 @@ def test_deploy_orders_login_secrets_preflight_up(tmp_path: Path) -> None:
     assert rc == 0, log
     order = [c for c in calls if c in ("pulumi login", "secrets scripts/stack_secrets.py",
                                        "preflight -m", "pulumi up")]  # fmt: skip
-    assert order == ["pulumi login", "secrets scripts/stack_secrets.py", "preflight -m", "pulumi up"]
+    assert order == [
+        "pulumi login",
+        "secrets scripts/stack_secrets.py",
+        "preflight -m",
+        "pulumi up",
+    ]
 
 
 def test_a_failed_preflight_stops_the_up(tmp_path: Path) -> None:

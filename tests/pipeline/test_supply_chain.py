@@ -54,9 +54,9 @@ def test_every_lock_pins_each_package_with_hashes(lock: str) -> None:
     command = text.splitlines()[1].lstrip("# ").strip()
     script = (REPO / "scripts" / "lock").read_text()
     args = command.removeprefix("uv pip compile --python-version 3.11 --generate-hashes ")
-    assert args in script.replace('"$uv" pip compile --quiet --python-version 3.11 --generate-hashes', ""), (
-        f"{lock} was not made by scripts/lock: {command}"
-    )
+    assert args in script.replace(
+        '"$uv" pip compile --quiet --python-version 3.11 --generate-hashes', ""
+    ), f"{lock} was not made by scripts/lock: {command}"
 
 
 def test_the_locks_agree_and_cover_what_each_venv_needs() -> None:
@@ -137,7 +137,11 @@ def test_the_images_this_repository_ships_are_scanned_attested_signed_and_record
     uploads = {s["with"]["name"] for s in steps if "upload-artifact" in str(s.get("uses", ""))}
     assert uploads == {"sbom-${{ matrix.name }}", "digest-${{ matrix.name }}"}
     record = load("pipeline.yml")["jobs"]["record-production"]
-    patterns = [s["with"].get("pattern") for s in record["steps"] if "download-artifact" in str(s.get("uses"))]
+    patterns = [
+        s["with"].get("pattern")
+        for s in record["steps"]
+        if "download-artifact" in str(s.get("uses"))
+    ]
     assert "digest-*" in patterns, "the deploy record must carry the shipped digests"
 
 
@@ -164,7 +168,9 @@ def test_prod_refuses_an_image_not_pinned_by_digest_from_its_registry(image: str
 
 
 def test_prod_accepts_a_digest_and_other_stacks_keep_tags() -> None:
-    check_prod_app_image(cast(Settings, SimpleNamespace(stack="prod", images=SimpleNamespace(app=PROD_OK))))
+    check_prod_app_image(
+        cast(Settings, SimpleNamespace(stack="prod", images=SimpleNamespace(app=PROD_OK)))
+    )
     tag = SimpleNamespace(app="evil.example/x:1")
     check_prod_app_image(cast(Settings, SimpleNamespace(stack="staging", images=tag)))
 
@@ -190,7 +196,7 @@ def test_dependency_scans_cover_every_lockfile() -> None:
     assert "for lock in $(git ls-files '*package-lock.json')" in text
     assert "npm audit --package-lock-only --audit-level=high" in text
     assert "for lock in $(git ls-files '*.lock')" in text
-    assert "pip-audit\" --strict" in text and "--require-hashes --disable-pip" in text
+    assert 'pip-audit" --strict' in text and "--require-hashes --disable-pip" in text
     npm_locks = subprocess.run(["git", "ls-files", "*package-lock.json"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     assert {"audit/package-lock.json", "demo-app/package-lock.json"} <= set(npm_locks)
@@ -255,7 +261,9 @@ def test_the_quality_job_runs_where_its_tests_can_run() -> None:
 # ------------------------------------------------------------- the admin's side
 def test_codeowners_cover_the_pipeline_and_prod() -> None:
     owners = (REPO / ".github" / "CODEOWNERS").read_text()
-    rules = [line.split() for line in owners.splitlines() if line.strip() and not line.startswith("#")]
+    rules = [
+        line.split() for line in owners.splitlines() if line.strip() and not line.startswith("#")
+    ]
     paths = {r[0] for r in rules}
     assert {"*", "/.github/", "/Pulumi.prod.yaml", "*.lock"} <= paths
     assert all(len(r) >= 2 and all(o.startswith("@") for o in r[1:]) for r in rules), rules
@@ -282,7 +290,11 @@ def _code_blocks(docs: str, after: str, lang: str) -> list[str]:
 def test_the_preview_and_drift_role_reads_secrets_and_writes_nothing() -> None:
     docs = (REPO / "docs" / "pipeline.md").read_text()
     policy = json.loads(_code_blocks(docs, "### Preview and drift credentials", "json")[0])
-    actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    actions = {
+        a
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
     assert "secretsmanager:GetSecretValue" in actions and "kms:Decrypt" in actions
     verbs = re.compile(r":(Get|List|Describe|Decrypt)[A-Za-z]*$")
     assert all(verbs.search(a) for a in actions), f"a write in the read-only role: {actions}"
