@@ -269,7 +269,7 @@ def test_8_a_failed_migration_leaves_the_running_app_and_edge_untouched(
 
 
 # ------------------------------------------------------ when things go wrong
-BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.1.0-broken"
+BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.1.0-broken@sha256:" + "2" * 64
 """Starts, never passes its health check."""
 
 

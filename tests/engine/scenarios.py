@@ -24,7 +24,8 @@ __all__ = [
     "snap",
 ]
 
-APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0"
+# Pinned by digest: prod accepts nothing else (settings).
+APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0@sha256:" + "1" * 64
 
 Pairs = tuple[tuple[str, str], ...]
 
