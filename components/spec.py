@@ -237,10 +237,11 @@ class PostgresSpec:
     audit: bool = True
     backup: ObjectStoreTarget | None = None
     backup_schedule_hours: int = 24
+    """A base backup this often (Docker: weekly full, differential in between)."""
     drill_hours: int | None = None
     drill_push_url: str | None = None
     backup_push_url: str | None = None
-    """Pushgateway job URL each successful base backup reports to (Docker)."""
+    """Pushgateway job URL each successful base backup reports to (Docker's backup loop)."""
     archive_timeout_s: int = 60
     synchronous: bool = False
     """At least one synchronous standby (RPO 0 on failover)."""
@@ -260,3 +261,5 @@ class PostgresService:
     backup_metrics: BackupMetrics = None
     """Who reports the base backups' time: the Pushgateway (pushed by the Docker
     server's backup loop), CloudNativePG's own exporter, or nobody (no backups)."""
+    container: pulumi.Output[str] | None = None
+    """The server's container name (Docker), for runbooks' ``docker exec``."""

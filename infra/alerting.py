@@ -23,6 +23,7 @@ __all__ = [
     "AlertingSettings",
     "check_alerting",
     "https_url",
+    "missing_receivers",
     "placeholder_secret",
     "read_alerting",
     "required_secret_groups",
@@ -82,6 +83,18 @@ def placeholder_secret(key: str) -> str:
     if key in URL_SECRET_KEYS:
         return f"https://placeholder.invalid/{key}"
     return f"placeholder-{key}"
+
+
+def missing_receivers(s: Settings) -> list[tuple[str, ...]]:
+    """The groups of receiver secrets of which a monitored stack has none set."""
+    if not s.monitoring:
+        return []
+    a = s.alerting
+    return [
+        group
+        for group in required_secret_groups(s.stack)
+        if not any(getattr(a, _ALERT_FIELDS[k]) is not None for k in group)
+    ]
 
 
 def check_alerting(s: Settings) -> None:

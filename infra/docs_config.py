@@ -56,6 +56,7 @@ DOCS = {
     "overrides": "docs/environments.md",
     "sizing": "docs/environments.md",
     "first-deploy-secrets": "docs/first-deploy.md",
+    "diagram-overview": "README.md",
     "diagram-docker": "docs/platforms.md",
     "diagram-kubernetes": "docs/platforms.md",
 }
@@ -180,15 +181,27 @@ def secrets_table() -> str:
 
 def first_deploy_table() -> str:
     """Every secret a stack refuses to deploy without, per stack, with its command."""
-    rows = ["| stack | secret | set it with |", "|---|---|---|"]
+    rows = [
+        "| stack | secret | set it with | the pipeline injects it from |",
+        "|---|---|---|---|",
+    ]
     for stack in STACKS:
         for key in required_secrets(stack):
-            rows.append(f"| {stack} | `{key}` | `{_set_command(key, stack)}` |")
+            rows.append(
+                f"| {stack} | `{key}` | `{_set_command(key, stack)}` | {_store(stack, (key,))} |"
+            )
         for group in required_secret_groups(stack):
             keys = " or ".join(f"`{k}`" for k in group)
             what = f"one of {keys}" if len(group) > 1 else keys
-            rows.append(f"| {stack} | {what} | `{_set_command(group[0], stack)}` |")
+            rows.append(
+                f"| {stack} | {what} | `{_set_command(group[0], stack)}` | {_store(stack, group)} |"
+            )
     return "\n".join(rows)
+
+
+def _store(stack: str, keys: Sequence[str]) -> str:
+    # The pipeline's secret store (scripts/stack_secrets.py, docs/pipeline.md "Secrets").
+    return " or ".join(f"`luna/{stack}/{k}`" for k in keys)
 
 
 def _set_command(key: str, stack: str) -> str:
@@ -270,6 +283,13 @@ def diagram(platform: str, render_fn: RenderFn | None = None) -> str:
     return f"```mermaid\n{mermaid(rendered, platform, DIAGRAM_STACK)}\n```"
 
 
+def overview_diagram(render_fn: RenderFn | None = None) -> str:
+    from infra.diagrams import overview
+
+    rendered = (render_fn or _default_render)(DIAGRAM_STACK, "docker")
+    return f"```mermaid\n{overview(rendered, DIAGRAM_STACK)}\n```"
+
+
 def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, str]:
     """Every generated table and diagram, by block name."""
     return {
@@ -279,6 +299,7 @@ def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, st
         "overrides": overrides_table(root),
         "sizing": sizing_table(render_fn),
         **{f"diagram-{p}": diagram(p, render_fn) for p in PLATFORMS},
+        "diagram-overview": overview_diagram(render_fn),
     }
 
 

@@ -22,6 +22,7 @@ from components.monitoring import (
     MonitoringArgs,
 )
 from components.platforms import Platform, RegistryAuth
+from components.proxy import SERVICE as PROXY_SERVICE
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import ObjectStoreTarget, Resources
 from infra.settings import Settings
@@ -101,12 +102,21 @@ def build(s: Settings) -> dict[str, Any]:
         # What an operator's browser or curl trusts for Kibana (and any internal hop).
         "internal_ca_pem": ca.ca_pem,
     }
+    if database.container is not None:
+        # Runbooks `docker exec` into the server by this name (it changes on replacement).
+        outputs["database_container"] = database.container
     if s.monitoring:
         monitoring = _monitoring(s, platform, app, database, cache, proxy)
         outputs["grafana_url"] = monitoring.grafana_url
     if s.logging:
         outputs["kibana_url"] = _logging(s, platform, ca).kibana_url
     platform.finish()
+    # What the runbooks name: `pulumi stack output workloads`, never a typed pattern
+    # (after finish(): the platform's own workloads, such as a log collector, exist then).
+    outputs["workloads"] = platform.workloads
+    if proxy is not None and (edge := platform.public_address(PROXY_SERVICE)) is not None:
+        # Where DNS for appUrl's host must point (docs/first-deploy.md, step 6).
+        outputs["edge_address"] = edge
     return outputs
 
 
@@ -158,6 +168,7 @@ def _database(s: Settings, platform: Platform, ca: InternalCA) -> Database:
             synchronous=kubernetes and s.stack == "prod",
             ca=ca,
             volume_gb=s.database_volume_gb,
+            resources=Resources(memory_mb=s.postgres_memory_mb, cpus=s.postgres_cpus),
             password=s.secrets.db_password,
             backup=_backup(s),
             protect=s.protect_data,

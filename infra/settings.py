@@ -57,6 +57,7 @@ __all__ = [
     "KeySpec",
     "Secrets",
     "Settings",
+    "check_prod_app_image",
     "describe_keys",
     "load_settings",
     "placeholder_secret",
@@ -150,7 +151,8 @@ def check_prod_app_image(s: Settings) -> None:
         raise ConfigError(
             "appImage",
             ref,
-            "in prod, an image from " + " or ".join(PROD_APP_REGISTRIES)
+            "in prod, an image from "
+            + " or ".join(PROD_APP_REGISTRIES)
             + " pinned by digest: name[:tag]@sha256:<64 hex>",
         )
 
@@ -250,6 +252,8 @@ def _read(r: Reader, stack: str) -> Settings:
         backup_interval_hours=r.integer("backupIntervalHours", 1, 24, options=BACKUP_INTERVALS),
         backup_target=_backup_target(r),
         postgres_instances=r.integer("postgresInstances", 1, 9),
+        postgres_memory_mb=r.integer("postgresMemoryMb", 256, 262144),
+        postgres_cpus=r.number("postgresCpus", 0.25, 64),
         cnpg_operator=r.choice("cnpgOperator", ("install", "prerequisite")),  # type: ignore[arg-type]
         cache=r.boolean("cache"),
         redis_max_memory_mb=r.integer("redisMaxMemoryMb", 16, 65536),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from infra.alerting import missing_receivers
 from infra.config_error import ConfigError
 from infra.secret_checks import port_collision
 from infra.settings_types import Settings
@@ -32,11 +33,17 @@ def required_secrets(stack: str) -> tuple[str, ...]:
 
 def check_combinations(s: Settings) -> None:
     """What one stack, platform or feature needs of the others (each key is valid alone)."""
-    for key in required_secrets(s.stack):
-        if _secret(s, key) is None:
-            raise ConfigError(
-                key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
-            )
+    # Every missing secret in one line, so a first deploy is not a run per secret.
+    absent: list[tuple[str, ...]] = [(k,) for k in required_secrets(s.stack)]
+    absent = [k for k in absent if _secret(s, k[0]) is None] + missing_receivers(s)
+    if absent:
+        names = ", ".join(" or ".join(f"luna:{k}" for k in group) for group in absent)
+        raise ConfigError(
+            absent[0][0],
+            None,
+            f"required in {s.stack}; every secret still missing: {names} "
+            "(pulumi config set --secret <key> …; docs/first-deploy.md lists them)",
+        )
     if s.demo_app and s.stack != "dev":
         raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
     if s.demo_app and s.platform != "docker":

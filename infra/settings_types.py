@@ -118,6 +118,9 @@ class Settings:
     backup_target: BackupTarget
     postgres_instances: int
     """Kubernetes: CloudNativePG instances (Docker runs one)."""
+    postgres_memory_mb: int
+    """Each instance's memory limit; shared_buffers and effective_cache_size follow it."""
+    postgres_cpus: float
     cnpg_operator: Literal["install", "prerequisite"]
     cache: bool
     redis_max_memory_mb: int

@@ -35,9 +35,13 @@ def load(name: str) -> dict[str, Any]:
 
 def github(event: str, ref: str, **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "event_name": event, "ref": ref, "ref_name": ref.rsplit("/", 1)[-1],
-        "repository": "luna-app/luna-infra", "run_id": extra.pop("run_id", "100"), "event": {},
-    }  # fmt: skip
+        "event_name": event,
+        "ref": ref,
+        "ref_name": ref.rsplit("/", 1)[-1],
+        "repository": "luna-app/luna-infra",
+        "run_id": extra.pop("run_id", "100"),
+        "event": {},
+    }
     if event == "pull_request":
         base["event"]["pull_request"] = {
             "number": 7,
@@ -55,20 +59,24 @@ def resolve_outputs(event: str, ref: str) -> dict[str, str]:
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"resolve-{os.getpid()}-{event}"
     out.write_text("")
     subprocess.run(
-        ["bash", "-e", "-c", step["run"]], check=True, capture_output=True,
-        env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": os.devnull,
-             "EVENT": event, "REF": ref},
-    )  # fmt: skip
+        ["bash", "-e", "-c", step["run"]],
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "GITHUB_OUTPUT": str(out),
+            "GITHUB_STEP_SUMMARY": os.devnull,
+            "EVENT": event,
+            "REF": ref,
+        },
+    )
     pairs = dict(line.split("=", 1) for line in out.read_text().splitlines())
     out.unlink()
     return pairs
 
 
 def outcomes(
-    event: str,
-    ref: str,
-    failing: set[str] = frozenset(),
-    image: str = NEW,  # type: ignore[assignment]
+    event: str, ref: str, failing: frozenset[str] | set[str] = frozenset(), image: str = NEW
 ) -> Callable[[str], tuple[str, dict[str, str]]]:
     targets = resolve_outputs(event, ref)
 
@@ -174,7 +182,7 @@ def test_develop_and_main_never_cancel_each_others_deploys() -> None:
     for who, gh in arrivals:
         group, cancel = _group(job, gh)
         groups.arrive(group, who, cancel_in_progress=cancel)
-        wf_group, wf_cancel = _group(wf["concurrency"], gh)
+        _, wf_cancel = _group(wf["concurrency"], gh)
         assert not wf_cancel, "a branch run must never cancel another"
     cancelled_branches = {who.split("#")[0] for who in groups.cancelled}
     # Within a branch the newest push supersedes a pending one (it contains it);
@@ -273,10 +281,19 @@ def _good_step(failed: str, rollback: str, committed: str, tmp_path: Path) -> di
     out = tmp_path / "out"
     out.write_text("")
     subprocess.run(
-        ["bash", "-e", "-c", step["run"]], cwd=repo, check=True, capture_output=True,
-        env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": os.devnull,
-             "STACK": "prod", "FAILED_IMAGE": failed, "ROLLBACK": rollback},
-    )  # fmt: skip
+        ["bash", "-e", "-c", step["run"]],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "GITHUB_OUTPUT": str(out),
+            "GITHUB_STEP_SUMMARY": os.devnull,
+            "STACK": "prod",
+            "FAILED_IMAGE": failed,
+            "ROLLBACK": rollback,
+        },
+    )
     return dict(line.split("=", 1) for line in out.read_text().splitlines())
 
 

@@ -182,9 +182,12 @@ class DockerPlatform(Platform):
             admission_gate(self, name, spec, containers, admissions, parent=parent)
         if live:
             reloader(self, name, spec, containers, live, parent=parent)
+        public = any(p.publish is not None and p.publish_ip == "0.0.0.0" for p in spec.ports)  # noqa: S104
         return Deployment(
             service=spec.name,
             resources=containers,
+            names=tuple(c.name for c in containers),
+            public_address=self.host_name if public else None,
             addresses=tuple(addresses),
             # Docker's DNS answers the service name with every replica: scrapes of a
             # replicated service discover them, so scaling it never rewrites
@@ -193,6 +196,15 @@ class DockerPlatform(Platform):
             service_address=f"{spec.name}:{spec.ports[0].port}" if spec.ports else None,
             resolver=EMBEDDED_DNS,
         )
+
+    @property
+    def host_name(self) -> str:
+        """The Docker host's name as the world knows it: ``ssh://user@host`` gives
+        ``host``; a local socket, this machine."""
+        host = self._args.host
+        if host.startswith("ssh://"):
+            return host.removeprefix("ssh://").split("@")[-1].split(":")[0].split("/")[0]
+        return "localhost"
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         for p in spec.ports:
@@ -431,7 +443,12 @@ class DockerPlatform(Platform):
     ) -> command.local.Command:
         """A one-shot job: fails its own resource when the container exits non-zero."""
         networks = [self._network(target).name for target in spec.connects_to]
-        file_vars = {f.path: f"LUNA_FILE_{i}" for i, f in enumerate(spec.files)}
+        # A secret file's variable says so: the engine may send the whole (secret)
+        # environment as one secret value, and the render masks these by name.
+        file_vars = {
+            f.path: f"LUNA_{'SECRET_' if f.secret else ''}FILE_{i}"
+            for i, f in enumerate(spec.files)
+        }
         environment: dict[str, pulumi.Input[str]] = {"DOCKER_HOST": self._args.host}
         environment.update({k: pulumi.Output.secret(v) for k, v in spec.secret_env.items()})
         environment.update(
