@@ -302,6 +302,12 @@ def test_require_secrets_names_every_missing_secret_in_one_line(
     code = main(["--stack", stack, "--out", str(tmp_path / "out"), "--require-secrets"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1, err
-    wanted = [*required_secrets(stack), *(k for g in required_secret_groups(stack) for k in g)]
+    from infra.render import load_stack_config
+
+    platform = load_stack_config(stack)[0].get("luna:platform", "docker")
+    wanted = [
+        *required_secrets(stack, platform),
+        *(k for g in required_secret_groups(stack) for k in g),
+    ]
     missing = [k for k in wanted if f"luna:{k}" not in err[0]]
     assert not missing, f"{stack}: one run does not name {missing}: {err[0]}"
