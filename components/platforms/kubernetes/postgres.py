@@ -17,9 +17,8 @@ module writes:
 - a headless Service over the instances' metrics port, which the stack's
   Prometheus discovers by DNS (what the instances may reach: network.postgres_policies).
 
-Everything the Cluster reads (its Secrets, the ObjectStore, the backup
-schedule, its NetworkPolicy) is protected and retained with it, so
-``pulumi destroy --exclude-protected`` leaves a database that starts and archives.
+The ObjectStore, the backup schedule and the Cluster's NetworkPolicy are
+protected and retained with it; its Secrets are not (see :func:`_secrets`).
 
 Manifests are built by pure functions (:func:`cluster_manifest`, barman.py) and
 checked against the operator's CRD schemas in tests/kubernetes/test_cnpg.py.
@@ -310,7 +309,14 @@ def _custom(
 def _secrets(
     platform: KubernetesPlatform, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
 ) -> dict[str, Secret]:
-    """Every Secret the Cluster reads: labelled for reload, kept with the Cluster."""
+    """Every Secret the Cluster reads, labelled for reload.
+
+    Not protected: pulumi-kubernetes 4.x replaces a Secret whose data changes
+    (immutable unless the provider runs with enableSecretMutable; tests/engine/facts.py),
+    and a protected Secret refuses that replacement, so every password rotation
+    would fail in prod (tests/test_day2.py). Keeping them through
+    `destroy --exclude-protected` needs the provider's enableSecretMutable first.
+    """
     names = _secret_names(spec.name)
 
     def secret(key: str, data: dict[str, pulumi.Input[str]], kind: str = "Opaque") -> Secret:
@@ -321,7 +327,7 @@ def _secrets(
             metadata=meta,
             type=kind,
             string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
-            opts=platform.opts(parent, protect=spec.protect),
+            opts=platform.opts(parent),
         )
 
     def login(role: str) -> dict[str, pulumi.Input[str]]:
