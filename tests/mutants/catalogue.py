@@ -41,6 +41,7 @@ SETTINGS = "infra/settings.py"
 NGINX = "components/configs/nginx.py"
 REDIS = "components/configs/redis.py"
 PG = "components/configs/postgres.py"
+BACKREST = "components/configs/pgbackrest.py"
 LOGSTASH = "components/configs/logstash.py"
 REDACTION = "components/configs/redaction.py"
 PROM = "components/configs/prometheus.py"
@@ -424,7 +425,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     # --- the rehearsal's generated scripts: backups and the restore drill ----------------
     _m(
         "backup-cipher-none",
-        PG,
+        BACKREST,
         '"repo1-cipher-type=aes-256-cbc",',
         '"repo1-cipher-type=none",',
         "the object store holds the database in clear text",
@@ -432,19 +433,19 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     _m(
         "drill-failure-reports-success",
-        PG,
+        BACKREST,
         'fail() {{ echo "drill: FAILED: $*" >&2; stop; report 0;',
         'fail() {{ echo "drill: FAILED: $*" >&2; stop; report 1;',
         "a drill that cannot restore reports success: LunaRestoreDrillFailed never fires",
-        f"{R_BACKREST}::test_drill_failure_pushes_success_0",
+        f"{R_BACKREST}::test_drill_fails_on_a_wrong_cipher_pass",
     ),
     _m(
-        "drill-restore-unchecked",
-        PG,
-        '--type=default restore || fail "pgbackrest restore"',
-        '--type=default restore || echo "pgbackrest restore failed" >&2',
-        "a backup that does not restore goes on to be 'checked' and counted",
-        f"{R_BACKREST}::test_drill_failure_pushes_success_0",
+        "drill-end-point-unchecked",
+        BACKREST,
+        '|| fail "recovery stopped before $last, the newest archived WAL segment"',
+        '|| echo "recovery stopped before $last" >&2',
+        "a broken WAL chain promotes early onto a new timeline and the drill passes",
+        f"{R_BACKREST}::test_drill_fails_on_a_corrupted_wal_segment",
     ),
     # --- Logstash and the redaction ------------------------------------------------------
     _m(
