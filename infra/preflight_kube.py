@@ -60,6 +60,10 @@ class KubeApi:
             doc = yaml.safe_load(text) or {}
         except yaml.YAMLError:
             raise KubeconfigError("the kubeconfig is not YAML") from None
+        if not isinstance(doc, dict):
+            raise KubeconfigError(
+                "the kubeconfig is not a YAML mapping (clusters, contexts, users)"
+            )
         name = context_name or doc.get("current-context")
         ctx = _named(doc, "contexts", name, "context")
         cluster = _named(doc, "clusters", ctx.get("cluster"), "cluster")

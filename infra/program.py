@@ -22,6 +22,7 @@ from components.monitoring import (
     MonitoringArgs,
 )
 from components.platforms import Platform, RegistryAuth
+from components.proxy import SERVICE as PROXY_SERVICE
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import ObjectStoreTarget, Resources
 from infra.settings import Settings
@@ -110,6 +111,12 @@ def build(s: Settings) -> dict[str, Any]:
     if s.logging:
         outputs["kibana_url"] = _logging(s, platform, ca).kibana_url
     platform.finish()
+    # What the runbooks name: `pulumi stack output workloads`, never a typed pattern
+    # (after finish(): the platform's own workloads, such as a log collector, exist then).
+    outputs["workloads"] = platform.workloads
+    if proxy is not None and (edge := platform.public_address(PROXY_SERVICE)) is not None:
+        # Where DNS for appUrl's host must point (docs/first-deploy.md, step 6).
+        outputs["edge_address"] = edge
     return outputs
 
 

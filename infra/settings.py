@@ -57,6 +57,7 @@ __all__ = [
     "KeySpec",
     "Secrets",
     "Settings",
+    "check_prod_app_image",
     "describe_keys",
     "load_settings",
     "placeholder_secret",
@@ -150,7 +151,8 @@ def check_prod_app_image(s: Settings) -> None:
         raise ConfigError(
             "appImage",
             ref,
-            "in prod, an image from " + " or ".join(PROD_APP_REGISTRIES)
+            "in prod, an image from "
+            + " or ".join(PROD_APP_REGISTRIES)
             + " pinned by digest: name[:tag]@sha256:<64 hex>",
         )
 

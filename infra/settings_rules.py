@@ -34,12 +34,12 @@ def required_secrets(stack: str) -> tuple[str, ...]:
 def check_combinations(s: Settings) -> None:
     """What one stack, platform or feature needs of the others (each key is valid alone)."""
     # Every missing secret in one line, so a first deploy is not a run per secret.
-    missing = [(k,) for k in required_secrets(s.stack) if _secret(s, k) is None]
-    missing += missing_receivers(s)
-    if missing:
-        names = ", ".join(" or ".join(f"luna:{k}" for k in group) for group in missing)
+    absent: list[tuple[str, ...]] = [(k,) for k in required_secrets(s.stack)]
+    absent = [k for k in absent if _secret(s, k[0]) is None] + missing_receivers(s)
+    if absent:
+        names = ", ".join(" or ".join(f"luna:{k}" for k in group) for group in absent)
         raise ConfigError(
-            missing[0][0],
+            absent[0][0],
             None,
             f"required in {s.stack}; every secret still missing: {names} "
             "(pulumi config set --secret <key> …; docs/first-deploy.md lists them)",

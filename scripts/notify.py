@@ -86,14 +86,26 @@ def messages(
             "priority": "P1",
             "tags": ["luna", stack, event],
         }
-        out.append(Delivery("opsgenie", urls["opsgenie"], body, {**json_type, "Authorization": f"GenieKey {key}"}))  # fmt: skip
+        out.append(
+            Delivery(
+                "opsgenie",
+                urls["opsgenie"],
+                body,
+                {**json_type, "Authorization": f"GenieKey {key}"},
+            )
+        )
     if url := receivers.get("chatWebhookUrl"):
         text = f"{title}\n{run_url}".strip()
         body = {"text": text} if chat_kind == "slack" else {"title": title, "text": text}
         out.append(Delivery(f"chat ({chat_kind})", url, body, json_type))
     if url := receivers.get("alertWebhookUrl"):
-        body = {"source": "luna-pipeline", "stack": stack, "event": event,
-                "summary": summary, "run_url": run_url}  # fmt: skip
+        body = {
+            "source": "luna-pipeline",
+            "stack": stack,
+            "event": event,
+            "summary": summary,
+            "run_url": run_url,
+        }
         out.append(Delivery("webhook", url, body, json_type))
     return out
 
@@ -145,10 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = SecretStore()
     receivers = {k: v for k in RECEIVER_KEYS if (v := store.get(store_id(args.stack, k)))}
     deliveries = messages(
-        receivers, stack=args.stack, event=args.event, summary=args.summary,
-        run_url=args.run_url, chat_kind=chat_kind(args.stack),
+        receivers,
+        stack=args.stack,
+        event=args.event,
+        summary=args.summary,
+        run_url=args.run_url,
+        chat_kind=chat_kind(args.stack),
         endpoints={"pagerduty": args.pagerduty_url, "opsgenie": args.opsgenie_url},
-    )  # fmt: skip
+    )
     return send_all(deliveries)
 
 

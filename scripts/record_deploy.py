@@ -31,7 +31,19 @@ from typing import Any
 
 from lib.cli import UsageError, tool_parser
 
-__all__ = ["RETENTION_DAYS", "approvers", "build_record", "main", "write_record"]
+__all__ = [
+    "RETENTION_DAYS",
+    "NotWriteOnceError",
+    "approvers",
+    "build_record",
+    "main",
+    "write_record",
+]
+
+
+class NotWriteOnceError(Exception):
+    """The bucket has no Object Lock: a record written there could be erased."""
+
 
 # Six years, counting the two leap days any six-year span can hold.
 RETENTION_DAYS = 6 * 365 + 2
@@ -71,14 +83,18 @@ def build_record(
         "result": result,
         "commit": env.get("GITHUB_SHA", ""),
         "ref": env.get("GITHUB_REF", ""),
-        "run": {"id": run_id, "attempt": env.get("GITHUB_RUN_ATTEMPT", ""),
-                "url": f"{server}/{repo}/actions/runs/{run_id}" if run_id else ""},  # fmt: skip
+        "run": {
+            "id": run_id,
+            "attempt": env.get("GITHUB_RUN_ATTEMPT", ""),
+            "url": f"{server}/{repo}/actions/runs/{run_id}" if run_id else "",
+        },
         "actor": env.get("GITHUB_ACTOR", ""),
         "event": env.get("GITHUB_EVENT_NAME", ""),
         "image": image,
         "shipped_images": shipped,
-        "preview": None if preview is None else {
-            "sha256": hashlib.sha256(preview.encode()).hexdigest(), "text": preview},  # fmt: skip
+        "preview": None
+        if preview is None
+        else {"sha256": hashlib.sha256(preview.encode()).hexdigest(), "text": preview},
         "approved_by": approved_by,
         "checks": checks,
         "started_at": started,
@@ -92,13 +108,17 @@ def write_record(client: Any, bucket: str, record: dict[str, Any], now: datetime
     try:
         lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
     except client.exceptions.ClientError as err:
-        raise SystemExit(f"record_deploy: bucket {bucket} has no Object Lock ({err})") from None
+        raise NotWriteOnceError(
+            f"record_deploy: bucket {bucket} has no Object Lock ({err})"
+        ) from None
     if lock.get("ObjectLockEnabled") != "Enabled":
-        raise SystemExit(f"record_deploy: bucket {bucket} has no Object Lock enabled")
+        raise NotWriteOnceError(f"record_deploy: bucket {bucket} has no Object Lock enabled")
     body = json.dumps(record, indent=2, sort_keys=True).encode()
     run = record["run"]
-    key = (f"{record['stack']}/{now:%Y/%m/%d/%H%M%S}-run{run['id'] or 'local'}"
-           f"-{run['attempt'] or '1'}-{record['kind']}.json")  # fmt: skip
+    key = (
+        f"{record['stack']}/{now:%Y/%m/%d/%H%M%S}-run{run['id'] or 'local'}"
+        f"-{run['attempt'] or '1'}-{record['kind']}.json"
+    )
     client.put_object(
         Bucket=bucket,
         Key=key,
@@ -145,19 +165,26 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
         return 2
     now = datetime.now(UTC)
     record = build_record(
-        stack=args.stack, kind=args.kind, image=args.image, result=args.result,
-        checks=checks, preview=preview,
+        stack=args.stack,
+        kind=args.kind,
+        image=args.image,
+        result=args.result,
+        checks=checks,
+        preview=preview,
         approved_by=approvers(approvals, args.approval_environment),
-        shipped=shipped, started=args.started, env=dict(os.environ), now=now,
-    )  # fmt: skip
+        shipped=shipped,
+        started=args.started,
+        env=dict(os.environ),
+        now=now,
+    )
     if client is None:
         import boto3  # type: ignore[import-untyped]  # requirements.lock
 
         client = boto3.client("s3")
     try:
         key = write_record(client, args.bucket, record, now)
-    except SystemExit as stop:
-        print(stop.code, file=sys.stderr)
+    except NotWriteOnceError as err:
+        print(err, file=sys.stderr)
         return 1
     print(f"record_deploy: s3://{args.bucket}/{key} (COMPLIANCE, {RETENTION_DAYS} days)")
     return 0

@@ -24,14 +24,19 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from lib.cli import tool_parser
 
-__all__ = ["Need", "SecretStore", "apply", "main", "needed", "store_id"]
+__all__ = ["MissingSecretError", "Need", "SecretStore", "apply", "main", "needed", "store_id"]
 
 Kind = Literal["required", "group", "optional"]
 Fetch = Callable[[str], str | None]
+
+
+class MissingSecretError(Exception):
+    """A secret the stack requires is not in the store (the message names it, never a value)."""
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,15 @@ def _mask(value: str) -> None:
 
 
 def apply(stack: str, fetch: Fetch, set_secret: Callable[[str, str], None]) -> list[str]:
-    """Set every secret the store holds; return the keys set. Raises SystemExit(1)
-    with one line when a required key or a whole group is missing."""
+    """Set every secret the store holds; return the keys set. Raises MissingSecretError
+    when a required key or a whole group is missing, before anything is set."""
     found: dict[str, str] = {}
     needs = needed(stack)
     for need in needs:
         value = fetch(store_id(stack, need.key))
         if value is None:
             if need.kind == "required":
-                raise SystemExit(
+                raise MissingSecretError(
                     f"stack_secrets: {stack} requires luna:{need.key}; the store has no "
                     f"{store_id(stack, need.key)}"
                 )
@@ -103,7 +108,9 @@ def apply(stack: str, fetch: Fetch, set_secret: Callable[[str, str], None]) -> l
     for group in {n.group for n in needs if n.kind == "group"}:
         if not any(k in found for k in group):
             names = " or ".join(store_id(stack, k) for k in group)
-            raise SystemExit(f"stack_secrets: {stack} needs one of {names}; the store has none")
+            raise MissingSecretError(
+                f"stack_secrets: {stack} needs one of {names}; the store has none"
+            )
     for key, value in found.items():
         set_secret(key, value)
     return list(found)
@@ -135,13 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = SecretStore()
     try:
         keys = apply(args.stack, store.get, _pulumi_set(args.stack))
-    except SystemExit as stop:
-        print(stop.code, file=sys.stderr)
+    except MissingSecretError as missing:
+        print(missing, file=sys.stderr)
         return 1
     print(f"{args.stack}: set {len(keys)} secrets from the store: {', '.join(sorted(keys))}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as f:
+        with Path(summary).open("a", encoding="utf-8") as f:
             f.write(f"Secrets for `{args.stack}` from the store: {', '.join(sorted(keys))}\n\n")
     return 0
 

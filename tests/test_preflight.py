@@ -312,3 +312,11 @@ def test_the_stack_file_header_names_every_required_secret(stack: str) -> None:
     keys = [*required_secrets(stack), *(k for g in required_secret_groups(stack) for k in g)]
     missing = [k for k in keys if f"luna:{k}" not in header]
     assert not missing, f"Pulumi.{stack}.yaml's header omits {missing}"
+
+
+@pytest.mark.parametrize("text", ["just-a-token", "- a\n- list\n", "{unclosed"])
+def test_a_kubeconfig_that_is_no_mapping_is_one_failed_row(text: str) -> None:
+    from infra.preflight_kube import KubeconfigError
+
+    with pytest.raises(KubeconfigError):
+        KubeApi.from_kubeconfig(text)

@@ -453,3 +453,54 @@ def test_docker_pulls_with_registry_credentials_kept_secret() -> None:
     (entry,) = json.loads(unwrap(auth))
     assert entry == {"address": "ghcr.io", "username": "luna-bot", "password": "ghp-pull-token-123"}
     assert "ghp-pull-token-123" not in json.dumps(mask(r.outputs)), "token in outputs"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_workloads_output_names_every_running_service(stack: str, platform: str) -> None:
+    # The runbooks take container and workload names from this output, never a pattern.
+    r = rendered(stack, platform)
+    names = unwrap(r.outputs["workloads"])
+    running = {s for s in services(r) if not s.endswith(("-migrate", "-setup"))}
+    missing = running - set(names)
+    assert not missing, f"{stack}/{platform}: `workloads` lacks {sorted(missing)}"
+    if platform == "docker":
+        app = names["app"]
+        assert len(app) == replica_count(r, "app"), f"one name per app container: {app}"
+        assert all(n.startswith(f"luna-{stack}-app-") for n in app), app
+    else:
+        assert names["app"] == ["deployment/app"], names["app"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_edge_address_is_an_output_where_an_edge_runs(platform: str) -> None:
+    assert "edge_address" in rendered("prod", platform).outputs
+    assert "edge_address" not in rendered("dev", platform).outputs, "dev has no public edge"
+
+
+def test_edge_address_reads_the_load_balancers_ingress() -> None:
+    from components.platforms.kubernetes.workloads import _ingress
+
+    class Ingress:  # an SDK output type: attributes, not keys
+        ip = None
+        hostname = "lb-1.elb.example"
+
+    class Status:
+        load_balancer = type("LB", (), {"ingress": [Ingress()]})()
+
+    assert _ingress({"load_balancer": {"ingress": [{"ip": "203.0.113.7"}]}}) == "203.0.113.7"
+    assert _ingress(Status()) == "lb-1.elb.example"
+    assert _ingress(None) == "(no address yet)"
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [("ssh://deploy@staging-host", "staging-host"), ("ssh://a@h.example:2222", "h.example"),
+     ("unix:///var/run/docker.sock", "localhost")],
+)  # fmt: skip
+def test_docker_edge_address_is_the_hosts_name(host: str, name: str) -> None:
+    from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+
+    platform = object.__new__(DockerPlatform)
+    platform._args = DockerPlatformArgs(stack="prod", host=host)
+    assert platform.host_name == name

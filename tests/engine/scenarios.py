@@ -24,7 +24,8 @@ __all__ = [
     "snap",
 ]
 
-APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0"
+# Digest-pinned: prod runs nothing else (infra/settings.py, check_prod_app_image).
+APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0@sha256:" + "1" * 64
 
 Pairs = tuple[tuple[str, str], ...]
 

@@ -665,8 +665,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "k8s-rollout-drops-capacity",
         K8S_WORK,
-        '"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},',
-        '"rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},',
+        '"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}',
+        '"rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}',
         "every rollout takes a replica away before its successor is ready",
         f"{T_K8S}::test_app_rolls_without_losing_capacity_scales_and_drains",
     ),

@@ -56,8 +56,10 @@ def _eq(a: Any, b: Any) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return a.lower() == b.lower()
     if isinstance(a, bool) or isinstance(b, bool):
-        return _truthy(a) == _truthy(b) if isinstance(a, bool) and isinstance(b, bool) else (
-            str(a).lower() == str(b).lower()
+        return (
+            _truthy(a) == _truthy(b)
+            if isinstance(a, bool) and isinstance(b, bool)
+            else (str(a).lower() == str(b).lower())
         )
     return bool(a == b)
 
@@ -143,7 +145,9 @@ def _format(template: str, *args: Any) -> str:
     return re.sub(r"\{(\d+)\}", lambda m: str(args[int(m.group(1))]), template)
 
 
-def evaluate(text: str, context: Mapping[str, Any], status: Mapping[str, bool] | None = None) -> Any:
+def evaluate(
+    text: str, context: Mapping[str, Any], status: Mapping[str, bool] | None = None
+) -> Any:
     """Evaluate ``text`` (with or without ``${{ }}``) against nested ``context``."""
     text = str(text).strip()
     if text.startswith("${{") and text.endswith("}}"):
@@ -161,8 +165,11 @@ def evaluate(text: str, context: Mapping[str, Any], status: Mapping[str, bool] |
         "success": lambda: s.get("success", True),
         "failure": lambda: s.get("failure", False),
         "cancelled": lambda: s.get("cancelled", False),
-        "contains": lambda a, b: (str(b).lower() in str(a).lower())
-        if isinstance(a, str) else any(_eq(x, b) for x in (a or [])),
+        "contains": lambda a, b: (
+            (str(b).lower() in str(a).lower())
+            if isinstance(a, str)
+            else any(_eq(x, b) for x in (a or []))
+        ),
         "format": _format,
     }
     return _Parser(text, lookup, funcs).parse()
@@ -216,7 +223,11 @@ def simulate(
             failed = any(n["result"] in ("failure", "cancelled") for n in needs.values())
             all_ok = all(n["result"] == "success" for n in needs.values())
             condition = str(jobs[name].get("if", "")).strip()
-            ok = _truthy(evaluate(condition, context, {"success": all_ok, "failure": failed})) if condition else True
+            ok = (
+                _truthy(evaluate(condition, context, {"success": all_ok, "failure": failed}))
+                if condition
+                else True
+            )
             if not _STATUS_FUNCS.search(condition):
                 ok = ok and all_ok
             if ok:

@@ -12,23 +12,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import notify
 import pytest
+import record_deploy
+import record_image
+import stack_secrets
 
 from tests.support.tools import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import notify  # noqa: E402
-import record_deploy  # noqa: E402
-import record_image  # noqa: E402
-import stack_secrets  # noqa: E402
 
 DIGEST = "ghcr.io/luna-app/luna-web:1.4.2@sha256:" + "b" * 64
 
@@ -54,8 +51,11 @@ def test_with_image_refuses_anything_but_a_digest(image: str) -> None:
 def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def test_the_bot_commits_the_deployed_image_so_a_later_push_deploys_it(tmp_path: Path) -> None:
@@ -64,8 +64,14 @@ def test_the_bot_commits_the_deployed_image_so_a_later_push_deploys_it(tmp_path:
     _git(remote, "init", "-q", "--bare", "-b", "main")
     work = tmp_path / "work"
     _git(tmp_path, "clone", "-q", str(remote), str(work))
-    for f in ("Pulumi.prod.yaml", "Pulumi.staging.yaml", "scripts/record_image.py",
-              "scripts/lib/cli.py", "scripts/lib/__init__.py", ".github/scripts/record-image.sh"):  # fmt: skip
+    for f in (
+        "Pulumi.prod.yaml",
+        "Pulumi.staging.yaml",
+        "scripts/record_image.py",
+        "scripts/lib/cli.py",
+        "scripts/lib/__init__.py",
+        ".github/scripts/record-image.sh",
+    ):
         (work / f).parent.mkdir(parents=True, exist_ok=True)
         (work / f).write_text((REPO / f).read_text())
     _git(work, "add", "-A")
@@ -79,14 +85,25 @@ def test_the_bot_commits_the_deployed_image_so_a_later_push_deploys_it(tmp_path:
     _git(other, "commit", "-qm", "docs only")
     _git(other, "push", "-q", "origin", "HEAD:main")
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(tmp_path), "TOKEN": "ghs_test",
-        "GITHUB_SERVER_URL": f"file://{tmp_path}", "GITHUB_REPOSITORY": "luna-app/luna-infra",
-        "GITHUB_REF": "refs/heads/main", "GITHUB_RUN_ID": "42", "PROD_IMAGE": DIGEST, "STAGING_IMAGE": "",
-    }  # fmt: skip
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "TOKEN": "ghs_test",
+        "GITHUB_SERVER_URL": f"file://{tmp_path}",
+        "GITHUB_REPOSITORY": "luna-app/luna-infra",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_RUN_ID": "42",
+        "PROD_IMAGE": DIGEST,
+        "STAGING_IMAGE": "",
+    }
     done = subprocess.run(
-        ["bash", ".github/scripts/record-image.sh"], cwd=work, env=env,
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        ["bash", ".github/scripts/record-image.sh"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ghs_test" not in done.stdout + done.stderr
     # A fresh clone of main (what the next push's run checks out) names the new image.
@@ -96,8 +113,14 @@ def test_the_bot_commits_the_deployed_image_so_a_later_push_deploys_it(tmp_path:
     assert (fresh / "README.md").exists(), "the bot must not drop what landed meanwhile"
     assert "[skip ci]" in _git(fresh, "log", "-1", "--format=%s")
     # Run again with the same image: nothing to commit.
-    again = subprocess.run(["bash", ".github/scripts/record-image.sh"], cwd=fresh, env=env,
-                           capture_output=True, text=True, check=False)  # fmt: skip
+    again = subprocess.run(
+        ["bash", ".github/scripts/record-image.sh"],
+        cwd=fresh,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert again.returncode == 0 and "already names" in again.stdout
 
 
@@ -108,9 +131,17 @@ def test_a_push_deploys_the_committed_image() -> None:
 
 # ------------------------------------------------- records, write-once, 6 years
 APPROVALS = [
-    {"state": "approved", "user": {"login": "reviewer1"}, "environments": [{"name": "production-approval"}]},
-    {"state": "rejected", "user": {"login": "nope"}, "environments": [{"name": "production-approval"}]},
-]  # fmt: skip
+    {
+        "state": "approved",
+        "user": {"login": "reviewer1"},
+        "environments": [{"name": "production-approval"}],
+    },
+    {
+        "state": "rejected",
+        "user": {"login": "nope"},
+        "environments": [{"name": "production-approval"}],
+    },
+]
 
 
 def test_approvers_are_read_from_the_approvals_api() -> None:
@@ -138,18 +169,42 @@ def test_each_deploy_is_recorded_write_once_for_six_years(s3: Any, tmp_path: Pat
     preview.write_text("~ app image 1.4.1 -> 1.4.2\n")
     approvals = tmp_path / "approvals.json"
     approvals.write_text(json.dumps(APPROVALS))
-    env = {"GITHUB_SHA": "c0ffee", "GITHUB_RUN_ID": "7", "GITHUB_REPOSITORY": "luna-app/luna-infra",
-           "GITHUB_ACTOR": "alice"}  # fmt: skip
+    env = {
+        "GITHUB_SHA": "c0ffee",
+        "GITHUB_RUN_ID": "7",
+        "GITHUB_REPOSITORY": "luna-app/luna-infra",
+        "GITHUB_ACTOR": "alice",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         rc = record_deploy.main(
-            ["--bucket", "records", "--stack", "prod", "--kind", "deploy", "--image", DIGEST,
-             "--result", "success", "--check", "smoke=success", "--check", "crisis=success",
-             "--shipped", "luna-postgres=ghcr.io/luna-app/luna-postgres@sha256:" + "c" * 64,
-             "--preview", str(preview), "--approvals", str(approvals), "--started", "t0"],
+            [
+                "--bucket",
+                "records",
+                "--stack",
+                "prod",
+                "--kind",
+                "deploy",
+                "--image",
+                DIGEST,
+                "--result",
+                "success",
+                "--check",
+                "smoke=success",
+                "--check",
+                "crisis=success",
+                "--shipped",
+                "luna-postgres=ghcr.io/luna-app/luna-postgres@sha256:" + "c" * 64,
+                "--preview",
+                str(preview),
+                "--approvals",
+                str(approvals),
+                "--started",
+                "t0",
+            ],
             client=s3,
-        )  # fmt: skip
+        )
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -173,18 +228,29 @@ def test_each_deploy_is_recorded_write_once_for_six_years(s3: Any, tmp_path: Pat
 @pytest.mark.slow
 def test_a_bucket_without_object_lock_is_refused(s3: Any) -> None:
     rc = record_deploy.main(
-        ["--bucket", "unlocked", "--stack", "prod", "--kind", "deploy", "--image", DIGEST,
-         "--result", "success"], client=s3,
-    )  # fmt: skip
+        [
+            "--bucket",
+            "unlocked",
+            "--stack",
+            "prod",
+            "--kind",
+            "deploy",
+            "--image",
+            DIGEST,
+            "--result",
+            "success",
+        ],
+        client=s3,
+    )
     assert rc == 1
     assert "Contents" not in s3.list_objects_v2(Bucket="unlocked")
 
 
 # ----------------------------------------------------------------- pages
 class _Receiver(BaseHTTPRequestHandler):
-    got: list[tuple[str, dict[str, str], Any]] = []
+    got: ClassVar[list[tuple[str, dict[str, str], Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).got.append((self.path, dict(self.headers), json.loads(body)))
         self.send_response(202 if self.path != "/broken" else 500)
@@ -216,15 +282,27 @@ def test_a_failure_pages_through_the_stacks_own_receivers(
         import boto3  # type: ignore[import-untyped]
 
         sm = boto3.client("secretsmanager", region_name="eu-central-1")
-        values = {"pagerdutyRoutingKey": "R0UT1NGKEY0123456789abcdef012345",
-                  "chatWebhookUrl": f"{receiver}/chat", "alertWebhookUrl": f"{receiver}/hook"}  # fmt: skip
+        values = {
+            "pagerdutyRoutingKey": "R0UT1NGKEY0123456789abcdef012345",
+            "chatWebhookUrl": f"{receiver}/chat",
+            "alertWebhookUrl": f"{receiver}/hook",
+        }
         for key, value in values.items():
             sm.create_secret(Name=stack_secrets.store_id("prod", key), SecretString=value)
         rc = notify.main(
-            ["--stack", "prod", "--event", "rollback", "--summary", "crisis p95 900 ms; rolled back",
-             "--run-url", "https://github.com/luna-app/luna-infra/actions/runs/7",
-             "--pagerduty-url", f"{receiver}/v2/enqueue"]
-        )  # fmt: skip
+            [
+                "--stack",
+                "prod",
+                "--event",
+                "rollback",
+                "--summary",
+                "crisis p95 900 ms; rolled back",
+                "--run-url",
+                "https://github.com/luna-app/luna-infra/actions/runs/7",
+                "--pagerduty-url",
+                f"{receiver}/v2/enqueue",
+            ]
+        )
         assert rc == 0
     paths = {path: body for path, _, body in _Receiver.got}
     assert set(paths) == {"/v2/enqueue", "/chat", "/hook"}, paths
@@ -240,8 +318,14 @@ def test_a_failure_pages_through_the_stacks_own_receivers(
 
 def test_no_receiver_or_none_answering_fails_the_step(receiver: str) -> None:
     assert notify.send_all([]) == 1
-    broken = notify.messages({"alertWebhookUrl": f"{receiver}/broken"}, stack="staging",
-                             event="drift", summary="x", run_url="", chat_kind="slack")  # fmt: skip
+    broken = notify.messages(
+        {"alertWebhookUrl": f"{receiver}/broken"},
+        stack="staging",
+        event="drift",
+        summary="x",
+        run_url="",
+        chat_kind="slack",
+    )
     assert notify.send_all(broken) == 1
 
 

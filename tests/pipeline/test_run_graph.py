@@ -35,9 +35,13 @@ def load(name: str) -> dict[str, Any]:
 
 def github(event: str, ref: str, **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "event_name": event, "ref": ref, "ref_name": ref.rsplit("/", 1)[-1],
-        "repository": "luna-app/luna-infra", "run_id": extra.pop("run_id", "100"), "event": {},
-    }  # fmt: skip
+        "event_name": event,
+        "ref": ref,
+        "ref_name": ref.rsplit("/", 1)[-1],
+        "repository": "luna-app/luna-infra",
+        "run_id": extra.pop("run_id", "100"),
+        "event": {},
+    }
     if event == "pull_request":
         base["event"]["pull_request"] = {
             "number": 7,
@@ -55,17 +59,24 @@ def resolve_outputs(event: str, ref: str) -> dict[str, str]:
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"resolve-{os.getpid()}-{event}"
     out.write_text("")
     subprocess.run(
-        ["bash", "-e", "-c", step["run"]], check=True, capture_output=True,
-        env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": os.devnull,
-             "EVENT": event, "REF": ref},
-    )  # fmt: skip
+        ["bash", "-e", "-c", step["run"]],
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "GITHUB_OUTPUT": str(out),
+            "GITHUB_STEP_SUMMARY": os.devnull,
+            "EVENT": event,
+            "REF": ref,
+        },
+    )
     pairs = dict(line.split("=", 1) for line in out.read_text().splitlines())
     out.unlink()
     return pairs
 
 
 def outcomes(
-    event: str, ref: str, failing: set[str] = frozenset(), image: str = NEW  # type: ignore[assignment]
+    event: str, ref: str, failing: frozenset[str] | set[str] = frozenset(), image: str = NEW
 ) -> Callable[[str], tuple[str, dict[str, str]]]:
     targets = resolve_outputs(event, ref)
 
@@ -123,7 +134,7 @@ def test_the_pull_request_preview_uses_staging_only() -> None:
     assert preview["environment"] == "preview-staging"
     assert "strategy" not in preview, "no matrix may bring the prod stack back to pull requests"
     text = "\n".join(str(s.get("run", "")) for s in preview["steps"])
-    assert "No production credential was available" in text.replace("\n            echo \"", " ")
+    assert "No production credential was available" in text.replace('\n            echo "', " ")
 
 
 def test_production_is_previewed_on_main_before_the_gate() -> None:
@@ -171,14 +182,14 @@ def test_develop_and_main_never_cancel_each_others_deploys() -> None:
     for who, gh in arrivals:
         group, cancel = _group(job, gh)
         groups.arrive(group, who, cancel_in_progress=cancel)
-        wf_group, wf_cancel = _group(wf["concurrency"], gh)
+        _, wf_cancel = _group(wf["concurrency"], gh)
         assert not wf_cancel, "a branch run must never cancel another"
     cancelled_branches = {who.split("#")[0] for who in groups.cancelled}
     # Within a branch the newest push supersedes a pending one (it contains it);
     # across branches nothing is ever cancelled.
-    assert all(
-        any(w.startswith(b) for w in groups.running.values()) for b in cancelled_branches
-    ), groups
+    assert all(any(w.startswith(b) for w in groups.running.values()) for b in cancelled_branches), (
+        groups
+    )
     assert "main#1" in groups.running.values() and "develop#2" in groups.running.values()
 
 
@@ -247,8 +258,12 @@ def test_a_failed_post_deploy_check_rolls_back_and_pages(
         return
     assert run.ran("recover-production"), run.results
     call = wf["jobs"]["recover-production"]
-    needs = {d: {"result": run.results[d], "outputs": run.outputs.get(d, {})} for d in call["needs"]}
-    inputs = {k: interpolate(str(v), {"needs": needs, "github": gh}) for k, v in call["with"].items()}
+    needs = {
+        d: {"result": run.results[d], "outputs": run.outputs.get(d, {})} for d in call["needs"]
+    }
+    inputs = {
+        k: interpolate(str(v), {"needs": needs, "github": gh}) for k, v in call["with"].items()
+    }
     assert inputs["rollback"] == str(rollback).lower(), inputs
     assert inputs["failed_image"] == NEW and inputs["environment"] == "production"
     assert run.ran("record-production"), "the failed deploy must be recorded too"
@@ -266,10 +281,19 @@ def _good_step(failed: str, rollback: str, committed: str, tmp_path: Path) -> di
     out = tmp_path / "out"
     out.write_text("")
     subprocess.run(
-        ["bash", "-e", "-c", step["run"]], cwd=repo, check=True, capture_output=True,
-        env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": os.devnull,
-             "STACK": "prod", "FAILED_IMAGE": failed, "ROLLBACK": rollback},
-    )  # fmt: skip
+        ["bash", "-e", "-c", step["run"]],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "GITHUB_OUTPUT": str(out),
+            "GITHUB_STEP_SUMMARY": os.devnull,
+            "STACK": "prod",
+            "FAILED_IMAGE": failed,
+            "ROLLBACK": rollback,
+        },
+    )
     return dict(line.split("=", 1) for line in out.read_text().splitlines())
 
 

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stack_secrets
 import yaml
 
 from infra.settings import required_secret_groups, required_secrets
 from tests.support.tools import REPO, copy_checkout
-
-sys.path.insert(0, str(REPO / "scripts"))
-import stack_secrets  # noqa: E402
 
 WORKFLOWS = REPO / ".github" / "workflows"
 SCRIPTS = REPO / ".github" / "scripts"
@@ -78,7 +76,7 @@ def test_a_missing_required_secret_stops_before_pulumi(store: Any, stack: str) -
     missing = sorted(keys)[0]
     _fill(store, stack, (keys - {missing}) | {g[0] for g in groups})
     set_: dict[str, str] = {}
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(stack_secrets.MissingSecretError) as stop:
         stack_secrets.apply(stack, stack_secrets.SecretStore(store).get, set_.__setitem__)
     assert f"luna:{missing}" in str(stop.value) and "value-of" not in str(stop.value)
     assert set_ == {}, "nothing may be set when a required secret is missing"
@@ -89,7 +87,7 @@ def test_a_missing_receiver_group_stops_before_pulumi(store: Any, stack: str) ->
     keys, groups = code_required(stack)
     assert groups, f"{stack} has no receiver group"
     _fill(store, stack, keys | {g[0] for g in groups[1:]})
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(stack_secrets.MissingSecretError) as stop:
         stack_secrets.apply(stack, stack_secrets.SecretStore(store).get, lambda k, v: None)
     assert stack_secrets.store_id(stack, groups[0][0]) in str(stop.value)
 
@@ -104,7 +102,9 @@ def test_every_required_secret_is_provisioned_in_the_docs(stack: str) -> None:
     keys, groups = code_required(stack)
     assert keys <= listed, f"{stack}: docs/pipeline.md lacks {sorted(keys - listed)}"
     for group in groups:
-        assert set(group) <= listed, f"{stack}: docs/pipeline.md lacks {sorted(set(group) - listed)}"
+        assert set(group) <= listed, (
+            f"{stack}: docs/pipeline.md lacks {sorted(set(group) - listed)}"
+        )
 
 
 def test_keys_come_from_the_code_not_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,8 +135,11 @@ def test_every_job_that_runs_pulumi_gets_the_role_and_the_secrets_first() -> Non
         if at is None:
             continue
         seen += 1
-        oidc = [i for i, s in enumerate(steps)
-                if "aws-actions/configure-aws-credentials" in str(s.get("uses", ""))]  # fmt: skip
+        oidc = [
+            i
+            for i, s in enumerate(steps)
+            if "aws-actions/configure-aws-credentials" in str(s.get("uses", ""))
+        ]
         assert oidc and oidc[0] < at, f"{wf}: {name} runs pulumi before its OIDC role"
         assert j["permissions"].get("id-token") == "write", f"{wf}: {name}"
         if "pulumi refresh" in runs[at]:
@@ -159,7 +162,9 @@ case "$1 $2" in
     if [ "$n" -lt "${LOCKED_TIMES:-0}" ]; then
       echo "error: [409] Conflict: Another update is currently in progress."; exit 255
     fi ;;
-  "stack output") [ "${3:-}" = --json ] && echo '{"app_url": "https://x.invalid"}' || echo https://x.invalid ;;
+  "stack output")
+    url=https://x.invalid
+    if [ "${3:-}" = --json ]; then echo "{\"app_url\": \"$url\"}"; else echo "$url"; fi ;;
   "config --json") echo '{}' ;;
 esac
 exit 0
@@ -189,27 +194,47 @@ def _deploy(tmp_path: Path, **env: str) -> tuple[int, list[str], str]:
         (bin_dir / name).chmod(stat.S_IRWXU)
     calls = tmp_path / "calls"
     base = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "REAL_PYTHON": sys.executable,
-        "STACK": "staging", "RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(tmp_path / "output"),
-        "PULUMI_BACKEND_URL": "file://" + str(tmp_path), "LOCK_POLL_S": "0",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "REAL_PYTHON": sys.executable,
+        "STACK": "staging",
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_OUTPUT": str(tmp_path / "output"),
+        "PULUMI_BACKEND_URL": "file://" + str(tmp_path),
+        "LOCK_POLL_S": "0",
         "IMAGE": "ghcr.io/luna-app/luna-web:1.4.2@sha256:" + "a" * 64,
-    }  # fmt: skip
+    }
     done = subprocess.run(
-        ["bash", ".github/scripts/deploy.sh"], cwd=repo, env={**base, **env},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        ["bash", ".github/scripts/deploy.sh"],
+        cwd=repo,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     lines = calls.read_text().splitlines() if calls.exists() else []
-    return done.returncode, [line.split()[0] + " " + line.split()[1] for line in lines], (
-        done.stdout + done.stderr
+    return (
+        done.returncode,
+        [line.split()[0] + " " + line.split()[1] for line in lines],
+        (done.stdout + done.stderr),
     )
 
 
 def test_deploy_orders_login_secrets_preflight_up(tmp_path: Path) -> None:
     rc, calls, log = _deploy(tmp_path)
     assert rc == 0, log
-    order = [c for c in calls if c in ("pulumi login", "secrets scripts/stack_secrets.py",
-                                       "preflight -m", "pulumi up")]  # fmt: skip
-    assert order == ["pulumi login", "secrets scripts/stack_secrets.py", "preflight -m", "pulumi up"]
+    order = [
+        c
+        for c in calls
+        if c in ("pulumi login", "secrets scripts/stack_secrets.py", "preflight -m", "pulumi up")
+    ]
+    assert order == [
+        "pulumi login",
+        "secrets scripts/stack_secrets.py",
+        "preflight -m",
+        "pulumi up",
+    ]
 
 
 def test_a_failed_preflight_stops_the_up(tmp_path: Path) -> None:

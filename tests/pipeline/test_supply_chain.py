@@ -25,8 +25,12 @@ from infra.settings import Settings, check_prod_app_image
 from tests.support.tools import REPO, need
 
 WORKFLOWS = REPO / ".github" / "workflows"
-LOCKS = ("requirements.lock", "requirements-dev.lock", "policy/requirements.lock",
-         "requirements-tools.lock")  # fmt: skip
+LOCKS = (
+    "requirements.lock",
+    "requirements-dev.lock",
+    "policy/requirements.lock",
+    "requirements-tools.lock",
+)
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s\\]+)", re.MULTILINE)
 
 
@@ -54,9 +58,9 @@ def test_every_lock_pins_each_package_with_hashes(lock: str) -> None:
     command = text.splitlines()[1].lstrip("# ").strip()
     script = (REPO / "scripts" / "lock").read_text()
     args = command.removeprefix("uv pip compile --python-version 3.11 --generate-hashes ")
-    assert args in script.replace('"$uv" pip compile --quiet --python-version 3.11 --generate-hashes', ""), (
-        f"{lock} was not made by scripts/lock: {command}"
-    )
+    assert args in script.replace(
+        '"$uv" pip compile --quiet --python-version 3.11 --generate-hashes', ""
+    ), f"{lock} was not made by scripts/lock: {command}"
 
 
 def test_the_locks_agree_and_cover_what_each_venv_needs() -> None:
@@ -78,8 +82,12 @@ def test_the_locks_agree_and_cover_what_each_venv_needs() -> None:
 
 def _pip_installs() -> list[tuple[str, str]]:
     found = []
-    sources = [*WORKFLOWS.glob("*.yml"), *(REPO / ".github" / "scripts").glob("*.sh"),
-               REPO / "scripts" / "test", REPO / "scripts" / "lib" / "venv.sh"]  # fmt: skip
+    sources = [
+        *WORKFLOWS.glob("*.yml"),
+        *(REPO / ".github" / "scripts").glob("*.sh"),
+        REPO / "scripts" / "test",
+        REPO / "scripts" / "lib" / "venv.sh",
+    ]
     for path in sources:
         text = re.sub(r"\\\n\s*", " ", path.read_text())
         for line in text.splitlines():
@@ -126,8 +134,12 @@ def test_the_images_this_repository_ships_are_scanned_attested_signed_and_record
         assert (REPO / context / "Dockerfile").is_file(), context
     steps = images["steps"]
     uses = [str(s.get("uses", "")).split("@")[0] for s in steps]
-    order = ["docker/build-push-action", "aquasecurity/trivy-action",
-             "actions/attest-build-provenance", "sigstore/cosign-installer"]  # fmt: skip
+    order = [
+        "docker/build-push-action",
+        "aquasecurity/trivy-action",
+        "actions/attest-build-provenance",
+        "sigstore/cosign-installer",
+    ]
     at = [uses.index(u) for u in order]
     assert at == sorted(at), f"build, scan, attest, sign: {uses}"
     scan = steps[uses.index("aquasecurity/trivy-action")]["with"]
@@ -137,7 +149,11 @@ def test_the_images_this_repository_ships_are_scanned_attested_signed_and_record
     uploads = {s["with"]["name"] for s in steps if "upload-artifact" in str(s.get("uses", ""))}
     assert uploads == {"sbom-${{ matrix.name }}", "digest-${{ matrix.name }}"}
     record = load("pipeline.yml")["jobs"]["record-production"]
-    patterns = [s["with"].get("pattern") for s in record["steps"] if "download-artifact" in str(s.get("uses"))]
+    patterns = [
+        s["with"].get("pattern")
+        for s in record["steps"]
+        if "download-artifact" in str(s.get("uses"))
+    ]
     assert "digest-*" in patterns, "the deploy record must carry the shipped digests"
 
 
@@ -164,7 +180,9 @@ def test_prod_refuses_an_image_not_pinned_by_digest_from_its_registry(image: str
 
 
 def test_prod_accepts_a_digest_and_other_stacks_keep_tags() -> None:
-    check_prod_app_image(cast(Settings, SimpleNamespace(stack="prod", images=SimpleNamespace(app=PROD_OK))))
+    check_prod_app_image(
+        cast(Settings, SimpleNamespace(stack="prod", images=SimpleNamespace(app=PROD_OK)))
+    )
     tag = SimpleNamespace(app="evil.example/x:1")
     check_prod_app_image(cast(Settings, SimpleNamespace(stack="staging", images=tag)))
 
@@ -172,10 +190,23 @@ def test_prod_accepts_a_digest_and_other_stacks_keep_tags() -> None:
 @pytest.mark.slow  # the program, as `pulumi up` would load it, in its own process
 def test_the_program_stops_prod_on_a_tag_with_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "infra.render", "--stack", "prod", "--out", str(tmp_path / "out"),
-         "--config", "appImage=evil.example/x:1"],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "infra.render",
+            "--stack",
+            "prod",
+            "--out",
+            str(tmp_path / "out"),
+            "--config",
+            "appImage=evil.example/x:1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     # The render's notes about placeholder secrets, then the one error line.
     errors = [line for line in done.stderr.splitlines() if not line.startswith("note: ")]
@@ -190,9 +221,14 @@ def test_dependency_scans_cover_every_lockfile() -> None:
     assert "for lock in $(git ls-files '*package-lock.json')" in text
     assert "npm audit --package-lock-only --audit-level=high" in text
     assert "for lock in $(git ls-files '*.lock')" in text
-    assert "pip-audit\" --strict" in text and "--require-hashes --disable-pip" in text
-    npm_locks = subprocess.run(["git", "ls-files", "*package-lock.json"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert 'pip-audit" --strict' in text and "--require-hashes --disable-pip" in text
+    npm_locks = subprocess.run(
+        ["git", "ls-files", "*package-lock.json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert {"audit/package-lock.json", "demo-app/package-lock.json"} <= set(npm_locks)
     snyk = [s for s in job["steps"] if "snyk" in str(s.get("uses", "")) + str(s.get("run", ""))]
     assert snyk and all("SNYK_TOKEN" in str(s.get("if")) for s in snyk)
@@ -209,9 +245,13 @@ def test_npm_audit_of_the_demo_app_runs_here(tmp_path: Path) -> None:
     for name in ("package.json", "package-lock.json"):
         shutil.copy(REPO / "demo-app" / name, tmp_path / name)
     done = subprocess.run(
-        [npm, "audit", "--package-lock-only", "--audit-level=high", "--json"], cwd=tmp_path,
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [npm, "audit", "--package-lock-only", "--audit-level=high", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["metadata"]["vulnerabilities"]["total"] == 0
@@ -255,7 +295,9 @@ def test_the_quality_job_runs_where_its_tests_can_run() -> None:
 # ------------------------------------------------------------- the admin's side
 def test_codeowners_cover_the_pipeline_and_prod() -> None:
     owners = (REPO / ".github" / "CODEOWNERS").read_text()
-    rules = [line.split() for line in owners.splitlines() if line.strip() and not line.startswith("#")]
+    rules = [
+        line.split() for line in owners.splitlines() if line.strip() and not line.startswith("#")
+    ]
     paths = {r[0] for r in rules}
     assert {"*", "/.github/", "/Pulumi.prod.yaml", "*.lock"} <= paths
     assert all(len(r) >= 2 and all(o.startswith("@") for o in r[1:]) for r in rules), rules
@@ -264,8 +306,15 @@ def test_codeowners_cover_the_pipeline_and_prod() -> None:
 def test_docs_list_the_repository_settings_and_the_break_glass_path() -> None:
     docs = (REPO / "docs" / "pipeline.md").read_text()
     section = docs[docs.index("## Repository settings") :]
-    for setting in ("Required reviewers", "Prevent self-review", "Require review from Code Owners",
-                    "Deployment branches", "production-approval", "Object Lock", "break-glass"):  # fmt: skip
+    for setting in (
+        "Required reviewers",
+        "Prevent self-review",
+        "Require review from Code Owners",
+        "Deployment branches",
+        "production-approval",
+        "Object Lock",
+        "break-glass",
+    ):
         assert setting in section, f"docs/pipeline.md, Repository settings: {setting}"
     runbook = REPO / "docs" / "runbooks" / "break-glass.md"
     assert runbook.is_file() and "runbooks/break-glass.md" in docs
@@ -282,7 +331,11 @@ def _code_blocks(docs: str, after: str, lang: str) -> list[str]:
 def test_the_preview_and_drift_role_reads_secrets_and_writes_nothing() -> None:
     docs = (REPO / "docs" / "pipeline.md").read_text()
     policy = json.loads(_code_blocks(docs, "### Preview and drift credentials", "json")[0])
-    actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    actions = {
+        a
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
     assert "secretsmanager:GetSecretValue" in actions and "kms:Decrypt" in actions
     verbs = re.compile(r":(Get|List|Describe|Decrypt)[A-Za-z]*$")
     assert all(verbs.search(a) for a in actions), f"a write in the read-only role: {actions}"
@@ -294,5 +347,7 @@ def test_the_preview_and_drift_role_reads_secrets_and_writes_nothing() -> None:
     assert any("secrets" in rule.get("resources", []) for rule in role["rules"])
     drift = load("drift.yml")["jobs"]["drift"]
     assert {e["environment"] for e in drift["strategy"]["matrix"]["include"]} == {
-        "preview-staging", "preview-production"}  # fmt: skip
+        "preview-staging",
+        "preview-production",
+    }
     assert "--preview-only" in "\n".join(str(s.get("run", "")) for s in drift["steps"])

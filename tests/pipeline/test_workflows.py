@@ -233,7 +233,9 @@ def test_production_is_gated_and_serialized() -> None:
     )
     assert "refs/heads/main" in prod["if"], "deploy-production must be limited to main"
     gate = job(wf, "approve-production")
-    assert gate["environment"] == "production-approval", "the reviewers' gate is its own environment"
+    assert gate["environment"] == "production-approval", (
+        "the reviewers' gate is its own environment"
+    )
     assert "concurrency" not in gate, "a run waiting for approval must hold no concurrency group"
     assert {"deploy-staging", "audit-staging", "zap-staging", "preview-production"} <= needs(gate)
     assert "approve-production" in needs(prod), "deploy-production must wait for the approval"

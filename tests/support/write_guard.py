@@ -21,10 +21,12 @@ from typing import Final
 
 __all__ = ["WriteGuard"]
 
-# Written by the tools themselves, never by a test's code.
+# Written by the tools themselves, never by a test's code (mutmut's bookkeeping lands in
+# the copy it tests in, ./mutants, between two tests).
 IGNORED: Final = frozenset(
-    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
-)
+    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+     "mutmut-stats.json", "mutmut-cicd-stats.json"}
+)  # fmt: skip
 # Not walked: environments and dependencies the test command installs.
 NOT_WALKED: Final = frozenset({".git", ".venv", ".tools", "node_modules", *IGNORED})
 

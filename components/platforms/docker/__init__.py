@@ -182,9 +182,12 @@ class DockerPlatform(Platform):
             admission_gate(self, name, spec, containers, admissions, parent=parent)
         if live:
             reloader(self, name, spec, containers, live, parent=parent)
+        public = any(p.publish is not None and p.publish_ip == "0.0.0.0" for p in spec.ports)  # noqa: S104
         return Deployment(
             service=spec.name,
             resources=containers,
+            names=tuple(c.name for c in containers),
+            public_address=self.host_name if public else None,
             addresses=tuple(addresses),
             # Docker's DNS answers the service name with every replica: scrapes of a
             # replicated service discover them, so scaling it never rewrites
@@ -193,6 +196,15 @@ class DockerPlatform(Platform):
             service_address=f"{spec.name}:{spec.ports[0].port}" if spec.ports else None,
             resolver=EMBEDDED_DNS,
         )
+
+    @property
+    def host_name(self) -> str:
+        """The Docker host's name as the world knows it: ``ssh://user@host`` gives
+        ``host``; a local socket, this machine."""
+        host = self._args.host
+        if host.startswith("ssh://"):
+            return host.removeprefix("ssh://").split("@")[-1].split(":")[0].split("/")[0]
+        return "localhost"
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         for p in spec.ports:
