@@ -423,6 +423,14 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a drill that cannot restore reports success: LunaRestoreDrillFailed never fires",
         f"{R_BACKREST}::test_drill_fails_on_a_wrong_cipher_pass",
     ),
+    _m(
+        "drill-end-point-unchecked",
+        PGBACKREST,
+        '|| fail "recovery stopped before $last, the newest archived WAL segment"',
+        '|| echo "recovery stopped before $last" >&2',
+        "a broken WAL chain promotes early onto a new timeline and the drill passes",
+        f"{R_BACKREST}::test_drill_fails_on_a_corrupted_wal_segment",
+    ),
     # --- Logstash and the redaction ------------------------------------------------------
     _m(
         "logstash-no-escapes",
