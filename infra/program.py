@@ -195,6 +195,8 @@ def build(s: Settings) -> dict[str, Any]:
                 tls_cert=s.secrets.tls_cert,
                 tls_key=s.secrets.tls_key,
                 crisis_paths=(crisis_prefix(s.crisis_path),),
+                # Prometheus scrapes the app inside; the internet never reads it.
+                internal_paths=(s.metrics_path,),
             ),
         )
         if s.proxy
