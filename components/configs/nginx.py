@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NginxSettings", "nginx_conf"]
+__all__ = ["AUTH_PATHS", "NginxSettings", "nginx_conf"]
+
+AUTH_PATHS: tuple[str, ...] = ("/api/auth/",)
+"""The app's sign-in/sign-up/reset endpoints (the app contract): rate-limited."""
 
 # Mozilla "intermediate": TLS 1.2 with forward-secret AEAD ciphers, plus TLS 1.3.
 _CIPHERS = ":".join(
@@ -49,7 +52,7 @@ class NginxSettings:
     health_path: str = "/healthz"
     temp_dir: str = "/tmp"
     mime_types: str = "/etc/nginx/mime.types"
-    auth_paths: tuple[str, ...] = ("/api/auth/",)
+    auth_paths: tuple[str, ...] = AUTH_PATHS
     """Prefixes of the app's sign-in/sign-up/reset endpoints: rate-limited per client."""
     auth_rate_per_min: int = 10
     auth_burst: int = 5
