@@ -276,6 +276,8 @@ def build(s: Settings) -> dict[str, Any]:
             ),
         )
         outputs["kibana_url"] = logging.kibana_url
+        # Operators sign in to Kibana as luna_ops (read-only); elastic is break-glass.
+        outputs["kibana_operator_password"] = logging.operator_password
     platform.finish()
     return outputs
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 __all__ = [
     "AUDIT_RETENTION_MIN_DAYS",
     "OPERATOR_ROLE",
+    "OPERATOR_USER",
     "WRITER_ROLE",
     "audit_index_pattern",
     "index_pattern",
@@ -28,6 +29,20 @@ __all__ = [
 
 WRITER_ROLE: Final = "luna_logs_writer"
 OPERATOR_ROLE: Final = "luna_operator"
+OPERATOR_USER: Final = "luna_ops"
+"""The named account operators sign in to Kibana with (role ``luna_operator``);
+``elastic`` stays break-glass only (docs/logging.md)."""
+
+# curl reads the credentials from a file (-K) and every body from stdin
+# (--data-binary @-): a password in curl's arguments is readable by every user
+# of the host in /proc/<pid>/cmdline for as long as the call runs. printf is a
+# shell builtin, so no process ever carries the password in its arguments.
+_CURL_AUTH: Final = """umask 077
+auth="$(mktemp)"
+trap 'rm -f "$auth"' EXIT
+printf 'user = "elastic:%s"\\n' "$ELASTIC_PASSWORD" > "$auth"
+"""
+
 AUDIT_RETENTION_MIN_DAYS: Final = 6 * 365
 
 
@@ -99,8 +114,9 @@ def setup_script(
     """A POSIX sh script run once per deploy with the Elasticsearch image (it ships curl).
 
     Passwords come from the environment (ELASTIC_PASSWORD, KIBANA_PASSWORD,
-    LOGSTASH_PASSWORD) and are generated without quotes or backslashes, so
-    they can be placed in JSON by the shell. Every call is an idempotent PUT.
+    LOGSTASH_PASSWORD, OPERATOR_PASSWORD) and never reach a command line; they are
+    generated without quotes or backslashes, so the shell can place them in JSON.
+    Every call is an idempotent PUT.
     Every call verifies Elasticsearch's certificate against ``ca_file`` (curl
     checks the chain and the host name by default; ``--cacert`` replaces its roots).
     """
@@ -121,12 +137,12 @@ def setup_script(
 set -eu
 es="{elasticsearch_url}"
 ca="{ca_file}"
-put() {{
-  curl -fsS --cacert "$ca" -u "elastic:$ELASTIC_PASSWORD" -H 'Content-Type: application/json' \\
-    -X "$1" "$es$2" -d "$3" > /dev/null
+{_CURL_AUTH}put() {{
+  printf '%s' "$3" | curl -fsS --cacert "$ca" -K "$auth" -H 'Content-Type: application/json' \\
+    -X "$1" "$es$2" --data-binary @- > /dev/null
   echo "es-setup: $1 $2"
 }}
-until curl -fsS --cacert "$ca" -u "elastic:$ELASTIC_PASSWORD" \\
+until curl -fsS --cacert "$ca" -K "$auth" \\
     "$es/_cluster/health?wait_for_status=yellow&timeout=30s" > /dev/null; do
   echo "es-setup: waiting for Elasticsearch"; sleep 5
 done
@@ -134,6 +150,8 @@ put POST /_security/user/kibana_system/_password "{{\\"password\\":\\"$KIBANA_PA
 {role_calls}
 put PUT /_security/user/luna_logstash \\
   "{{\\"password\\":\\"$LOGSTASH_PASSWORD\\",\\"roles\\":[\\"{WRITER_ROLE}\\"]}}"
+put PUT /_security/user/{OPERATOR_USER} \\
+  "{{\\"password\\":\\"$OPERATOR_PASSWORD\\",\\"roles\\":[\\"{OPERATOR_ROLE}\\"]}}"
 put PUT /_ilm/policy/luna-logs '{json.dumps(_policy(retention_days))}'
 put PUT /_ilm/policy/luna-audit '{json.dumps(audit_policy)}'
 put PUT /_index_template/luna-logs '{json.dumps(_template(index_pattern(stack), "luna-logs"))}'
