@@ -1,0 +1,79 @@
+"""Issue 23's controls as the render ships them (each real-program proof is named
+beside its assertion): Docker's log cache and egress, the Elasticsearch and Redis
+accounts, the edge's logging."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from components.configs.redis import EXPORTER_RULES
+from infra.mocks import unwrap
+from tests.conftest import rendered, resources_of
+
+MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+# Services that must reach the internet: the OpenAI API, the object store (backups
+# and the restore drill), the pager and the public crisis probe.
+EGRESS = {"app", "database", "database-drill", "alertmanager", "blackbox"}
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_docker_keeps_no_host_copy_of_shipped_output(stack: str) -> None:
+    """Dual logging off wherever the gelf driver ships (docs/logging.md)."""
+    res = resources_of(rendered(stack, "docker"))
+    shipped = 0
+    for name, container in res.containers().items():
+        opts = unwrap(container.inputs["logOpts"])
+        if unwrap(container.inputs["logDriver"]) == "gelf":
+            shipped += 1
+            assert opts["cache-disabled"] == "true", f"{name}: keeps a local copy {opts}"
+        else:
+            assert opts["max-size"] and opts["max-file"], f"{name}: unbounded local log {opts}"
+    assert shipped >= 5, f"{stack}: only {shipped} containers ship their logs"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_docker_egress_only_where_a_service_needs_the_internet(stack: str) -> None:
+    """Every network is internal, or an edge that publishes without masquerade (no
+    reply from outside, 169.254.169.254 included), unless its service needs egress.
+    The rehearsal shows it on a real daemon (docs/compliance.md)."""
+    res = resources_of(rendered(stack, "docker"))
+    open_egress = []
+    for net in res.of_type("docker:index/network:Network"):
+        inputs = unwrap(net.inputs)
+        name = inputs["name"]
+        if inputs.get("internal"):
+            continue
+        assert name.endswith("-edge"), f"{name}: a shared network with a route off the host"
+        if (inputs.get("options") or {}).get(MASQUERADE) != "false":
+            open_egress.append(name)
+    services = {re.sub(rf"^luna-{stack}-|-edge$", "", n) for n in open_egress}
+    print(f"{stack}: networks with egress {sorted(open_egress)}")
+    assert services <= EGRESS, f"{stack}: egress for {sorted(services - EGRESS)}"
+    assert {"grafana", "kibana", "logstash", "proxy"}.isdisjoint(services), services
+
+
+def test_redis_exporter_may_not_read_values() -> None:
+    """tests/real/test_redis.py runs them against a real Redis."""
+    allowed = set(re.findall(r"\+(\S+)", EXPORTER_RULES))
+    assert not allowed & {"slowlog|get", "slowlog", "get", "mget", "scan", "eval", "dump"}
+    assert "-@all" in EXPORTER_RULES.split() and "slowlog|len" in allowed
+
+
+@pytest.mark.parametrize("platform", ["docker", "kubernetes"])
+def test_kibana_keys_are_three_and_elasticsearch_audits(platform: str) -> None:
+    r = rendered("staging", platform)
+    keys = [
+        rec
+        for rec in r.monitor.records.values()
+        if rec.type == "random:index/randomPassword:RandomPassword"
+        and "kibana-" in rec.name
+        and rec.name.endswith(("-key", "-saved-objects-key", "-reporting-key"))
+    ]
+    assert len(keys) == 3, sorted(k.name for k in keys)
+    text = str(unwrap([rec.inputs for rec in r.monitor.records.values()]))
+    assert "'xpack.security.audit.enabled': 'true'" in text or (
+        "xpack.security.audit.enabled" in text
+    ), "Elasticsearch audit logging is off"
+    assert "kibana_operator_password" in r.outputs
