@@ -21,6 +21,7 @@ from components.configs.logstash import (
     GELF_PORT,
     QUEUE_DIR,
     LogstashTls,
+    audit_origin,
     logstash_pipeline,
     logstash_yml,
 )
@@ -261,6 +262,9 @@ class Logging(pulumi.ComponentResource):
             # Kubernetes' collector crosses nodes: TLS. Docker's gelf driver sends
             # to the host loopback and has no TLS (components/configs/logstash.py).
             tls_input=kubernetes,
+            audit_from=audit_origin(
+                stack=args.stack, namespace=f"luna-{args.stack}" if kubernetes else None
+            ),
         )
         # The persistent queue lives on a volume: events accepted but not yet
         # indexed survive a restart or a replaced container.
