@@ -5,6 +5,7 @@ accounts, the edge's logging."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,38 @@ def test_kibana_keys_are_three_and_elasticsearch_audits(platform: str) -> None:
         "xpack.security.audit.enabled" in text
     ), "Elasticsearch audit logging is off"
     assert "kibana_operator_password" in r.outputs
+
+
+def _k8s(kind: str, stack: str = "prod") -> list[dict[str, Any]]:
+    r = rendered(stack, "kubernetes")
+    return [
+        unwrap(rec.inputs) for rec in r.monitor.records.values() if rec.type == f"kubernetes:{kind}"
+    ]
+
+
+def test_kubernetes_egress_only_to_configured_ports_and_never_private_ranges() -> None:
+    """Every policy that reaches the internet excludes the private, link-local and
+    CGNAT ranges in IPv4 and IPv6, and opens only the ports its service needs."""
+    blocks = []
+    for policy in _k8s("networking.k8s.io/v1:NetworkPolicy"):
+        for rule in policy["spec"].get("egress") or []:
+            cidrs = {
+                t["ipBlock"]["cidr"]: t["ipBlock"] for t in rule.get("to", []) if "ipBlock" in t
+            }
+            if not cidrs:
+                continue
+            name = policy["metadata"]["name"]
+            blocks.append(name)
+            assert set(cidrs) == {"0.0.0.0/0", "::/0"}, f"{name}: {cidrs}"
+            assert set(cidrs["0.0.0.0/0"]["except"]) == {
+                "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
+            }, name  # fmt: skip
+            assert set(cidrs["::/0"]["except"]) == {"fc00::/7", "fe80::/10"}, name
+            ports = {p["port"] for p in rule["ports"]}
+            assert ports and ports <= {443, 587, 465}, f"{name}: egress ports {ports}"
+    assert len(blocks) >= 3, f"internet egress policies: {blocks}"
+
+
+def test_collector_tolerates_no_taint() -> None:
+    (collector,) = [d for d in _k8s("apps/v1:DaemonSet") if "log-collector" in str(d["metadata"])]
+    assert "tolerations" not in collector["spec"]["template"]["spec"]

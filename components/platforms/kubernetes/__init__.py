@@ -194,6 +194,10 @@ class KubernetesPlatform(Platform):
                 resources=spec.resources,
                 ports=(Port("postgres", 5432),),
                 internet_egress=spec.backup is not None,
+                # The object store's port (endpoint host[:port], always TLS).
+                internet_ports=(_endpoint_port(spec.backup.endpoint),)
+                if spec.backup is not None
+                else (443,),
                 component="database",
             )
         )
@@ -304,3 +308,8 @@ class KubernetesPlatform(Platform):
             retain_on_delete=protect,
             delete_before_replace=delete_before_replace,
         )
+
+
+def _endpoint_port(endpoint: str) -> int:
+    host, _, port = endpoint.rpartition(":")
+    return int(port) if host and port.isdigit() else 443

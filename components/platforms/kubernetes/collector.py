@@ -98,7 +98,9 @@ def deploy_collector(
     probe = {"httpGet": {"path": HEALTH_PATH, "port": HTTP_PORT}, "periodSeconds": 15}
     container["readinessProbe"] = probe
     container["livenessProbe"] = {**probe, "failureThreshold": 5}
-    template["spec"]["tolerations"] = [{"operator": "Exists", "effect": "NoSchedule"}]
+    # No tolerations: the stack's pods tolerate no taint, so the nodes that run
+    # them are exactly the untainted ones; a collector that tolerated every taint
+    # would run (as root, with /var/log) on control-plane and dedicated nodes too.
     DaemonSet(
         name,
         metadata=platform.meta(

@@ -24,12 +24,22 @@ from components.spec import ServiceSpec
 if TYPE_CHECKING:
     from components.platforms.kubernetes import KubernetesPlatform
 
-__all__ = ["baseline_policies", "network_policy", "postgres_policies", "service_policy"]
+__all__ = [
+    "PRIVATE_V4",
+    "PRIVATE_V6",
+    "baseline_policies",
+    "internet_egress",
+    "network_policy",
+    "postgres_policies",
+    "service_policy",
+]
 
 Manifest = dict[str, Any]
 
-# Egress to the internet never reaches the cluster, the node or cloud metadata.
-_PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+# Egress to the internet never reaches the cluster, the node, the carrier-grade
+# NAT range or cloud metadata (169.254.169.254, fd00:ec2::254), in IPv4 or IPv6.
+PRIVATE_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+PRIVATE_V6 = ("fc00::/7", "fe80::/10")
 
 
 def network_policy(
@@ -124,12 +134,7 @@ def service_policy(
             }
         ]
     if spec.internet_egress:
-        egress.append(
-            {
-                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": _PRIVATE}}],
-                "ports": [{"protocol": "TCP", "port": 443}],
-            }
-        )
+        egress.append(internet_egress(spec.internet_ports))
     if not ingress and not egress:
         return
     protected = set(protected_volumes)
@@ -142,6 +147,18 @@ def service_policy(
         service=service,
         protect=any(m.volume in protected for m in spec.mounts),
     )
+
+
+def internet_egress(ports: Iterable[int]) -> Manifest:
+    """The public internet, on the given TCP ports only (an ``except`` must lie
+    inside its ``cidr``, so IPv4 and IPv6 are two blocks)."""
+    return {
+        "to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_V4)}},
+            {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_V6)}},
+        ],
+        "ports": [{"protocol": "TCP", "port": p} for p in sorted(set(ports))],
+    }
 
 
 def postgres_policies(
