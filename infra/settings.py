@@ -44,7 +44,6 @@ from infra.settings_rules import (
     required_secrets,
 )
 from infra.settings_types import BackupTarget, Images, Secrets, Settings
-from infra.tls_checks import tls_pair_problem
 
 __all__ = [
     "BACKUP_SECRETS",
@@ -297,6 +296,9 @@ def _check_tls_pair(s: Settings) -> None:
         return
     if placeholder_secret("tlsCert") in (cert, key) or placeholder_secret("tlsKey") in (cert, key):
         return  # the offline render's stand-in for a secret it cannot decrypt
+    # Imported here: `cryptography` loads only when a real pair is supplied.
+    from infra.tls_checks import tls_pair_problem
+
     if problem := tls_pair_problem(cert, key, s.server_name):
         raise ConfigError(problem[0], "[hidden]", problem[1])
 
