@@ -113,3 +113,35 @@ def test_kubernetes_egress_only_to_configured_ports_and_never_private_ranges() -
 def test_collector_tolerates_no_taint() -> None:
     (collector,) = [d for d in _k8s("apps/v1:DaemonSet") if "log-collector" in str(d["metadata"])]
     assert "tolerations" not in collector["spec"]["template"]["spec"]
+
+
+def test_app_namespace_enforces_restricted_and_the_collector_lives_apart() -> None:
+    namespaces = {n["metadata"]["name"]: n["metadata"]["labels"] for n in _k8s("core/v1:Namespace")}
+    app = namespaces["luna-prod"]
+    assert app["pod-security.kubernetes.io/enforce"] == "restricted", app
+    logging = namespaces["luna-prod-logging"]
+    assert logging["pod-security.kubernetes.io/enforce"] == "privileged", logging
+    (collector,) = [d for d in _k8s("apps/v1:DaemonSet") if "log-collector" in str(d["metadata"])]
+    assert collector["metadata"]["namespace"] == "luna-prod-logging"
+    pod = collector["spec"]["template"]["spec"]
+    assert pod.get("automountServiceAccountToken") is False, "the collector reads no API"
+    hostpaths = [v for v in pod["volumes"] if "hostPath" in v]
+    assert all(v["hostPath"]["path"].startswith("/var/") for v in hostpaths), hostpaths
+    # Nothing else runs outside the app namespace, and nothing inside it needs a hostPath.
+    for kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "batch/v1:CronJob", "batch/v1:Job"):
+        for obj in _k8s(kind):
+            assert obj["metadata"]["namespace"] == "luna-prod", obj["metadata"]
+            assert "hostPath" not in str(obj["spec"]), f"{obj['metadata']}: hostPath"
+    policies = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p["spec"]
+        for p in _k8s("networking.k8s.io/v1:NetworkPolicy")
+    }
+    own = policies[("luna-prod-logging", "log-collector")]
+    assert own["ingress"] == [] and len(own["egress"]) == 2, own
+    logstash = policies[("luna-prod", "logstash")]
+    peers = [peer for rule in logstash["ingress"] for peer in rule["from"]]
+    assert any(
+        p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "luna-prod-logging"
+        for p in peers
+    ), peers

@@ -108,8 +108,9 @@ class KubernetesPlatform(Platform):
                 "name": self.namespace,
                 "labels": {
                     **self.labels("namespace", "luna"),
-                    # Reported, not enforced: the log collector's read-only hostPath
-                    # is the one exception to the restricted profile.
+                    # Enforced: the log collector, the one pod that needs a hostPath
+                    # and root, lives in its own namespace (collector.py).
+                    "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/warn": "restricted",
                     "pod-security.kubernetes.io/audit": "restricted",
                 },
@@ -230,7 +231,9 @@ class KubernetesPlatform(Platform):
         ca = self._args.log_collector_ca
         if ca is None:
             raise ValueError("the log collector verifies Logstash: log_collector_ca is needed")
-        deploy_collector(self, spec, ca=ca, services=self._graph.services)
+        deploy_collector(
+            self, spec, ca=ca, services=self._graph.services, protect=self._args.protect_data
+        )
 
     # -- what the platform's modules build with ------------------------------
     @property

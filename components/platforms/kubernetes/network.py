@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pulumi_kubernetes.networking.v1 import NetworkPolicy
 
 from components.platforms import FlowGraph
-from components.platforms.kubernetes.collector import GELF_PORT, LOG_COLLECTOR
+from components.platforms.kubernetes.collector import LOG_COLLECTOR, collector_namespace
 from components.platforms.kubernetes.workloads import edge_ports
 from components.spec import ServiceSpec
 
@@ -101,14 +101,13 @@ def service_policy(
     protected_volumes: Iterable[str],
 ) -> None:
     """Ingress from the declared sources, egress to the declared targets only."""
+    if service == LOG_COLLECTOR:
+        return  # in its own namespace, with its own policy (collector.py)
     ingress: list[Manifest] = []
     sources = graph.sources(service)
     if sources and spec.ports:
         ingress.append(
-            {
-                "from": [{"podSelector": {"matchLabels": platform.selector(s)}} for s in sources],
-                "ports": _policy_ports(spec),
-            }
+            {"from": [_peer(platform, s) for s in sources], "ports": _policy_ports(spec)}
         )
     edge = edge_ports(spec)
     if edge:
@@ -126,13 +125,6 @@ def service_policy(
         for target in sorted(set(spec.connects_to))
         if graph.services[target].ports
     ]
-    if service == LOG_COLLECTOR:
-        egress = [
-            {
-                "to": [{"podSelector": {"matchLabels": platform.selector("logstash")}}],
-                "ports": [{"protocol": "TCP", "port": GELF_PORT}],
-            }
-        ]
     if spec.internet_egress:
         egress.append(internet_egress(spec.internet_ports))
     if not ingress and not egress:
@@ -198,6 +190,16 @@ def postgres_policies(
                  "ports": [{"protocol": "TCP", "port": metrics_port}]}],
         service="prometheus",
     )  # fmt: skip
+
+
+def _peer(platform: KubernetesPlatform, service: str) -> Manifest:
+    """A source's pods: the collector's are in its own namespace."""
+    peer: Manifest = {"podSelector": {"matchLabels": platform.selector(service)}}
+    if service == LOG_COLLECTOR:
+        peer["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": collector_namespace(platform.namespace)}
+        }
+    return peer
 
 
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
