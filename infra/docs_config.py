@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from infra.settings import NAMESPACE, SECRET_KEYS, STACKS, KeySpec, describe_keys, required_secrets
+from infra.settings import (
+    NAMESPACE,
+    SECRET_KEYS,
+    STACKS,
+    KeySpec,
+    describe_keys,
+    required_secret_groups,
+    required_secrets,
+)
 
 if TYPE_CHECKING:
     from infra.render import Rendered
@@ -46,7 +54,10 @@ DOCS = {
     "settings": "docs/configuration.md",
     "secrets": "docs/configuration.md",
     "overrides": "docs/environments.md",
+    "environments": "docs/environments.md",
     "sizing": "docs/environments.md",
+    "first-deploy-secrets": "docs/first-deploy.md",
+    "diagram-overview": "README.md",
     "diagram-docker": "docs/platforms.md",
     "diagram-kubernetes": "docs/platforms.md",
 }
@@ -145,15 +156,59 @@ def settings_table(root: Path = REPO) -> str:
     return "\n".join(rows)
 
 
+def _requirement(key: str, stack: str) -> str | None:
+    """How ``stack`` needs ``key``: alone, as one of a group, or not at all."""
+    if key in required_secrets(stack):
+        return stack
+    for group in required_secret_groups(stack):
+        if key in group and len(group) > 1:
+            others = " or ".join(f"`{k}`" for k in group if k != key)
+            return f"{stack} (or {others})"
+        if key in group:
+            return stack
+    return None
+
+
 def secrets_table() -> str:
     rows = ["| key | required in | when absent |", "|---|---|---|"]
     for key in SECRET_KEYS:
-        needed = [s for s in STACKS if key in required_secrets(s)]
+        needed = [r for s in STACKS if (r := _requirement(key, s))]
         absent = SECRET_DOCS.get(key, "")
         if needed:
-            absent = f"refused in {', '.join(needed)}; elsewhere {absent}"
+            absent = f"refused where required; elsewhere {absent}"
         rows.append(f"| `{key}` | {', '.join(needed) or 'no stack'} | {absent} |")
     return "\n".join(rows)
+
+
+def first_deploy_table() -> str:
+    """Every secret a stack refuses to deploy without, per stack, with its command."""
+    rows = [
+        "| stack | secret | set it with | the pipeline injects it from |",
+        "|---|---|---|---|",
+    ]
+    for stack in STACKS:
+        for key in required_secrets(stack):
+            rows.append(
+                f"| {stack} | `{key}` | `{_set_command(key, stack)}` | {_store(stack, (key,))} |"
+            )
+        for group in required_secret_groups(stack):
+            keys = " or ".join(f"`{k}`" for k in group)
+            what = f"one of {keys}" if len(group) > 1 else keys
+            rows.append(
+                f"| {stack} | {what} | `{_set_command(group[0], stack)}` | {_store(stack, group)} |"
+            )
+    return "\n".join(rows)
+
+
+def _store(stack: str, keys: Sequence[str]) -> str:
+    # The pipeline's secret store (scripts/stack_secrets.py, docs/pipeline.md "Secrets").
+    return " or ".join(f"`luna/{stack}/{k}`" for k in keys)
+
+
+def _set_command(key: str, stack: str) -> str:
+    # A PEM file goes in on stdin: a multi-line value, and never in the shell's history.
+    source = {"tlsCert": " < fullchain.pem", "tlsKey": " < privkey.pem"}.get(key, "")
+    return f"pulumi config set --secret luna:{key} --stack {stack}{source}"
 
 
 def overrides_table(root: Path = REPO) -> str:
@@ -180,6 +235,70 @@ def overrides_table(root: Path = REPO) -> str:
         default = _code(declared[key].get("default", "")) if key in declared else "(none)"
         rows.append(f"| `{key}` | {default} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+_PURPOSE = {
+    "dev": ("a developer's laptop", "`./scripts/deploy-dev`", "passphrase"),
+    "staging": ("integration, QA, pre-production", "pipeline, push to `develop`", "KMS / Vault"),
+    "prod": (
+        "live users",
+        "pipeline, push to `main`, after staging, with approval",
+        "KMS / Vault (separate key)",
+    ),
+}
+
+
+def environments_table() -> str:
+    """The stacks side by side, every figure read from Pulumi.yaml and the stack files."""
+    from infra.render import load_stack_config
+
+    cfg = {s: load_stack_config(s, placeholders=False)[0] for s in STACKS}
+
+    def v(stack: str, key: str) -> str:
+        return cfg[stack].get(f"{NAMESPACE}:{key}", "")
+
+    def on(stack: str, key: str, text: str) -> str:
+        return text if v(stack, key) == "true" else "off (switchable)"
+
+    def replicas(stack: str) -> str:
+        ceiling = f" (HPA up to {v(stack, 'appMaxReplicas')} on Kubernetes)"
+        return v(stack, "appReplicas") + (ceiling if v(stack, "appReplicas") != "1" else "")
+
+    def backups(stack: str) -> str:
+        if v(stack, "backups") != "true" or v(stack, "database") != "postgres":
+            return "none"
+        return (
+            f"WAL continuously; a base backup every {v(stack, 'backupIntervalHours')} h; "
+            f"kept {v(stack, 'backupRetentionDays')} days"
+        )
+
+    rows: dict[str, Callable[[str], str]] = {
+        "purpose": lambda s: _PURPOSE[s][0],
+        "platform": lambda s: v(s, "platform"),
+        "URL": lambda s: v(s, "appUrl"),
+        "app replicas": replicas,
+        "database": lambda s: "SQLite on a volume" if v(s, "database") == "sqlite"
+        else f"PostgreSQL, {v(s, 'postgresMemoryMb')} MiB",
+        "backups": backups,
+        "Redis": lambda s: on(s, "cache", f"{v(s, 'redisMaxMemoryMb')} MiB"),
+        "nginx TLS edge": lambda s: f"ports {v(s, 'httpPort')}/{v(s, 'httpsPort')}"
+        if v(s, "proxy") == "true" else "off (the app answers on localhost:3000)",
+        "Prometheus + Grafana": lambda s: on(
+            s, "monitoring", f"{v(s, 'prometheusRetentionDays')} days of metrics"
+        ),
+        "Elasticsearch + Logstash + Kibana": lambda s: on(
+            s, "logging", f"{v(s, 'logRetentionDays')} days of logs, "
+            f"{v(s, 'auditRetentionDays')} days of audit"
+        ),
+        "data protection": lambda s: "`protect` + `retain_on_delete` on data"
+        if v(s, "protectData") == "true" else "none",
+        "secrets provider": lambda s: _PURPOSE[s][2],
+        "deployed by": lambda s: _PURPOSE[s][1],
+    }  # fmt: skip
+    lines = ["| | " + " | ".join(STACKS) + " |", "|---|" + "---|" * len(STACKS)]
+    for label, cell in rows.items():
+        lines.append(f"| {label} | " + " | ".join(_cell(cell(s)) for s in STACKS) + " |")
+    return "\n".join(lines)
 
 
 def _default_render(stack: str, platform: str) -> Rendered:
@@ -229,14 +348,24 @@ def diagram(platform: str, render_fn: RenderFn | None = None) -> str:
     return f"```mermaid\n{mermaid(rendered, platform, DIAGRAM_STACK)}\n```"
 
 
+def overview_diagram(render_fn: RenderFn | None = None) -> str:
+    from infra.diagrams import overview
+
+    rendered = (render_fn or _default_render)(DIAGRAM_STACK, "docker")
+    return f"```mermaid\n{overview(rendered, DIAGRAM_STACK)}\n```"
+
+
 def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, str]:
     """Every generated table and diagram, by block name."""
     return {
         "settings": settings_table(root),
         "secrets": secrets_table(),
+        "first-deploy-secrets": first_deploy_table(),
         "overrides": overrides_table(root),
+        "environments": environments_table(),
         "sizing": sizing_table(render_fn),
         **{f"diagram-{p}": diagram(p, render_fn) for p in PLATFORMS},
+        "diagram-overview": overview_diagram(render_fn),
     }
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 from infra.alerting import placeholder_secret
 
@@ -50,6 +50,7 @@ __all__ = [
     "MIN_PASSWORD",
     "app_url_problem",
     "ascii_host",
+    "https_url",
     "image_problem",
     "port_collision",
     "secret_problem",
@@ -227,3 +228,13 @@ def ascii_host(url: str) -> str:
     what nginx's ``server_name``, SNI and certificates carry."""
     host = urlsplit(url).hostname or ""
     return host.encode("idna").decode("ascii").lower()
+
+
+def https_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return (
+        parsed.scheme == "https"
+        and bool(parsed.hostname)
+        and not any(c.isspace() for c in value)
+        and "@" not in parsed.netloc
+    )

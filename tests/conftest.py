@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 
 import pytest
 
 from infra.render import Rendered, on_platform, render
 from tests.support.harness import Resources
+from tests.support.tools import REPO
+from tests.support.write_guard import WriteGuard
 
 STACKS = ("dev", "staging", "prod")
 # Every stack is tested on every platform listed here.
@@ -29,3 +31,41 @@ def stack_render(request: pytest.FixtureRequest) -> tuple[str, str, Rendered]:
 
 def resources_of(r: Rendered) -> Resources:
     return Resources(r.monitor.records)
+
+
+_GUARD: list[WriteGuard] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Before any fixture runs, so session fixtures' writes are seen too.
+    _GUARD.append(WriteGuard(REPO))
+
+
+@pytest.fixture(autouse=True)
+def _writes_stay_in_temporary_folders() -> Iterator[None]:
+    """Fail a test that leaves a file outside its temporary folders (support/write_guard.py)."""
+    yield
+    if _GUARD and (stray := _GUARD[0].new_entries()):
+        pytest.fail(
+            "the test created files outside its temporary folders (use tmp_path): "
+            + ", ".join(stray),
+            pytrace=False,
+        )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Every rehearsal test on one worker: they share one stack (a module fixture).
+
+    xdist's loadgroup does nothing on pytest 9.2 (it rewrites item._nodeid, which
+    pytest no longer reads), so the scope is decided from the node id here: the
+    rehearsal's module is one scope, every other test its own, as with ``load``.
+    """
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class RehearsalTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/rehearsal/test_rehearsal.py::"):
+                return "tests/rehearsal/test_rehearsal.py"
+            return nodeid
+
+    return RehearsalTogether(config, log)

@@ -244,6 +244,7 @@ BENIGN = [
 
 def _run(case: Case, out: Path) -> tuple[Case, int, str]:
     flag = "--secret" if case.secret else "--config"
+    # A value that slips through renders into the test's own folder, never the filesystem's.
     argv = [sys.executable, "-m", "infra.render", "--stack", case.stack, "--out", str(out)]
     for key, value in case.extra:
         argv += ["--config", f"{key}={value}"]

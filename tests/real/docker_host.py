@@ -16,7 +16,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,12 +95,15 @@ def fastest_storage(root: Path) -> str:
     return "overlay2" if mounted else "vfs"
 
 
-def docker_host(root: Path, *, bridge: bool = False, storage: str = "vfs") -> Iterator[DockerHost]:
+def docker_host(
+    root: Path, *, bridge: bool = False, storage: str = "vfs", extra: Sequence[str] = ()
+) -> Iterator[DockerHost]:
     """Start dockerd under ``root``, import the image, stop it afterwards.
 
     ``bridge``: give the daemon a default bridge network (on a device of its
     own, removed afterwards), as a real host has; needed by BuildKit builds.
     ``storage``: the storage driver (see :func:`fastest_storage`).
+    ``extra``: more dockerd options (the rehearsal's ``--dns``).
     """
     dockerd = need("dockerd")
     need("docker")
@@ -112,7 +115,7 @@ def docker_host(root: Path, *, bridge: bool = False, storage: str = "vfs") -> It
         [dockerd, f"--host=unix://{sock}", f"--data-root={root / 'data'}",
          f"--exec-root={root / 'exec'}", f"--pidfile={root / 'dockerd.pid'}",
          "--iptables=false", "--ip6tables=false", bridge_opt, f"--storage-driver={storage}",
-         f"--log-driver={DAEMON.default_driver}", *opts],
+         f"--log-driver={DAEMON.default_driver}", *opts, *extra],
         log=root / "dockerd.log",
     )  # fmt: skip
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}

@@ -33,10 +33,12 @@ class LocalS3:
     tls_port: int
     ca: Path
     """The CA certificate the archivers trust."""
+    host: str = "localhost"
+    """The name the TLS certificate is issued for."""
 
     @property
     def tls_endpoint(self) -> str:
-        return f"localhost:{self.tls_port}"
+        return f"{self.host}:{self.tls_port}"
 
     def client(self) -> Any:
         import boto3  # type: ignore[import-untyped]  # the test's own client
@@ -52,12 +54,23 @@ class LocalS3:
 
 
 @contextlib.contextmanager
-def local_s3(root: Path, *, buckets: tuple[str, ...]) -> Iterator[LocalS3]:
-    """moto and stunnel under ``root`` (logs there), with ``buckets`` created."""
+def local_s3(
+    root: Path,
+    *,
+    buckets: tuple[str, ...],
+    host: str = "localhost",
+    accept: str = "127.0.0.1",
+    tls_port: int | None = None,
+) -> Iterator[LocalS3]:
+    """moto and stunnel under ``root`` (logs there), with ``buckets`` created.
+
+    ``host``: the name the certificate is issued for; ``accept``: the address
+    stunnel listens on (the rehearsal's containers reach a host-side address).
+    """
     certs = root / "s3-tls"
     certs.mkdir()
-    pair = make_ca_signed_pair(certs, common_name="localhost", alt_names="DNS:localhost")
-    moto_port, tls_port = free_port(), free_port()
+    pair = make_ca_signed_pair(certs, common_name=host, alt_names=f"DNS:{host}")
+    moto_port, tls_port = free_port(), tls_port or free_port()
     daemons: list[Daemon] = []
     try:
         moto = Daemon([need("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
@@ -66,13 +79,13 @@ def local_s3(root: Path, *, buckets: tuple[str, ...]) -> Iterator[LocalS3]:
         wait_for_port(moto_port, proc=moto.proc, what="moto", log=moto.log, timeout=30)
         tunnel_conf = root / "stunnel.conf"
         tunnel_conf.write_text(
-            f"foreground = yes\npid =\n[s3]\naccept = 127.0.0.1:{tls_port}\n"
+            f"foreground = yes\npid =\n[s3]\naccept = {accept}:{tls_port}\n"
             f"connect = 127.0.0.1:{moto_port}\ncert = {pair.cert}\nkey = {pair.key}\n"
         )
         tunnel = Daemon([need("stunnel4"), str(tunnel_conf)], log=root / "stunnel.log")
         daemons.append(tunnel)
-        wait_for_port(tls_port, proc=tunnel.proc, what="stunnel", log=tunnel.log)
-        s3 = LocalS3(plain=f"http://127.0.0.1:{moto_port}", tls_port=tls_port, ca=pair.ca)
+        wait_for_port(tls_port, proc=tunnel.proc, what="stunnel", log=tunnel.log, host=accept)
+        s3 = LocalS3(f"http://127.0.0.1:{moto_port}", tls_port, pair.ca, host)
         for bucket in buckets:
             s3.client().create_bucket(Bucket=bucket)
         yield s3

@@ -117,8 +117,9 @@ def wait_for_port(
     what: str,
     log: Path | None = None,
     timeout: float = 10.0,
+    host: str = "127.0.0.1",
 ) -> None:
-    """Poll until 127.0.0.1:port accepts, failing early if ``proc`` dies."""
+    """Poll until host:port (loopback by default) accepts, failing early if ``proc`` dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -126,10 +127,10 @@ def wait_for_port(
             raise AssertionError(
                 f"{what} exited with {proc.returncode} before listening:\n{detail}"
             )
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
             return
         time.sleep(0.02)
-    raise AssertionError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+    raise AssertionError(f"{what} did not listen on {host}:{port} within {timeout}s")
 
 
 class Daemon:

@@ -49,7 +49,13 @@ from components.demo_app import DEMO_APP_DIR, demo_image_ref
 from infra.mocks import unwrap
 from tests.real.dns import replica_dns
 from tests.real.docker_host import DockerHost, docker_host, fastest_storage
-from tests.real.node_base import base_rootfs, import_base, node_version
+from tests.real.node_base import (
+    base_rootfs,
+    buildkit_client,
+    docker_build,
+    import_base,
+    node_version,
+)
 from tests.real.support import (
     Daemon,
     RenderedStack,
@@ -89,13 +95,6 @@ class Built:
     """`docker image inspect` of the stand-in base."""
 
 
-def _buildkit_client() -> str:
-    """Debian's docker.io CLI (20.10), which drives BuildKit through the daemon's
-    /session endpoint itself, as pulumi-docker's Go client does. CLIs from 23 on
-    hand BuildKit builds to the buildx plugin, which bookworm does not package."""
-    return shutil.which("docker", path="/usr/bin") or need("docker")
-
-
 def _one(dev: RenderedStack, kind: str, name: str) -> dict[str, Any]:
     found: list[dict[str, Any]] = [
         unwrap(r.inputs)
@@ -121,15 +120,10 @@ def _build(host: DockerHost, inputs: dict[str, Any]) -> subprocess.CompletedProc
     """`docker build` with the Image resource's inputs, as pulumi-docker passes them."""
     build = inputs["build"]
     assert set(build) <= BUILD_INPUTS, f"the test does not model {set(build) - BUILD_INPUTS}"
-    builder = build.get("builderVersion", "BuilderBuildKit")
-    argv = [_buildkit_client(), "build", "--tag", inputs["imageName"]]
-    argv += ["--file", build["dockerfile"]]
-    argv += [f"--build-arg={k}={v}" for k, v in (build.get("args") or {}).items()]
-    argv += [f"--{key}={build[key]}" for key in ("target", "network") if build.get(key)]
-    env = {**host.env, "DOCKER_BUILDKIT": "1" if builder == "BuilderBuildKit" else "0"}
-    return subprocess.run(
-        [*argv, build["context"]], env=env, capture_output=True, text=True, timeout=600,
-        check=False,
+    return docker_build(
+        host.env, build["context"], inputs["imageName"], dockerfile=build["dockerfile"],
+        args=build.get("args"), target=build.get("target"), network=build.get("network"),
+        buildkit=build.get("builderVersion", "BuilderBuildKit") == "BuilderBuildKit",
     )  # fmt: skip
 
 
@@ -138,7 +132,7 @@ def built(host: DockerHost, dev: RenderedStack) -> Built:
     inputs = _one(dev, "docker:index/image:Image", r"luna-demo-app-build")
     base = base_rootfs(node_version(Path(inputs["build"]["dockerfile"])))
     timings = dict(base.timings) or {"base rootfs (cached)": 0.0}
-    timings["docker import"] = import_base([_buildkit_client()], host.env, base)
+    timings["docker import"] = import_base([buildkit_client()], host.env, base)
     start = time.monotonic()
     # The render's context is relative to this process's working directory, as the
     # program's is to `pulumi up`'s; the build runs from the same directory.

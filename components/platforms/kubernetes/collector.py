@@ -179,6 +179,7 @@ def deploy_collector(
         },
         opts=after,
     )
+    platform.name_workload(spec.name, f"daemonset/{LOG_COLLECTOR}")
 
 
 def _in(meta: dict[str, object], namespace: str) -> dict[str, object]:

@@ -1,0 +1,337 @@
+"""The rehearsal's applier: a render's resources, created on a real Docker daemon
+as the Docker provider creates them, in the order the engine model plans.
+
+The Pulumi engine cannot run here (../shared/FACTS.md), so its steps come from
+:func:`tests.engine.model.plan` and each step is carried out with the Docker CLI
+the way kreuzwerker/terraform-provider-docker v4.5.0 (bridged by pulumi-docker
+5.x) carries it out through the API, internal/provider/:
+
+- ``resourceDockerNetworkCreate`` (resource_docker_network_funcs.go): one
+  ``NetworkCreate`` with driver, ``internal`` and labels; delete is
+  ``NetworkRemove``.
+- ``resourceDockerVolumeCreate`` (resource_docker_volume.go): ``VolumeCreate``
+  with name and labels; delete ``VolumeRemove``.
+- ``resourceDockerContainerCreate`` (resource_docker_container_funcs.go):
+  ``ContainerCreate`` with the config and host config (env, user, labels,
+  healthcheck, mounts, tmpfs, capabilities, security options, read-only root,
+  restart policy, memory/swap, cpus, init, log driver and options, port
+  bindings), then ``NetworkConnect`` for each ``networks_advanced`` entry with its
+  aliases, then one ``CopyToContainer`` per ``upload`` (a tar of the file at
+  mode 0644, into ``/``) *before* ``ContainerStart``; then, with ``wait``, it
+  polls the container's health until ``healthy`` or ``wait_timeout``, and
+  ``resourceDockerContainerRead`` requires it running when ``must_run``.
+- ``resourceDockerContainerUpdate``: one ``ContainerUpdate`` (restart policy,
+  memory, swap, cpu shares and set); every other change is a replacement.
+- ``resourceDockerContainerDelete``: ``ContainerStop`` with
+  ``destroy_grace_seconds``, then a forced ``ContainerRemove``.
+- pulumi-command's ``local.Command`` (provider/pkg/provider/local): the
+  ``create`` script run by the ``interpreter`` on the machine running the
+  engine, with ``environment``; a non-zero exit fails the resource.
+
+Rehearsal substitutions, each reported in :attr:`Applied.notes`:
+- ports published on ``0.0.0.0`` are published on ``127.0.0.1`` (nothing here may
+  serve beyond loopback);
+- resources of the services with no Debian program (Grafana, Elasticsearch,
+  Logstash, Kibana) are skipped, and so is anything that needs them;
+- the GELF log driver needs Logstash, which is left out: such containers log
+  with ``json-file`` instead;
+- a job's ``DOCKER_HOST`` is the private daemon's socket.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.engine.model import Plan, Resource, plan
+from tests.real.docker_host import DockerHost
+from tests.rehearsal.engine_api import EngineApi, create_body
+
+__all__ = ["LEFT_OUT", "Applied", "Applier", "StepError", "left_out_reason"]
+
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+BUILD = "docker:index/image:Image"
+COMMAND = "command:local:Command"
+LEFT_OUT = frozenset({"grafana", "elasticsearch", "es", "logstash", "kibana"})
+"""Services whose program Debian does not ship (no stand-in image): their resources
+are skipped. Matched against the words of the resource's name (``luna-logging-es-data``)."""
+
+
+class StepError(Exception):
+    """A step the provider would fail (the engine then stops: cancelDueToError)."""
+
+
+@dataclass
+class Applied:
+    """What exists on the daemon: the provider's state, by URN."""
+
+    ids: dict[str, str] = field(default_factory=dict)
+    """Container, network and volume IDs (a job's: its exit status)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """URN -> physical name."""
+    resources: dict[str, Resource] = field(default_factory=dict)
+    """The inputs each resource was last applied with (the engine's state)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    substituted: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Inputs the rehearsal replaced (GELF logging), by URN."""
+    notes: list[str] = field(default_factory=list)
+    steps: list[tuple[str, str, float]] = field(default_factory=list)
+    """``(op, name, seconds)`` of every step executed, in order."""
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def container(self, service: str) -> str:
+        """The physical name of ``service``'s (first) container."""
+        for urn, r in self.resources.items():
+            if r.type == CONTAINER and _labels(r).get("com.luna.service") == service:
+                return self.names[urn]
+        raise KeyError(f"no container of service {service!r} was applied")
+
+    def containers(self) -> dict[str, str]:
+        """Physical container name -> service."""
+        return {
+            self.names[u]: _labels(r).get("com.luna.service", "?")
+            for u, r in self.resources.items()
+            if r.type == CONTAINER
+        }
+
+
+def _labels(r: Resource) -> dict[str, str]:
+    return {x["label"]: x["value"] for x in r.inputs.get("labels") or []}
+
+
+def left_out_reason(r: Resource, left_out_images: Iterable[str]) -> str | None:
+    """Why ``r`` is skipped, or None: it belongs to a left-out service or image."""
+    image_refs = set(left_out_images)
+    if r.type == REMOTE_IMAGE and r.inputs.get("name") in image_refs:
+        return f"image {r.inputs.get('name')} has no Debian stand-in"
+    if LEFT_OUT & set(r.name.lower().split("-")):
+        return "its service has no Debian stand-in (Grafana, Elasticsearch, Logstash, Kibana)"
+    return None
+
+
+class Applier:
+    """Carries out a plan's steps on ``host``; keeps the resulting state in :attr:`state`."""
+
+    def __init__(
+        self, host: DockerHost, *, left_out_images: Iterable[str] = (), health_timeout: int = 300
+    ) -> None:
+        self.host = host
+        self.left_out_images = tuple(left_out_images)
+        self.health_timeout = health_timeout
+        self.state = Applied()
+        self.api = EngineApi(host.socket)
+        self._image_refs: dict[str, str] = {}
+        self._old: dict[str, tuple[str, Resource]] = {}
+
+    # -- plans -------------------------------------------------------------
+    def up(self, program: Mapping[str, Resource], *, failing: Iterable[str] = ()) -> Plan:
+        """``pulumi up`` of ``program`` from the current state, executed in the engine's order."""
+        program = self._keep(program)
+        for r in program.values():
+            if r.type == REMOTE_IMAGE:
+                self._image_refs[str(r.outputs.get("imageId"))] = str(r.inputs["name"])
+        result = plan(self.state.resources, program, failing=failing)
+        if result.errors:
+            raise StepError("; ".join(result.errors))
+        for event, urn in result.events:
+            if event == "fail":
+                raise StepError(f"{urn}: failed (requested)")
+            before, after = self.state.resources.get(urn), program.get(urn)
+            step = result.steps[urn]
+            start = time.monotonic()
+            if event == "delete":
+                assert before is not None or urn in self._old
+                self._delete(urn, before or self._old[urn][1])
+            elif event == "update":
+                assert after is not None
+                self._update(urn, after)
+            else:
+                assert after is not None
+                self._create(urn, after, replacing=step.op == "replace")
+            self.state.steps.append((event, urn.split("::")[-1], time.monotonic() - start))
+        return result
+
+    def _keep(self, program: Mapping[str, Resource]) -> dict[str, Resource]:
+        kept: dict[str, Resource] = {}
+        for urn, r in program.items():
+            reason = left_out_reason(r, self.left_out_images)
+            if reason is None and any(d in self.state.skipped for d in r.dependencies):
+                reason = "it depends on a skipped resource"
+            if reason is None and r.type == CONTAINER and r.inputs.get("logDriver") == "gelf":
+                self.state.note(
+                    f"{r.inputs.get('name')}: GELF logging needs Logstash (left out); "
+                    "json-file instead"
+                )
+            if reason:
+                self.state.skipped[urn] = reason
+            else:
+                kept[urn] = r
+        return kept
+
+    # -- steps -------------------------------------------------------------
+    def _create(self, urn: str, r: Resource, *, replacing: bool) -> None:
+        if replacing and urn in self.state.ids:
+            # Create-before-delete: the old copy stays until the delete at the end.
+            self._old[urn] = (self.state.ids.pop(urn), self.state.resources[urn])
+        if r.type == NETWORK:
+            self._network(urn, r)
+        elif r.type == VOLUME:
+            name = str(r.inputs["name"])
+            args = ["volume", "create", *_label_args(r.inputs.get("labels")), name]
+            self.state.ids[urn] = self.host.docker(*args).stdout.strip()
+            self.state.names[urn] = name
+        elif r.type == CONTAINER:
+            self._container(urn, r)
+        elif r.type == COMMAND:
+            self._command(urn, r)
+        elif r.type == REMOTE_IMAGE:
+            ref = str(r.inputs["name"])
+            # The provider pulls (resourceDockerImageCreate); no registry here, so the
+            # image must have been imported or built into the daemon beforehand.
+            found = self.host.docker("image", "inspect", "-f", "{{.Id}}", ref, check=False)
+            if found.returncode != 0:
+                raise StepError(f"image {ref} is not on the daemon (no registry to pull from)")
+            self.state.ids[urn] = found.stdout.strip()
+        elif r.type == BUILD:
+            ctx = str((r.inputs.get("build") or {}).get("context"))
+            self.host.docker("build", "-q", "-t", str(r.inputs["imageName"]), ctx)
+        self.state.resources[urn] = r
+
+    def _network(self, urn: str, r: Resource) -> None:
+        name = str(r.inputs["name"])
+        args = ["network", "create", "--driver", str(r.inputs.get("driver") or "bridge")]
+        if r.inputs.get("internal"):
+            args.append("--internal")
+        args += _label_args(r.inputs.get("labels"))
+        self.state.ids[urn] = self.host.docker(*args, name).stdout.strip()
+        self.state.names[urn] = name
+
+    def _container(self, urn: str, r: Resource) -> None:
+        i = dict(r.inputs)
+        name = str(i["name"])
+        if i.get("logDriver") == "gelf":
+            i["logDriver"], i["logOpts"] = "json-file", {"max-size": "10m", "max-file": "3"}
+            self.state.substituted[urn] = frozenset({"logDriver", "logOpts"})
+        image = self._image_refs.get(str(i["image"]), str(i["image"]))
+        body = create_body(i, image, publish_ip=lambda ip: self._publish_ip(name, ip))
+        try:
+            cid = self.api.create(name, body)
+            self.state.ids[urn], self.state.names[urn] = cid, name
+            # Created on the default network; the provider leaves it for networks_advanced.
+            self.api.disconnect("bridge", cid)
+            for net in i.get("networksAdvanced") or []:
+                self.api.connect(str(net["name"]), cid, [str(a) for a in net.get("aliases") or []])
+            for upload in i.get("uploads") or []:
+                self.api.copy_to(cid, _tar(upload))
+            self.api.start(cid)
+        except RuntimeError as error:
+            raise StepError(f"{name}: {error}") from None
+        if i.get("wait"):
+            self._wait_healthy(name, int(i.get("waitTimeout") or 60))
+        elif i.get("mustRun"):
+            time.sleep(0.5)
+            if self._inspect(cid, "{{.State.Running}}") != "true":
+                raise StepError(f"{name}: container failed to be in running state")
+
+    def _publish_ip(self, name: str, ip: str) -> str:
+        if ip in ("0.0.0.0", "::"):  # noqa: S104 - rewritten, never bound
+            self.state.note(f"{name}: ports published on 127.0.0.1, not {ip}")
+            return "127.0.0.1"
+        return ip
+
+    def _inspect(self, ref: str, fmt: str) -> str:
+        return self.host.docker("inspect", "-f", fmt, ref, check=False).stdout.strip()
+
+    def _wait_healthy(self, name: str, timeout: int) -> None:
+        """v4.5.0 ``wait``: poll health until healthy; a timeout fails the create, and
+        the container stays (the engine records a partial create)."""
+        deadline = time.monotonic() + min(timeout, self.health_timeout)
+        status = ""
+        while time.monotonic() < deadline:
+            status = self._inspect(name, "{{.State.Health.Status}} {{.State.Status}}")
+            if status.startswith("healthy"):
+                return
+            if "exited" in status or "dead" in status:
+                break
+            time.sleep(0.5)
+        logs = self.host.docker("logs", "--tail", "15", name, check=False)
+        tail = (logs.stdout + logs.stderr)[-1500:]
+        raise StepError(f"{name}: not healthy ({status or 'gone'}) after {timeout}s:\n{tail}")
+
+    def _command(self, urn: str, r: Resource) -> None:
+        env = {k: str(v) for k, v in (r.inputs.get("environment") or {}).items()}
+        if "DOCKER_HOST" in env:
+            env["DOCKER_HOST"] = self.host.env["DOCKER_HOST"]
+            self.state.note(f"{r.name}: DOCKER_HOST is the rehearsal daemon's socket")
+        interpreter = [str(x) for x in r.inputs.get("interpreter") or ["/bin/sh", "-c"]]
+        proc = subprocess.run(
+            [*interpreter, str(r.inputs.get("create") or "true")],
+            env={**self.host.env, **env}, capture_output=True, text=True, timeout=1800,
+            check=False,
+        )  # fmt: skip
+        self.state.ids[urn] = str(proc.returncode)
+        if proc.returncode != 0:
+            raise StepError(
+                f"{r.name}: exit status {proc.returncode}\n{(proc.stdout + proc.stderr)[-1500:]}"
+            )
+
+    def _update(self, urn: str, r: Resource) -> None:
+        if r.type == CONTAINER:
+            i = r.inputs
+            args = ["update", "--restart", str(i.get("restart") or "no")]
+            if i.get("memory"):
+                args += ["--memory", f"{i['memory']}m"]
+            if i.get("memorySwap"):
+                args += ["--memory-swap", f"{i['memorySwap']}m"]
+            self.host.docker(*args, self.state.ids[urn])
+        elif r.type == COMMAND:
+            self._command(urn, r)
+        self.state.resources[urn] = r
+
+    def _delete(self, urn: str, r: Resource) -> None:
+        ref: str | None
+        if urn in self._old:  # the old copy of a create-before-delete replacement
+            ref, r = self._old.pop(urn)
+        else:
+            ref = self.state.ids.pop(urn, None)
+            self.state.resources.pop(urn, None)
+            self.state.names.pop(urn, None)
+        if ref is None:
+            return
+        if r.type == CONTAINER:
+            grace = str(r.inputs.get("destroyGraceSeconds") or 0)
+            self.host.docker("stop", "-t", grace, ref, check=False)
+            self.host.docker("rm", "-f", ref)
+        elif r.type == NETWORK:
+            self.host.docker("network", "rm", ref)
+        elif r.type == VOLUME:
+            self.host.docker("volume", "rm", ref)
+
+    def describe(self) -> str:
+        return "\n".join(f"{op:7} {name} ({secs:.1f}s)" for op, name, secs in self.state.steps)
+
+
+def _label_args(labels: Any, *, flag: str = "--label") -> list[str]:
+    return [f"{flag}={x['label']}={x['value']}" for x in labels or []]
+
+
+def _tar(upload: Mapping[str, Any]) -> bytes:
+    """resourceDockerContainerCreate's upload tar: one file, mode 0644 (0744 if executable)."""
+    content = str(upload.get("content") or "").encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as archive:
+        info = tarfile.TarInfo(str(upload["file"]).lstrip("/"))
+        info.size, info.mode = len(content), 0o744 if upload.get("executable") else 0o644
+        archive.addfile(info, io.BytesIO(content))
+    return buf.getvalue()

@@ -1,0 +1,139 @@
+"""f. Deploy under load: an app image bump, a bad image, ``up`` again, a rollback.
+
+Client threads send requests through the edge (TLS, the stack's name) without
+pause while the applier carries out the engine model's steps for each change:
+
+1. ``appImage`` bumped to a new tag: every replica replaced create-before-delete;
+2. ``appImage`` set to an image whose server never starts (its health check never
+   passes): the create fails on ``wait`` and the engine stops; the old replicas
+   must keep serving;
+3. ``up`` again with the same bad image;
+4. rollback: ``appImage`` back to the bumped, good tag.
+
+Every request must succeed: 0 failures out of at least :data:`MIN_REQUESTS`.
+The new tags are made on the private daemon from the stack's app image
+(``docker tag``; the bad one is a ``docker commit`` whose server file is empty).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+
+from tests.engine.scenarios import APP_IMAGE_NEXT
+from tests.rehearsal.applier import StepError
+from tests.rehearsal.outcome import Outcome
+from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
+from tests.rehearsal.session import Rehearsal
+from tests.rehearsal.stack import render_for
+
+__all__ = ["MIN_REQUESTS", "Load", "run"]
+
+MIN_REQUESTS = 2000
+BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.2.0-bad"
+
+
+class Load:
+    """Threads sending GETs of the health path through the edge, keep-alive."""
+
+    def __init__(self, r: Rehearsal, *, threads: int = 4, path: str = "/api/health") -> None:
+        self.r, self.path = r, path
+        self.ok = 0
+        self.failures: Counter[str] = Counter()
+        self.longest_stall = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    @property
+    def total(self) -> int:
+        return self.ok + sum(self.failures.values())
+
+    def _run(self) -> None:
+        conn: EdgeConnection | None = None
+        while not self._stop.is_set():
+            conn = conn or edge_conn(self.r)
+            start = time.monotonic()
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                response.read()
+                error = "" if response.status == 200 else f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                error = type(exc).__name__
+                conn.close()
+                conn = None
+            with self._lock:
+                self.longest_stall = max(self.longest_stall, time.monotonic() - start)
+                if error:
+                    self.failures[error] += 1
+                else:
+                    self.ok += 1
+
+
+def _tag_images(r: Rehearsal, current: str) -> None:
+    r.docker("tag", current, APP_IMAGE_NEXT)
+    cid = r.docker("create", current).strip()
+    try:
+        workdir = r.docker("inspect", "-f", "{{.Config.WorkingDir}}", current).strip() or "/app"
+        empty = r.root / "empty.js"
+        empty.write_text("// a release whose server never starts\nprocess.exit(1);\n")
+        r.docker("cp", str(empty), f"{cid}:{workdir}/server.js")
+        r.docker("commit", cid, BAD_IMAGE)
+    finally:
+        r.docker("rm", "-f", cid, check=False)
+
+
+def _render(r: Rehearsal, image: str) -> dict[str, object]:
+    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
+                       overrides=(("appImage", image),))  # fmt: skip
+    return again.resources  # type: ignore[return-value]
+
+
+def run(r: Rehearsal) -> Outcome:
+    current = str(r.render.output("app_image") or "")
+    _tag_images(r, current)
+    phases: list[str] = []
+    with Load(r) as load:
+        time.sleep(3)
+        for label, image, must_fail in (("bump", APP_IMAGE_NEXT, False),
+                                        ("bad image", BAD_IMAGE, True),
+                                        ("up again", BAD_IMAGE, True),
+                                        ("rollback", APP_IMAGE_NEXT, False)):  # fmt: skip
+            before = load.total, sum(load.failures.values())
+            start = time.monotonic()
+            try:
+                r.applier.up(_render(r, image))  # type: ignore[arg-type]
+                result = "applied"
+            except StepError as error:
+                result = f"failed: {str(error).splitlines()[0][:160]}"
+            if (result == "applied") == must_fail:
+                phases.append(f"{label}: unexpectedly {result}")
+            failed = sum(load.failures.values()) - before[1]
+            phases.append(f"{label} ({time.monotonic() - start:.0f} s): {result}; "
+                          f"{load.total - before[0]} requests, {failed} failed")  # fmt: skip
+            time.sleep(2)
+        while load.total < MIN_REQUESTS:
+            time.sleep(0.5)
+    failures = sum(load.failures.values())
+    ok = (
+        failures == 0
+        and load.total >= MIN_REQUESTS
+        and not any("unexpectedly" in p for p in phases)
+    )
+    figure = (f"{load.total} requests, {failures} failed, longest stall "
+              f"{load.longest_stall:.1f} s")  # fmt: skip
+    detail = "\n".join([*phases, f"failures: {dict(load.failures)}"])
+    return Outcome("deploy", ok, figure, detail)

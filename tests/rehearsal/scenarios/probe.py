@@ -1,0 +1,77 @@
+"""Reading the running stack from the host: container addresses, HTTP, SQL, logs.
+
+The host has an address on every network's bridge, so it reaches any container
+directly at its network address (no port is published for it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from components.configs import postgres as pg
+from tests.rehearsal.session import Rehearsal
+
+__all__ = ["address", "get", "get_json", "poll", "psql"]
+
+T = TypeVar("T")
+
+
+def address(r: Rehearsal, service: str) -> str:
+    name = r.container(service)
+    nets = json.loads(r.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", name))
+    for net in nets.values():
+        if net.get("IPAddress"):
+            return str(net["IPAddress"])
+    raise AssertionError(f"{name} has no network address")
+
+
+def get(url: str, *, timeout: float = 10) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http to a container
+        return str(response.read().decode(errors="replace"))
+
+
+def get_json(url: str) -> Any:
+    return json.loads(get(url))
+
+
+def poll(what: str, fn: Callable[[], T | None], *, timeout: float, every: float = 2.0) -> T:
+    """``fn()`` until it returns something truthy; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as error:
+            last = error
+        time.sleep(every)
+    raise AssertionError(
+        f"{what}: not within {timeout:.0f} s" + (f" (last: {last})" if last else "")
+    )
+
+
+def psql(r: Rehearsal, sql: str, *, check: bool = True) -> str:
+    """SQL as the ``postgres`` superuser over the server's own socket (docker exec)."""
+    db = r.container("database")
+    proc = r.host.docker("exec", db, "psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
+                         "-h", "/var/run/postgresql", "-U", "postgres", "-d", pg.DATABASE,
+                         "-c", sql, check=check)  # fmt: skip
+    return proc.stdout.strip()
+
+
+def wait_healthy(r: Rehearsal, name: str, *, timeout: float = 180) -> None:
+    """Until the container's health check says ``healthy``."""
+
+    def healthy() -> bool:
+        fmt = "{{.State.Health.Status}}"
+        return r.docker("inspect", "-f", fmt, name, check=False).strip() == "healthy"
+
+    poll(f"{name} healthy", healthy, timeout=timeout)
+
+
+__all__ += ["wait_healthy"]

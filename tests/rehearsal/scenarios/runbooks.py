@@ -1,0 +1,153 @@
+"""d. The runbooks, verbatim: their Docker commands run against the stack.
+
+The commands are read from docs/runbooks/*.md at run time, never copied here.
+Only placeholders are substituted (``<stack>``, ``<db>`` and a container name
+written as ``luna-<stack>-database-<digest>``, the example target time, ``…``
+for a value the operator chooses), with container names taken from the applied
+stack. A ``pulumi config set`` + ``pulumi up`` becomes a render with that value
+and the applier's ``up`` (no Pulumi CLI here). Commands that need a terminal
+(``docker exec -it``) get one from ``script``.
+
+- backup-restore.md, "Point-in-time recovery on a Docker host": rows committed
+  before T and after it; the block runs; exactly the rows committed by T remain.
+- rotation.md, the database password: the steps in order; the role's password
+  is the new one, the ``up`` succeeds and the app serves through the edge.
+- rollback.md, the app: ``appImage`` back to the previous tag; the plan touches
+  the migration and the app only (what its ``pulumi preview`` line expects) and
+  the app serves the previous image.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.engine.scenarios import APP_IMAGE_NEXT
+from tests.rehearsal.applier import StepError
+from tests.rehearsal.outcome import Outcome
+from tests.rehearsal.scenarios.edge import edge_request
+from tests.rehearsal.scenarios.probe import psql, wait_healthy
+from tests.rehearsal.session import Rehearsal
+from tests.rehearsal.stack import render_for
+from tests.support.tools import REPO
+
+__all__ = ["docker_blocks", "run"]
+
+RUNBOOKS = Path(REPO) / "docs" / "runbooks"
+EXAMPLE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\+00")
+
+
+def docker_blocks(markdown: str, heading: str) -> list[str]:
+    """The ```sh/```bash blocks of the section whose heading contains ``heading``."""
+    section = re.split(r"^#+ ", markdown, flags=re.M)
+    body = next((s for s in section if s.split("\n", 1)[0].find(heading) >= 0), "")
+    return re.findall(r"```(?:sh|bash)\n(.*?)```", body, flags=re.S)
+
+
+def _bash(r: Rehearsal, script: str, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-o", "pipefail", "-c", script], env=r.host.env,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def _pitr(r: Rehearsal) -> tuple[bool, str]:
+    blocks = docker_blocks((RUNBOOKS / "backup-restore.md").read_text(),
+                           "Point-in-time recovery on a Docker host")  # fmt: skip
+    if not blocks:
+        return False, "backup-restore.md: no Docker PITR command block"
+    psql(r, "CREATE TABLE IF NOT EXISTS rehearsal_pitr (id int primary key, at timestamptz "
+            "DEFAULT clock_timestamp())")  # fmt: skip
+    psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(1, 100)")
+    time.sleep(2)
+    target = datetime.now(UTC)
+    time.sleep(2)
+    psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(101, 150)")
+    psql(r, "SELECT pg_switch_wal()")
+    db = r.container("database")
+    stamp = target.strftime("%Y-%m-%d %H:%M:%S") + "+00"
+    script = blocks[0].replace("<stack>", r.stack).replace("<db>", db)
+    script = EXAMPLE_TIME.sub(stamp, script)
+    proc = _bash(r, "set -e\n" + script)
+    apps = [n for n, s in r.applier.state.containers().items() if s == "app"]
+    r.docker("start", *apps, check=False)
+    for name in apps:
+        wait_healthy(r, name, timeout=180)
+    out = (proc.stdout + proc.stderr)[-1200:]
+    if proc.returncode != 0:
+        return False, f"PITR block exited {proc.returncode} at T={stamp}:\n{out}"
+    rows = psql(r, "SELECT count(*) FROM rehearsal_pitr", check=False)
+    ok = rows == "100"
+    return ok, f"PITR to {stamp}: {rows} rows (100 committed by T, 150 in all)"
+
+
+def _rotation(r: Rehearsal) -> tuple[bool, str]:
+    text = (RUNBOOKS / "rotation.md").read_text()
+    order = text[text.find("For the database, the safe order is:") :]
+    order = order[: order.find("\n\n", order.find("3."))]
+    codes = re.findall(r"`([^`]+)`", order)
+    exec_cmd = next((c for c in codes if c.startswith("docker exec")), None)
+    sql = next((c for c in codes if c.upper().startswith("ALTER ROLE")), None)
+    if not exec_cmd or not sql:
+        return False, f"rotation.md: no docker exec / ALTER ROLE step in {codes}"
+    new = secrets.token_hex(24)
+    db = r.container("database")
+    command = re.sub(r"luna-\w+-database-<digest>", db, exec_cmd)
+    statement = sql.replace("…", new)
+    proc = subprocess.run(["script", "-qec", f"{command} <<'SQL'\n{statement};\nSQL", "/dev/null"],
+                          env=r.host.env, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    out = (proc.stdout + proc.stderr).strip()[-600:]
+    if proc.returncode != 0 or "ERROR" in out or "FATAL" in out:
+        return False, f"step 2 `{command}` with `{sql}`: exit {proc.returncode}\n{out}"
+    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
+                       extra_secrets=(("dbPassword", new),))  # fmt: skip
+    try:
+        r.applier.up(again.resources)
+    except StepError as error:
+        return False, f"step 3 (pulumi up): {str(error)[:600]}"
+    status, _ = edge_request(r, "GET", "/api/health")
+    return status == 200, f"rotated; the app answers {status} through the edge"
+
+
+def _rollback(r: Rehearsal) -> tuple[bool, str]:
+    text = (RUNBOOKS / "rollback.md").read_text()
+    block = next(iter(docker_blocks(text, "The app")), "")
+    m = re.search(r"pulumi config set luna:appImage (\S+)", block)
+    if not m or "pulumi up" not in block:
+        return False, "rollback.md: no `pulumi config set luna:appImage` / `pulumi up` block"
+    previous = str(r.render.output("app_image"))  # the image the stack was first applied with
+    # The deploy being rolled back: the next tag (same content, a new image reference).
+    r.docker("tag", previous, APP_IMAGE_NEXT)
+    bumped = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
+                        overrides=(("appImage", APP_IMAGE_NEXT),))  # fmt: skip
+    r.applier.up(bumped.resources)
+    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
+                       overrides=(("appImage", previous),))  # fmt: skip
+    try:
+        result = r.applier.up(again.resources)
+    except StepError as error:
+        return False, f"rollback up: {str(error)[:600]}"
+    touched = {u.split("::")[-1] for u, s in result.changed().items()}
+    others = {t for t in touched if "app" not in t and "migrate" not in t}
+    status, _ = edge_request(r, "GET", "/api/health")
+    images = {r.docker("inspect", "-f", "{{.Config.Image}}", n).strip()
+              for n, s in r.applier.state.containers().items() if s == "app"}  # fmt: skip
+    ok = not others and status == 200
+    return ok, (f"rolled back to {previous}: changed {sorted(touched)}"
+                f"{'; also ' + str(sorted(others)) if others else ''}; app images {images}; "
+                f"edge {status}")  # fmt: skip
+
+
+def run(r: Rehearsal) -> Outcome:
+    results = {}
+    for name, step in (("PITR", _pitr), ("rotation", _rotation), ("rollback", _rollback)):
+        try:
+            results[name] = step(r)
+        except Exception as error:
+            results[name] = (False, f"{type(error).__name__}: {error}")
+    ok = all(v[0] for v in results.values())
+    figure = ", ".join(f"{k} {'ok' if v[0] else 'FAILED'}" for k, v in results.items())
+    return Outcome("runbooks", ok, figure, "\n".join(f"{k}: {v[1]}" for k, v in results.items()))

@@ -1,0 +1,124 @@
+"""One rehearsal: a private daemon, the world beside it, the images, the render, the applier.
+
+Everything started here is stopped by the context manager, whatever happens
+inside it (a failed scenario, an exception, SIGINT/SIGTERM turned into
+KeyboardInterrupt by the command): containers, networks, the daemon, the
+object store, the DNS and the hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.real.docker_host import DockerHost, docker_host, fastest_storage
+from tests.rehearsal.applier import Applier
+from tests.rehearsal.stack import Render, render_for
+from tests.rehearsal.world import World, side_address, trust_ca, world
+
+__all__ = ["CACHE", "DaemonError", "Rehearsal", "rehearsal"]
+
+CACHE = Path.home() / ".cache" / "luna-rehearsal"
+"""Stand-in images between runs: outside the clone, so a fresh clone reuses them."""
+# Images whose program talks TLS to the world beside the stack (pgBackRest to the
+# object store, Alertmanager to the hooks): they trust the rehearsal's CA.
+_TRUSTING = ("luna-postgres", "postgres", "alertmanager")
+
+
+class DaemonError(Exception):
+    """The private Docker daemon did not start (exit 2)."""
+
+
+@dataclass
+class Rehearsal:
+    stack: str
+    root: Path
+    host: DockerHost
+    world: World
+    render: Render
+    applier: Applier
+    left_out: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    """Measurements shared between scenarios (the up time, the first backup...)."""
+
+    def docker(self, *args: str, check: bool = True) -> str:
+        return self.host.docker(*args, check=check).stdout
+
+    def container(self, service: str) -> str:
+        return self.applier.state.container(service)
+
+
+def _images(host: DockerHost, tags: list[str]) -> list[str]:
+    """The stand-ins under the pinned tags (tests/rehearsal/images.py); the left-out tags."""
+    try:
+        # Built by tests/rehearsal/images.py (its own branch): imported by name.
+        images = importlib.import_module("tests.rehearsal.images")
+    except ImportError as error:
+        raise DaemonError(
+            f"tests/rehearsal/images.py is missing ({error}): the stand-in images cannot be built"
+        ) from None
+    try:
+        report = images.ensure_images(host, tags, cache=CACHE)
+    except (AssertionError, ValueError, OSError, subprocess.SubprocessError) as error:
+        lines = [ln for ln in str(error).splitlines() if ln.strip()]
+        causes = [ln for ln in lines if "ERROR" in ln or "E: " in ln] or lines[-1:] or [""]
+        raise DaemonError(
+            f"the images could not be made: {lines[0] if lines else error}"
+            f" ({causes[-1].strip()[:200]})"
+        ) from None
+    return sorted(getattr(report, "left_out", ()))
+
+
+@contextlib.contextmanager
+def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
+    """Start everything for ``stack`` (nothing applied yet); stop it all afterwards.
+
+    ``keep``: copy the daemon's and the world's logs there before cleaning up.
+    """
+    root = Path(tempfile.mkdtemp(prefix="luna-rehearsal-", dir="/tmp"))
+    try:
+        with side_address() as address, contextlib.ExitStack() as stack_:
+            w = stack_.enter_context(world(root, address, buckets=()))
+            (root / "docker").mkdir()
+            daemon = contextlib.contextmanager(docker_host)(
+                root / "docker", bridge=True, storage=fastest_storage(root),
+                extra=[f"--dns={address}"],
+            )  # fmt: skip
+            try:
+                host = stack_.enter_context(daemon)
+            except AssertionError as error:
+                raise DaemonError(str(error).splitlines()[0]) from None
+            r = render_for(stack, w, f"unix://{host.socket}")
+            if r.bucket:
+                w.s3.client().create_bucket(Bucket=r.bucket)
+            left_out = _images(host, r.images())
+            for ref in r.images():
+                if any(word in ref for word in _TRUSTING) and ref not in left_out:
+                    trust_ca(host, ref, w.ca.read_text())
+            ids = {ref: host.docker("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+                   for ref in r.images() if ref not in left_out}  # fmt: skip
+            # Rendered again now that the images exist: RemoteImage reads back their IDs.
+            r = render_for(stack, w, f"unix://{host.socket}", prior=r, image_ids=ids)
+            applier = Applier(host, left_out_images=left_out)
+            yield Rehearsal(stack, root, host, w, r, applier, left_out)
+            if keep:
+                _keep_logs(host, applier, root, keep)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _keep_logs(host: DockerHost, applier: Applier, root: Path, keep: Path) -> None:
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in applier.state.containers():
+        logs = host.docker("logs", "--timestamps", name, check=False)
+        (keep / f"{name}.log").write_text(logs.stdout + logs.stderr)
+    for log in (*root.glob("*.log"), *(root / "docker").glob("*.log")):
+        shutil.copy(log, keep / log.name)
+    (keep / "applied.txt").write_text(applier.describe() + "\n" + "\n".join(applier.state.notes))

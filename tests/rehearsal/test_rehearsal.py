@@ -1,0 +1,62 @@
+"""The rehearsal's scenarios as slow tests: one staging stack, shared by the module.
+
+``./scripts/rehearse`` runs the same scenarios and prints their figures; here
+each is a test, in the command's order (tests/conftest.py keeps this module on
+one xdist worker). A scenario's failure message is its evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.rehearsal.scenarios import run_scenario, start_background
+from tests.rehearsal.session import Rehearsal, rehearsal
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def staging() -> Iterator[Rehearsal]:
+    with rehearsal("staging") as r:
+        yield r
+
+
+def _check(name: str, r: Rehearsal) -> None:
+    outcome = run_scenario(name, r)
+    print(f"\nrehearsal {name}: {outcome.figure} ({outcome.seconds:.0f} s)")
+    assert outcome.ok, f"{name}: {outcome.figure}\n{outcome.detail}"
+
+
+def test_up(staging: Rehearsal) -> None:
+    _check("up", staging)
+
+
+def test_idempotence(staging: Rehearsal) -> None:
+    _check("idempotence", staging)
+
+
+def test_backups(staging: Rehearsal) -> None:
+    _check("backups", staging)
+
+
+def test_phi(staging: Rehearsal) -> None:
+    _check("phi", staging)
+
+
+def test_drill(staging: Rehearsal) -> None:
+    _check("drill", staging)
+
+
+def test_runbooks(staging: Rehearsal) -> None:
+    _check("runbooks", staging)
+
+
+def test_deploy(staging: Rehearsal) -> None:
+    start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
+    _check("deploy", staging)
+
+
+def test_alerts(staging: Rehearsal) -> None:
+    _check("alerts", staging)

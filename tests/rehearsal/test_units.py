@@ -1,0 +1,71 @@
+"""The rehearsal's pure parts: the ContainerCreate body, the command's arguments and
+report, the certificates its mocks issue. No daemon."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.rehearsal.cli import main, report
+from tests.rehearsal.engine_api import create_body, go_nanoseconds
+from tests.rehearsal.outcome import Outcome
+from tests.rehearsal.pki import issue_pair
+
+ANY = "0.0.0.0"  # noqa: S104 - a binding the rehearsal rewrites, never binds
+
+
+def test_create_body_matches_the_provider() -> None:
+    """Durations and cpus as the provider converts them; a wildcard binding rewritten."""
+    assert go_nanoseconds("1m30s") == 90 * 10**9
+    body = create_body(
+        {"cpus": "0.5", "memory": 64, "memorySwap": 64,
+         "ports": [{"internal": 8443, "external": 443, "ip": ANY, "protocol": "tcp"}],
+         "healthcheck": {"tests": ["CMD", "true"], "interval": "30s"}},
+        "img", publish_ip=lambda ip: "127.0.0.1" if ip == ANY else ip,
+    )  # fmt: skip
+    host = body["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000 and host["MemorySwap"] == 64 * 2**20
+    assert host["PortBindings"] == {"8443/tcp": [{"HostIp": "127.0.0.1", "HostPort": "443"}]}
+    assert body["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 30 * 10**9}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--stack", "dev"], "argument --stack: invalid choice: 'dev'"),
+        (["--scenario", "up,nope"], "unknown scenario nope; allowed: up,"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_report_is_a_table_with_the_failures_evidence() -> None:
+    outcomes = [Outcome("up", True, "12 healthy in 80 s", "smoke ok"),
+                Outcome("phi", False, "3 lines", "proxy: 'x' in ...")]  # fmt: skip
+    text = report("staging", outcomes, 95)
+    assert "| up | 12 healthy in 80 s | pass |" in text
+    assert "| phi | 3 lines | FAIL |" in text and "proxy: 'x' in ..." in text
+    assert "1 of 2 checks failed" in text
+
+
+def test_edge_pair_is_issued_for_the_host() -> None:
+    ca_pem, cert_pem, key_pem = issue_pair("staging.luna-app.com")
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["staging.luna-app.com"]
+    assert cert.issuer == ca.subject and "PRIVATE KEY" in key_pem
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in eku
+    assert cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+    cert.verify_directly_issued_by(ca)
