@@ -42,8 +42,6 @@ import re
 from typing import Final
 from urllib.parse import urlparse, urlsplit
 
-from infra.alerting import placeholder_secret
-
 __all__ = [
     "MIN_GUESSES_LOG10",
     "MIN_JWT_BYTES",
@@ -88,7 +86,10 @@ def secret_problem(key: str, value: str | None) -> str | None:
     if _EXPANSION.search(value):
         return "text without $__…{ or {{ }} (Grafana and Go templates expand them)"
     problem = _shape_problem(key, value)
-    # The offline render's stand-in for a secret it cannot decrypt (infra/render.py).
+    # The offline render's stand-in for a secret it cannot decrypt (infra/render.py;
+    # imported here: infra.alerting imports this module).
+    from infra.alerting import placeholder_secret
+
     if problem is None and key in STRENGTH_CHECKED and value != placeholder_secret(key):
         problem = strength_problem(key, value)
     return problem
