@@ -227,6 +227,11 @@ def _check_built(host: DockerHost, report: ImageReport, staging: RenderedStack) 
     assert "apt-get install -y --no-install-recommends pgbackrest" in history, history
     version = host.docker("run", "--rm", "--entrypoint", "pgbackrest", STAGING_POSTGRES, "version")
     assert version.stdout.startswith("pgBackRest 2.45"), version.stdout
+    # pgBackRest verifies the object store's certificate against the system's CAs,
+    # which the official base purges: the shipped image must bring them back.
+    bundle = host.docker("run", "--rm", "--entrypoint", "test", STAGING_POSTGRES, "-s",
+                         "/etc/ssl/certs/ca-certificates.crt", check=False)  # fmt: skip
+    assert bundle.returncode == 0, "luna-postgres has no CA bundle: pgBackRest cannot verify S3"
     # pgaudit loads as the shipped server loads it, and its extension installs.
     name = _start(host, STAGING_POSTGRES, "-e", "POSTGRES_PASSWORD=pw", name="luna-pg",
                   cmd=("postgres", "-c", "shared_preload_libraries=pgaudit"))  # fmt: skip
