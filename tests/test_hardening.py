@@ -16,7 +16,7 @@ from tests.conftest import rendered, resources_of
 MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 # Services that must reach the internet: the OpenAI API, the object store (backups
 # and the restore drill), the pager and the public crisis probe.
-EGRESS = {"app", "database", "database-drill", "alertmanager", "blackbox"}
+EGRESS = {"app", "database", "database-backup", "database-drill", "alertmanager", "blackbox"}
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
