@@ -136,6 +136,7 @@ def deploy_alertmanager(
             connects_to=(_ALERTMANAGER,) if replicas > 1 else (),
             # Pagers, chat, e-mail and the heartbeat are outside the stack.
             internet_egress=True,
+            internet_ports=_receiver_ports(receivers),
         ),
         parent=parent,
     )
@@ -144,3 +145,11 @@ def deploy_alertmanager(
             f"alertmanager peers {peers!r} do not match the platform's {deployment.dns_names}"
         )
     return deployment, config
+
+
+def _receiver_ports(r: AlertReceivers) -> tuple[int, ...]:
+    """HTTPS for the pagers, chat, webhooks and heartbeat; the SMTP relay's own port."""
+    ports = {443}
+    if r.email is not None:
+        ports.add(int(r.email.smarthost.rsplit(":", 1)[1]))
+    return tuple(sorted(ports))

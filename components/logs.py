@@ -28,6 +28,7 @@ from components.configs.logstash import (
     GELF_PORT,
     QUEUE_DIR,
     LogstashTls,
+    audit_origin,
     logstash_pipeline,
     logstash_yml,
 )
@@ -140,6 +141,8 @@ class Logging(pulumi.ComponentResource):
     setup_script: str
     kibana_url: str
     elastic_password: pulumi.Output[str]
+    operator_password: pulumi.Output[str]
+    """The password of ``luna_ops``, the read-only operator account (not ``elastic``)."""
 
     def __init__(
         self, name: str, args: LoggingArgs, opts: pulumi.ResourceOptions | None = None
@@ -155,8 +158,20 @@ class Logging(pulumi.ComponentResource):
         logstash_password = secret_or_generated(
             f"{name}-logstash-password", None, parent=self, protect=args.protect
         )
-        kibana_key = secret_or_generated(
-            f"{name}-kibana-key", None, parent=self, protect=args.protect, length=48
+        # Three keys, one per Kibana subsystem: a leaked reporting key must not
+        # decrypt saved objects or sessions (Kibana's security settings docs).
+        kibana_keys = {
+            env: secret_or_generated(
+                f"{name}-kibana-{suffix}", None, parent=self, protect=args.protect, length=48
+            )
+            for env, suffix in (
+                ("XPACK_SECURITY_ENCRYPTIONKEY", "key"),
+                ("XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY", "saved-objects-key"),
+                ("XPACK_REPORTING_ENCRYPTIONKEY", "reporting-key"),
+            )
+        }
+        self.operator_password = secret_or_generated(
+            f"{name}-operator-password", None, parent=self, protect=args.protect
         )
 
         kubernetes = p.name == "kubernetes"
@@ -192,6 +207,10 @@ class Logging(pulumi.ComponentResource):
                     "discovery.type": "single-node",
                     "cluster.name": f"luna-{args.stack}",
                     "xpack.security.enabled": "true",
+                    # Its own audit trail: sign-ins, denials, security changes (the
+                    # image logs it to stdout; request bodies are never included,
+                    # xpack.security.audit.logfile.events.emit_request_body: false).
+                    "xpack.security.audit.enabled": "true",
                     **elasticsearch_tls(ES_CERTS),
                     # Avoids the host sysctl vm.max_map_count >= 262144.
                     "node.store.allow_mmap": "false",
@@ -210,7 +229,9 @@ class Logging(pulumi.ComponentResource):
                     command=(
                         "sh",
                         "-c",
-                        f'curl -fsS --cacert {ES_CERTS.ca} -u "elastic:$ELASTIC_PASSWORD" '
+                        # The password reaches curl on stdin (-K -), never its arguments.
+                        'printf \'user = "elastic:%s"\\n\' "$ELASTIC_PASSWORD" | '
+                        f"curl -fsS -K - --cacert {ES_CERTS.ca} "
                         "'https://localhost:9200/_cluster/health?local=true' > /dev/null",
                     ),
                     start_period_s=120,
@@ -247,6 +268,7 @@ class Logging(pulumi.ComponentResource):
                     "ELASTIC_PASSWORD": self.elastic_password,
                     "KIBANA_PASSWORD": kibana_password,
                     "LOGSTASH_PASSWORD": logstash_password,
+                    "OPERATOR_PASSWORD": self.operator_password,
                 },
                 writable_paths=("/tmp",),
                 user="1000:0",
@@ -269,6 +291,9 @@ class Logging(pulumi.ComponentResource):
             # Kubernetes' collector crosses nodes: TLS. Docker's gelf driver sends
             # to the host loopback and has no TLS (components/configs/logstash.py).
             tls_input=kubernetes,
+            audit_from=audit_origin(
+                stack=args.stack, namespace=f"luna-{args.stack}" if kubernetes else None
+            ),
         )
         # The persistent queue lives on a volume: events accepted but not yet
         # indexed survive a restart or a replaced container.
@@ -327,9 +352,7 @@ class Logging(pulumi.ComponentResource):
             files=_tls_files(KIBANA_CERTS, kb_cert),
             secret_env={
                 "ELASTICSEARCH_PASSWORD": kibana_password,
-                "XPACK_SECURITY_ENCRYPTIONKEY": kibana_key,
-                "XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY": kibana_key,
-                "XPACK_REPORTING_ENCRYPTIONKEY": kibana_key,
+                **kibana_keys,
             },
             # /api/status needs credentials once security is on (401 otherwise),
             # so the check signs in as kibana_system; an exec probe on Kubernetes.
@@ -337,8 +360,9 @@ class Logging(pulumi.ComponentResource):
                 command=(
                     "sh",
                     "-c",
-                    f"curl -fsS -o /dev/null --cacert {KIBANA_CERTS.ca} "
-                    '-u "kibana_system:$ELASTICSEARCH_PASSWORD" https://localhost:5601/api/status',
+                    'printf \'user = "kibana_system:%s"\\n\' "$ELASTICSEARCH_PASSWORD" | '
+                    f"curl -fsS -K - -o /dev/null --cacert {KIBANA_CERTS.ca} "
+                    "https://localhost:5601/api/status",
                 ),
                 start_period_s=120,
             ),
@@ -355,7 +379,11 @@ class Logging(pulumi.ComponentResource):
             else "https://kibana:5601"
         )
         self.register_outputs(
-            {"kibana_url": self.kibana_url, "elastic_password": self.elastic_password}
+            {
+                "kibana_url": self.kibana_url,
+                "elastic_password": self.elastic_password,
+                "operator_password": self.operator_password,
+            }
         )
 
 

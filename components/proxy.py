@@ -43,6 +43,8 @@ class ReverseProxyArgs:
     """The app's sign-in endpoints: rate-limited per client address."""
     crisis_paths: tuple[str, ...] = ()
     """Never rate-limited."""
+    internal_paths: tuple[str, ...] = ()
+    """The app's internal endpoints (metrics): 404 at the edge."""
 
 
 class ReverseProxy(pulumi.ComponentResource):
@@ -103,6 +105,7 @@ class ReverseProxy(pulumi.ComponentResource):
             client_max_body_mb=args.client_max_body_mb,
             auth_paths=args.auth_paths,
             crisis_paths=args.crisis_paths,
+            internal_paths=args.internal_paths,
         )
         self.nginx_conf = nginx_conf(settings)
         self.status_address = f"{SERVICE}:{STATUS_PORT}"

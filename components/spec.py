@@ -165,6 +165,9 @@ class ServiceSpec:
     connects_to: tuple[str, ...] = ()
     """Services this one opens connections to: the allowed flows."""
     internet_egress: bool = False
+    internet_ports: tuple[int, ...] = (443,)
+    """TCP ports ``internet_egress`` may reach (Kubernetes egress; the receivers'
+    and the object store's configured ports)."""
     ship_logs: bool = True
     schedule_hours: int | None = None
     drain_s: int = 0

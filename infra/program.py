@@ -110,7 +110,10 @@ def build(s: Settings) -> dict[str, Any]:
         monitoring = _monitoring(s, platform, app, database, cache, proxy)
         outputs["grafana_url"] = monitoring.grafana_url
     if s.logging:
-        outputs["kibana_url"] = _logging(s, platform, ca).kibana_url
+        logging = _logging(s, platform, ca)
+        outputs["kibana_url"] = logging.kibana_url
+        # Operators sign in to Kibana as luna_ops (read-only); elastic is break-glass.
+        outputs["kibana_operator_password"] = logging.operator_password
     platform.finish()
     # What the runbooks name: `pulumi stack output workloads`, never a typed pattern
     # (after finish(): the platform's own workloads, such as a log collector, exist then).
@@ -253,6 +256,8 @@ def _proxy(s: Settings, platform: Platform, app: LunaApp) -> ReverseProxy:
             tls_cert=s.secrets.tls_cert,
             tls_key=s.secrets.tls_key,
             crisis_paths=(crisis_prefix(s.crisis_path),),
+            # Prometheus scrapes the app inside; the internet never reads it.
+            internal_paths=(s.metrics_path,),
         ),
     )
 

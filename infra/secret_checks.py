@@ -17,6 +17,22 @@ Consumers and what they accept (why the rules are what they are):
   would make every backup unreadable or every upload refused.
 - A JWT secret is an HMAC key: RFC 7518 §3.2 wants at least the hash size (32
   bytes for HS256), and a key of one repeated character is no key.
+- Strength: a length floor does not stop ``Password1234567!``, ``changeme`` twice
+  or a repeated block. Human-chosen secrets are scored with zxcvbn (Dropbox's
+  estimator, dwolfhub/zxcvbn-python) and refused under 10^12 guesses: zxcvbn's
+  "very unguessable" starts at 10^10, and these secrets guard health data behind
+  services an attacker can reach (Grafana's and Kibana's logins, Redis AUTH), so
+  the floor is a hundred times that. A random 16-character secret scores far
+  above it (openssl rand -base64 24: about 10^32).
+- Template and expansion syntax: Grafana expands ``$__env{…}``, ``$__file{…}``
+  and ``$__vault{…}`` in configuration values (grafana pkg/setting/expanders.go),
+  so such a "password" reads a file or variable instead; ``{{`` reaches
+  Alertmanager's and Prometheus's Go templates, which fail to load or send nothing.
+- Pager keys: PagerDuty's Events v2 routing key is 32 characters, Opsgenie's API
+  key a 36-character UUID; a blank, pasted-newline or one-character key means no
+  page ever reaches a person.
+- URLs (webhooks, the heartbeat): a port outside 1-65535 makes every notification
+  fail at dial time.
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ from typing import Final
 from urllib.parse import urlparse, urlsplit
 
 __all__ = [
+    "MIN_GUESSES_LOG10",
     "MIN_JWT_BYTES",
     "MIN_PASSWORD",
     "app_url_problem",
@@ -49,6 +66,13 @@ PASSWORDS: Final = (
     "elasticPassword",
     "registryPassword",
 )
+MIN_GUESSES_LOG10: Final = 12
+ZXCVBN_MAX: Final = 72
+"""zxcvbn 4.5 refuses longer input; the first 72 characters of a longer secret are scored."""
+STRENGTH_CHECKED: Final = (*PASSWORDS, "jwtSecret", "backupEncryptionKey")
+PAGER_KEYS: Final = ("pagerdutyRoutingKey", "opsgenieApiKey")
+URL_KEYS: Final = ("chatWebhookUrl", "alertWebhookUrl", "heartbeatUrl")
+_EXPANSION = re.compile(r"\$__\w*\{|\{\{|\}\}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PRINTABLE_ASCII = re.compile(r"[!-~]+")  # no space, no control, no non-ASCII
 
@@ -59,6 +83,36 @@ def secret_problem(key: str, value: str | None) -> str | None:
         return None
     if value == "":
         return "must not be empty (unset it to have a strong one generated)"
+    if _EXPANSION.search(value):
+        return "text without $__…{ or {{ }} (Grafana and Go templates expand them)"
+    problem = _shape_problem(key, value)
+    # The offline render's stand-in for a secret it cannot decrypt (infra/render.py;
+    # imported here: infra.alerting imports this module).
+    from infra.alerting import placeholder_secret
+
+    if problem is None and key in STRENGTH_CHECKED and value != placeholder_secret(key):
+        problem = strength_problem(key, value)
+    return problem
+
+
+def strength_problem(key: str, value: str) -> str | None:
+    """zxcvbn's guess estimate under the floor (see the module doc); the stack's and
+    services' own names count as known words."""
+    from zxcvbn import zxcvbn  # imported here: its word lists load in ~0.2 s
+
+    words = ["luna", "admin", "elastic", "grafana", "postgres", "redis", "kibana", key]
+    guesses = float(zxcvbn(value[:ZXCVBN_MAX], user_inputs=words)["guesses_log10"])
+    if guesses < MIN_GUESSES_LOG10:
+        return (
+            f"a secret that resists guessing (zxcvbn: about 10^{guesses:.0f} guesses, "
+            f"need 10^{MIN_GUESSES_LOG10}): no words, repeats or sequences, e.g. "
+            "openssl rand -base64 32 (or unset it to have one generated)"
+        )
+    return None
+
+
+def _shape_problem(key: str, value: str) -> str | None:
+    """Length and character rules per consumer (module doc)."""
     if key in PASSWORDS:
         allowed = (
             f"{MIN_PASSWORD} to {MAX_PASSWORD} printable ASCII characters without spaces "
@@ -90,6 +144,12 @@ def secret_problem(key: str, value: str | None) -> str | None:
         if not _PRINTABLE_ASCII.fullmatch(value):
             return "an object-store key: printable ASCII, no spaces or newlines"
         return None
+    if key in PAGER_KEYS:
+        if not _PRINTABLE_ASCII.fullmatch(value) or not 20 <= len(value) <= 128:
+            return "a pager integration key: 20-128 printable ASCII characters, no spaces"
+        return None
+    if key in URL_KEYS:
+        return _url_port_problem(value)
     if key == "openaiApiKey":
         if not _PRINTABLE_ASCII.fullmatch(value) or len(value) < 20:
             return "an API key: 20+ printable ASCII characters, no spaces or newlines"
@@ -97,6 +157,16 @@ def secret_problem(key: str, value: str | None) -> str | None:
     # PEM blocks and kubeconfigs are multi-line; only NUL and other controls are refused.
     if _CONTROL.search(value):
         return "text without control characters"
+    return None
+
+
+def _url_port_problem(value: str) -> str | None:
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = 0
+    if port == 0 or any(c.isspace() for c in value):
+        return "an https:// URL whose port, if any, is 1-65535, without spaces"
     return None
 
 

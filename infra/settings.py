@@ -144,6 +144,7 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     check_combinations(settings)
     check_alerting(settings)
     check_hostile(settings)
+    _check_tls_pair(settings)
     check_prod_app_image(settings)
     return settings
 
@@ -171,6 +172,20 @@ def check_prod_app_image(s: Settings) -> None:
             + " or ".join(PROD_APP_REGISTRIES)
             + " pinned by digest: name[:tag]@sha256:<64 hex>",
         )
+
+
+def _check_tls_pair(s: Settings) -> None:
+    """The supplied edge pair (infra/tls_checks.py), read as plain text here only."""
+    cert, key = (runtime_config.get_config(f"{NAMESPACE}:{k}") for k in ("tlsCert", "tlsKey"))
+    if cert is None or key is None:
+        return
+    if placeholder_secret("tlsCert") in (cert, key) or placeholder_secret("tlsKey") in (cert, key):
+        return  # the offline render's stand-in for a secret it cannot decrypt
+    # Imported here: `cryptography` loads only when a real pair is supplied.
+    from infra.tls_checks import tls_pair_problem
+
+    if problem := tls_pair_problem(cert, key, s.server_name):
+        raise ConfigError(problem[0], "[hidden]", problem[1])
 
 
 def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:

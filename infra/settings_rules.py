@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import urlsplit
 
+from components.configs.nginx import AUTH_PATHS
 from infra.alerting import missing_receivers
 from infra.config_error import ConfigError
 from infra.secret_checks import port_collision
@@ -141,6 +143,118 @@ def check_hostile(s: Settings) -> None:
         if port == PORT_DEFAULTS.get(key) and port != PORT_DEFAULTS.get(other):
             key, other = other, key
         raise ConfigError(key, str(port), f"a port not already used by {other}")
+    _check_paths(s)
+    _check_production(s)
+    _check_alert_text(s)
+    if s.logging and s.log_retention_days > MAX_LOG_RETENTION_DAYS:
+        # The policy pack reads Kubernetes' es-setup ConfigMap; Docker's setup
+        # script is an upload it cannot see, so the bound is enforced here for both.
+        raise ConfigError(
+            "logRetentionDays",
+            str(s.log_retention_days),
+            f"1 to {MAX_LOG_RETENTION_DAYS} (GDPR storage limitation; the audit index "
+            "has auditRetentionDays)",
+        )
+
+
+MAX_LOG_RETENTION_DAYS: Final = 30
+"""The policy pack's default ``maxLogRetentionDays`` (policy/resource_policies.py)."""
+
+CONTRACT_PATHS: Final = {
+    "healthPath": "/api/health",
+    "metricsPath": "/api/metrics",
+    "crisisPath": "/api/crisis/health",
+}
+"""The app contract's paths (docs/app-contract.md, Pulumi.yaml's defaults)."""
+_DOT_SEGMENT = re.compile(r"//|/\.\.?(/|$)")
+
+
+def _check_paths(s: Settings) -> None:
+    """The app's paths become nginx locations (components/configs/nginx.py): `/` or
+    a duplicate location makes `nginx -t` fail, and a crisis path under the metrics
+    path would answer 404 to a person in crisis."""
+    paths = {
+        "healthPath": s.health_path,
+        "metricsPath": s.metrics_path,
+        "crisisPath": s.crisis_path,
+    }
+    for key, path in paths.items():
+        if path.rstrip("/") == "" or _DOT_SEGMENT.search(path):
+            raise ConfigError(key, path, "a path below / without //, /./ or /../ segments")
+    crisis = _crisis_prefix(s.crisis_path)
+    metrics = s.metrics_path.rstrip("/")
+    for key, path in paths.items():
+        for other_key, other in paths.items():
+            if key != other_key and path.rstrip("/") == other.rstrip("/"):
+                # Name the one moved off the app contract's default (Pulumi.yaml).
+                culprit = key if path != CONTRACT_PATHS[key] else other_key
+                raise ConfigError(
+                    culprit, path, f"a path of its own ({key} and {other_key} are both {path})"
+                )
+    if _under(crisis, metrics) or _under(s.health_path, metrics):
+        key = "crisisPath" if _under(crisis, metrics) else "healthPath"
+        raise ConfigError(
+            key, paths[key], f"a path outside metricsPath ({metrics}), which the edge hides"
+        )
+    for auth in AUTH_PATHS:
+        if any(_under(p, auth.rstrip("/")) for p in (crisis, s.crisis_path)):
+            raise ConfigError(
+                "crisisPath", s.crisis_path, f"a path outside the rate-limited {auth}"
+            )
+
+
+def _crisis_prefix(path: str) -> str:
+    """As infra.program.crisis_prefix: the folder the edge never rate-limits."""
+    parent = path.rstrip("/").rsplit("/", 1)[0]
+    return path if parent == "" else parent + "/"
+
+
+def _under(path: str, base: str) -> bool:
+    return path.rstrip("/") == base or path.startswith(base + "/")
+
+
+def _check_production(s: Settings) -> None:
+    """What staging may try and prod may not."""
+    host = s.server_name
+    if s.stack == "prod" and (host == "localhost" or host.rsplit(".", 1)[-1] in _RESERVED_TLDS):
+        raise ConfigError("appUrl", s.app_url, "the public DNS name users reach in prod")
+    if s.stack != "dev" and s.node_env != "production":
+        raise ConfigError("nodeEnv", s.node_env, f"production in {s.stack}")
+    if s.stack == "prod" and not s.proxy:
+        raise ConfigError("proxy", "false", "true in prod: the TLS edge with HSTS and rate limits")
+
+
+# RFC 2606 and RFC 6761/6762 names that never resolve publicly.
+_RESERVED_TLDS: Final = ("localhost", "local", "test", "invalid", "example", "internal")
+_TEMPLATE = re.compile(r"[{}\s\"'<>\\,;]")
+
+
+def _check_alert_text(s: Settings) -> None:
+    """Text Alertmanager and Prometheus put into Go templates or SMTP headers."""
+    a = s.alerting
+    for key, value in (
+        ("runbookBaseUrl", a.runbook_base_url),
+        ("smtpFrom", a.smtp_from),
+        ("alertEmailTo", a.email_to),
+        ("smtpUsername", a.smtp_username),
+        ("smtpSmarthost", a.smtp_smarthost),
+    ):
+        if value and _TEMPLATE.search(value):
+            raise ConfigError(
+                key, value, "text without spaces, braces, quotes, <>, commas, ; or backslashes"
+            )
+    try:
+        port = urlsplit(a.runbook_base_url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            "runbookBaseUrl", a.runbook_base_url, "an https:// URL with a port 1-65535"
+        )
+    if a.smtp_smarthost and not 1 <= int(a.smtp_smarthost.rsplit(":", 1)[1]) <= 65535:
+        raise ConfigError(
+            "smtpSmarthost", a.smtp_smarthost, "host:port with a port from 1 to 65535"
+        )
 
 
 def _secret(s: Settings, key: str) -> object:

@@ -36,7 +36,7 @@ class Capability:
 TLS_POSTGRES = Capability("TLS to PostgreSQL (issue #10)", landed=True)
 TLS_REDIS = Capability("TLS to Redis (issue #10)", landed=True)
 TLS_ELASTICSEARCH = Capability("TLS to Elasticsearch (issue #10)", landed=True)
-POD_SECURITY_ENFORCE = Capability("Pod Security `restricted` enforced (issue #10)", landed=False)
+POD_SECURITY_ENFORCE = Capability("Pod Security `restricted` enforced (issue #10)", landed=True)
 LEAST_PRIVILEGE_DB = Capability("least-privilege PostgreSQL roles (issue #10)", landed=True)
 PGAUDIT = Capability("pgaudit (issue #11)", landed=True)
 AUDIT_INDEX = Capability("the audit index and its retention (issue #11)", landed=True)

@@ -249,7 +249,7 @@ REQUIRED = [("openaiApiKey", "sk-test-0123456789abcdefghij"), ("tlsCert", "PEM")
             ("backupEncryptionKey", "cipher-pass-0123456789")]  # fmt: skip
 
 HB, CHAT = SECRETS["heartbeatUrl"], SECRETS["chatWebhookUrl"]
-PD = ("pagerdutyRoutingKey", "pd")
+PD = ("pagerdutyRoutingKey", "pd-routing-0a1b2c3d4e5f")
 BAD_ALERTING = [
     # (stack, secrets, overrides, key named, also named)
     ("prod", [("heartbeatUrl", HB)], [], "pagerdutyRoutingKey", "opsgenieApiKey"),
@@ -260,7 +260,7 @@ BAD_ALERTING = [
     ("staging", [("chatWebhookUrl", CHAT), ("alertWebhookUrl", "https:// x")], [],
      "alertWebhookUrl", "https://"),
     ("prod", [PD, ("heartbeatUrl", "ftp://hb.example.com/x")], [], "heartbeatUrl", "https://"),
-    ("prod", [PD, ("opsgenieApiKey", "og"), ("heartbeatUrl", HB)], [],
+    ("prod", [PD, ("opsgenieApiKey", "og-0a1b2c3d-4e5f-6789-abcd"), ("heartbeatUrl", HB)], [],
      "opsgenieApiKey", "one pager"),
     ("staging", [("chatWebhookUrl", CHAT)], [("smtpSmarthost", "smtp.example.com:587")],
      "smtpFrom", "together"),

@@ -50,6 +50,20 @@ def test_nginx_redirect_keeps_a_non_default_https_port() -> None:
     assert "return 301 https://x:8443$request_uri;" in conf
 
 
+def test_nginx_error_log_keeps_no_request_scoped_line_and_hides_internal_paths() -> None:
+    conf = nginx_conf(
+        NginxSettings(server_name="x", upstream="a:1", internal_paths=("/api/metrics",))
+    )
+    # error, warn and below carry `client:` and `request:` (tests/real/test_nginx.py).
+    assert re.findall(r"^error_log (\S+) (\w+);", conf, re.M) == [("/dev/stderr", "crit")]
+    assert "$remote_addr" not in conf.split("log_format", 1)[1].split(";", 1)[0]
+    assert len(re.findall(r"^\s*access_log /dev/stdout", conf, re.M)) == 1
+    assert "location = /api/metrics {\n            return 404;" in conf
+    assert "location ^~ /api/metrics/ {\n            return 404;" in conf
+    assert 'location ~* "^/api/metrics(/|$)" {\n            return 404;' in conf
+    assert "404" not in nginx_conf(NginxSettings(server_name="x", upstream="a:1"))
+
+
 def test_nginx_needs_an_upstream() -> None:
     with pytest.raises(ValueError, match="upstream"):
         nginx_conf(NginxSettings(server_name="x", upstream=""))

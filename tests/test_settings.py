@@ -126,13 +126,13 @@ def test_tls_cert_without_key_is_refused() -> None:
 
 
 def test_supplied_secrets_replace_generated_ones() -> None:
-    r = render("staging", secrets=[("dbPassword", "SuppliedPassword123")])
+    r = render("staging", secrets=[("dbPassword", "Supplied-Wombat-Quasar-8271")])
     records = {rec.name: rec for rec in r.monitor.records.values()}
     # The generator stays (supplying a value later must not delete it), unused.
     assert "luna-database-password" in records and "luna-cache-password" in records
     generated = unwrap(records["luna-database-password"].outputs["result"])
     url = unwrap(r.outputs["database_url"])
-    assert ":SuppliedPassword123@" in url and generated not in url, url
+    assert ":Supplied-Wombat-Quasar-8271@" in url and generated not in url, url
 
 
 def test_unknown_stack_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Final
 __all__ = [
     "AUDIT_RETENTION_MIN_DAYS",
     "OPERATOR_ROLE",
+    "OPERATOR_USER",
     "S3_CLIENT",
     "S3_KEY_DIR",
     "SLM_POLICY",
@@ -52,6 +53,20 @@ __all__ = [
 
 WRITER_ROLE: Final = "luna_logs_writer"
 OPERATOR_ROLE: Final = "luna_operator"
+OPERATOR_USER: Final = "luna_ops"
+"""The named account operators sign in to Kibana with (role ``luna_operator``);
+``elastic`` stays break-glass only (docs/logging.md)."""
+
+# curl reads the credentials from a file (-K) and every body from stdin
+# (--data-binary @-): a password in curl's arguments is readable by every user
+# of the host in /proc/<pid>/cmdline for as long as the call runs. printf is a
+# shell builtin, so no process ever carries the password in its arguments.
+_CURL_AUTH: Final = """umask 077
+auth="$(mktemp)"
+trap 'rm -f "$auth"' EXIT
+printf 'user = "elastic:%s"\\n' "$ELASTIC_PASSWORD" > "$auth"
+"""
+
 AUDIT_RETENTION_MIN_DAYS: Final = 6 * 365
 SNAPSHOT_REPOSITORY: Final = "luna-backups"
 SLM_POLICY: Final = "luna-audit-daily"
@@ -203,13 +218,11 @@ def setup_script(
     """A POSIX sh script run once per deploy with the Elasticsearch image (it ships curl).
 
     Passwords come from the environment (ELASTIC_PASSWORD, KIBANA_PASSWORD,
-    LOGSTASH_PASSWORD) and are generated without quotes or backslashes, so
-    they can be placed in JSON by the shell. No secret is on a command line:
-    ``put`` is a shell function, and curl reads its credentials (``-K``) and its
-    body (``--data-binary @file``) from files written by the shell's own printf.
-    Every call is an idempotent PUT and verifies Elasticsearch's certificate
-    against ``ca_file`` (curl checks the chain and the host name by default;
-    ``--cacert`` replaces its roots).
+    LOGSTASH_PASSWORD, OPERATOR_PASSWORD) and never reach a command line; they are
+    generated without quotes or backslashes, so the shell can place them in JSON.
+    Every call is an idempotent PUT.
+    Every call verifies Elasticsearch's certificate against ``ca_file`` (curl
+    checks the chain and the host name by default; ``--cacert`` replaces its roots).
     """
     if retention_days < 1:
         raise ValueError("retention_days must be at least 1")
@@ -238,17 +251,12 @@ def setup_script(
 set -eu
 es="{elasticsearch_url}"
 ca="{ca_file}"
-umask 077
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-printf 'user = "elastic:%s"\\n' "$ELASTIC_PASSWORD" > "$tmp/auth"
-put() {{
-  printf '%s' "$3" > "$tmp/body"
-  curl -fsS --cacert "$ca" -K "$tmp/auth" -H 'Content-Type: application/json' \\
-    -X "$1" "$es$2" --data-binary "@$tmp/body" > /dev/null
+{_CURL_AUTH}put() {{
+  printf '%s' "$3" | curl -fsS --cacert "$ca" -K "$auth" -H 'Content-Type: application/json' \\
+    -X "$1" "$es$2" --data-binary @- > /dev/null
   echo "es-setup: $1 $2"
 }}
-until curl -fsS --cacert "$ca" -K "$tmp/auth" \\
+until curl -fsS --cacert "$ca" -K "$auth" \\
     "$es/_cluster/health?wait_for_status=yellow&timeout=30s" > /dev/null; do
   echo "es-setup: waiting for Elasticsearch"; sleep 5
 done
@@ -256,6 +264,8 @@ put POST /_security/user/kibana_system/_password "{{\\"password\\":\\"$KIBANA_PA
 {role_calls}
 put PUT /_security/user/luna_logstash \\
   "{{\\"password\\":\\"$LOGSTASH_PASSWORD\\",\\"roles\\":[\\"{WRITER_ROLE}\\"]}}"
+put PUT /_security/user/{OPERATOR_USER} \\
+  "{{\\"password\\":\\"$OPERATOR_PASSWORD\\",\\"roles\\":[\\"{OPERATOR_ROLE}\\"]}}"
 put PUT /_ilm/policy/luna-logs '{json.dumps(_policy(retention_days))}'
 put PUT /_ilm/policy/luna-audit '{json.dumps(audit_policy)}'
 put PUT /_index_template/luna-logs '{json.dumps(_template(index_pattern(stack), "luna-logs"))}'

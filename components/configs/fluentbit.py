@@ -76,6 +76,9 @@ def fluent_bit_conf(
     Tag_Regex         {_TAG_REGEX}
     Path              /var/log/containers/*_{namespace}_*.log{exclude}
     Parser            cri
+    # The file the line came from: the record's origin (pod, namespace,
+    # container), set by the collector, never by the line (logstash.py).
+    Path_Key          log_file
     DB                {state_dir}/flb-tail-{namespace}.db
     DB.locking        true
     storage.type      filesystem

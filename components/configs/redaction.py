@@ -92,6 +92,32 @@ REDACTIONS: Final[tuple[Redaction, ...]] = (
         r"\d{2} ?\d{3} ?\d{3} ?\d{3}",
         r"\1\2[id redacted]",
     ),
+    # Diagnoses: ICD-10 chapter V (F00-F99, mental and behavioural disorders),
+    # intentional self-harm (X60-X84) and suicidal ideation (R45.851), with or
+    # without the dot. Upper case, as the codes are written.
+    (
+        "icd10-mental",
+        r"(?<![\w.:/-])(?:F\d{2}|X[67]\d|X8[0-4])(?:\.?\d{1,2})?(?![\w-])|(?<![\w.:/-])R45\.?851(?![\w-])",
+        "[diagnosis redacted]",
+    ),
+    # A title then one or two capitalised names: Mrs Jane Doe, Dr. O'Neil, Frau Müller.
+    (
+        "titled-name",
+        r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Herr|Frau|Mme|Mlle|Sr|Sra|Sig|Dott)\.?"
+        r" \p{Lu}[\p{L}'-]+(?: \p{Lu}[\p{L}'-]+)?",
+        "[name redacted]",
+    ),
+    # Free text about a person's state: whatever the app or a user lets slip
+    # into a log line. Operational logs never need these words.
+    (
+        "distress",
+        r"(?i)\b(?:suicid\w*|self[- ]?harm\w*|kill(?:ing)? (?:my|him|her|them)sel(?:f|ves)"
+        r"|end(?:ing)? (?:it all|my life|his life|her life)|(?:want|wants|wanted) to die"
+        r"|overdos\w*|cutting (?:myself|himself|herself)|hopeless\w*|worthless\w*"
+        r"|panic attacks?|depress(?:ed|ion|ive)\w*|anxiety|psychos[ie]s|psychotic"
+        r"|bipolar|schizo\w*|anorexi\w*|bulimi\w*|self[- ]?injur\w*)",
+        "[phrase redacted]",
+    ),
     # Dates of birth, only where a label says so: other dates are timestamps.
     (
         "birth-date",
@@ -177,6 +203,7 @@ KEPT_FIELDS: Final[dict[str, str]] = {
     "logtag": "the CRI partial-line flag, set by the container runtime",
     "stack": "the stack name, set by the collector's configuration",
     "namespace": "the Kubernetes namespace, set by the collector's configuration",
+    "log_file": "the node's log file (pod, namespace, container), set by the collector",
     "luna": "fields this pipeline adds ([luna][stack])",
     "tags": "Logstash's own failure tags (_grokparsefailure, _mutate_error)",
 }

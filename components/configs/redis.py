@@ -43,10 +43,13 @@ APP_RULES: Final = (
 # ACL (oliver006/redis_exporter README.md, "ACL"), without key reads (+get,
 # +strlen, +scan …) and scripts (+eval), which Luna's scrape does not use
 # (no --check-keys / --script): INFO for the metrics, CONFIG GET for maxmemory,
-# SLOWLOG/LATENCY for their series, CLIENT SETNAME for its connection name.
+# SLOWLOG LEN and LATENCY for their series, CLIENT SETNAME for its connection name.
+# Never SLOWLOG GET: its entries carry the slow command's arguments, values
+# included. redis_exporter treats a refused SLOWLOG GET as "no last-id series"
+# and scrapes on (exporter/slowlog.go, extractSlowLogMetrics returns on error).
 EXPORTER_RULES: Final = (
     "resetkeys resetchannels -@all +ping +hello +select +info +dbsize +config|get"
-    " +slowlog|get +slowlog|len +latency|latest +latency|histogram +client|setname +cluster|info"
+    " +slowlog|len +latency|latest +latency|histogram +client|setname +cluster|info"
 )
 
 

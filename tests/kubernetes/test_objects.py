@@ -190,7 +190,9 @@ def _flows(objects: list[dict[str, Any]]) -> tuple[set[tuple[str, str]], set[tup
         for rule in policy["spec"].get("egress", []):
             for peer in rule.get("to", []):
                 other = (peer.get("podSelector") or {}).get("matchLabels", {})
-                if "app.kubernetes.io/name" in other and "namespaceSelector" not in peer:
+                # A namespaceSelector names the collector's way into the stack's
+                # namespace (collector.py); its pods are still the stack's.
+                if "app.kubernetes.io/name" in other:
                     egress.add((own, other["app.kubernetes.io/name"]))
         for rule in policy["spec"].get("ingress", []):
             for peer in rule.get("from", []):

@@ -132,6 +132,68 @@ PHI: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         'webhook payload {"patient":{"phone":"+39 347 123 4567","mail":"anna@example.it"}}',
         ("347 123 4567", "anna@example.it"),
     ),
+    # --- free text, diagnoses, titled names, dates of birth (issue 23), per source.
+    # The app (JSON and plain):
+    (
+        '{"level":"warn","msg":"journal entry flagged","text":"I want to die, I feel hopeless"}',
+        ("want to die", "hopeless"),
+    ),
+    (
+        "risk assessment for Mrs Jane Doe: suicidal ideation, plan to overdose on pills",
+        ("Jane Doe", "suicidal", "overdose"),
+    ),
+    (
+        '{"msg":"intake","diagnosis":"F32.1","secondary":"F41.1","dob":"1984-03-02"}',
+        ("F32.1", "F41.1", "1984-03-02"),
+    ),
+    (
+        "referral codes F431 and X71, R45.851 noted by Dr. O'Neil",
+        ("F431", "X71", "R45.851", "O'Neil"),
+    ),
+    (
+        "chat: thinking about killing myself, cutting myself again, born on 02.03.1984",
+        ("killing myself", "cutting myself", "02.03.1984"),
+    ),
+    (
+        "Date of Birth: 3/2/1984; history of self-harm and panic attacks, bipolar II",
+        ("3/2/1984", "self-harm", "panic attacks", "bipolar"),
+    ),
+    # nginx (the access line keeps the path; the error log keeps nothing request-scoped):
+    (
+        '10.0.3.0 "GET /api/search/suicide-hotline HTTP/1.1" 200 12 rt=0.003 urt=0.003',
+        ("suicide",),
+    ),
+    (
+        '10.0.3.0 "POST /api/journal/depression-diary HTTP/1.1" 201 48 rt=0.020',
+        ("depression",),
+    ),
+    # PostgreSQL (terse errors still quote a value):
+    (
+        "2026-01-15 10:42:08.000 UTC [72] user=luna_app db=luna app=luna-web client=10.0.3.12 "
+        'ERROR:  value too long for type character varying(8): "F33.2 severe depression"',
+        ("F33.2", "depression"),
+    ),
+    (
+        "2026-01-15 10:42:09.000 UTC [73] user=luna_app db=luna app=luna-web client=10.0.3.12 "
+        'ERROR:  new row violates check constraint "name_check": Ms Anna Rossi, anorexia',
+        ("Anna Rossi", "anorexia"),
+    ),
+    # Alertmanager (a template or a receiver's error echoes what it was given):
+    (
+        "ts=2026-01-15T10:42:07.123Z caller=dispatch.go:352 level=error component=dispatcher "
+        'msg="Notify for alerts failed" num_alerts=1 '
+        'err="email: 550 unknown user jane@example.com"',
+        ("jane@example.com",),
+    ),
+    (
+        'ts=2026-01-15T10:42:07.200Z level=warn component=notifier msg="template output" '
+        'text="patient Mr. Tom Baker, self harm risk, psychosis (F23)"',
+        ("Tom Baker", "self harm", "psychosis", "F23"),
+    ),
+    (
+        "Frau Müller, geb. 12.03.1985, Diagnose F20.0 (Schizophrenie), Angst und anxiety",
+        ("Müller", "12.03.1985", "F20.0", "Schizophrenie", "anxiety"),
+    ),
 )
 
 # What operators need and the filters must leave exactly as it is.
@@ -157,4 +219,8 @@ CLEAN: Final[tuple[str, ...]] = (
     "GET /api/crisis/health 200 12.5ms p95=480ms budget=500ms",
     "redis 7.4.1 connected to cache:6379 db=0",
     "2026-01-15 10:42:07.123 UTC [62] LOG:  database system is ready to accept connections",
+    # Look-alikes of the issue-23 patterns: versions, hex, key names, headers.
+    "GET /api/v1/F5/status HTTP/1.1 200 sha=ff32a1 build F5-2026",
+    "Drain finished: 3 replicas, Mrs=0 Dr=0",
+    'ts=2026-01-15T10:42:07.123Z caller=main.go:181 level=info msg="Starting Alertmanager"',
 )

@@ -34,7 +34,8 @@ FILTERS_RB = REPO / "tests" / "support" / "logstash_filters.rb"
 class Filters:
     whitelist: list[str]
     gsub: list[tuple[str, str, str]]
-    audit: list[str]
+    audit: list[tuple[str, str, str]]
+    """The audit branch's condition: (field, ``==`` or ``=~``, text or regexp), all must hold."""
 
     def run(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = self._ruby(events, lenient=False)
@@ -83,14 +84,27 @@ def read_filters(pipeline: str, logstash_yml: str) -> Filters:
             gsub += [tuple(value[i : i + 3]) for i in range(0, len(value), 3)]
     # event.sprintf would expand %{...} in a replacement; the Ruby runner does not.
     assert not [r for _, _, r in gsub if "%{" in r], "a replacement holds a field reference"
-    audit: list[str] = []
+    audit: list[tuple[str, str, str]] = []
     for name, items in sections:
         for item in items:
             if name == "filter" and isinstance(item, lscl.Branch):
                 for condition, _ in item.clauses:
                     if condition and "[message]" in condition:
-                        audit += lscl.condition_regexps(condition)
+                        audit += _conjuncts(condition)
     return Filters(whitelist=whitelist, gsub=gsub, audit=audit)
+
+
+_TERM = re.compile(r'\[(\w+)\]\s*(==|=~)\s*("(?:[^"\\]|\\.)*"|/(?:\\/|[^/])*/)')
+
+
+def _conjuncts(condition: str) -> list[tuple[str, str, str]]:
+    """``[field] == "text"`` and ``[field] =~ /re/`` terms joined by ``and``: the only
+    condition shape the model runs (anything else fails here, not silently)."""
+    terms = [(m.group(1), m.group(2), m.group(3)) for m in _TERM.finditer(condition)]
+    rest = _TERM.sub("", condition).split()
+    assert terms and set(rest) <= {"and"}, f"condition the model cannot run: {condition}"
+    regexps = iter(lscl.condition_regexps(condition))
+    return [(f, op, next(regexps) if op == "=~" else v[1:-1]) for f, op, v in terms]
 
 
 @pytest.fixture(params=FULL_STACK_PARAMS, ids=stack_id)
@@ -192,21 +206,63 @@ def test_without_support_escapes_the_same_pipeline_redacts_nothing(stack: Render
     assert leaked >= len(PHI) // 2, f"{stack.stack}: escapes off still redacts ({leaked} leak)"
 
 
-def test_audit_lines_go_to_the_audit_index_and_nothing_else_does(stack: RenderedStack) -> None:
+AUDIT_LINES = [
+    "2026-01-15 10:42:07.123 UTC [71] user=luna_app db=luna app=luna-web client=10.0.3.12 LOG:  "
+    "AUDIT: OBJECT,3,1,READ,SELECT,TABLE,public.journal_entries,<not logged>,<not logged>",
+    "2026-01-15 10:42:07.125 UTC [71] user=luna_app db=luna app=luna-web client=10.0.3.12 LOG:  "
+    "AUDIT: OBJECT,4,1,WRITE,UPDATE,TABLE,public.journal_entries,<not logged>,<not logged>",
+    "2026-01-15 10:43:00.001 UTC [80] user=postgres db=luna app=psql client=[local] LOG:  "
+    "AUDIT: SESSION,1,1,ROLE,ALTER ROLE,,,<not logged>,<not logged>",
+]
+# The database's own lines that are not audit records, one quoting pgaudit's text.
+DATABASE_OTHER = [
+    "2026-01-15 10:42:07.100 UTC [71] user=luna_app db=luna app=luna-web client=10.0.3.12 LOG:  "
+    "connection authorized: user=luna_app database=luna SSL enabled",
+    "2026-01-15 10:42:08.000 UTC [72] user=luna_app db=luna app=luna-web client=10.0.3.12 ERROR:  "
+    'invalid input syntax for type uuid: "x client=1 LOG:  AUDIT: OBJECT,9,1,WRITE,DELETE"',
+]
+
+
+def _origins(stack: RenderedStack) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The database's origin fields, as the runtime sets them, and others' origins
+    (the app, the restore drill's copy, another namespace's database)."""
+    s = stack.stack
+    if stack.platform == "docker":
+        return {"tag": f"{s}/database", "container_name": f"luna-{s}-database-0a1b"}, [
+            {"tag": f"{s}/app", "container_name": f"luna-{s}-app-0-9f8e"},
+            {"tag": f"{s}/database-drill"},
+            {"container_name": f"luna-{s}-database-0a1b"},  # no tag: not proven
+        ]
+    path = "/var/log/containers/{}_{}_{}-" + "a" * 64 + ".log"
+    return {"log_file": path.format("database-1", f"luna-{s}", "postgres")}, [
+        {"log_file": path.format("app-7c9d-x2", f"luna-{s}", "app")},
+        {"log_file": path.format("database-1", f"luna-{s}", "bootstrap-controller")},
+        {"log_file": path.format("database-1", "other-ns", "postgres")},
+        {"log_file": path.format("database-1x", f"luna-{s}", "postgres")},
+    ]
+
+
+def test_only_the_databases_audit_stream_enters_the_audit_index(stack: RenderedStack) -> None:
+    """Origin by a field the runtime sets (Docker's log tag, the node's log file),
+    never by text: the app printing pgaudit's exact line stays in the logs index,
+    and each record keeps its source field through the filters."""
     pipeline = stack.file("logstash", PIPELINE)
     filters = _filters(stack)
-    assert filters.audit, f"{stack.stack}: no routing condition on [message]"
-    audit_lines = [
-        "2026-01-15 10:42:07.123 UTC [71] user=luna db=luna app=luna-web client=10.0.3.12 LOG:  "
-        "AUDIT: OBJECT,3,1,READ,SELECT,TABLE,public.journal_entries,<not logged>,<not logged>",
-        "2026-01-15 10:42:07.125 UTC [71] user=luna db=luna app=luna-web client=10.0.3.12 LOG:  "
-        "AUDIT: OBJECT,4,1,WRITE,UPDATE,TABLE,public.journal_entries,<not logged>,<not logged>",
-        "luna-audit edge time=2026-01-15T10:42:07+00:00 client=203.0.113.7 method=GET "
-        "path=/api/journal status=200 rid=5f0c",
-    ]
-    out = filters.run([{"message": m} for m in audit_lines + list(CLEAN)])
-    routed = [e["message"] for e in out if e["__audit"]]
-    assert routed == audit_lines, f"{stack.stack}: audit routing picked {routed}"
+    fields = {f for f, _, _ in filters.audit}
+    assert "message" in fields and fields - {"message"}, f"{stack.stack}: audit by text only"
+    database, others = _origins(stack)
+    events = [{**database, "message": m} for m in AUDIT_LINES + DATABASE_OTHER + list(CLEAN)]
+    spoofs = [{**origin, "message": m} for origin in others for m in AUDIT_LINES]
+    out = filters.run(events + spoofs)
+    routed = [e for e in out if e["__audit"]]
+    assert [e["message"] for e in routed] == AUDIT_LINES, (
+        f"{stack.stack}/{stack.platform}: audit routing picked "
+        f"{[(e.get('tag') or e.get('log_file'), e['message'][:60]) for e in routed]}"
+    )
+    for e in routed:
+        assert {k: e.get(k) for k in database} == database, f"{stack.stack}: source lost: {e}"
+    print(f"\n{stack.stack}/{stack.platform}: {len(routed)} audit records from the database, "
+          f"{len(spoofs)} spoofed lines kept out")  # fmt: skip
     output = pipeline[pipeline.index("output {") :]
     assert f'index => "luna-{stack.stack}-%{{[@metadata][index]}}-%{{+YYYY.MM.dd}}"' in output
     assert re.search(r'add_field => \{ "\[@metadata\]\[index\]" => "audit" \}', pipeline)

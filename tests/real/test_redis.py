@@ -238,8 +238,16 @@ def test_exporter_user_reads_info_and_nothing_else(cache: Cache) -> None:
         assert isinstance(maxmemory, list) and maxmemory[0] == b"maxmemory", (
             f"{stack}: {maxmemory!r}"
         )
+        assert isinstance(c("SLOWLOG", "LEN"), int), f"{stack}: SLOWLOG LEN refused"
+        # Everything that returns a value: keys, dumps, and SLOWLOG GET, whose
+        # entries carry a slow command's arguments.
         for command in (("GET", "session:1"), ("SET", "x", "1"), ("KEYS", "*"), ("FLUSHALL",),
-                        ("CONFIG", "SET", "maxmemory", "1mb"), ("SCAN", "0")):  # fmt: skip
+                        ("CONFIG", "SET", "maxmemory", "1mb"), ("SCAN", "0"),
+                        ("SLOWLOG", "GET", "10"), ("DUMP", "session:1"), ("MGET", "session:1"),
+                        ("HGETALL", "session:1"), ("MONITOR",),
+                        ("OBJECT", "ENCODING", "session:1"),
+                        ("EVAL", "return redis.call('GET', KEYS[1])", "1", "session:1"),
+                        ):  # fmt: skip
             reply = c(*command)
             assert isinstance(reply, RedisError) and str(reply).startswith("NOPERM"), (
                 f"{stack}: the exporter ran {' '.join(command)}: {reply!r}"

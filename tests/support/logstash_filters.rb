@@ -2,10 +2,11 @@
 # Logstash runs JRuby, whose Joni is a port of Onigmo).
 #
 # Input (stdin, JSON): {"whitelist": [...], "gsub": [[field, pattern, replacement], ...],
-#                       "audit": [pattern, ...], "events": [{field: value}, ...]}
+#                       "audit": [[field, "==" or "=~", text or pattern], ...],
+#                       "events": [{field: value}, ...]}
 # the strings exactly as tests/support/lscl.py reads them from the pipeline.
 # Output (stdout, JSON): the events after the filters, each with "__audit" set
-# when a condition regexp matched its message ({"events", "broken"} when lenient).
+# when every term of the audit condition held ({"events", "broken"} when lenient).
 #
 # What each step copies:
 # - prune: logstash-plugins/logstash-filter-prune lib/logstash/filters/prune.rb
@@ -15,7 +16,10 @@
 #   (register: Regexp.new(needle) unless it holds "%{"; gsub: a String field, or
 #   each String of an Array, becomes original.gsub(needle, event.sprintf(replacement))).
 #   The tests refuse "%{" in replacements, so event.sprintf is the identity here.
-# - conditions: a regexp literal compiles as a Ruby Regexp and matches with =~.
+# - conditions: a regexp literal compiles as a Ruby Regexp and matches with =~;
+#   here a field that is missing or not a String never matches (the tests
+#   only route on String fields); == compares the field's value with the
+#   string; "and" needs every term.
 require "json"
 
 input = JSON.parse($stdin.read)
@@ -31,7 +35,7 @@ rescue RegexpError => e
   broken << "#{needle}: #{e.message}"
   nil
 end
-audit = input.fetch("audit").map { |x| Regexp.new(x) }
+audit = input.fetch("audit").map { |field, op, v| [field, op, op == "=~" ? Regexp.new(v) : v] }
 
 out = input.fetch("events").map do |event|
   event = event.reject { |field, _| !field.match(whitelist) } unless input.fetch("whitelist").empty?
@@ -44,8 +48,11 @@ out = input.fetch("events").map do |event|
       event[field] = value.gsub(needle, replacement)
     end
   end
-  message = event["message"].to_s
-  event["__audit"] = audit.any? { |rx| message =~ rx } ? true : false
+  held = audit.all? do |field, op, v|
+    value = event[field]
+    op == "=~" ? (value.is_a?(String) && v.match?(value)) : value == v
+  end
+  event["__audit"] = !audit.empty? && held
   event
 end
 

@@ -268,13 +268,26 @@ class DockerPlatform(Platform):
             )
         return self._images[ref]
 
-    def _network(self, key: str, *, internal: bool = True) -> docker.Network:
+    def _network(
+        self, key: str, *, internal: bool = True, masquerade: bool = True
+    ) -> docker.Network:
+        """``masquerade=False``: a bridge that publishes ports (inbound DNAT works) but
+        whose outbound packets are never source-NATed to the host's address, so no
+        reply from the internet, or from the cloud metadata address
+        169.254.169.254, ever comes back (moby libnetwork drivers/bridge,
+        ``com.docker.network.bridge.enable_ip_masquerade``). ``internal`` networks
+        cannot publish ports at all, so a service that only publishes gets this."""
         if key not in self._networks:
             self._networks[key] = docker.Network(
                 f"{self._name}-net-{key}",
                 name=self.physical(key),
                 driver="bridge",
                 internal=internal,
+                options=(
+                    {}
+                    if masquerade
+                    else {"com.docker.network.bridge.enable_ip_masquerade": "false"}
+                ),
                 labels=[docker.NetworkLabelArgs(label="com.luna.stack", value=self.stack)],
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
             )
@@ -297,7 +310,9 @@ class DockerPlatform(Platform):
         if published(spec) or spec.internet_egress:
             # The one non-internal network: it carries the default route and
             # the published ports, and only this service is on it.
-            edge = self._network(f"{spec.name}-edge", internal=False)
+            edge = self._network(
+                f"{spec.name}-edge", internal=False, masquerade=spec.internet_egress
+            )
             networks.append({"name": edge.name})
         networks += [{"name": self._network(target).name} for target in spec.connects_to]
 
@@ -429,7 +444,14 @@ class DockerPlatform(Platform):
                 "gelf-compression-type": "gzip",
                 "tag": f"{self.stack}/{spec.name}",
                 **common,
+                # Dual logging would keep an unredacted copy of every shipped line
+                # on the host, bounded by size only, never by age (Docker docs,
+                # "Use docker logs with remote logging drivers"). Shipped output is
+                # read, redacted, in Kibana; `docker logs` answers "configured
+                # logging driver does not support reading" for these containers.
+                "cache-disabled": "true",
             }
+        # Not shipped (the logging stack's own services): size-bounded local files.
         return {"max-size": "10m", "max-file": "5", "compress": "true", **common}
 
     def _job(

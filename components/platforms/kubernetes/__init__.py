@@ -116,8 +116,9 @@ class KubernetesPlatform(Platform):
                 "name": self.namespace,
                 "labels": {
                     **self.labels("namespace", "luna"),
-                    # Reported, not enforced: the log collector's read-only hostPath
-                    # is the one exception to the restricted profile.
+                    # Enforced: the log collector, the one pod that needs a hostPath
+                    # and root, lives in its own namespace (collector.py).
+                    "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/warn": "restricted",
                     "pod-security.kubernetes.io/audit": "restricted",
                 },
@@ -208,6 +209,10 @@ class KubernetesPlatform(Platform):
                 resources=spec.resources,
                 ports=(Port("postgres", 5432),),
                 internet_egress=spec.backup is not None,
+                # The object store's port (endpoint host[:port], always TLS).
+                internet_ports=(_endpoint_port(spec.backup.endpoint),)
+                if spec.backup is not None
+                else (443,),
                 component="database",
             )
         )
@@ -233,7 +238,9 @@ class KubernetesPlatform(Platform):
         ca = self._args.log_collector_ca
         if ca is None:
             raise ValueError("the log collector verifies Logstash: log_collector_ca is needed")
-        deploy_collector(self, spec, ca=ca, services=self._graph.services)
+        deploy_collector(
+            self, spec, ca=ca, services=self._graph.services, protect=self._args.protect_data
+        )
 
     # -- what the platform's modules build with ------------------------------
     @property
@@ -311,3 +318,8 @@ class KubernetesPlatform(Platform):
             retain_on_delete=protect,
             delete_before_replace=delete_before_replace,
         )
+
+
+def _endpoint_port(endpoint: str) -> int:
+    host, _, port = endpoint.rpartition(":")
+    return int(port) if host and port.isdigit() else 443

@@ -17,18 +17,30 @@ from typing import TYPE_CHECKING, Any
 from pulumi_kubernetes.networking.v1 import NetworkPolicy
 
 from components.platforms import FlowGraph
-from components.platforms.kubernetes.collector import GELF_PORT, LOG_COLLECTOR
+from components.platforms.kubernetes.collector import LOG_COLLECTOR, collector_namespace
 from components.platforms.kubernetes.workloads import edge_ports
 from components.spec import ServiceSpec
 
 if TYPE_CHECKING:
     from components.platforms.kubernetes import KubernetesPlatform
 
-__all__ = ["baseline_policies", "network_policy", "postgres_policies", "service_policy"]
+__all__ = [
+    "PRIVATE_V4",
+    "PRIVATE_V6",
+    "baseline_policies",
+    "internet_egress",
+    "network_policy",
+    "postgres_policies",
+    "service_policy",
+]
 
 Manifest = dict[str, Any]
 
-# Egress to the internet never reaches the cluster, the node or cloud metadata.
+# Egress to the internet never reaches the cluster, the node, the carrier-grade
+# NAT range or cloud metadata (169.254.169.254, fd00:ec2::254), in IPv4 or IPv6.
+PRIVATE_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+PRIVATE_V6 = ("fc00::/7", "fe80::/10")
+
 _DNS: Manifest = {
     "to": [
         {
@@ -38,7 +50,6 @@ _DNS: Manifest = {
     ],
     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
 }
-_PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
 
 
 def network_policy(
@@ -89,14 +100,13 @@ def service_policy(
 
     ``protected``: the service's data is protected elsewhere (a database
     cluster), so its flows are too."""
+    if service == LOG_COLLECTOR:
+        return  # in its own namespace, with its own policy (collector.py)
     ingress: list[Manifest] = []
     sources = graph.sources(service)
     if sources and spec.ports:
         ingress.append(
-            {
-                "from": [{"podSelector": {"matchLabels": platform.selector(s)}} for s in sources],
-                "ports": _policy_ports(spec),
-            }
+            {"from": [_peer(platform, s) for s in sources], "ports": _policy_ports(spec)}
         )
     edge = edge_ports(spec)
     if edge:
@@ -114,20 +124,8 @@ def service_policy(
         for target in sorted(set(spec.connects_to))
         if graph.services[target].ports
     ]
-    if service == LOG_COLLECTOR:
-        egress = [
-            {
-                "to": [{"podSelector": {"matchLabels": platform.selector("logstash")}}],
-                "ports": [{"protocol": "TCP", "port": GELF_PORT}],
-            }
-        ]
     if spec.internet_egress:
-        egress.append(
-            {
-                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": _PRIVATE}}],
-                "ports": [{"protocol": "TCP", "port": 443}],
-            }
-        )
+        egress.append(internet_egress(spec.internet_ports))
     if not ingress and not egress:
         return
     protected_volumes = set(protected_volumes)
@@ -140,6 +138,18 @@ def service_policy(
         service=service,
         protect=protected or any(m.volume in protected_volumes for m in spec.mounts),
     )
+
+
+def internet_egress(ports: Iterable[int]) -> Manifest:
+    """The public internet, on the given TCP ports only (an ``except`` must lie
+    inside its ``cidr``, so IPv4 and IPv6 are two blocks)."""
+    return {
+        "to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_V4)}},
+            {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_V6)}},
+        ],
+        "ports": [{"protocol": "TCP", "port": p} for p in sorted(set(ports))],
+    }
 
 
 def postgres_policies(
@@ -183,6 +193,16 @@ def postgres_policies(
                  "ports": [{"protocol": "TCP", "port": metrics_port}]}],
         service="prometheus",
     )  # fmt: skip
+
+
+def _peer(platform: KubernetesPlatform, service: str) -> Manifest:
+    """A source's pods: the collector's are in its own namespace."""
+    peer: Manifest = {"podSelector": {"matchLabels": platform.selector(service)}}
+    if service == LOG_COLLECTOR:
+        peer["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": collector_namespace(platform.namespace)}
+        }
+    return peer
 
 
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
