@@ -43,6 +43,7 @@ SECRETS = {
     "ELASTIC_PASSWORD": "elastic-Pa55-0123456789abcdef",
     "KIBANA_PASSWORD": "kibana-Pa55-0123456789abcdef",
     "LOGSTASH_PASSWORD": "logstash-Pa55-0123456789abcdef",
+    "OPERATOR_PASSWORD": "operator-Pa55-0123456789abcdef",
 }
 Call = tuple[str, str, str, Any]
 """(method, path, Authorization header, JSON body)."""
