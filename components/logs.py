@@ -33,7 +33,7 @@ from components.configs.logstash import (
     logstash_yml,
 )
 from components.passwords import secret_or_generated
-from components.platforms import Platform
+from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = [
@@ -148,21 +148,45 @@ class Logging(pulumi.ComponentResource):
         self, name: str, args: LoggingArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("luna:components:Logging", name, None, opts)
-        p, img = args.platform, args.images
+        self._name, self._args, self._p = name, args, args.platform
+        self._kubernetes = args.platform.name == "kubernetes"
+        self._passwords()
+        es_cert, ls_cert, kb_cert = self._certificates()
+        es = self._elasticsearch(es_cert)
+        setup = self._setup(es, es_cert)
+        self._logstash(setup, ls_cert)
+        self._kibana(setup, kb_cert)
+        self.register_outputs(
+            {
+                "kibana_url": self.kibana_url,
+                "elastic_password": self.elastic_password,
+                "operator_password": self.operator_password,
+            }
+        )
+
+    def _passwords(self) -> None:
+        """Each account's own password, and Kibana's three encryption keys."""
         self.elastic_password = secret_or_generated(
-            f"{name}-elastic-password", args.elastic_password, parent=self, protect=args.protect
+            f"{self._name}-elastic-password",
+            self._args.elastic_password,
+            parent=self,
+            protect=self._args.protect,
         )
-        kibana_password = secret_or_generated(
-            f"{name}-kibana-password", None, parent=self, protect=args.protect
+        self._kibana_password = secret_or_generated(
+            f"{self._name}-kibana-password", None, parent=self, protect=self._args.protect
         )
-        logstash_password = secret_or_generated(
-            f"{name}-logstash-password", None, parent=self, protect=args.protect
+        self._logstash_password = secret_or_generated(
+            f"{self._name}-logstash-password", None, parent=self, protect=self._args.protect
         )
         # Three keys, one per Kibana subsystem: a leaked reporting key must not
         # decrypt saved objects or sessions (Kibana's security settings docs).
-        kibana_keys = {
+        self._kibana_keys = {
             env: secret_or_generated(
-                f"{name}-kibana-{suffix}", None, parent=self, protect=args.protect, length=48
+                f"{self._name}-kibana-{suffix}",
+                None,
+                parent=self,
+                protect=self._args.protect,
+                length=48,
             )
             for env, suffix in (
                 ("XPACK_SECURITY_ENCRYPTIONKEY", "key"),
@@ -171,41 +195,45 @@ class Logging(pulumi.ComponentResource):
             )
         }
         self.operator_password = secret_or_generated(
-            f"{name}-operator-password", None, parent=self, protect=args.protect
+            f"{self._name}-operator-password", None, parent=self, protect=self._args.protect
         )
 
-        kubernetes = p.name == "kubernetes"
+    def _certificates(self) -> tuple[ServerCertificate, ServerCertificate, ServerCertificate]:
         # "elasticsearch" is the name every client uses, "localhost" the health
         # check's. Transport connections are both client and server: client_auth.
-        es_cert = args.ca.issue("elasticsearch", ["elasticsearch", "localhost"], client=True)
-        ls_cert = args.ca.issue("logstash", ["logstash"])
-        kb_cert = args.ca.issue("kibana", ["kibana", "localhost"])
-        p.volume(
-            f"{name}-es-data",
+        es_cert = self._args.ca.issue("elasticsearch", ["elasticsearch", "localhost"], client=True)
+        ls_cert = self._args.ca.issue("logstash", ["logstash"])
+        kb_cert = self._args.ca.issue("kibana", ["kibana", "localhost"])
+        return es_cert, ls_cert, kb_cert
+
+    def _elasticsearch(self, es_cert: ServerCertificate) -> Deployment:
+        """One node, security and its own audit log on, its data on a volume."""
+        self._p.volume(
+            f"{self._name}-es-data",
             "elasticsearch-data",
-            VolumeSpec(size_gb=args.volume_gb, protect=args.protect),
+            VolumeSpec(size_gb=self._args.volume_gb, protect=self._args.protect),
             parent=self,
         )
         snapshot_files: tuple[ConfigFile, ...] = ()
-        if args.snapshots:
-            assert args.snapshot_keys, "snapshots need the object store's keys"
-            key_id, secret_key = args.snapshot_keys
+        if self._args.snapshots:
+            assert self._args.snapshot_keys, "snapshots need the object store's keys"
+            key_id, secret_key = self._args.snapshot_keys
             snapshot_files = (
                 ConfigFile(f"{S3_KEY_DIR}/access_key", key_id, secret=True),
                 ConfigFile(f"{S3_KEY_DIR}/secret_key", secret_key, secret=True),
             )
-        es = p.deploy(
-            f"{name}-elasticsearch",
+        return self._p.deploy(
+            f"{self._name}-elasticsearch",
             ServiceSpec(
                 name="elasticsearch",
                 component="logging",
-                image=img.elasticsearch,
+                image=self._args.images.elasticsearch,
                 workload="stateful",
-                resources=Resources(memory_mb=args.heap_mb * 2, cpus=1.0),
+                resources=Resources(memory_mb=self._args.heap_mb * 2, cpus=1.0),
                 ports=(Port("http", 9200),),
                 env={
                     "discovery.type": "single-node",
-                    "cluster.name": f"luna-{args.stack}",
+                    "cluster.name": f"luna-{self._args.stack}",
                     "xpack.security.enabled": "true",
                     # Its own audit trail: sign-ins, denials, security changes (the
                     # image logs it to stdout; request bodies are never included,
@@ -215,16 +243,16 @@ class Logging(pulumi.ComponentResource):
                     # Avoids the host sysctl vm.max_map_count >= 262144.
                     "node.store.allow_mmap": "false",
                     "ingest.geoip.downloader.enabled": "false",
-                    "ES_JAVA_OPTS": f"-Xms{args.heap_mb}m -Xmx{args.heap_mb}m",
-                    **disk_watermarks(args.volume_gb),
-                    **(s3_client_settings(args.snapshots) if args.snapshots else {}),
+                    "ES_JAVA_OPTS": f"-Xms{self._args.heap_mb}m -Xmx{self._args.heap_mb}m",
+                    **disk_watermarks(self._args.volume_gb),
+                    **(s3_client_settings(self._args.snapshots) if self._args.snapshots else {}),
                 },
                 secret_env={"ELASTIC_PASSWORD": self.elastic_password},
                 mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
                 files=_tls_files(ES_CERTS, es_cert) + snapshot_files,
-                command=keystore_command(ES_ENTRYPOINT) if args.snapshots else None,
+                command=keystore_command(ES_ENTRYPOINT) if self._args.snapshots else None,
                 # Snapshots go to the object store off the cluster (HTTPS).
-                internet_egress=args.snapshots is not None,
+                internet_egress=self._args.snapshots is not None,
                 health=HealthCheck(
                     command=(
                         "sh",
@@ -243,20 +271,23 @@ class Logging(pulumi.ComponentResource):
             ),
             parent=self,
         )
+
+    def _setup(self, es: Deployment, es_cert: ServerCertificate) -> Deployment:
+        """Users, roles, retention (ILM) and snapshots, applied once per deploy."""
         self.setup_script = setup_script(
-            stack=args.stack,
+            stack=self._args.stack,
             elasticsearch_url=ES_URL,
             ca_file=ES_CERTS.ca,
-            retention_days=args.retention_days,
-            audit_retention_days=args.audit_retention_days,
-            snapshots=args.snapshots,
+            retention_days=self._args.retention_days,
+            audit_retention_days=self._args.audit_retention_days,
+            snapshots=self._args.snapshots,
         )
-        setup = p.deploy(
-            f"{name}-es-setup",
+        return self._p.deploy(
+            f"{self._name}-es-setup",
             ServiceSpec(
                 name="elasticsearch-setup",
                 component="logging",
-                image=img.elasticsearch,
+                image=self._args.images.elasticsearch,
                 workload="job",
                 resources=Resources(memory_mb=128, cpus=0.25),
                 command=("/bin/sh", "/opt/luna/es-setup.sh"),
@@ -266,8 +297,8 @@ class Logging(pulumi.ComponentResource):
                 ),
                 secret_env={
                     "ELASTIC_PASSWORD": self.elastic_password,
-                    "KIBANA_PASSWORD": kibana_password,
-                    "LOGSTASH_PASSWORD": logstash_password,
+                    "KIBANA_PASSWORD": self._kibana_password,
+                    "LOGSTASH_PASSWORD": self._logstash_password,
                     "OPERATOR_PASSWORD": self.operator_password,
                 },
                 writable_paths=("/tmp",),
@@ -278,8 +309,11 @@ class Logging(pulumi.ComponentResource):
             parent=self,
             after=[es],
         )
+
+    def _logstash(self, setup: Deployment, ls_cert: ServerCertificate) -> None:
+        """The pipeline that redacts, routes the audit stream and writes to Elasticsearch."""
         self.pipeline = logstash_pipeline(
-            stack=args.stack,
+            stack=self._args.stack,
             elasticsearch_url=ES_URL,
             user="luna_logstash",
             password_env="LOGSTASH_ES_PASSWORD",  # noqa: S106 - a variable name
@@ -290,35 +324,38 @@ class Logging(pulumi.ComponentResource):
             ),
             # Kubernetes' collector crosses nodes: TLS. Docker's gelf driver sends
             # to the host loopback and has no TLS (components/configs/logstash.py).
-            tls_input=kubernetes,
+            tls_input=self._kubernetes,
             audit_from=audit_origin(
-                stack=args.stack, namespace=f"luna-{args.stack}" if kubernetes else None
+                stack=self._args.stack,
+                namespace=f"luna-{self._args.stack}" if self._kubernetes else None,
             ),
         )
         # The persistent queue lives on a volume: events accepted but not yet
         # indexed survive a restart or a replaced container.
-        p.volume(
-            f"{name}-logstash-queue",
+        self._p.volume(
+            f"{self._name}-logstash-queue",
             "logstash-queue",
-            VolumeSpec(size_gb=args.queue_volume_gb, protect=args.protect),
+            VolumeSpec(size_gb=self._args.queue_volume_gb, protect=self._args.protect),
             parent=self,
         )
-        p.deploy(
-            f"{name}-logstash",
+        self._p.deploy(
+            f"{self._name}-logstash",
             ServiceSpec(
                 name="logstash",
                 component="logging",
-                image=img.logstash,
+                image=self._args.images.logstash,
                 workload="stateful",
                 resources=Resources(memory_mb=1024, cpus=1.0),
                 ports=(
                     (Port("logs-tls", GELF_PORT),)
-                    if kubernetes
+                    if self._kubernetes
                     # The Docker daemon's gelf driver sends to the host loopback.
-                    else (Port("gelf-udp", GELF_PORT, protocol="udp", publish=args.gelf_port),)
+                    else (
+                        Port("gelf-udp", GELF_PORT, protocol="udp", publish=self._args.gelf_port),
+                    )
                 ),
                 env={"LS_JAVA_OPTS": "-Xms512m -Xmx512m"},
-                secret_env={"LOGSTASH_ES_PASSWORD": logstash_password},
+                secret_env={"LOGSTASH_ES_PASSWORD": self._logstash_password},
                 mounts=(Mount("logstash-queue", QUEUE_DIR),),
                 files=(
                     ConfigFile("/usr/share/logstash/pipeline/logstash.conf", self.pipeline),
@@ -337,12 +374,14 @@ class Logging(pulumi.ComponentResource):
             parent=self,
             after=[setup],
         )
+
+    def _kibana(self, setup: Deployment, kb_cert: ServerCertificate) -> None:
         kibana = ServiceSpec(
             name="kibana",
             component="logging",
-            image=img.kibana,
+            image=self._args.images.kibana,
             resources=Resources(memory_mb=1024, cpus=0.5),
-            ports=(Port("https", 5601, publish=args.kibana_port),),
+            ports=(Port("https", 5601, publish=self._args.kibana_port),),
             env={
                 "ELASTICSEARCH_HOSTS": ES_URL,
                 "ELASTICSEARCH_USERNAME": "kibana_system",
@@ -351,8 +390,8 @@ class Logging(pulumi.ComponentResource):
             },
             files=_tls_files(KIBANA_CERTS, kb_cert),
             secret_env={
-                "ELASTICSEARCH_PASSWORD": kibana_password,
-                **kibana_keys,
+                "ELASTICSEARCH_PASSWORD": self._kibana_password,
+                **self._kibana_keys,
             },
             # /api/status needs credentials once security is on (401 otherwise),
             # so the check signs in as kibana_system; an exec probe on Kubernetes.
@@ -371,19 +410,12 @@ class Logging(pulumi.ComponentResource):
             connects_to=("elasticsearch",),
             ship_logs=False,
         )
-        p.deploy(f"{name}-kibana", kibana, parent=self, after=[setup])
+        self._p.deploy(f"{self._name}-kibana", kibana, parent=self, after=[setup])
         # The platform gives the address an operator reaches; Kibana speaks https there.
         self.kibana_url = (
-            urlsplit(p.service_url(kibana, "https"))._replace(scheme="https").geturl()
-            if args.kibana_port
+            urlsplit(self._p.service_url(kibana, "https"))._replace(scheme="https").geturl()
+            if self._args.kibana_port
             else "https://kibana:5601"
-        )
-        self.register_outputs(
-            {
-                "kibana_url": self.kibana_url,
-                "elastic_password": self.elastic_password,
-                "operator_password": self.operator_password,
-            }
         )
 
 

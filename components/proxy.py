@@ -64,34 +64,7 @@ class ReverseProxy(pulumi.ComponentResource):
         self, name: str, args: ReverseProxyArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("luna:components:ReverseProxy", name, None, opts)
-        if (args.tls_cert is None) != (args.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together")
-        if args.tls_cert is not None and args.tls_key is not None:
-            cert: pulumi.Input[str] = args.tls_cert
-            key: pulumi.Input[str] = pulumi.Output.secret(args.tls_key)
-        else:
-            # Imported here: a stack with a real certificate never loads the TLS SDK.
-            import pulumi_tls as tls
-
-            from components.certificates import ecdsa_key
-
-            # Staging without a real certificate: generated, kept in encrypted state.
-            private = ecdsa_key(f"{name}-tls-key", parent=self)
-            self_signed = tls.SelfSignedCert(
-                f"{name}-tls-cert",
-                private_key_pem=private.private_key_pem,
-                subject=tls.SelfSignedCertSubjectArgs(
-                    common_name=args.server_name, organization="Luna"
-                ),
-                dns_names=[args.server_name],
-                validity_period_hours=24 * 90,
-                early_renewal_hours=24 * 30,
-                allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            cert = self_signed.cert_pem
-            key = pulumi.Output.secret(private.private_key_pem)
-
+        cert, key = self._tls_pair(name, args)
         if args.upstream.service_address is None:
             raise ValueError(f"{args.upstream.service} has no address to proxy to")
         settings = NginxSettings(
@@ -145,3 +118,32 @@ class ReverseProxy(pulumi.ComponentResource):
             after=[args.upstream],
         )
         self.register_outputs({"status_address": self.status_address})
+
+    def _tls_pair(
+        self, name: str, args: ReverseProxyArgs
+    ) -> tuple[pulumi.Input[str], pulumi.Input[str]]:
+        """The supplied pair, or (staging without one) a generated self-signed pair."""
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if args.tls_cert is not None and args.tls_key is not None:
+            return args.tls_cert, pulumi.Output.secret(args.tls_key)
+        # Imported here: a stack with a real certificate never loads the TLS SDK.
+        import pulumi_tls as tls
+
+        from components.certificates import ecdsa_key
+
+        # Staging without a real certificate: generated, kept in encrypted state.
+        private = ecdsa_key(f"{name}-tls-key", parent=self)
+        self_signed = tls.SelfSignedCert(
+            f"{name}-tls-cert",
+            private_key_pem=private.private_key_pem,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=args.server_name, organization="Luna"
+            ),
+            dns_names=[args.server_name],
+            validity_period_hours=24 * 90,
+            early_renewal_hours=24 * 30,
+            allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return self_signed.cert_pem, pulumi.Output.secret(private.private_key_pem)

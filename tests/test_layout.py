@@ -317,3 +317,31 @@ def test_the_model_rejects_the_naive_layout(tmp_path: Path) -> None:
     naive.write_text(f"-r {REPO / 'requirements.txt'}\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="which is no Python project"):
         reached(naive, REPO / "infra")
+
+
+def _init_lengths() -> dict[str, int]:
+    """Lines of every component's constructor and of the program's build()."""
+    import ast
+
+    found: dict[str, int] = {}
+    for path in sorted((REPO / "components").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                        lines = (item.end_lineno or item.lineno) - item.lineno + 1
+                        found[f"{path.name}:{node.name}.__init__"] = lines
+    program = ast.parse((REPO / "infra" / "program.py").read_text())
+    for node in program.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "build":
+            found["program.py:build"] = (node.end_lineno or node.lineno) - node.lineno + 1
+    return found
+
+
+def test_constructors_and_build_read_as_named_steps() -> None:
+    # STYLE.md: a constructor reads like a table of contents; over ~80 lines, split it.
+    lengths = _init_lengths()
+    assert {"logs.py:Logging.__init__", "monitoring.py:Monitoring.__init__",
+            "program.py:build"} <= set(lengths), lengths  # fmt: skip
+    long = {name: n for name, n in lengths.items() if n > 80}
+    assert not long, f"over 80 lines: {long}"
