@@ -16,7 +16,12 @@ from tests.conftest import rendered, resources_of
 MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 # Services that must reach the internet: the OpenAI API, the object store (backups
 # and the restore drill), the pager and the public crisis probe.
-EGRESS = {"app", "database", "database-backup", "database-drill", "alertmanager", "blackbox"}
+# Who needs the internet: the OpenAI API, the object store (WAL, backups, the drill,
+# and Elasticsearch's audit snapshots), the receivers, and the edge probe.
+EGRESS = {
+    "app", "database", "database-backup", "database-drill", "alertmanager", "blackbox",
+    "elasticsearch",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
