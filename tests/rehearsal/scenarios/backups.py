@@ -52,7 +52,9 @@ def _alert_state(r: Rehearsal, name: str) -> tuple[bool, list[str]]:
 
 
 def _archive_timeout(r: Rehearsal) -> int:
-    return int(psql(r, "SHOW archive_timeout").rstrip("s") or 0)
+    """Seconds (PostgreSQL shows ``1min``, ``30s``, ``1h``)."""
+    text = psql(r, "SELECT setting FROM pg_settings WHERE name = 'archive_timeout'")
+    return int(text or 0)  # pg_settings gives it in its unit, seconds
 
 
 def _rpo(r: Rehearsal) -> tuple[float, float, str]:
