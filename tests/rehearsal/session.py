@@ -82,7 +82,7 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
 
     ``keep``: copy the daemon's and the world's logs there before cleaning up.
     """
-    root = Path(tempfile.mkdtemp(prefix="luna-rehearsal-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="luna-rehearsal-"))  # $TMPDIR, else /tmp
     try:
         with side_address() as address, contextlib.ExitStack() as stack_:
             w = stack_.enter_context(world(root, address, buckets=()))
