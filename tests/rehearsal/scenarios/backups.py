@@ -23,7 +23,8 @@ FIRST_BACKUP_S = 240
 METRIC = "luna_backup_last_success_timestamp_seconds"
 # The postmaster's words when a child dies (postmaster.c LogChildExit / HandleChildCrash).
 CRASH = re.compile(r"terminating any other active server processes|was terminated by signal|"
-                   r"exited with exit code|all server processes terminated")  # fmt: skip
+                   r"server process \(PID \d+\) exited with exit code|"
+                   r"all server processes terminated; reinitializing")  # fmt: skip
 
 
 def _backup_objects(r: Rehearsal) -> list[str]:

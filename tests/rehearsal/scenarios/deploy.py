@@ -26,6 +26,7 @@ from tests.engine.scenarios import APP_IMAGE_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
+from tests.rehearsal.scenarios.probe import image_ids
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 
@@ -98,7 +99,7 @@ def _tag_images(r: Rehearsal, current: str) -> None:
 
 def _render(r: Rehearsal, image: str) -> dict[str, object]:
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       overrides=(("appImage", image),))  # fmt: skip
+                       overrides=(("appImage", image),), image_ids=image_ids(r, image))  # fmt: skip
     return again.resources  # type: ignore[return-value]
 
 

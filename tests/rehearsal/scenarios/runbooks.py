@@ -30,7 +30,7 @@ from tests.engine.scenarios import APP_IMAGE_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import edge_request
-from tests.rehearsal.scenarios.probe import psql, wait_healthy
+from tests.rehearsal.scenarios.probe import image_ids, psql, wait_healthy
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 from tests.support.tools import REPO
@@ -43,8 +43,15 @@ EXAMPLE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\+00")
 
 def docker_blocks(markdown: str, heading: str) -> list[str]:
     """The ```sh/```bash blocks of the section whose heading contains ``heading``."""
-    section = re.split(r"^#+ ", markdown, flags=re.M)
-    body = next((s for s in section if s.split("\n", 1)[0].find(heading) >= 0), "")
+    sections: list[list[str]] = [[]]
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and re.match(r"#{1,6} ", line):
+            sections.append([])
+        sections[-1].append(line)
+    body = next(("\n".join(s) for s in sections if s and heading in s[0]), "")
     return re.findall(r"```(?:sh|bash)\n(.*?)```", body, flags=re.S)
 
 
@@ -96,7 +103,8 @@ def _rotation(r: Rehearsal) -> tuple[bool, str]:
     db = r.container("database")
     command = re.sub(r"luna-\w+-database-<digest>", db, exec_cmd)
     statement = sql.replace("…", new)
-    proc = subprocess.run(["script", "-qec", f"{command} <<'SQL'\n{statement};\nSQL", "/dev/null"],
+    # `-it` wants a terminal: `script` gives it one and types the statement into it.
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], input=f"{statement};\n\\q\n",
                           env=r.host.env, capture_output=True, text=True, timeout=120,
                           check=False)  # fmt: skip
     out = (proc.stdout + proc.stderr).strip()[-600:]
@@ -122,7 +130,8 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
     # The deploy being rolled back: the next tag (same content, a new image reference).
     r.docker("tag", previous, APP_IMAGE_NEXT)
     bumped = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                        overrides=(("appImage", APP_IMAGE_NEXT),))  # fmt: skip
+                        overrides=(("appImage", APP_IMAGE_NEXT),),
+                        image_ids=image_ids(r, APP_IMAGE_NEXT))  # fmt: skip
     r.applier.up(bumped.resources)
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
                        overrides=(("appImage", previous),))  # fmt: skip
