@@ -159,6 +159,7 @@ class LunaApp(pulumi.ComponentResource):
                 ),
                 user=APP_UID,
                 drain_s=args.drain_s,
+                routed=True,
                 connects_to=data_services,
                 # The app calls the OpenAI API.
                 internet_egress=True,

@@ -120,6 +120,11 @@ class Cache(pulumi.ComponentResource):
                 ),
                 user="999:1000",
                 writable_paths=("/data",),
+                # A replaced Redis (new password, certificate or setting) must not
+                # answer beside the old one: clients would split between them and
+                # the old password gets WRONGPASS on the new one. The cache holds
+                # nothing durable, so a short gap is the lesser harm.
+                single_instance=True,
             ),
             parent=self,
         )

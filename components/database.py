@@ -41,7 +41,8 @@ CA_FILE = "/etc/luna/tls/database-ca.crt"
 class BackupArgs:
     target: ObjectStoreTarget
     schedule_hours: int
-    """A base backup at least this often (WAL is archived continuously)."""
+    """A base backup at least this often (WAL is archived continuously); on Docker a
+    full one weekly and a differential otherwise."""
     drill_hours: int = 24
     push_url: str | None = None
     """Pushgateway job URL successful backups report to."""
@@ -97,6 +98,8 @@ class Database(pulumi.ComponentResource):
     """A name resolving to each instance's metrics endpoint (CloudNativePG), else ``None``."""
     backup_metrics: BackupMetrics
     """Where backups report (``PostgresService.backup_metrics``); the backup alerts follow."""
+    container: pulumi.Output[str] | None
+    """The PostgreSQL container's name on Docker (for runbooks' ``docker exec``), else ``None``."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -108,6 +111,7 @@ class Database(pulumi.ComponentResource):
         self.host = None
         self.metrics_dns = None
         self.backup_metrics = None
+        self.container = None
 
         if args.engine == "sqlite":
             data = VolumeSpec(size_gb=args.volume_gb, protect=args.protect)
@@ -172,6 +176,7 @@ class Database(pulumi.ComponentResource):
         self.monitor_password = passwords[pg.MONITOR_ROLE]
         self.metrics_dns = made.metrics_dns
         self.backup_metrics = made.backup_metrics
+        self.container = made.container
 
         def url(role: str) -> pulumi.Output[str]:
             return pulumi.Output.secret(

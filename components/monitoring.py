@@ -22,7 +22,7 @@ from components.configs.prometheus import (
 from components.configs.rules import EDGE_JOB, PROBE_JOB
 from components.database import CA_FILE
 from components.passwords import secret_or_generated
-from components.platforms import Platform
+from components.platforms import Deployment, Platform
 from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec, VolumeSpec
 
 __all__ = [
@@ -116,7 +116,28 @@ class Monitoring(pulumi.ComponentResource):
         self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("luna:components:Monitoring", name, None, opts)
-        p, img = args.platform, args.images
+        self._name, self._args, self._p = name, args, args.platform
+        self._jobs = self._probe_jobs()
+        self._scraped = ["app", "blackbox", "alertmanager"]
+        self._blackbox()
+        alertmanager = self._alertmanager()
+        self._database_exporter()
+        self._cache_exporter()
+        self._edge_exporter()
+        self._pushgateway()
+        self._prometheus(alertmanager)
+        self._grafana()
+        self.register_outputs(
+            {
+                "grafana_url": self.grafana_url,
+                "grafana_password": self.grafana_password,
+                "alertmanager_yml": self.alertmanager_yml,
+            }
+        )
+
+    def _probe_jobs(self) -> list[ScrapeJob]:
+        """The app's replicas, the crisis path (inside and, with an edge, as users reach it)."""
+        args = self._args
         jobs = [
             ScrapeJob(
                 "app",
@@ -141,18 +162,20 @@ class Monitoring(pulumi.ComponentResource):
                     module=blackbox.EDGE_MODULE,
                 )
             )
-        scraped = ["app", "blackbox", "alertmanager"]
+        return jobs
 
-        def scrape(job: str, exporter: ServiceSpec) -> None:
-            """Deploy an exporter and scrape it at the address the platform gives it."""
-            deployed = p.deploy(f"{name}-{exporter.name}", exporter, parent=self)
-            scraped.append(exporter.name)
-            jobs.append(ScrapeJob(job, list(deployed.addresses)))
+    def _scrape(self, job: str, exporter: ServiceSpec) -> None:
+        """Deploy an exporter and scrape it at the address the platform gives it."""
+        deployed = self._p.deploy(f"{self._name}-{exporter.name}", exporter, parent=self)
+        self._scraped.append(exporter.name)
+        self._jobs.append(ScrapeJob(job, list(deployed.addresses)))
 
-        p.deploy(
-            f"{name}-blackbox",
+    def _blackbox(self) -> None:
+        args = self._args
+        self._p.deploy(
+            f"{self._name}-blackbox",
             dataclasses.replace(
-                self._exporter("blackbox", img.blackbox, 9115, connects_to=("app",)),
+                self._exporter("blackbox", args.images.blackbox, 9115, connects_to=("app",)),
                 args=(f"--config.file={blackbox.CONFIG_PATH}",),
                 files=(ConfigFile(blackbox.CONFIG_PATH, blackbox.blackbox_config()),),
                 # The edge probe goes out and back in through the public address,
@@ -161,21 +184,31 @@ class Monitoring(pulumi.ComponentResource):
             ),
             parent=self,
         )
+
+    def _alertmanager(self) -> Deployment:
+        args = self._args
         am, self.alertmanager_yml = deploy_alertmanager(
-            name,
-            p,
-            image=img.alertmanager,
+            self._name,
+            self._p,
+            image=args.images.alertmanager,
             receivers=args.receivers,
             replicas=args.alertmanager_replicas,
             parent=self,
         )
-        jobs.append(ScrapeJob("alertmanager", am.addresses, dns_names=tuple(am.dns_names)))
+        self._jobs.append(ScrapeJob("alertmanager", am.addresses, dns_names=tuple(am.dns_names)))
+        return am
+
+    def _database_exporter(self) -> None:
+        """postgres_exporter on Docker; CloudNativePG's own per-instance metrics on Kubernetes."""
+        args = self._args
         if args.database_service and args.database_password is not None:
-            scrape(
+            ca_pem = args.database_ca_pem
+            ca = (ConfigFile(CA_FILE, ca_pem),) if ca_pem is not None else ()
+            self._scrape(
                 "postgres",
                 self._exporter(
                     "postgres-exporter",
-                    img.postgres_exporter,
+                    args.images.postgres_exporter,
                     9187,
                     env={
                         # Verified TLS as the pg_monitor role (components/configs/postgres.py).
@@ -185,11 +218,7 @@ class Monitoring(pulumi.ComponentResource):
                         "DATA_SOURCE_USER": MONITOR_ROLE,
                     },
                     secret_env={"DATA_SOURCE_PASS": args.database_password},
-                    files=(
-                        (ConfigFile(CA_FILE, args.database_ca_pem),)
-                        if args.database_ca_pem is not None
-                        else ()
-                    ),
+                    files=ca,
                     # Slow queries from pg_stat_statements: per queryid, never
                     # the text (the server log no longer has statements at all).
                     args=("--collector.stat_statements",),
@@ -198,85 +227,101 @@ class Monitoring(pulumi.ComponentResource):
             )
         if args.database_metrics_dns:
             dns = args.database_metrics_dns
-            jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
-        if args.cache_service and args.cache_password is not None:
-            if args.cache_ca_pem is None:
-                raise ValueError("the Redis exporter needs the CA of the cache's certificate")
-            scrape(
-                "redis",
-                self._exporter(
-                    "redis-exporter",
-                    img.redis_exporter,
-                    9121,
-                    # rediss://: TLS, verified against the stack's CA for the name "cache".
-                    env={
-                        "REDIS_ADDR": f"rediss://{args.cache_service}:{args.cache_tls_port}",
-                        "REDIS_USER": args.cache_user,
-                        "REDIS_EXPORTER_TLS_CA_CERT_FILE": REDIS_EXPORTER_CA,
-                    },
-                    secret_env={"REDIS_PASSWORD": args.cache_password},
-                    files=(ConfigFile(REDIS_EXPORTER_CA, args.cache_ca_pem),),
-                    connects_to=(args.cache_service,),
-                ),
-            )
-        if args.proxy_status:
-            scrape(
-                "nginx",
-                self._exporter(
-                    "nginx-exporter",
-                    img.nginx_exporter,
-                    9113,
-                    args=(f"--nginx.scrape-uri=http://{args.proxy_status}/stub_status",),
-                    connects_to=(args.proxy_status.split(":")[0],),
-                ),
-            )
-        if args.backups:
-            p.volume(
-                f"{name}-pushgateway-data",
-                "pushgateway-data",
-                VolumeSpec(size_gb=1, protect=args.protect),
-                parent=self,
-            )
-            p.deploy(
-                f"{name}-pushgateway",
-                ServiceSpec(
-                    name="pushgateway",
-                    component="monitoring",
-                    image=img.pushgateway,
-                    resources=_SMALL,
-                    # Persisted, so a restart does not forget the last backup.
-                    # /pushgateway is the image's own directory, owned by nobody: a
-                    # fresh Docker volume there inherits that owner (one at /data is root's).
-                    args=("--persistence.file=/pushgateway/pushgateway.db",),
-                    ports=(Port("http", 9091),),
-                    mounts=(Mount("pushgateway-data", "/pushgateway"),),
-                    user="65534:65534",
-                ),
-                parent=self,
-            )
-            scraped.append("pushgateway")
-            jobs.append(ScrapeJob("pushgateway", ["pushgateway:9091"], honor_labels=True))
+            self._jobs.append(ScrapeJob("cnpg", [f"{dns}:9187"], dns_names=(dns,)))
 
-        job_names = tuple(j.name for j in jobs)
-        thresholds = dataclasses.replace(args.thresholds, jobs=job_names)
+    def _cache_exporter(self) -> None:
+        args = self._args
+        if not args.cache_service or args.cache_password is None:
+            return
+        if args.cache_ca_pem is None:
+            raise ValueError("the Redis exporter needs the CA of the cache's certificate")
+        self._scrape(
+            "redis",
+            self._exporter(
+                "redis-exporter",
+                args.images.redis_exporter,
+                9121,
+                # rediss://: TLS, verified against the stack's CA for the name "cache".
+                env={
+                    "REDIS_ADDR": f"rediss://{args.cache_service}:{args.cache_tls_port}",
+                    "REDIS_USER": args.cache_user,
+                    "REDIS_EXPORTER_TLS_CA_CERT_FILE": REDIS_EXPORTER_CA,
+                },
+                secret_env={"REDIS_PASSWORD": args.cache_password},
+                files=(ConfigFile(REDIS_EXPORTER_CA, args.cache_ca_pem),),
+                connects_to=(args.cache_service,),
+            ),
+        )
+
+    def _edge_exporter(self) -> None:
+        status = self._args.proxy_status
+        if not status:
+            return
+        self._scrape(
+            "nginx",
+            self._exporter(
+                "nginx-exporter",
+                self._args.images.nginx_exporter,
+                9113,
+                args=(f"--nginx.scrape-uri=http://{status}/stub_status",),
+                connects_to=(status.split(":")[0],),
+            ),
+        )
+
+    def _pushgateway(self) -> None:
+        """Where the Docker backup loop and drill push their last result."""
+        args = self._args
+        if not args.backups:
+            return
+        self._p.volume(
+            f"{self._name}-pushgateway-data",
+            "pushgateway-data",
+            VolumeSpec(size_gb=1, protect=args.protect),
+            parent=self,
+        )
+        self._p.deploy(
+            f"{self._name}-pushgateway",
+            ServiceSpec(
+                name="pushgateway",
+                component="monitoring",
+                image=args.images.pushgateway,
+                resources=_SMALL,
+                # Persisted, so a restart does not forget the last backup.
+                # /pushgateway is the image's own directory, owned by nobody: a
+                # fresh Docker volume there inherits that owner (one at /data is root's).
+                args=("--persistence.file=/pushgateway/pushgateway.db",),
+                ports=(Port("http", 9091),),
+                mounts=(Mount("pushgateway-data", "/pushgateway"),),
+                user="65534:65534",
+            ),
+            parent=self,
+        )
+        self._scraped.append("pushgateway")
+        self._jobs.append(ScrapeJob("pushgateway", ["pushgateway:9091"], honor_labels=True))
+
+    def _prometheus(self, alertmanager: Deployment) -> None:
+        args = self._args
+        thresholds = dataclasses.replace(args.thresholds, jobs=tuple(j.name for j in self._jobs))
         self.prometheus_yml = prometheus_config(
             stack=args.stack,
-            jobs=jobs,
-            alerting=Alerting(targets=am.addresses, dns_names=tuple(am.dns_names)),
+            jobs=self._jobs,
+            alerting=Alerting(
+                targets=alertmanager.addresses, dns_names=tuple(alertmanager.dns_names)
+            ),
         )
         self.rules_yml = alert_rules(thresholds)
-        p.volume(
-            f"{name}-prometheus-data",
+        self._p.volume(
+            f"{self._name}-prometheus-data",
             "prometheus-data",
             VolumeSpec(size_gb=args.volume_gb, protect=args.protect),
             parent=self,
         )
-        p.deploy(
-            f"{name}-prometheus",
+        self._p.deploy(
+            f"{self._name}-prometheus",
             ServiceSpec(
                 name="prometheus",
                 component="monitoring",
-                image=img.prometheus,
+                image=args.images.prometheus,
                 workload="stateful",
                 resources=Resources(memory_mb=1024, cpus=1.0),
                 args=(
@@ -295,68 +340,35 @@ class Monitoring(pulumi.ComponentResource):
                 mounts=(Mount("prometheus-data", "/prometheus"),),
                 health=HealthCheck.http(9090, "/-/ready"),
                 user="65534:65534",
-                connects_to=tuple(scraped),
+                connects_to=tuple(self._scraped),
             ),
             parent=self,
         )
 
+    def _grafana(self) -> None:
+        args = self._args
         self.grafana_password = secret_or_generated(
-            f"{name}-grafana-password", args.grafana_password, parent=self, protect=args.protect
+            f"{self._name}-grafana-password",
+            args.grafana_password,
+            parent=self,
+            protect=args.protect,
         )
-        p.volume(
-            f"{name}-grafana-data",
+        self._p.volume(
+            f"{self._name}-grafana-data",
             "grafana-data",
             VolumeSpec(size_gb=1, protect=args.protect),
             parent=self,
         )
-        grafana_spec = ServiceSpec(
-            name="grafana",
-            component="monitoring",
-            image=img.grafana,
-            resources=Resources(memory_mb=256, cpus=0.5),
-            ports=(Port("http", 3000, publish=args.grafana_port),),
-            env={
-                "GF_SECURITY_ADMIN_USER": "admin",
-                "GF_USERS_ALLOW_SIGN_UP": "false",
-                "GF_AUTH_ANONYMOUS_ENABLED": "false",
-                "GF_ANALYTICS_REPORTING_ENABLED": "false",
-                "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
-                "GF_SECURITY_DISABLE_GRAVATAR": "true",
-                "GF_SECURITY_COOKIE_SAMESITE": "strict",
-            },
-            secret_env={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_password},
-            files=(
-                ConfigFile(
-                    "/etc/grafana/provisioning/datasources/luna.yaml",
-                    grafana.datasources(prometheus_url="http://prometheus:9090"),
-                ),
-                ConfigFile(
-                    "/etc/grafana/provisioning/dashboards/luna.yaml", grafana.dashboard_provider()
-                ),
-                ConfigFile(
-                    f"{grafana.DASHBOARD_DIR}/luna-overview.json",
-                    grafana.dashboard_json(
-                        stack=args.stack,
-                        error_budget=1 - args.thresholds.slo_objective_percent / 100,
-                    ),
-                ),
-            ),
-            mounts=(Mount("grafana-data", "/var/lib/grafana"),),
-            writable_paths=("/tmp",),
-            health=HealthCheck.http(3000, "/api/health"),
-            user="472:0",
-            connects_to=("prometheus",),
+        spec = grafana_service(
+            args.images.grafana,
+            stack=args.stack,
+            port=args.grafana_port,
+            password=self.grafana_password,
+            error_budget=1 - args.thresholds.slo_objective_percent / 100,
         )
-        p.deploy(f"{name}-grafana", grafana_spec, parent=self)
+        self._p.deploy(f"{self._name}-grafana", spec, parent=self)
         self.grafana_url = (
-            p.service_url(grafana_spec, "http") if args.grafana_port else "http://grafana:3000"
-        )
-        self.register_outputs(
-            {
-                "grafana_url": self.grafana_url,
-                "grafana_password": self.grafana_password,
-                "alertmanager_yml": self.alertmanager_yml,
-            }
+            self._p.service_url(spec, "http") if args.grafana_port else "http://grafana:3000"
         )
 
     @staticmethod
@@ -389,3 +401,44 @@ class Monitoring(pulumi.ComponentResource):
 def retention_size_mb(volume_gb: int) -> int:
     """80% of the volume: the WAL and compaction need the rest (Prometheus storage docs)."""
     return volume_gb * 1024 * 8 // 10
+
+
+def grafana_service(
+    image: str, *, stack: str, port: int | None, password: pulumi.Input[str], error_budget: float
+) -> ServiceSpec:
+    """Grafana provisioned as code: the Prometheus data source and Luna's dashboard."""
+    return ServiceSpec(
+        name="grafana",
+        component="monitoring",
+        image=image,
+        resources=Resources(memory_mb=256, cpus=0.5),
+        ports=(Port("http", 3000, publish=port),),
+        env={
+            "GF_SECURITY_ADMIN_USER": "admin",
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_AUTH_ANONYMOUS_ENABLED": "false",
+            "GF_ANALYTICS_REPORTING_ENABLED": "false",
+            "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+            "GF_SECURITY_DISABLE_GRAVATAR": "true",
+            "GF_SECURITY_COOKIE_SAMESITE": "strict",
+        },
+        secret_env={"GF_SECURITY_ADMIN_PASSWORD": password},
+        files=(
+            ConfigFile(
+                "/etc/grafana/provisioning/datasources/luna.yaml",
+                grafana.datasources(prometheus_url="http://prometheus:9090"),
+            ),
+            ConfigFile(
+                "/etc/grafana/provisioning/dashboards/luna.yaml", grafana.dashboard_provider()
+            ),
+            ConfigFile(
+                f"{grafana.DASHBOARD_DIR}/luna-overview.json",
+                grafana.dashboard_json(stack=stack, error_budget=error_budget),
+            ),
+        ),
+        mounts=(Mount("grafana-data", "/var/lib/grafana"),),
+        writable_paths=("/tmp",),
+        health=HealthCheck.http(3000, "/api/health"),
+        user="472:0",
+        connects_to=("prometheus",),
+    )

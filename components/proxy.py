@@ -8,12 +8,15 @@ import pulumi
 
 from components.configs.nginx import NginxSettings, nginx_conf
 from components.platforms import Deployment, Platform
-from components.spec import ConfigFile, HealthCheck, Port, Resources, ServiceSpec
+from components.spec import ConfigFile, HealthCheck, Port, Reload, Resources, ServiceSpec
 
 __all__ = ["ReverseProxy", "ReverseProxyArgs"]
 
 SERVICE = "proxy"
 STATUS_PORT = 8081
+LIVE_DIR = "/etc/nginx/luna"
+"""nginx.conf and the TLS pair: re-read by ``nginx -s reload``, never a restart."""
+CONF = f"{LIVE_DIR}/nginx.conf"
 ANY = "0.0.0.0"  # noqa: S104 - the edge is public by design
 
 
@@ -93,6 +96,8 @@ class ReverseProxy(pulumi.ComponentResource):
             server_name=args.server_name,
             upstream=args.upstream.service_address,
             resolver=args.upstream.resolver,
+            cert_path=f"{LIVE_DIR}/tls/tls.crt",
+            key_path=f"{LIVE_DIR}/tls/tls.key",
             status_port=STATUS_PORT,
             public_https_port=args.https_port,
             client_max_body_mb=args.client_max_body_mb,
@@ -116,8 +121,16 @@ class ReverseProxy(pulumi.ComponentResource):
                     Port("https", settings.https_port, publish=args.https_port, publish_ip=ANY),
                     Port("status", STATUS_PORT),
                 ),
+                command=("nginx", "-c", CONF, "-g", "daemon off;"),
+                # A new certificate or setting is applied by a reload: nginx starts
+                # workers with it and lets the old ones finish, no connection refused.
+                reload=Reload(
+                    LIVE_DIR,
+                    command=("nginx", "-c", CONF, "-s", "reload"),
+                    check=("nginx", "-t", "-q", "-c", CONF),
+                ),
                 files=(
-                    ConfigFile("/etc/nginx/nginx.conf", self.nginx_conf),
+                    ConfigFile(CONF, self.nginx_conf),
                     ConfigFile(settings.cert_path, cert),
                     ConfigFile(settings.key_path, key, secret=True),
                 ),

@@ -24,6 +24,7 @@ __all__ = [
     "PostgresService",
     "PostgresSpec",
     "PostgresTls",
+    "Reload",
     "Resources",
     "ServiceSpec",
     "VolumeSpec",
@@ -112,6 +113,21 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Reload:
+    """The service re-reads the files below ``directory`` in place.
+
+    ``check`` validates them and ``command`` applies them, both run inside the
+    running service. A platform that would restart the service for a new file
+    ships these through something it can change under it instead (Docker: a
+    volume, components/platforms/docker/files.py).
+    """
+
+    directory: str
+    command: tuple[str, ...]
+    check: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Resources:
     memory_mb: int
     cpus: float
@@ -154,6 +170,14 @@ class ServiceSpec:
     drain_s: int = 0
     """Seconds a stopping replica keeps serving before it is signalled, so that
     load balancers stop sending to it first (a Kubernetes ``preStop`` sleep)."""
+    reload: Reload | None = None
+    single_instance: bool = False
+    """Never two instances at once, even for a moment: a replacement stops the
+    old one first (two caches answering one name split sessions and counters)."""
+    routed: bool = False
+    """A load balancer sends users' requests to it: a replica may answer on the
+    service's name only once healthy (a readiness-aware Service on Kubernetes; an
+    admission after its health check on Docker, components/platforms/docker/gate.py)."""
     component: str = "luna"
     """The ``app.kubernetes.io/component`` label / Docker label."""
 
@@ -213,10 +237,11 @@ class PostgresSpec:
     audit: bool = True
     backup: ObjectStoreTarget | None = None
     backup_schedule_hours: int = 24
+    """A base backup this often (Docker: weekly full, differential in between)."""
     drill_hours: int | None = None
     drill_push_url: str | None = None
     backup_push_url: str | None = None
-    """Pushgateway job URL each successful base backup reports to (Docker)."""
+    """Pushgateway job URL each successful base backup reports to (Docker's backup loop)."""
     archive_timeout_s: int = 60
     synchronous: bool = False
     """At least one synchronous standby (RPO 0 on failover)."""
@@ -236,3 +261,5 @@ class PostgresService:
     backup_metrics: BackupMetrics = None
     """Who reports the base backups' time: the Pushgateway (pushed by the Docker
     server's backup loop), CloudNativePG's own exporter, or nobody (no backups)."""
+    container: pulumi.Output[str] | None = None
+    """The server's container name (Docker), for runbooks' ``docker exec``."""

@@ -9,23 +9,21 @@ never shows them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
-from urllib.parse import urlparse
-
-import pulumi
+from typing import TYPE_CHECKING, Final
 
 from infra.config_error import ConfigError
+from infra.secret_checks import https_url
+from infra.settings_types import AlertingSettings, Settings
 
 if TYPE_CHECKING:
-    from infra.settings import _Reader
-    from infra.settings_types import Settings
+    from infra.config_reader import Reader
 
 __all__ = [
     "ALERT_SECRET_KEYS",
     "AlertingSettings",
     "check_alerting",
     "https_url",
+    "missing_receivers",
     "placeholder_secret",
     "read_alerting",
     "required_secret_groups",
@@ -37,40 +35,7 @@ URL_SECRET_KEYS: Final = ("chatWebhookUrl", "alertWebhookUrl", "heartbeatUrl")
 ALERT_SECRET_KEYS: Final = (*PAGER_KEYS, *URL_SECRET_KEYS, "smtpPassword")
 
 
-@dataclass(frozen=True)
-class AlertingSettings:
-    """Alertmanager's receivers and the crisis SLO. Secret values stay Outputs."""
-
-    pagerduty_routing_key: pulumi.Output[str] | None
-    opsgenie_api_key: pulumi.Output[str] | None
-    chat_kind: Literal["slack", "teams"]
-    chat_webhook_url: pulumi.Output[str] | None
-    webhook_url: pulumi.Output[str] | None
-    heartbeat_url: pulumi.Output[str] | None
-    smtp_smarthost: str | None
-    smtp_from: str | None
-    email_to: str | None
-    smtp_username: str | None
-    smtp_password: pulumi.Output[str] | None
-    slo_objective_percent: float
-    runbook_base_url: str
-
-    @property
-    def can_page(self) -> bool:
-        return self.pagerduty_routing_key is not None or self.opsgenie_api_key is not None
-
-
-def https_url(value: str) -> bool:
-    parsed = urlparse(value)
-    return (
-        parsed.scheme == "https"
-        and bool(parsed.hostname)
-        and not any(c.isspace() for c in value)
-        and "@" not in parsed.netloc
-    )
-
-
-def read_alerting(r: _Reader) -> AlertingSettings:
+def read_alerting(r: Reader) -> AlertingSettings:
     email = "an e-mail address such as oncall@luna-app.com"
     return AlertingSettings(
         pagerduty_routing_key=r.secret("pagerdutyRoutingKey"),
@@ -118,6 +83,18 @@ def placeholder_secret(key: str) -> str:
     if key in URL_SECRET_KEYS:
         return f"https://placeholder.invalid/{key}"
     return f"placeholder-{key}"
+
+
+def missing_receivers(s: Settings) -> list[tuple[str, ...]]:
+    """The groups of receiver secrets of which a monitored stack has none set."""
+    if not s.monitoring:
+        return []
+    a = s.alerting
+    return [
+        group
+        for group in required_secret_groups(s.stack)
+        if not any(getattr(a, _ALERT_FIELDS[k]) is not None for k in group)
+    ]
 
 
 def check_alerting(s: Settings) -> None:

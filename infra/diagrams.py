@@ -19,7 +19,7 @@ from typing import Any
 from infra.mocks import unwrap
 from infra.render import Rendered, autoscalers
 
-__all__ = ["mermaid"]
+__all__ = ["mermaid", "overview"]
 
 _NAME = "app.kubernetes.io/name"
 _COMPONENT = "app.kubernetes.io/component"
@@ -69,7 +69,15 @@ _COMPONENTS = {
 """A component's type token -> the ``com.luna.component`` its containers carry."""
 
 
+Graph = tuple[dict[str, tuple[str, str, str]], set[tuple[str, str, str]], list[str]]
+
+
 def _docker(rendered: Rendered, stack: str) -> str:
+    return _draw(*_docker_graph(rendered, stack))
+
+
+def _docker_graph(rendered: Rendered, stack: str) -> Graph:
+    """Containers (name -> component, shape, label), their flows, and host ports."""
     nodes: dict[str, tuple[str, str, str]] = {}
     edges: set[tuple[str, str, str]] = set()
     extra: list[str] = []
@@ -109,7 +117,32 @@ def _docker(rendered: Rendered, stack: str) -> str:
             edges.add((where, service, f":{int(port['external'])}"))
         if inputs.get("logDriver") == "gelf" and "logstash" in nodes:
             edges.add((service, "logstash", "logs"))
-    return _draw(nodes, edges, sorted(set(extra)))
+    return nodes, edges, sorted(set(extra))
+
+
+def overview(rendered: Rendered, stack: str) -> str:
+    """The README's picture: Luna's components and who talks to whom, from a Docker
+    render's containers and networks (the per-platform diagrams show every piece)."""
+    nodes, edges, _ = _docker_graph(rendered, stack)
+    component = {name: node[0] for name, node in nodes.items()}
+    members: dict[str, list[str]] = defaultdict(list)
+    for name, (comp, shape, _) in sorted(nodes.items()):
+        members[comp].append(name + (" (job)" if shape == "job" else ""))
+    lines = ["flowchart LR", "  users((users))"]
+    for comp, names in sorted(members.items()):
+        lines.append(f'  {_id(comp)}["{comp}<br/>{"<br/>".join(names)}"]')
+    flows: set[tuple[str, str, str]] = set()
+    for source, target, label in edges:
+        if source == "host" and target in component:
+            flows.add(("users", component[target], label))
+        elif source in component and target in component:
+            a, b = component[source], component[target]
+            if a != b:
+                flows.add((a, b, label))
+    for a, b, label in sorted(flows):
+        arrow = f"-. {label} .->" if label else "-->"
+        lines.append(f"  {_id(a)} {arrow} {_id(b)}")
+    return "\n".join(lines)
 
 
 def _kubernetes(rendered: Rendered) -> str:

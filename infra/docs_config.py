@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from infra.settings import NAMESPACE, SECRET_KEYS, STACKS, KeySpec, describe_keys, required_secrets
+from infra.settings import (
+    NAMESPACE,
+    SECRET_KEYS,
+    STACKS,
+    KeySpec,
+    describe_keys,
+    required_secret_groups,
+    required_secrets,
+)
 
 if TYPE_CHECKING:
     from infra.render import Rendered
@@ -47,6 +55,8 @@ DOCS = {
     "secrets": "docs/configuration.md",
     "overrides": "docs/environments.md",
     "sizing": "docs/environments.md",
+    "first-deploy-secrets": "docs/first-deploy.md",
+    "diagram-overview": "README.md",
     "diagram-docker": "docs/platforms.md",
     "diagram-kubernetes": "docs/platforms.md",
 }
@@ -145,15 +155,59 @@ def settings_table(root: Path = REPO) -> str:
     return "\n".join(rows)
 
 
+def _requirement(key: str, stack: str) -> str | None:
+    """How ``stack`` needs ``key``: alone, as one of a group, or not at all."""
+    if key in required_secrets(stack):
+        return stack
+    for group in required_secret_groups(stack):
+        if key in group and len(group) > 1:
+            others = " or ".join(f"`{k}`" for k in group if k != key)
+            return f"{stack} (or {others})"
+        if key in group:
+            return stack
+    return None
+
+
 def secrets_table() -> str:
     rows = ["| key | required in | when absent |", "|---|---|---|"]
     for key in SECRET_KEYS:
-        needed = [s for s in STACKS if key in required_secrets(s)]
+        needed = [r for s in STACKS if (r := _requirement(key, s))]
         absent = SECRET_DOCS.get(key, "")
         if needed:
-            absent = f"refused in {', '.join(needed)}; elsewhere {absent}"
+            absent = f"refused where required; elsewhere {absent}"
         rows.append(f"| `{key}` | {', '.join(needed) or 'no stack'} | {absent} |")
     return "\n".join(rows)
+
+
+def first_deploy_table() -> str:
+    """Every secret a stack refuses to deploy without, per stack, with its command."""
+    rows = [
+        "| stack | secret | set it with | the pipeline injects it from |",
+        "|---|---|---|---|",
+    ]
+    for stack in STACKS:
+        for key in required_secrets(stack):
+            rows.append(
+                f"| {stack} | `{key}` | `{_set_command(key, stack)}` | {_store(stack, (key,))} |"
+            )
+        for group in required_secret_groups(stack):
+            keys = " or ".join(f"`{k}`" for k in group)
+            what = f"one of {keys}" if len(group) > 1 else keys
+            rows.append(
+                f"| {stack} | {what} | `{_set_command(group[0], stack)}` | {_store(stack, group)} |"
+            )
+    return "\n".join(rows)
+
+
+def _store(stack: str, keys: Sequence[str]) -> str:
+    # The pipeline's secret store (scripts/stack_secrets.py, docs/pipeline.md "Secrets").
+    return " or ".join(f"`luna/{stack}/{k}`" for k in keys)
+
+
+def _set_command(key: str, stack: str) -> str:
+    # A PEM file goes in on stdin: a multi-line value, and never in the shell's history.
+    source = {"tlsCert": " < fullchain.pem", "tlsKey": " < privkey.pem"}.get(key, "")
+    return f"pulumi config set --secret luna:{key} --stack {stack}{source}"
 
 
 def overrides_table(root: Path = REPO) -> str:
@@ -229,14 +283,23 @@ def diagram(platform: str, render_fn: RenderFn | None = None) -> str:
     return f"```mermaid\n{mermaid(rendered, platform, DIAGRAM_STACK)}\n```"
 
 
+def overview_diagram(render_fn: RenderFn | None = None) -> str:
+    from infra.diagrams import overview
+
+    rendered = (render_fn or _default_render)(DIAGRAM_STACK, "docker")
+    return f"```mermaid\n{overview(rendered, DIAGRAM_STACK)}\n```"
+
+
 def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, str]:
     """Every generated table and diagram, by block name."""
     return {
         "settings": settings_table(root),
         "secrets": secrets_table(),
+        "first-deploy-secrets": first_deploy_table(),
         "overrides": overrides_table(root),
         "sizing": sizing_table(render_fn),
         **{f"diagram-{p}": diagram(p, render_fn) for p in PLATFORMS},
+        "diagram-overview": overview_diagram(render_fn),
     }
 
 

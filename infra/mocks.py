@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,11 @@ class LunaMocks(pulumi.runtime.Mocks):
         if typ == "random:index/randomPassword:RandomPassword":
             length = int(state.get("length", 32))
             state["result"] = (_fake("password", name, 64) * 2)[:length]
+        elif typ == "random:index/randomId:RandomId":
+            size = int(state.get("byteLength", 8))
+            # Drawn anew when the keepers change (the resource is replaced).
+            seed = f"id-{name}-{json.dumps(state.get('keepers'), sort_keys=True, default=str)}"
+            state["hex"] = hashlib.sha256(seed.encode()).hexdigest()[: 2 * size]
         elif typ == "docker:index/remoteImage:RemoteImage":
             state["imageId"] = (
                 "sha256:" + hashlib.sha256(str(state.get("name")).encode()).hexdigest()

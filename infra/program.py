@@ -22,6 +22,7 @@ from components.monitoring import (
     MonitoringArgs,
 )
 from components.platforms import Platform, RegistryAuth
+from components.proxy import SERVICE as PROXY_SERVICE
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import ObjectStoreTarget, Resources
 from infra.settings import Settings
@@ -87,74 +88,122 @@ def build(s: Settings) -> dict[str, Any]:
     # One CA per stack: every internal TLS hop is verified against it.
     ca = InternalCA("luna-ca", InternalCAArgs(stack=s.stack))
     platform = make_platform(s, ca.ca_pem)
-    img = s.images
-    app_image = img.app
-    if s.demo_app:
-        from components.demo_app import DemoAppImage, DemoAppImageArgs
-        from components.platforms.docker import DockerPlatform
+    app_image = _app_image(s, platform)
+    database = _database(s, platform, ca)
+    cache = _cache(s, platform, ca) if s.cache else None
+    app = _app(s, platform, ca, app_image, database, cache)
+    proxy = _proxy(s, platform, app) if s.proxy else None
+    outputs: dict[str, Any] = {
+        "stack": s.stack,
+        "platform": s.platform,
+        "app_url": s.app_url,
+        "app_image": app_image,
+        "database_url": database.url,
+        # What an operator's browser or curl trusts for Kibana (and any internal hop).
+        "internal_ca_pem": ca.ca_pem,
+    }
+    if database.container is not None:
+        # Runbooks `docker exec` into the server by this name (it changes on replacement).
+        outputs["database_container"] = database.container
+    if s.monitoring:
+        monitoring = _monitoring(s, platform, app, database, cache, proxy)
+        outputs["grafana_url"] = monitoring.grafana_url
+    if s.logging:
+        outputs["kibana_url"] = _logging(s, platform, ca).kibana_url
+    platform.finish()
+    # What the runbooks name: `pulumi stack output workloads`, never a typed pattern
+    # (after finish(): the platform's own workloads, such as a log collector, exist then).
+    outputs["workloads"] = platform.workloads
+    if proxy is not None and (edge := platform.public_address(PROXY_SERVICE)) is not None:
+        # Where DNS for appUrl's host must point (docs/first-deploy.md, step 6).
+        outputs["edge_address"] = edge
+    return outputs
 
-        assert isinstance(platform, DockerPlatform), "settings allow demoApp on docker only"
-        app_image = DemoAppImage("luna-demo-app", DemoAppImageArgs(platform=platform)).ref
-    t = s.backup_target
-    backup = None
-    if s.backups:
-        sec = s.secrets
-        assert sec.backup_access_key_id and sec.backup_secret_access_key
-        assert sec.backup_encryption_key
-        backup = BackupArgs(
-            target=ObjectStoreTarget(
-                bucket=t.bucket,
-                endpoint=t.endpoint,
-                region=t.region,
-                path=f"/luna-{s.stack}",
-                access_key_id=sec.backup_access_key_id,
-                secret_access_key=sec.backup_secret_access_key,
-                encryption_key=sec.backup_encryption_key,
-                retention_days=t.retention_days,
-                uri_style=t.uri_style,
-            ),
-            schedule_hours=s.backup_interval_hours,
-            drill_hours=t.drill_hours,
-            push_url=PUSHGATEWAY_URL if s.monitoring else None,
-            drill_push_url=DRILL_PUSH_URL if s.monitoring else None,
-        )
+
+def _app_image(s: Settings, platform: Platform) -> str:
+    """``appImage``, or in dev the demo app built on the Docker host."""
+    if not s.demo_app:
+        return s.images.app
+    from components.demo_app import DemoAppImage, DemoAppImageArgs
+    from components.platforms.docker import DockerPlatform
+
+    assert isinstance(platform, DockerPlatform), "settings allow demoApp on docker only"
+    return DemoAppImage("luna-demo-app", DemoAppImageArgs(platform=platform)).ref
+
+
+def _backup(s: Settings) -> BackupArgs | None:
+    if not s.backups:
+        return None
+    t, sec = s.backup_target, s.secrets
+    assert sec.backup_access_key_id and sec.backup_secret_access_key
+    assert sec.backup_encryption_key
+    return BackupArgs(
+        target=ObjectStoreTarget(
+            bucket=t.bucket,
+            endpoint=t.endpoint,
+            region=t.region,
+            path=f"/luna-{s.stack}",
+            access_key_id=sec.backup_access_key_id,
+            secret_access_key=sec.backup_secret_access_key,
+            encryption_key=sec.backup_encryption_key,
+            retention_days=t.retention_days,
+            uri_style=t.uri_style,
+        ),
+        schedule_hours=s.backup_interval_hours,
+        drill_hours=t.drill_hours,
+        push_url=PUSHGATEWAY_URL if s.monitoring else None,
+        drill_push_url=DRILL_PUSH_URL if s.monitoring else None,
+    )
+
+
+def _database(s: Settings, platform: Platform, ca: InternalCA) -> Database:
     kubernetes = s.platform == "kubernetes"
-    database = Database(
+    return Database(
         "luna-database",
         DatabaseArgs(
             platform=platform,
             engine=s.database,
-            image=img.cnpg_postgres if kubernetes else img.postgres,
+            image=s.images.cnpg_postgres if kubernetes else s.images.postgres,
             instances=s.postgres_instances if kubernetes else 1,
             synchronous=kubernetes and s.stack == "prod",
             ca=ca,
             volume_gb=s.database_volume_gb,
+            resources=Resources(memory_mb=s.postgres_memory_mb, cpus=s.postgres_cpus),
             password=s.secrets.db_password,
-            backup=backup,
+            backup=_backup(s),
             protect=s.protect_data,
         ),
     )
-    cache = (
-        Cache(
-            "luna-cache",
-            CacheArgs(
-                platform=platform,
-                image=img.redis,
-                max_memory_mb=s.redis_max_memory_mb,
-                eviction_policy=s.redis_eviction_policy,
-                password=s.secrets.redis_password,
-                protect=s.protect_data,
-                ca=ca,
-            ),
-        )
-        if s.cache
-        else None
+
+
+def _cache(s: Settings, platform: Platform, ca: InternalCA) -> Cache:
+    return Cache(
+        "luna-cache",
+        CacheArgs(
+            platform=platform,
+            image=s.images.redis,
+            max_memory_mb=s.redis_max_memory_mb,
+            eviction_policy=s.redis_eviction_policy,
+            password=s.secrets.redis_password,
+            protect=s.protect_data,
+            ca=ca,
+        ),
     )
-    app = LunaApp(
+
+
+def _app(
+    s: Settings,
+    platform: Platform,
+    ca: InternalCA,
+    image: str,
+    database: Database,
+    cache: Cache | None,
+) -> LunaApp:
+    return LunaApp(
         "luna-app",
         LunaAppArgs(
             platform=platform,
-            image=app_image,
+            image=image,
             app_url=s.app_url,
             node_env=s.node_env,
             replicas=s.app_replicas,
@@ -176,106 +225,107 @@ def build(s: Settings) -> dict[str, Any]:
             protect=s.protect_data,
         ),
     )
-    proxy = (
-        ReverseProxy(
-            "luna-proxy",
-            ReverseProxyArgs(
-                platform=platform,
-                image=img.nginx,
-                server_name=s.server_name,
-                upstream=app.deployment,
-                # Kubernetes runs two edges behind its load balancer, each draining
-                # for longer than that balancer's health-check window; one Docker
-                # host binds the public ports once.
-                replicas=EDGE_REPLICAS if s.platform == "kubernetes" else 1,
-                drain_s=s.edge_drain_s if s.platform == "kubernetes" else 0,
-                http_port=s.http_port,
-                https_port=s.https_port,
-                client_max_body_mb=s.client_max_body_mb,
-                tls_cert=s.secrets.tls_cert,
-                tls_key=s.secrets.tls_key,
-                crisis_paths=(crisis_prefix(s.crisis_path),),
-            ),
-        )
-        if s.proxy
-        else None
+
+
+def _proxy(s: Settings, platform: Platform, app: LunaApp) -> ReverseProxy:
+    return ReverseProxy(
+        "luna-proxy",
+        ReverseProxyArgs(
+            platform=platform,
+            image=s.images.nginx,
+            server_name=s.server_name,
+            upstream=app.deployment,
+            # Kubernetes runs two edges behind its load balancer, each draining
+            # for longer than that balancer's health-check window; one Docker
+            # host binds the public ports once.
+            replicas=EDGE_REPLICAS if s.platform == "kubernetes" else 1,
+            drain_s=s.edge_drain_s if s.platform == "kubernetes" else 0,
+            http_port=s.http_port,
+            https_port=s.https_port,
+            client_max_body_mb=s.client_max_body_mb,
+            tls_cert=s.secrets.tls_cert,
+            tls_key=s.secrets.tls_key,
+            crisis_paths=(crisis_prefix(s.crisis_path),),
+        ),
     )
-    outputs: dict[str, Any] = {
-        "stack": s.stack,
-        "platform": s.platform,
-        "app_url": s.app_url,
-        "app_image": app_image,
-        "database_url": database.url,
-        # What an operator's browser or curl trusts for Kibana (and any internal hop).
-        "internal_ca_pem": ca.ca_pem,
-    }
-    if s.monitoring:
-        monitoring = Monitoring(
-            "luna-monitoring",
-            MonitoringArgs(
-                platform=platform,
-                stack=s.stack,
-                # Settings' Images is a MonitoringImages and a LoggingImages.
-                images=img,
-                app_targets=app.addresses,
-                app_dns_names=app.dns_names,
-                app_metrics_path=s.metrics_path,
-                crisis_probe_url=f"{app.internal_url}{s.crisis_path}",
-                thresholds=AlertThresholds(
-                    crisis_latency_s=s.crisis_latency_budget_ms / 1000,
-                    backup_max_age_h=s.backup_interval_hours * 2 + 2,
-                    backup_metrics=database.backup_metrics,
-                    app_replicas=s.app_replicas,
-                    slo_objective_percent=s.alerting.slo_objective_percent,
-                    runbook_base=s.alerting.runbook_base_url,
-                ),
-                receivers=_receivers(s),
-                # Two gossiping replicas where the platform can spread them; one on a
-                # single Docker host, where a second copy shares its fate.
-                alertmanager_replicas=2 if s.platform == "kubernetes" else 1,
-                # What users reach: the public URL, through the edge and its certificate.
-                edge_probe_url=f"{s.app_url}{s.crisis_path}" if s.proxy else None,
-                retention_days=s.prometheus_retention_days,
-                volume_gb=s.prometheus_volume_gb,
-                database_service=database.service,
-                database_host=database.host,
-                database_password=database.monitor_password,
-                database_ca_pem=database.ca_pem,
-                database_metrics_dns=database.metrics_dns,
-                cache_service=cache.service if cache else None,
-                cache_password=cache.exporter_password if cache else None,
-                cache_user=cache.exporter_user if cache else "exporter",
-                cache_tls_port=cache.tls_port if cache else 6380,
-                cache_ca_pem=cache.ca_pem if cache else None,
-                proxy_status=proxy.status_address if proxy else None,
-                backups=s.backups,
-                grafana_password=s.secrets.grafana_password,
-                grafana_port=s.grafana_port,
-                protect=s.protect_data,
-            ),
-        )
-        outputs["grafana_url"] = monitoring.grafana_url
-    if s.logging:
-        logging = Logging(
-            "luna-logging",
-            LoggingArgs(
-                platform=platform,
-                stack=s.stack,
-                images=img,
-                ca=ca,
-                retention_days=s.log_retention_days,
-                audit_retention_days=s.audit_retention_days,
-                volume_gb=s.elasticsearch_volume_gb,
-                heap_mb=s.elasticsearch_heap_mb,
-                elastic_password=s.secrets.elastic_password,
-                kibana_port=s.kibana_port,
-                gelf_port=s.gelf_port,
-                protect=s.protect_data,
-            ),
-        )
-        outputs["kibana_url"] = logging.kibana_url
-    platform.finish()
-    return outputs
+
+
+def _monitoring(
+    s: Settings,
+    platform: Platform,
+    app: LunaApp,
+    database: Database,
+    cache: Cache | None,
+    proxy: ReverseProxy | None,
+) -> Monitoring:
+    return Monitoring(
+        "luna-monitoring",
+        MonitoringArgs(
+            platform=platform,
+            stack=s.stack,
+            # Settings' Images is a MonitoringImages and a LoggingImages.
+            images=s.images,
+            app_targets=app.addresses,
+            app_dns_names=app.dns_names,
+            app_metrics_path=s.metrics_path,
+            crisis_probe_url=f"{app.internal_url}{s.crisis_path}",
+            thresholds=_thresholds(s, database),
+            receivers=_receivers(s),
+            # Two gossiping replicas where the platform can spread them; one on a
+            # single Docker host, where a second copy shares its fate.
+            alertmanager_replicas=2 if s.platform == "kubernetes" else 1,
+            # What users reach: the public URL, through the edge and its certificate.
+            edge_probe_url=f"{s.app_url}{s.crisis_path}" if proxy else None,
+            retention_days=s.prometheus_retention_days,
+            volume_gb=s.prometheus_volume_gb,
+            database_service=database.service,
+            database_host=database.host,
+            database_password=database.monitor_password,
+            database_ca_pem=database.ca_pem,
+            database_metrics_dns=database.metrics_dns,
+            cache_service=cache.service if cache else None,
+            cache_password=cache.exporter_password if cache else None,
+            cache_user=cache.exporter_user if cache else "exporter",
+            cache_tls_port=cache.tls_port if cache else 6380,
+            cache_ca_pem=cache.ca_pem if cache else None,
+            proxy_status=proxy.status_address if proxy else None,
+            backups=s.backups,
+            grafana_password=s.secrets.grafana_password,
+            grafana_port=s.grafana_port,
+            protect=s.protect_data,
+        ),
+    )
+
+
+def _thresholds(s: Settings, database: Database) -> AlertThresholds:
+    return AlertThresholds(
+        crisis_latency_s=s.crisis_latency_budget_ms / 1000,
+        backup_max_age_h=s.backup_interval_hours * 2 + 2,
+        backup_metrics=database.backup_metrics,
+        app_replicas=s.app_replicas,
+        slo_objective_percent=s.alerting.slo_objective_percent,
+        runbook_base=s.alerting.runbook_base_url,
+    )
+
+
+def _logging(s: Settings, platform: Platform, ca: InternalCA) -> Logging:
+    return Logging(
+        "luna-logging",
+        LoggingArgs(
+            platform=platform,
+            stack=s.stack,
+            images=s.images,
+            ca=ca,
+            retention_days=s.log_retention_days,
+            audit_retention_days=s.audit_retention_days,
+            volume_gb=s.elasticsearch_volume_gb,
+            heap_mb=s.elasticsearch_heap_mb,
+            elastic_password=s.secrets.elastic_password,
+            kibana_port=s.kibana_port,
+            gelf_port=s.gelf_port,
+            protect=s.protect_data,
+        ),
+    )
 
 
 def _receivers(s: Settings) -> AlertReceivers:

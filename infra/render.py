@@ -59,7 +59,10 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
-DEV_TEMPLATE = "Pulumi.dev.example.yaml"
+DEV_TEMPLATE = "Pulumi.dev.yaml"
+# Each developer's own dev config (scripts/deploy-dev): the committed Pulumi.dev.yaml
+# plus the salt of their passphrase and their `config set`s, outside git.
+DEV_PERSONAL = ".pulumi-state/project/Pulumi.dev.yaml"
 # Written into every output folder; only a folder carrying it (or an empty one) is replaced.
 MARKER = ".luna-render"
 # What a render writes; a folder holding only these predates the marker and is a render too.
@@ -166,6 +169,7 @@ def _job_files(r: Record) -> dict[str, str]:
     shipped = {}
     for variable, path in re.findall(r'printf "%s" "\$(\w+)" > "\$stage"(\S+)', script):
         content, secret = _peel(env[variable])
+        secret = secret or variable.startswith("LUNA_SECRET_FILE_")
         shipped[f"{name.group(1)}{path}"] = MASK + "\n" if secret else str(unwrap(content))
     return shipped
 
@@ -251,12 +255,12 @@ def load_stack_config(
 def stack_config_file(stack: str, root: Path = REPO, *, personal: bool = False) -> Path:
     """The committed config of ``stack``: ``Pulumi.<stack>.yaml``, except dev's.
 
-    dev's committed config is a template, Pulumi.dev.example.yaml; each developer's
-    Pulumi.dev.yaml starts as a copy and stays out of git, because Pulumi writes the
+    dev's committed config is Pulumi.dev.yaml; scripts/deploy-dev gives each developer
+    a copy under .pulumi-state (``DEV_PERSONAL``), out of git, because Pulumi writes the
     salt of that developer's passphrase into it (docs/environments.md).
     """
     if stack == "dev":
-        own = root / "Pulumi.dev.yaml"
+        own = root / DEV_PERSONAL
         return own if personal and own.exists() else root / DEV_TEMPLATE
     return root / f"Pulumi.{stack}.yaml"
 

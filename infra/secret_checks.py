@@ -24,13 +24,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 __all__ = [
     "MIN_JWT_BYTES",
     "MIN_PASSWORD",
     "app_url_problem",
     "ascii_host",
+    "https_url",
     "image_problem",
     "port_collision",
     "secret_problem",
@@ -158,3 +159,13 @@ def ascii_host(url: str) -> str:
     what nginx's ``server_name``, SNI and certificates carry."""
     host = urlsplit(url).hostname or ""
     return host.encode("idna").decode("ascii").lower()
+
+
+def https_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return (
+        parsed.scheme == "https"
+        and bool(parsed.hostname)
+        and not any(c.isspace() for c in value)
+        and "@" not in parsed.netloc
+    )

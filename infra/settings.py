@@ -5,7 +5,8 @@ bad value and what is allowed, before any resource is created.
 
 Split by concern; only this module reads config, and it re-exports what callers
 import (``from infra.settings import Settings, ConfigError, ...``):
-- infra/settings_types.py: the frozen dataclasses it returns;
+- infra/config_reader.py: :class:`Reader`, which reads and checks one key at a time;
+- infra/settings_types.py: the frozen dataclasses it returns (alerting's too);
 - infra/settings_rules.py: rules across keys, run on the validated settings;
 - infra/alerting.py: Alertmanager's receivers and the crisis SLO;
 - infra/secret_checks.py: pure checks of secret and hostile values;
@@ -15,10 +16,9 @@ import (``from infra.settings import Settings, ConfigError, ...``):
 from __future__ import annotations
 
 import contextvars
+import difflib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 from urllib.parse import urlparse
 
 import pulumi
@@ -30,13 +30,13 @@ from infra.alerting import (
     ALERT_SECRET_KEYS,
     AlertingSettings,
     check_alerting,
-    https_url,
     placeholder_secret,
     read_alerting,
     required_secret_groups,
 )
 from infra.config_error import NAMESPACE, ConfigError
-from infra.secret_checks import app_url_problem, ascii_host, image_problem, secret_problem
+from infra.config_reader import HOST_PORT, KeySpec, Reader, matches
+from infra.secret_checks import app_url_problem, ascii_host
 from infra.settings_rules import (
     BACKUP_SECRETS,
     check_combinations,
@@ -57,6 +57,7 @@ __all__ = [
     "KeySpec",
     "Secrets",
     "Settings",
+    "check_prod_app_image",
     "describe_keys",
     "load_settings",
     "placeholder_secret",
@@ -64,7 +65,6 @@ __all__ = [
     "required_secrets",
 ]
 
-V = TypeVar("V")
 
 STACKS: Final = ("dev", "staging", "prod")
 PLATFORMS: Final = ("docker", "kubernetes")
@@ -84,180 +84,23 @@ SECRET_KEYS: Final = (
     *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
-# name[:tag][@sha256:digest] with a tag other than "latest", or a digest.
-_IMAGE = re.compile(
-    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9._-]+)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
 
 
-@dataclass(frozen=True)
-class KeySpec:
-    """What validation enforces for one key: docs/configuration.md is generated from these."""
-
-    key: str
-    kind: str
-    """integer, number, boolean, choice, image, path, url, string or secret."""
-    allowed: str
-    """The exact text a ConfigError prints for this key."""
-
-
-class _Reader:
-    """Reads ``luna:*`` keys, remembering which were read (to catch typos) and how
-    each is validated (to document it: ``python -m infra.docs_config``)."""
-
-    def __init__(self, config: pulumi.Config) -> None:
-        self._config = config
-        self.read: set[str] = set()
-        self.specs: dict[str, KeySpec] = {}
-
-    def _spec(self, key: str, kind: str, allowed: str) -> None:
-        self.specs[key] = KeySpec(key, kind, allowed)
-
-    def raw(self, key: str, allowed: str = "any text") -> str | None:
-        self.read.add(key)
-        self.specs.setdefault(key, KeySpec(key, "string", allowed))
-        if key in SECRET_KEYS:
-            raise AssertionError(f"{key} is secret; use secret()")
-        if runtime_config.is_config_secret(f"{NAMESPACE}:{key}"):
-            raise ConfigError(key, "[secret]", "this key is not a secret; set it without --secret")
-        return self._config.get(key)
-
-    def require(self, key: str, allowed: str) -> str:
-        value = self.raw(key)
-        if value is None or value == "":
-            raise ConfigError(key, None, f"required; {allowed} (defaults live in Pulumi.yaml)")
-        return value
-
-    def parsed(
-        self, key: str, kind: str, allowed: str, parse: Callable[[str], V], ok: Callable[[V], bool]
-    ) -> V:
-        """``key`` as ``parse`` reads it, when ``ok``; else one ConfigError naming ``allowed``."""
-        self._spec(key, kind, allowed)
-        value = self.require(key, allowed)
-        try:
-            result = parse(value)
-        except ValueError:
-            raise ConfigError(key, value, allowed) from None
-        if not ok(result):
-            raise ConfigError(key, value, allowed)
-        return result
-
-    def checked(
-        self, key: str, allowed: str, ok: Callable[[str], bool], *, kind: str = "string"
-    ) -> str:
-        return self.parsed(key, kind, allowed, str, ok)
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        return self.checked(
-            key, "one of " + ", ".join(choices), choices.__contains__, kind="choice"
-        )
-
-    def integer(self, key: str, low: int, high: int, *, options: tuple[int, ...] = ()) -> int:
-        allowed = (
-            f"one of {', '.join(map(str, options))}"
-            if options
-            else f"an integer from {low} to {high}"
-        )
-        return self.parsed(
-            key,
-            "integer",
-            allowed,
-            int,
-            lambda n: low <= n <= high and (not options or n in options),
-        )
-
-    def port(self, key: str) -> int:
-        return self.integer(key, 1, 65535)
-
-    def number(self, key: str, low: float, high: float) -> float:
-        allowed = f"a number from {low:g} to {high:g}"
-        return self.parsed(key, "number", allowed, float, lambda n: low <= n <= high)
-
-    def boolean(self, key: str) -> bool:
-        value = self.checked(key, "true or false", ("true", "false").__contains__, kind="boolean")
-        return value == "true"
-
-    def image(self, key: str) -> str:
-        return self.checked(
-            key,
-            "a pinned image reference: name:tag (not latest) or name@sha256:…",
-            lambda v: _pinned(v) and image_problem(v) is None,
-            kind="image",
-        )
-
-    def path(self, key: str) -> str:
-        return self.checked(
-            key,
-            "an absolute URL path such as /api/health",
-            _matches(r"/[A-Za-z0-9._~/-]*"),
-            kind="path",
-        )
-
-    def secret(self, key: str) -> pulumi.Output[str] | None:
-        self.read.add(key)
-        self._spec(key, "secret", "any text, set with --secret")
-        full = f"{NAMESPACE}:{key}"
-        if runtime_config.get_config(full) is None:
-            return None
-        if not runtime_config.is_config_secret(full):
-            raise ConfigError(
-                key, "[hidden]", f"must be encrypted: pulumi config set --secret {full} …"
-            )
-        problem = secret_problem(key, runtime_config.get_config(full))
-        if problem:
-            raise ConfigError(key, "[hidden]", problem)
-        return self._config.get_secret(key)
-
-    def secret_url(self, key: str) -> pulumi.Output[str] | None:
-        """A secret URL, checked before anything is created; the error never shows it."""
-        value = self.secret(key)
-        text = runtime_config.get_config(f"{NAMESPACE}:{key}")
-        if value is not None and not https_url(text or ""):
-            raise ConfigError(
-                key, "[hidden]", "an https:// URL with a host, e.g. https://hooks.example.com/…"
-            )
-        return value
-
-    def optional(self, key: str, allowed: str, ok: Callable[[str], bool]) -> str | None:
-        allowed = f"empty, or {allowed}"
-        value = self.raw(key, allowed) or ""
-        if value and not ok(value):
-            raise ConfigError(key, value, allowed)
-        return value or None
-
-
-def _pinned(ref: str) -> bool:
-    match = _IMAGE.match(ref)
-    if not match:
-        return False
-    tag, digest = match.group("tag"), match.group("digest")
-    return bool(digest) or (tag is not None and tag != "latest")
-
-
-# host[:port] as image references and S3 clients name a server: no scheme, no path.
-_HOST_PORT = r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?"
-
-
-def _matches(pattern: str) -> Callable[[str], bool]:
-    return lambda value: bool(re.fullmatch(pattern, value))
-
-
-def _backup_target(r: _Reader) -> BackupTarget:
+def _backup_target(r: Reader) -> BackupTarget:
     # Empty is allowed here; staging and prod refuse an empty target (settings_rules.py).
     # host[:port]: pgBackRest and Barman Cloud always speak TLS to it.
     endpoint = r.optional(
         "backupEndpoint",
         "an S3 host[:port] without scheme, e.g. s3.eu-central-1.amazonaws.com",
-        _matches(_HOST_PORT),
+        matches(HOST_PORT),
     )
     bucket = r.optional(
         "backupBucket",
         "an S3 bucket name (3-63 lowercase, digits, . -)",
-        _matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),
+        matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),
     )
     region = r.optional(
-        "backupRegion", "a region name such as eu-central-1", _matches(r"[a-z0-9-]{2,32}")
+        "backupRegion", "a region name such as eu-central-1", matches(r"[a-z0-9-]{2,32}")
     )
     return BackupTarget(
         bucket=bucket or "",
@@ -279,13 +122,39 @@ def load_settings(stack: str | None = None, config: pulumi.Config | None = None)
     stack = stack or pulumi.get_stack()
     if stack not in STACKS:
         raise ConfigError("(stack)", stack, "the stack must be one of " + ", ".join(STACKS))
-    r = _Reader(config or pulumi.Config(NAMESPACE))
+    r = Reader(config or pulumi.Config(NAMESPACE), SECRET_KEYS)
     settings = _read(r, stack)
     _check_unknown(r.read)
     check_combinations(settings)
     check_alerting(settings)
     check_hostile(settings)
+    check_prod_app_image(settings)
     return settings
+
+
+# Where prod may pull the app image from (issue #25): this organisation's packages only.
+PROD_APP_REGISTRIES: Final = ("ghcr.io/luna-app/",)
+_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+
+
+def check_prod_app_image(s: Settings) -> None:
+    """Prod runs only an app image pinned by digest, from an allowed registry.
+
+    A tag can be re-pushed (``evil.example/x:1`` and ``ghcr.io/luna-app/luna-web:1.4.2``
+    both pass the generic "pinned" check); a digest names one image for ever, the one
+    the pipeline built, scanned, signed and recorded (docs/pipeline.md, "Images").
+    """
+    if s.stack != "prod":
+        return
+    ref = s.images.app
+    if not ref.startswith(PROD_APP_REGISTRIES) or not _DIGEST.search(ref):
+        raise ConfigError(
+            "appImage",
+            ref,
+            "in prod, an image from "
+            + " or ".join(PROD_APP_REGISTRIES)
+            + " pinned by digest: name[:tag]@sha256:<64 hex>",
+        )
 
 
 def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
@@ -298,7 +167,7 @@ def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
     def run() -> list[KeySpec]:
         secret_keys = [f"{NAMESPACE}:{k}" for k in SECRET_KEYS if f"{NAMESPACE}:{k}" in config]
         pulumi.runtime.set_all_config(config, secret_keys)
-        r = _Reader(pulumi.Config(NAMESPACE))
+        r = Reader(pulumi.Config(NAMESPACE), SECRET_KEYS)
         _read(r, stack)
         return list(r.specs.values())
 
@@ -306,7 +175,7 @@ def describe_keys(config: dict[str, str], stack: str = "dev") -> list[KeySpec]:
     return contextvars.copy_context().run(run)
 
 
-def _read(r: _Reader, stack: str) -> Settings:
+def _read(r: Reader, stack: str) -> Settings:
     """Read and validate each key on its own (rules across keys: _check_combinations)."""
     platform = r.choice("platform", PLATFORMS)
     database = r.choice("database", ("sqlite", "postgres"))
@@ -356,14 +225,14 @@ def _read(r: _Reader, stack: str) -> Settings:
             "dockerHost",
             "unix:///path or ssh://user@host (tcp:// would carry the Docker API, root on the "
             "host, without TLS)",
-            _matches(r"(unix|ssh)://\S+"),
+            matches(r"(unix|ssh)://\S+"),
         ),
         kube_context=r.raw("kubeContext", "empty, or a context name in the kubeconfig") or None,
         storage_class=r.optional(
             "storageClass",
             "a StorageClass name (lowercase DNS subdomain)",
             # A DNS-1123 subdomain, as Kubernetes requires of object names.
-            _matches(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"),
+            matches(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"),
         ),
         images=images,
         demo_app=r.boolean("demoApp"),
@@ -383,6 +252,8 @@ def _read(r: _Reader, stack: str) -> Settings:
         backup_interval_hours=r.integer("backupIntervalHours", 1, 24, options=BACKUP_INTERVALS),
         backup_target=_backup_target(r),
         postgres_instances=r.integer("postgresInstances", 1, 9),
+        postgres_memory_mb=r.integer("postgresMemoryMb", 256, 262144),
+        postgres_cpus=r.number("postgresCpus", 0.25, 64),
         cnpg_operator=r.choice("cnpgOperator", ("install", "prerequisite")),  # type: ignore[arg-type]
         cache=r.boolean("cache"),
         redis_max_memory_mb=r.integer("redisMaxMemoryMb", 16, 65536),
@@ -408,7 +279,7 @@ def _read(r: _Reader, stack: str) -> Settings:
         registry_server=r.optional(
             "registryServer",
             "a registry host such as ghcr.io or registry.example:5000",
-            _matches(_HOST_PORT),
+            matches(HOST_PORT),
         ),
         registry_username=r.raw("registryUsername", "empty, or the registry user name") or None,
         secrets=secrets,
@@ -419,7 +290,15 @@ def _read(r: _Reader, stack: str) -> Settings:
 def _check_unknown(read: set[str]) -> None:
     prefix = f"{NAMESPACE}:"
     for full in sorted(runtime_config.CONFIG.get()):
-        if full.startswith(prefix) and full[len(prefix) :] not in read:
-            raise ConfigError(
-                full[len(prefix) :], "…", "unknown key; see docs/configuration.md for the keys"
-            )
+        key = full[len(prefix) :]
+        if full.startswith(prefix) and key not in read:
+            raise ConfigError(key, "…", f"unknown key; {_did_you_mean(key, read)}"
+                              "see docs/configuration.md for the keys")  # fmt: skip
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    """The closest known key: a case slip (``appurl``) first, then a typo (``appReplica``)."""
+    by_case = {k.lower(): k for k in known}
+    close = [by_case[key.lower()]] if key.lower() in by_case else []
+    close = close or difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    return f"did you mean {close[0]}? " if close else ""

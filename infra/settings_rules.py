@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from infra.alerting import missing_receivers
 from infra.config_error import ConfigError
 from infra.secret_checks import port_collision
 from infra.settings_types import Settings
@@ -17,6 +18,8 @@ from infra.settings_types import Settings
 __all__ = ["BACKUP_SECRETS", "check_combinations", "check_hostile", "required_secrets"]
 
 
+# Pulumi.yaml's defaults of the published host ports (tests/test_settings.py keeps them equal).
+PORT_DEFAULTS: Final = {"httpPort": 80, "httpsPort": 443, "grafanaPort": 3001, "kibanaPort": 5601}
 BACKUP_SECRETS: Final = ("backupAccessKeyId", "backupSecretAccessKey", "backupEncryptionKey")
 
 
@@ -30,11 +33,17 @@ def required_secrets(stack: str) -> tuple[str, ...]:
 
 def check_combinations(s: Settings) -> None:
     """What one stack, platform or feature needs of the others (each key is valid alone)."""
-    for key in required_secrets(s.stack):
-        if _secret(s, key) is None:
-            raise ConfigError(
-                key, None, f"required in {s.stack}: pulumi config set --secret luna:{key} …"
-            )
+    # Every missing secret in one line, so a first deploy is not a run per secret.
+    absent: list[tuple[str, ...]] = [(k,) for k in required_secrets(s.stack)]
+    absent = [k for k in absent if _secret(s, k[0]) is None] + missing_receivers(s)
+    if absent:
+        names = ", ".join(" or ".join(f"luna:{k}" for k in group) for group in absent)
+        raise ConfigError(
+            absent[0][0],
+            None,
+            f"required in {s.stack}; every secret still missing: {names} "
+            "(pulumi config set --secret <key> …; docs/first-deploy.md lists them)",
+        )
     if s.demo_app and s.stack != "dev":
         raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
     if s.demo_app and s.platform != "docker":
@@ -98,8 +107,11 @@ def check_combinations(s: Settings) -> None:
             "registryServer, registryUsername and registryPassword (secret) are set together",
         )
     if s.app_max_replicas < s.app_replicas:
+        # The replica count is what an operator raises; the ceiling is the guard.
         raise ConfigError(
-            "appMaxReplicas", str(s.app_max_replicas), f"at least appReplicas ({s.app_replicas})"
+            "appReplicas",
+            str(s.app_replicas),
+            f"at most appMaxReplicas ({s.app_max_replicas}); raise appMaxReplicas to run more",
         )
 
 
@@ -114,6 +126,9 @@ def check_hostile(s: Settings) -> None:
             ports["kibanaPort"] = s.kibana_port
     if clash := port_collision(ports):
         key, port, other = clash
+        # Blame the key moved off its default: that is the one the operator set.
+        if port == PORT_DEFAULTS.get(key) and port != PORT_DEFAULTS.get(other):
+            key, other = other, key
         raise ConfigError(key, str(port), f"a port not already used by {other}")
 
 

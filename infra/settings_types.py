@@ -13,9 +13,31 @@ import pulumi
 
 from components.logs import LoggingImages
 from components.monitoring import MonitoringImages
-from infra.alerting import AlertingSettings
 
-__all__ = ["BackupTarget", "Images", "Secrets", "Settings"]
+__all__ = ["AlertingSettings", "BackupTarget", "Images", "Secrets", "Settings"]
+
+
+@dataclass(frozen=True)
+class AlertingSettings:
+    """Alertmanager's receivers and the crisis SLO. Secret values stay Outputs."""
+
+    pagerduty_routing_key: pulumi.Output[str] | None
+    opsgenie_api_key: pulumi.Output[str] | None
+    chat_kind: Literal["slack", "teams"]
+    chat_webhook_url: pulumi.Output[str] | None
+    webhook_url: pulumi.Output[str] | None
+    heartbeat_url: pulumi.Output[str] | None
+    smtp_smarthost: str | None
+    smtp_from: str | None
+    email_to: str | None
+    smtp_username: str | None
+    smtp_password: pulumi.Output[str] | None
+    slo_objective_percent: float
+    runbook_base_url: str
+
+    @property
+    def can_page(self) -> bool:
+        return self.pagerduty_routing_key is not None or self.opsgenie_api_key is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +118,9 @@ class Settings:
     backup_target: BackupTarget
     postgres_instances: int
     """Kubernetes: CloudNativePG instances (Docker runs one)."""
+    postgres_memory_mb: int
+    """Each instance's memory limit; shared_buffers and effective_cache_size follow it."""
+    postgres_cpus: float
     cnpg_operator: Literal["install", "prerequisite"]
     cache: bool
     redis_max_memory_mb: int

@@ -95,10 +95,13 @@ def _phi_isolation(args: StackValidationArgs, report: ReportViolation) -> None:
             for attachment in items(get(r.props, "networksAdvanced")):
                 name = str(get(attachment, "name"))
                 net = networks.get(name)
-                # The one exception: the database's own egress-only network, which
-                # carries its WAL archive to the off-site store (issue #12); no port
-                # is published on it and no other service joins it.
-                offsite = service == "database" and name.endswith("-database-edge")
+                # The one exception: the database's (and its backup loop's) own
+                # egress-only network, which carries WAL and base backups to the
+                # off-site store (issue #12); no port is published on it and no
+                # other service joins it.
+                offsite = service in ("database", "database-backup") and name.endswith(
+                    f"-{service}-edge"
+                )
                 if offsite and not published:
                     continue
                 if net is None or get(net.props, "internal") is not True:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 
 import pytest
 
 from infra.render import Rendered, on_platform, render
 from tests.support.harness import Resources
+from tests.support.tools import REPO
+from tests.support.write_guard import WriteGuard
 
 STACKS = ("dev", "staging", "prod")
 # Every stack is tested on every platform listed here.
@@ -29,6 +31,26 @@ def stack_render(request: pytest.FixtureRequest) -> tuple[str, str, Rendered]:
 
 def resources_of(r: Rendered) -> Resources:
     return Resources(r.monitor.records)
+
+
+_GUARD: list[WriteGuard] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Before any fixture runs, so session fixtures' writes are seen too.
+    _GUARD.append(WriteGuard(REPO))
+
+
+@pytest.fixture(autouse=True)
+def _writes_stay_in_temporary_folders() -> Iterator[None]:
+    """Fail a test that leaves a file outside its temporary folders (support/write_guard.py)."""
+    yield
+    if _GUARD and (stray := _GUARD[0].new_entries()):
+        pytest.fail(
+            "the test created files outside its temporary folders (use tmp_path): "
+            + ", ".join(stray),
+            pytrace=False,
+        )
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:

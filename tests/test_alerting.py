@@ -361,3 +361,43 @@ def test_grafana_shows_the_crisis_error_budget() -> None:
     burn = next(a for a in _alerts(r) if a["alert"] == "LunaCrisisAvailabilityBudgetBurn")
     # 14.4x and 6x the budget: the SRE workbook's page thresholds for 30 days.
     assert "ratio_avg1h > 0.0144" in burn["expr"] and "ratio_avg6h > 0.006" in burn["expr"]
+
+
+# Alertmanager 0.27.0 removed every api/v1 endpoint: they answer 410 and log a
+# deprecation (prometheus/alertmanager CHANGELOG.md, "0.27.0 / 2024-02-28", #2970).
+# Debian's 0.25, which tests/real/test_paging.py runs, still serves v1, so a Prometheus
+# told to speak v1 pages fine there and never in production: only this check catches it.
+V1_REMOVED_IN = (0, 27)
+
+
+def _alertmanager_image(r: Any) -> str:
+    """The image the render deploys: the Pod's, or the Docker RemoteImage's pulled name."""
+    for item in workloads(r)["alertmanager"]:
+        if "kind" in item:
+            (container,) = item["spec"]["template"]["spec"]["containers"]
+            return str(container["image"])
+    pulled = [
+        str(unwrap(rec.inputs["name"]))
+        for rec in r.monitor.records.values()
+        if rec.type == "docker:index/remoteImage:RemoteImage"
+        and "alertmanager" in str(unwrap(rec.inputs["name"]))
+    ]
+    assert len(pulled) == 1, f"Alertmanager images pulled: {pulled}"
+    return pulled[0]
+
+
+@pytest.mark.parametrize(("stack", "platform"), MONITORED)
+def test_prometheus_speaks_the_api_the_pinned_alertmanager_serves(
+    stack: str, platform: str
+) -> None:
+    r = rendered(stack, platform)
+    image = _alertmanager_image(r)
+    match = re.search(r"alertmanager:v(\d+)\.(\d+)\.\d+", image)
+    assert match, f"cannot read the Alertmanager version from {image!r}"
+    version = (int(match[1]), int(match[2]))
+    served = {"v2"} if version >= V1_REMOVED_IN else {"v1", "v2"}
+    for manager in prometheus_yml(r)["alerting"]["alertmanagers"]:
+        # Prometheus 2.x defaults to v2 (docs/configuration/configuration.md,
+        # <alertmanager_config>).
+        api = manager.get("api_version", "v2")
+        assert api in served, f"{image} serves {sorted(served)}; Prometheus speaks {api}"

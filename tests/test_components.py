@@ -16,6 +16,7 @@ from components.logs import Logging
 from components.monitoring import Monitoring
 from components.platforms import Deployment
 from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+from components.platforms.docker.postgres import roles_script
 from components.proxy import ReverseProxy, ReverseProxyArgs
 from components.spec import ObjectStoreTarget, ServiceSpec
 from components.spec import Resources as Size
@@ -124,6 +125,7 @@ def test_postgres_protection_follows_args(protect: bool) -> None:
     drill = unwrap(res.named("luna-database-postgres-drill").inputs)
     loop = drill["entrypoints"][-1]
     assert "sleep 86400" in loop and "/opt/luna/drill.sh" in loop, loop
+    assert res.named("luna-database-postgres-run").protect is protect
 
 
 def test_postgres_health_check_uses_pg_isready_and_secrets_stay_secret() -> None:
@@ -131,12 +133,38 @@ def test_postgres_health_check_uses_pg_isready_and_secrets_stay_secret() -> None
     server = res.named("luna-database-postgres")
     health = unwrap(server.inputs["healthcheck"])
     assert health["tests"][:2] == ["CMD", "pg_isready"], health
-    # One secret entry makes Docker's whole `envs` list secret on the wire.
-    assert is_secret(server.inputs["envs"]), "the server's environment is not secret"
-    envs = " ".join(unwrap(server.inputs["envs"]))
-    for key in ("POSTGRES_PASSWORD=", "APP_PASSWORD=", "PGBACKREST_REPO1_CIPHER_PASS=",
-                "PGBACKREST_REPO1_S3_KEY_SECRET="):  # fmt: skip
-        assert key in envs, f"{key} is not passed"
+    # No secret in any container's environment: `docker inspect` shows it.
+    for container in res.of_type("/container:Container"):
+        envs = " ".join(unwrap(container.inputs["envs"]))
+        for word in ("PASSWORD=", "CIPHER", "S3_KEY", "cipher-pass", "s3-secret"):
+            assert word not in envs, f"{container.name}: {word} in its environment"
+    uploads = {u["file"]: u for u in unwrap(server.inputs["uploads"])}
+    assert "repo1-cipher-pass=cipher-pass" in uploads["/etc/luna/postgres/secret/pgbackrest.conf"][
+        "content"]  # fmt: skip
+    assert is_secret(server.inputs["uploads"]), "the server's uploads are not secret"
+    start = uploads["/opt/luna/start.sh"]["content"]
+    assert " &\n" not in start and "exec docker-entrypoint.sh postgres" in start, start
+
+
+def test_postgres_backups_run_beside_the_server_and_roles_before_clients() -> None:
+    res = run_components(_postgres)
+    backup = res.named("luna-database-postgres-backup")
+    inputs = unwrap(backup.inputs)
+    mounts = {m["target"]: m for m in inputs["mounts"]}
+    assert mounts["/var/lib/postgresql/data"]["readOnly"] is True, mounts
+    assert "/var/run/postgresql" in mounts, "the backup loop needs the server's socket"
+    assert inputs["entrypoints"] == ["/bin/sh", "/opt/luna/backup.sh"], inputs["entrypoints"]
+    roles = res.named("luna-database-postgres-roles")
+    script = unwrap(roles.inputs["create"])
+    assert "--network none" in script and "/opt/luna/roles.sh" in script, script
+    # The passwords reach the job as files (secret Command environment), never its argv.
+    assert is_secret(roles.inputs["environment"]), "the role job's environment is not secret"
+
+
+def test_role_job_reads_each_password_from_its_file() -> None:
+    script = roles_script()
+    assert "\\set app_password `cat /etc/luna/roles/app_password`" in script, script
+    assert "-v " not in script, "a password in psql's argument list"
 
 
 def _app() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.configs import pgbackrest as br
 from components.configs import postgres as pg
 from components.configs.nginx import NginxSettings, nginx_conf
 from components.configs.prometheus import AlertThresholds, alert_rules
@@ -98,7 +99,49 @@ def test_prisma_url_verifies_and_encodes_the_password() -> None:
 
 def test_drill_refuses_table_names_it_would_have_to_quote() -> None:
     with pytest.raises(ValueError, match="plain table name"):
-        pg.drill_script(key_tables=('x"; DROP',), push_url=None, scratch="/s")
+        br.drill_script(key_tables=('x"; DROP',), push_url=None, scratch="/s",
+                        secrets_file="/f", include_dir="/i")  # fmt: skip
+
+
+def test_memory_sets_shared_buffers_and_effective_cache_size() -> None:
+    flags = " ".join(pg.server_flags(tls_dir=None, hba_file=None, archive=False, memory_mb=2048))
+    assert "shared_buffers=512MB" in flags and "effective_cache_size=1536MB" in flags, flags
+
+
+def test_pgbackrest_fails_fast_and_bounds_pg_wal() -> None:
+    store = br.ObjectStore(bucket="b", endpoint="s3.example.com:9000", region="r", path="/p",
+                           retention_days=30)  # fmt: skip
+    text = br.pgbackrest_conf(store, pgdata="/d", queue_max_mb=2560)
+    conf = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    push = text.split("[global:archive-push]\n", 1)[1].split("\n\n", 1)[0]
+    # A dead store must fail each archive-push within a minute (8 min with the defaults;
+    # one push makes about eight io-timeout waits).
+    assert "io-timeout=5" in push.splitlines(), push
+    assert "archive-push-queue-max=2560MiB" in push.splitlines(), push
+    assert int(conf["io-timeout"]) <= 15, conf
+    assert int(conf["protocol-timeout"]) > int(conf["db-timeout"]), "pgBackRest refuses this"
+    assert conf["repo1-retention-full-type"] == "time" and conf["repo1-retention-full"] == "30"
+    # Secrets are never in the main file: they travel in the include file.
+    assert not {"repo1-cipher-pass", "repo1-s3-key", "repo1-s3-key-secret"} & conf.keys()
+
+
+def test_pgbackrest_secrets_file_refuses_a_line_break() -> None:
+    text = br.secrets_conf(access_key_id="AKIA", secret_access_key="s", cipher_pass="c")
+    assert "repo1-cipher-pass=c\n" in text and text.startswith("# Generated")
+    with pytest.raises(ValueError, match="repo1-cipher-pass"):
+        br.secrets_conf(access_key_id="AKIA", secret_access_key="s", cipher_pass="c\nrepo1-x=y")
+
+
+def test_backup_loop_takes_weekly_fulls_and_pushes_from_a_file() -> None:
+    script = br.backup_script(
+        secrets_file="/s", include_dir="/i", socket_dir="/r", interval_s=86400,
+        push_url="http://pg:9091/metrics/job/b",
+    )  # fmt: skip
+    assert "--post-file=/dev/stdin" not in script, "GNU wget refuses a pipe"
+    assert '--post-file="$metrics"' in script
+    assert "-ge 604800 ]; then type=full" in script and "type=diff" in script
+    assert "set -e" not in script, "one failed backup would end the loop"
+    assert "exec " not in script
 
 
 def test_alert_rules_only_cover_deployed_services() -> None:
@@ -110,7 +153,7 @@ def test_alert_rules_only_cover_deployed_services() -> None:
 @pytest.mark.parametrize(("stack", "platform"), EDGE_STACKS)
 def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path: Path) -> None:
     nginx, unshare = need("nginx"), need("unshare")
-    conf = _one(rendered(stack, platform).files(), "/etc/nginx/nginx.conf")
+    conf = _one(rendered(stack, platform).files(), "/etc/nginx/luna/nginx.conf")
     make_tls_pair(tmp_path, common_name="luna.test", alt_names="DNS:luna.test")
     assert "/etc/nginx/tls/" in conf, "certificate paths moved; update this test"
     local = conf.replace("/etc/nginx/tls/", f"{tmp_path}/")

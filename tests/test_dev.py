@@ -85,20 +85,39 @@ def test_refused_with_one_line(
     assert not (tmp_path / "out").exists(), "nothing is written for a refused configuration"
 
 
-def test_dev_config_is_a_template_copied_per_developer(tmp_path: Path) -> None:
-    from infra.render import DEV_TEMPLATE, load_stack_config, stack_config_file
+def test_dev_config_is_committed_and_copied_per_developer(tmp_path: Path) -> None:
+    from infra.render import DEV_PERSONAL, DEV_TEMPLATE, load_stack_config, stack_config_file
 
+    assert DEV_TEMPLATE == "Pulumi.dev.yaml", "the design card lists Pulumi.dev.yaml"
     for name in ("Pulumi.yaml", DEV_TEMPLATE):
         shutil.copy(REPO / name, tmp_path / name)
     assert stack_config_file("dev", tmp_path, personal=True).name == DEV_TEMPLATE
-    (tmp_path / "Pulumi.dev.yaml").write_text(
+    own_file = tmp_path / DEV_PERSONAL
+    own_file.parent.mkdir(parents=True)
+    own_file.write_text(
         "encryptionsalt: v1:abc\nconfig:\n  luna:cache: 'true'\n  luna:database: sqlite\n"
     )
     own, _ = load_stack_config("dev", root=tmp_path, personal=True)
     assert own["luna:cache"] == "true", "the CLI render reads your own dev config"
     shared, _ = load_stack_config("dev", root=tmp_path)
-    assert shared["luna:cache"] == "false", "tests and docs read the committed template"
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", "Pulumi.dev.yaml"], cwd=REPO, check=False
+    assert shared["luna:cache"] == "false", "tests and docs read the committed file"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "Pulumi.dev.yaml"], cwd=REPO,
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert tracked.returncode == 0, "Pulumi.dev.yaml is committed at the top level"
+    ignored = subprocess.run(["git", "check-ignore", "-q", DEV_PERSONAL], cwd=REPO, check=False)
+    assert ignored.returncode == 0, f"{DEV_PERSONAL} (your salt and settings) must be ignored"
+    committed = (REPO / "Pulumi.dev.yaml").read_text()
+    assert "encryptionsalt" not in committed and "secure:" not in committed, (
+        "the committed dev config must hold no one's salt or ciphertext"
     )
-    assert ignored.returncode == 0, "Pulumi.dev.yaml (your salt and settings) must be ignored"
+
+
+def test_plain_stack_init_and_up_works_with_the_committed_dev_config() -> None:
+    # `pulumi stack init dev && pulumi up` reads Pulumi.yaml's defaults and the
+    # committed Pulumi.dev.yaml: the program must accept exactly that.
+    from infra.render import render
+
+    rendered = render("dev", personal=False, placeholders=False)
+    assert rendered.monitor.records, "the dev render created nothing"

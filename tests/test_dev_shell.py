@@ -4,10 +4,11 @@ its arguments and environment (the real CLI cannot run here).
 The stub models what the real CLI writes, from its source (pulumi/pulumi):
 
 - ``stack select --create`` / ``stack init`` with the passphrase provider saves the
-  salt as ``encryptionsalt:`` into ``Pulumi.<stack>.yaml``
-  (pkg/cmd/pulumi/stack/secrets.go, ``createSecretsManagerForNewStack``);
-- ``config set`` writes ``Pulumi.<stack>.yaml``; ``stack rm`` deletes it unless
-  ``--preserve-config`` (pkg/cmd/pulumi/stack/stack_rm.go);
+  salt as ``encryptionsalt:`` into ``Pulumi.<stack>.yaml`` of the project it runs in
+  (``--cwd``) (pkg/cmd/pulumi/stack/secrets.go, ``createSecretsManagerForNewStack``);
+- ``config set`` writes ``Pulumi.<stack>.yaml``, or the file ``--config-file`` names,
+  which ``up``/``destroy`` read too; ``stack rm`` deletes the project's
+  ``Pulumi.<stack>.yaml`` unless ``--preserve-config`` (pkg/cmd/pulumi/stack/stack_rm.go);
 - with neither ``PULUMI_CONFIG_PASSPHRASE`` nor ``..._FILE`` a non-interactive run
   fails (pkg/secrets/passphrase), and without a backend URL or login it fails too.
 """
@@ -33,10 +34,23 @@ import yaml
 
 args = sys.argv[1:]
 cwd = pathlib.Path.cwd()
+for flag in ("--cwd", "-C"):
+    if flag in args:
+        i = args.index(flag)
+        cwd = cwd / args[i + 1]
+        del args[i : i + 2]
+config_file = None
+if "--config-file" in args:
+    i = args.index("--config-file")
+    config_file = pathlib.Path(args[i + 1])
+    del args[i : i + 2]
 env = {{k: os.environ.get(k) for k in (
     "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")}}
-own = cwd / "Pulumi.dev.yaml"
-record = {{"argv": args, "cwd": str(cwd), "env": env,
+if not (cwd / "Pulumi.yaml").is_file():
+    print("error: no Pulumi.yaml project file found", file=sys.stderr)
+    sys.exit(255)
+own = config_file or cwd / "Pulumi.dev.yaml"
+record = {{"argv": args, "cwd": str(cwd), "env": env, "config_file": str(own),
           "stack_file": own.read_text() if own.exists() else None}}
 with open(os.environ["STUB_PULUMI_LOG"], "a") as log:
     log.write(json.dumps(record) + "\\n")
@@ -177,13 +191,18 @@ def test_readme_dev_commands_reach_change_and_tear_down_dev(sandbox: dict[str, A
     assert second_up["stack_file"] and "luna:cache: 'true'" in second_up["stack_file"], (
         f"the second up does not see the changed setting:\n{second_up['stack_file']}"
     )
-    assert "encryptionsalt" in second_up["stack_file"], "the salt lives in your Pulumi.dev.yaml"
+    assert "encryptionsalt" in second_up["stack_file"], "the salt lives in your copy"
+    personal = repo / ".pulumi-state" / "project" / "Pulumi.dev.yaml"
+    assert second_up["config_file"] == str(personal), second_up["config_file"]
+    committed = (repo / "Pulumi.dev.yaml").read_text()
+    assert "encryptionsalt" not in committed, "the committed Pulumi.dev.yaml got a salt"
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=all"],
         cwd=repo, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert status == "", f"dev left the working tree dirty:\n{status}"
-    assert not (repo / "Pulumi.dev.yaml").exists(), "teardown removes your dev config"
+    assert not personal.exists(), "teardown removes your copy of the dev config"
+    assert (repo / "Pulumi.dev.yaml").read_text() == committed, "teardown keeps the committed one"
     pips = (sandbox["tmp"] / "pip.log").read_text().splitlines()
     assert len(pips) == 1, f"pip must run once, then only when requirements change: {pips}"
     print(f"\n{len(calls)} pulumi calls, all on {backend}: {commands}")

@@ -30,6 +30,8 @@ CANNOT_RUN_HERE = {
     "./scripts/destroy-dev": "needs the Pulumi CLI (tests/test_dev_shell.py runs it with a stub)",
     "eval": "the README's dev sequence (tests/test_dev_shell.py)",
     "./scripts/test": "the test command itself",
+    "./scripts/preflight": "reads the stack's secrets through the Pulumi CLI; "
+    "tests/test_preflight.py and tests/real/test_preflight_real.py run infra.preflight",
     "./scripts/rehearse": "the rehearsal; tests/rehearsal/test_rehearsal.py runs its scenarios",
     "kubectl": "no Kubernetes API server here",
     "docker": "no Docker engine or registry for the tests",
@@ -47,6 +49,8 @@ CANNOT_RUN_HERE = {
     "set": "part of the restore script run inside the database container",
     "echo": "part of the restore script run inside the database container",
     "dump=": "part of the restore script run inside the database container",
+    "new=": "a rotation against a deployed database (docs/runbooks/rotation.md)",
+    "printf": "feeds psql in a deployed database container (docs/runbooks/rotation.md)",
 }
 # Commands that reach a deployed site.
 NEEDS_A_SITE = re.compile(r"scripts/smoke_check\.py (check|perf) |scripts/audit_site\.py --url ")
@@ -106,7 +110,7 @@ def _why_not(cmd: str) -> str | None:
     if NEEDS_A_SITE.search(cmd):
         return "reaches a deployed site; tests/pipeline/test_smoke_check.py runs it locally"
     first = cmd.split()[0]
-    first = "dump=" if first.startswith("dump=") else first
+    first = next((p for p in ("dump=", "new=") if first.startswith(p)), first)
     return CANNOT_RUN_HERE.get(first)
 
 

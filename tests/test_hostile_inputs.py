@@ -11,6 +11,7 @@ import concurrent.futures
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -95,9 +96,10 @@ CASES = [
 ]
 
 
-def _run(case: Case) -> tuple[Case, int, str]:
+def _run(case: Case, out: Path) -> tuple[Case, int, str]:
     flag = "--secret" if case.secret else "--config"
-    argv = [sys.executable, "-m", "infra.render", "--stack", case.stack, "--out", "/nonexistent"]
+    # A value that slips through renders into the test's own folder, never the filesystem's.
+    argv = [sys.executable, "-m", "infra.render", "--stack", case.stack, "--out", str(out)]
     for key, value in case.extra:
         argv += ["--config", f"{key}={value}"]
     argv += [flag, f"{case.key}={case.value}"]
@@ -106,11 +108,11 @@ def _run(case: Case) -> tuple[Case, int, str]:
 
 
 @pytest.mark.slow
-def test_every_hostile_input_exits_2_with_one_line_and_no_traceback() -> None:
+def test_every_hostile_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert len(CASES) >= 40, len(CASES)
     failures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(_run, CASES))
+        results = list(pool.map(lambda case: _run(case, tmp_path / "out"), CASES))
     for case, code, output in results:
         what = f"{case.stack}: luna:{case.key}={case.value!r}"
         lines = [line for line in output.splitlines() if not line.startswith("note:")]

@@ -44,9 +44,11 @@ def test_dev_app_answers_on_localhost_3000_with_sqlite() -> None:
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_staging_and_prod_run_every_service(stack: str, platform: str) -> None:
     found = services(rendered(stack, platform))
-    # Docker runs PostgreSQL and its restore drill as containers; Kubernetes runs a
-    # CloudNativePG Cluster (tests/kubernetes/test_cnpg.py), which is not a workload here.
-    wanted = PROD_SERVICES | ({"database", "database-drill"} if platform == "docker" else set())
+    # Docker runs PostgreSQL, its backup loop and its restore drill as containers;
+    # Kubernetes runs a CloudNativePG Cluster (tests/kubernetes/test_cnpg.py), which
+    # is not a workload here.
+    docker = {"database", "database-backup", "database-drill"}
+    wanted = PROD_SERVICES | (docker if platform == "docker" else set())
     missing = wanted - set(found)
     assert not missing, f"{stack} lacks {sorted(missing)}"
 
@@ -325,7 +327,7 @@ def test_edge_finds_app_replicas_per_request_and_never_depends_on_their_inputs()
     assert all(x.urn in proxy.dependencies for x in web), "proxy does not wait for the app"
     for prop, deps in proxy.property_dependencies.items():
         assert not set(deps) & {x.urn for x in web}, f"proxy input {prop} follows app replicas"
-    conf = next(v for k, v in r.files().items() if k.endswith("/etc/nginx/nginx.conf"))
+    conf = next(v for k, v in r.files().items() if k.endswith("/etc/nginx/luna/nginx.conf"))
     assert "resolver 127.0.0.11 " in conf and "proxy_pass http://$luna_app;" in conf, conf
     for rec in web:
         aliases = {a for n in unwrap(rec.inputs["networksAdvanced"]) for a in n.get("aliases", [])}
@@ -351,12 +353,12 @@ def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
         for r in res.of_type("network:Network")
         if not unwrap(r.inputs.get("internal"))
     }
-    # The database and its drill reach the off-site object store; Alertmanager
+    # The database, its backup loop and its drill reach the off-site object store; Alertmanager
     # notifies pagers and chat; the blackbox exporter probes the public URL.
     assert open_nets == {"luna-prod-app-edge", "luna-prod-proxy-edge", "luna-prod-grafana-edge",
                          "luna-prod-kibana-edge", "luna-prod-logstash-edge",
                          "luna-prod-database-edge", "luna-prod-database-drill-edge",
-                         "luna-prod-alertmanager-edge",
+                         "luna-prod-database-backup-edge", "luna-prod-alertmanager-edge",
                          "luna-prod-blackbox-edge"}, open_nets  # fmt: skip
     for name, rec in res.containers().items():
         joined = {n["name"] for n in unwrap(rec.inputs["networksAdvanced"])}
@@ -451,3 +453,54 @@ def test_docker_pulls_with_registry_credentials_kept_secret() -> None:
     (entry,) = json.loads(unwrap(auth))
     assert entry == {"address": "ghcr.io", "username": "luna-bot", "password": "ghp-pull-token-123"}
     assert "ghp-pull-token-123" not in json.dumps(mask(r.outputs)), "token in outputs"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_workloads_output_names_every_running_service(stack: str, platform: str) -> None:
+    # The runbooks take container and workload names from this output, never a pattern.
+    r = rendered(stack, platform)
+    names = unwrap(r.outputs["workloads"])
+    running = {s for s in services(r) if not s.endswith(("-migrate", "-setup"))}
+    missing = running - set(names)
+    assert not missing, f"{stack}/{platform}: `workloads` lacks {sorted(missing)}"
+    if platform == "docker":
+        app = names["app"]
+        assert len(app) == replica_count(r, "app"), f"one name per app container: {app}"
+        assert all(n.startswith(f"luna-{stack}-app-") for n in app), app
+    else:
+        assert names["app"] == ["deployment/app"], names["app"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_edge_address_is_an_output_where_an_edge_runs(platform: str) -> None:
+    assert "edge_address" in rendered("prod", platform).outputs
+    assert "edge_address" not in rendered("dev", platform).outputs, "dev has no public edge"
+
+
+def test_edge_address_reads_the_load_balancers_ingress() -> None:
+    from components.platforms.kubernetes.workloads import _ingress
+
+    class Ingress:  # an SDK output type: attributes, not keys
+        ip = None
+        hostname = "lb-1.elb.example"
+
+    class Status:
+        load_balancer = type("LB", (), {"ingress": [Ingress()]})()
+
+    assert _ingress({"load_balancer": {"ingress": [{"ip": "203.0.113.7"}]}}) == "203.0.113.7"
+    assert _ingress(Status()) == "lb-1.elb.example"
+    assert _ingress(None) == "(no address yet)"
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [("ssh://deploy@staging-host", "staging-host"), ("ssh://a@h.example:2222", "h.example"),
+     ("unix:///var/run/docker.sock", "localhost")],
+)  # fmt: skip
+def test_docker_edge_address_is_the_hosts_name(host: str, name: str) -> None:
+    from components.platforms.docker import DockerPlatform, DockerPlatformArgs
+
+    platform = object.__new__(DockerPlatform)
+    platform._args = DockerPlatformArgs(stack="prod", host=host)
+    assert platform.host_name == name

@@ -34,6 +34,11 @@ __all__ = [
 
 RUNBOOK_BASE = "https://github.com/luna-app/luna-infrastructure/blob/main/docs/runbooks"
 """Where ``runbook_url`` annotations point: ``<base>/alerts/<cause>.md#<alert>``."""
+WAL_ARCHIVE_MAX_AGE_S = 150
+"""Docker: the newest archived WAL may be this old. The backup loop's heartbeat
+writes WAL every 30 s and archive_timeout (60 s) closes a segment, so a working
+archive stays under ~100 s; a dead store crosses 150 s within 150 s, and the
+alert fires a minute later (tests/real/test_pgbackrest_outage.py measures it)."""
 PROBE_JOB = "crisis-probe"
 EDGE_JOB = "crisis-edge"
 _PROBES = f'job=~"{PROBE_JOB}|{EDGE_JOB}"'
@@ -331,6 +336,18 @@ def alert_rules(t: AlertThresholds) -> str:
         # "pg_stat_archiver"), collector/pg_stat_archiver.go from 0.20 on. Stays 0
         # on a server that does not archive.
         _wal_archiving(rules, 'pg_stat_archiver_failed_count{job="postgres"}')
+        # The age of the newest archived segment: failed_count moves only when an
+        # attempt ends, and a hung store may hold one for minutes. The legacy
+        # metric map's pg_stat_archiver query adds last_archive_age
+        # (prometheus-community/postgres_exporter cmd/postgres_exporter/queries.go).
+        rules.add(
+            "LunaWalArchiveStale",
+            f'pg_stat_archiver_last_archive_age{{job="postgres"}} > {WAL_ARCHIVE_MAX_AGE_S}',
+            "1m",
+            "critical",
+            "backups",
+            "No WAL segment reached the object store for minutes: the recovery point grows",
+        )
     groups: list[dict[str, Any]] = [{"name": "luna", "rules": rules.alerts}]
     if PROBE_JOB in jobs:
         groups.insert(0, {"name": "luna-crisis-slo-records", "rules": _slo_records(t)})

@@ -53,6 +53,11 @@ class Deployment:
     """A DNS server that answers for ``service_address`` with the replicas that run
     now; load balancers re-resolve through it per request. ``None``: the address
     is stable (a Kubernetes Service's cluster IP)."""
+    names: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
+    """What an operator names the running service by: container names on Docker
+    (``docker exec``), ``<kind>/<name>`` on Kubernetes (``kubectl exec``)."""
+    public_address: pulumi.Input[str] | None = None
+    """Where the world reaches the ports it publishes: what DNS must point at."""
 
 
 class FlowGraph:
@@ -99,6 +104,8 @@ class Platform(pulumi.ComponentResource, ABC):
         self._stack = stack
         self._graph = FlowGraph()
         self._finished = False
+        self._names: dict[str, list[pulumi.Input[str]]] = {}
+        self._public: dict[str, pulumi.Input[str]] = {}
 
     @property
     @abstractmethod
@@ -135,7 +142,26 @@ class Platform(pulumi.ComponentResource, ABC):
         self._add_flows(spec)
         # Ordering only: depends_on never forces a replacement, so a dependant is
         # left alone when what it follows is replaced (a new app image keeps nginx).
-        return self._realise(name, spec, parent, [r for d in after for r in d.resources])
+        deployed = self._realise(name, spec, parent, [r for d in after for r in d.resources])
+        if deployed.names:
+            self._names[spec.name] = list(deployed.names)
+        if deployed.public_address is not None:
+            self._public[spec.name] = deployed.public_address
+        return deployed
+
+    def name_workload(self, service: str, name: pulumi.Input[str]) -> None:
+        """Record the name of a workload the platform made outside :meth:`deploy`
+        (a collector DaemonSet, an operator's database cluster)."""
+        self._names.setdefault(service, []).append(name)
+
+    @property
+    def workloads(self) -> dict[str, list[pulumi.Input[str]]]:
+        """Service -> the names runbooks use for it (a stack output, never typed by hand)."""
+        return dict(self._names)
+
+    def public_address(self, service: str) -> pulumi.Input[str] | None:
+        """Where the world reaches ``service``'s published ports, if it publishes any."""
+        return self._public.get(service)
 
     @abstractmethod
     def _realise(

@@ -32,7 +32,14 @@ ensure_venv() {
   # Reinstall only when the requirements (or the project they install) changed.
   stamp=$(cat "$requirements" requirements.txt pyproject.toml | sha256sum | cut -c1-64)
   if [ "$(cat ".venv/.luna-${requirements%.txt}.sha256" 2>/dev/null)" != "$stamp" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+    if [[ $requirements == *.lock ]]; then
+      # A lock (scripts/lock): every file checked against its hash, nothing resolved;
+      # then this project itself, built with the lock's setuptools.
+      .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$requirements"
+      .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+    else
+      .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+    fi
     echo "$stamp" > ".venv/.luna-${requirements%.txt}.sha256"
   fi
 }

@@ -22,9 +22,12 @@ from fractions import Fraction
 from typing import Any
 
 __all__ = [
+    "CNPG_RELOAD_LABEL",
     "DaemonConfig",
     "Diff",
+    "cnpg_watches",
     "diff",
+    "docker_name_conflict",
     "go_duration_string",
     "nano_to_decimal_string",
     "read_back",
@@ -249,6 +252,62 @@ def _kubernetes_diff(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) 
     return Diff(frozenset(changed), frozenset(replace), frozenset(), dbr)
 
 
+# ------------------------------------------------------- kubernetes provider
+def _kubernetes_provider_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> Diff:
+    """pulumi-kubernetes provider/pkg/provider/provider.go ``DiffConfig``.
+
+    - ``clusterIdentifier`` changed (set on both sides): replace.
+    - ``clusterIdentifier`` set and unchanged: never replace ("we ignore
+      replacements when the identifier is unchanged"), whatever else changed.
+    - Otherwise a change of the kubeconfig's *active cluster* (``kubeconfig``,
+      ``context`` or ``cluster``; getActiveClusterFromConfig) replaces. The model
+      reads the active cluster from the ``cluster`` key of the inputs as the
+      scenario gives it (the renders carry no kubeconfig).
+
+    The engine then replaces every resource whose provider was replaced
+    (pulumi/pulumi pkg/resource/deploy/step_generator.go ``providerChanged``:
+    "If the provider field changes ... ReplaceKeys: provider").
+    """
+    changed = frozenset(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not changed:
+        return Diff()
+    ident = "clusterIdentifier"
+    if old.get(ident) and new.get(ident):
+        if old[ident] != new[ident]:
+            return Diff(changed, frozenset({ident}))
+        return Diff(changed)
+    moved = old.get("cluster") != new.get("cluster")
+    return Diff(changed, changed & {"kubeconfig", "context", "cluster"} if moved else frozenset())
+
+
+# ------------------------------------------------------------- CloudNativePG
+CNPG_RELOAD_LABEL = "cnpg.io/reload"
+"""cloudnative-pg pkg/utils/labels_annotations.go ``WatchedLabelName``."""
+
+
+def cnpg_watches(secret: Mapping[str, Any]) -> bool:
+    """Whether the operator reconciles the Cluster when this Secret changes.
+
+    cloudnative-pg internal/controller/cluster_predicates.go: ``secretsPredicate``
+    passes a Secret's create, update and delete events only when
+    ``isOwnedByClusterOrSatisfiesPredicate``: owned by the Cluster (ours are
+    not: Pulumi creates them), or ``hasReloadLabelSet`` (the label key present,
+    any value). Otherwise a rotated password waits for an unrelated reconcile.
+    """
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return CNPG_RELOAD_LABEL in labels
+
+
+# ------------------------------------------------------------- docker daemon
+def docker_name_conflict(name: str) -> str:
+    """moby daemon/names.go ``reserveName``: a second container of the same name is
+    refused with ``errdefs.Conflict``, whatever state the first one is in."""
+    return (
+        f'Conflict. The container name "/{name}" is already in use by container. '
+        "You have to remove (or rename) that container to be able to reuse that name."
+    )
+
+
 # ---------------------------------------------------------------------- other
 # terraform-provider-random resource_password.go: every argument RequiresReplace.
 # terraform-provider-tls: private key and self-signed certificate arguments all
@@ -274,6 +333,8 @@ def diff(type_: str, state: Mapping[str, Any], new: Mapping[str, Any]) -> Diff:
     if type_ == "docker:index/container:Container":
         changed, replace, unapplied = _docker_container_diff(state, new)
         return Diff(changed, replace, unapplied - replace if not replace else frozenset())
+    if type_ == "pulumi:providers:kubernetes":
+        return _kubernetes_provider_diff(state, new)
     if type_.startswith("kubernetes:") and not type_.startswith("pulumi:"):
         return _kubernetes_diff(type_.rsplit(":", 1)[-1], state, new)
     changed = frozenset(k for k in set(state) | set(new) if state.get(k) != new.get(k))

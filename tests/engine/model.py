@@ -21,6 +21,30 @@ Sources (pulumi/pulumi, pkg/resource/deploy/):
 - step.go ``DeleteStep.Apply``: deleting a protected resource fails.
 - step_executor.go ``cancelDueToError``: the first failed step cancels every step
   not yet started, and the deletes at the end never run.
+
+What a failed or interrupted update leaves (tests/engine/test_model.py):
+- Partial creates. A provider whose create made the thing but could not finish
+  returns its ID with an error: pulumi-terraform-bridge pkg/tfbridge/provider.go
+  ``initializationError`` (``ErrorResourceInitFailed``), which the engine's
+  plugin turns into ``plugin.InitError`` (sdk/go/common/resource/plugin/
+  provider_plugin.go). The Docker provider records the container's ID right
+  after ``ContainerCreate``, before it starts and waits for health
+  (kreuzwerker/terraform-provider-docker resource_docker_container_funcs.go,
+  ``d.SetId(retContainer.ID)``), so a container that never turns healthy is a
+  partial create: it keeps running. step.go ``CreateStep.Apply`` stores it with
+  ``InitErrors`` and still marks the old copy ``Delete = true`` ("Mark the old
+  resource as pending deletion if necessary"), then the step fails.
+- A resource with init errors and no diff gets an *empty update* on the next
+  ``up`` (step_generator.go: "If resource was unchanged, but there were
+  initialization errors, generate an empty update step"); the Docker provider's
+  update sends nothing and succeeds, so the container is taken as created.
+- Pending deletes. Old copies marked ``Delete`` stay in the state and are
+  deleted by the *next* update's ``GenerateDeletes``, at its end, with the
+  other deletes (step_generator.go; pulumi/pulumi a3128e50 "Do not execute
+  pending deletes at the start of deployment"); they never run when that
+  update fails too.
+- An interrupted update (SIGINT, a killed runner) stops like a failed step:
+  what ran is recorded, old copies of finished replacements are pending deletes.
 """
 
 from __future__ import annotations
@@ -31,9 +55,10 @@ from typing import Any, Literal
 
 from infra.mocks import Record, unwrap
 from infra.render import Rendered
+from tests.engine.execute import CONTAINER, Faults, _order, execute
 from tests.engine.facts import DaemonConfig, Diff, diff, read_back
 
-__all__ = ["Plan", "Resource", "Step", "plan", "snapshot"]
+__all__ = ["Plan", "Resource", "State", "Step", "plan", "snapshot"]
 
 Op = Literal["same", "create", "update", "replace", "delete"]
 
@@ -49,6 +74,18 @@ class Resource:
     dependencies: tuple[str, ...]
     property_dependencies: Mapping[str, tuple[str, ...]]
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    init_errors: tuple[str, ...] = ()
+    """Set on a partial create (the thing runs, but never became ready)."""
+    retain_on_delete: bool = False
+    provider: str = ""
+
+
+@dataclass(frozen=True)
+class State:
+    """A stack's state: its resources, and old copies still waiting to be deleted."""
+
+    resources: Mapping[str, Resource]
+    pending: tuple[Resource, ...] = ()
 
 
 def _resource(r: Record) -> Resource:
@@ -62,6 +99,8 @@ def _resource(r: Record) -> Resource:
         dependencies=tuple(r.dependencies),
         property_dependencies={k: tuple(v) for k, v in r.property_dependencies.items()},
         outputs=unwrap(r.outputs),
+        retain_on_delete=r.retain_on_delete,
+        provider=r.provider.rsplit("::", 1)[0] if r.provider else "",
     )
 
 
@@ -84,9 +123,17 @@ class Plan:
     steps: dict[str, Step]
     errors: list[str] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
-    """Execution order: ``(create|update|delete|fail, urn)``; a replacement's new copy
-    is ``create`` and its old copy ``delete``."""
+    """Execution order: ``(kind, urn)``. ``create``, ``update``, ``delete`` (a
+    replacement's new copy is ``create``, its old copy ``delete``); ``partial``
+    (created, running, never ready: the step fails); ``delete-pending`` (an old
+    copy a previous update left); ``fail`` and ``interrupt`` end the update."""
     failed: str | None = None
+    partial: set[str] = field(default_factory=set)
+    """Resources created (or updated) only partially: they carry init errors."""
+    pending: tuple[Resource, ...] = ()
+    """The state's old copies waiting for deletion when this update started."""
+    next: State | None = None
+    """The state this update leaves, for the next ``plan``."""
 
     def changed(self) -> dict[str, Step]:
         return {u: s for u, s in self.steps.items() if s.op != "same"}
@@ -95,26 +142,11 @@ class Plan:
         return {u: s.unapplied for u, s in self.steps.items() if s.unapplied}
 
     def executed(self, urn: str) -> bool:
-        return any(u == urn and e != "fail" for e, u in self.events)
+        return any(u == urn and e not in ("fail", "interrupt") for e, u in self.events)
 
-
-def _order(resources: Mapping[str, Resource]) -> list[str]:
-    """Dependencies first, otherwise registration order (the engine's step order)."""
-    done: list[str] = []
-    seen: set[str] = set()
-
-    def visit(urn: str) -> None:
-        if urn in seen:
-            return
-        seen.add(urn)
-        for dep in resources[urn].dependencies:
-            if dep in resources:
-                visit(dep)
-        done.append(urn)
-
-    for urn in resources:
-        visit(urn)
-    return done
+    def pending_deletes(self) -> list[str]:
+        """URNs of the old copies this update leaves waiting for the next one."""
+        return [r.urn for r in (self.next.pending if self.next else ())]
 
 
 def _memory_refusal(old: Resource, state: Mapping[str, Any], new: Resource) -> str | None:
@@ -137,57 +169,116 @@ def _memory_refusal(old: Resource, state: Mapping[str, Any], new: Resource) -> s
 
 
 def plan(
-    before: Mapping[str, Resource],
+    before: Mapping[str, Resource] | State,
     after: Mapping[str, Resource],
     *,
     daemon: DaemonConfig | None = None,
     failing: Iterable[str] = (),
     renewed: Iterable[str] = (),
+    unhealthy: Iterable[str] = (),
+    interrupt_after: int | None = None,
 ) -> Plan:
     """The steps of ``pulumi up`` from state ``before`` to program ``after``.
 
     ``failing``: names of resources whose create/update fails (a failed job).
     ``renewed``: names whose provider asks for a replacement on its own (a
     certificate inside its renewal window).
+    ``unhealthy``: image references (or image ids) that start but never pass
+    their health check.
+    ``interrupt_after``: the update is killed once this many events ran.
     """
+    state = before if isinstance(before, State) else State(before)
+    olds = state.resources
     daemon = daemon or DaemonConfig()
     failing, renewed = set(failing), set(renewed)
     steps: dict[str, Step] = {}
     errors: list[str] = []
     for urn, new in after.items():
-        old = before.get(urn)
+        old = olds.get(urn)
         if old is None:
             steps[urn] = Step("create", urn)
             continue
-        state = read_back(old.type, old.inputs, daemon)
-        d: Diff = diff(new.type, state, new.inputs)
-        replace = d.replace | ({"(renewal)"} if new.name in renewed else set())
-        if replace:
-            dbr = new.delete_before_replace or d.delete_before_replace
-            if old.protect and new.protect:
-                errors.append(
-                    f"unable to replace resource {urn} as it is currently marked for protection"
-                    f" ({', '.join(sorted(replace))})"
-                )
-            steps[urn] = Step("replace", urn, frozenset(replace), dbr)
-        elif d.changed:
-            if new.type == "docker:index/container:Container" and "memory" in d.changed:
-                refusal = _memory_refusal(old, state, new)
-                if refusal:
-                    errors.append(refusal)
-            steps[urn] = Step("update", urn, d.changed, unapplied=d.unapplied)
-        else:
-            steps[urn] = Step("same", urn)
-    for urn, old in before.items():
+        steps[urn] = _step(urn, old, new, daemon, renewed, errors)
+    for urn, old in olds.items():
         if urn not in after:
             steps[urn] = Step("delete", urn)
             if old.protect:
                 errors.append(f"resource {urn} cannot be deleted because it is protected")
-    _dependent_replacements(steps, before, after, errors)
-    _propagate_new_outputs(steps, before, after, errors, daemon)
-    result = Plan(steps=steps, errors=errors)
-    _execute(result, before, after, {u for u, r in after.items() if r.name in failing})
+    _provider_replacements(steps, olds, after, errors)
+    _dependent_replacements(steps, olds, after, errors)
+    fresh = _propagate_new_outputs(steps, olds, after, errors, daemon)
+    result = Plan(steps=steps, errors=errors, pending=state.pending)
+    execute(
+        result,
+        state,
+        after,
+        Faults(
+            failing={u for u, r in after.items() if r.name in failing},
+            unhealthy=_unhealthy_images(set(unhealthy), after),
+            interrupt_after=interrupt_after,
+            fresh_names=fresh,
+        ),
+    )
     return result
+
+
+def _step(
+    urn: str, old: Resource, new: Resource, daemon: DaemonConfig, renewed: set[str],
+    errors: list[str],
+) -> Step:  # fmt: skip
+    state = read_back(old.type, old.inputs, daemon)
+    d: Diff = diff(new.type, state, new.inputs)
+    replace = d.replace | ({"(renewal)"} if new.name in renewed else set())
+    if replace:
+        dbr = new.delete_before_replace or d.delete_before_replace
+        if old.protect and new.protect:
+            errors.append(
+                f"unable to replace resource {urn} as it is currently marked for protection"
+                f" ({', '.join(sorted(replace))})"
+            )
+        return Step("replace", urn, frozenset(replace), dbr)
+    if d.changed:
+        if new.type == CONTAINER and "memory" in d.changed:
+            refusal = _memory_refusal(old, state, new)
+            if refusal:
+                errors.append(refusal)
+        return Step("update", urn, d.changed, unapplied=d.unapplied)
+    if old.init_errors:
+        # step_generator.go: unchanged but with init errors: an empty update.
+        return Step("update", urn, frozenset({"#initerror"}))
+    return Step("same", urn)
+
+
+def _provider_replacements(
+    steps: dict[str, Step],
+    before: Mapping[str, Resource],
+    after: Mapping[str, Resource],
+    errors: list[str],
+) -> None:
+    """step_generator.go ``providerChanged``: a resource whose provider is replaced
+    is replaced too (a new provider cannot manage the old one's objects)."""
+    replaced = {u for u, s in steps.items() if s.op == "replace" and u in after and
+                after[u].type.startswith("pulumi:providers:")}  # fmt: skip
+    if not replaced:
+        return
+    for urn, new in after.items():
+        if new.provider in replaced and urn in before and steps[urn].op != "replace":
+            if before[urn].protect and new.protect:
+                errors.append(
+                    f"unable to replace resource {urn} as it is currently marked for protection"
+                    " (its provider is replaced)"
+                )
+            steps[urn] = Step("replace", urn, frozenset({"provider"}), new.delete_before_replace)
+
+
+def _unhealthy_images(refs: set[str], after: Mapping[str, Resource]) -> set[str]:
+    """Image references and the ids the renders give their RemoteImages."""
+    ids = {
+        str(r.outputs.get("imageId"))
+        for r in after.values()
+        if r.type == "docker:index/remoteImage:RemoteImage" and r.inputs.get("name") in refs
+    }
+    return refs | ids
 
 
 def _dependent_replacements(
@@ -266,25 +357,31 @@ def _propagate_new_outputs(
     after: Mapping[str, Resource],
     errors: list[str],
     daemon: DaemonConfig,
-) -> None:
+) -> set[str]:
     """A replaced resource has new outputs, unknown until it is created: the engine
     diffs a dependant's inputs with them as unknowns (step_generator.go), so a
     dependant whose input carries one is updated or replaced in turn, a
     certificate's consumers for instance. The renders cannot show it, since the
     mocks give the replacement the same outputs; this puts the unknowns back,
     exactly where the replaced resource's computed values appear.
+
+    Returns the resources whose ``name`` input becomes unknown this way: a
+    generated name, new with every replacement.
     """
+    fresh: set[str] = set()
     replaced = {u for u, s in steps.items() if s.op == "replace"}
     for urn in _order(after):
         step, new, old = steps[urn], after[urn], before.get(urn)
-        if old is None or step.op in ("replace", "create"):
+        if old is None or step.op == "create":
             continue
         sources = {d for deps in new.property_dependencies.values() for d in deps} & replaced
         needles = set().union(*(_computed(after[d]) for d in sources if d in after))
         if not needles:
             continue
         inputs = _unknown_where(dict(new.inputs), needles)
-        if inputs == dict(new.inputs):
+        if inputs.get("name") is _UNKNOWN:
+            fresh.add(urn)
+        if inputs == dict(new.inputs) or step.op == "replace":
             continue
         state = read_back(old.type, old.inputs, daemon)
         d = diff(new.type, state, inputs)
@@ -299,39 +396,7 @@ def _propagate_new_outputs(
             replaced.add(urn)
         elif d.changed:
             steps[urn] = Step("update", urn, d.changed | step.keys, unapplied=d.unapplied)
-
-
-def _execute(
-    result: Plan,
-    before: Mapping[str, Resource],
-    after: Mapping[str, Resource],
-    failing: set[str],
-) -> None:
-    """The engine's execution order; stops at the first failed step."""
-    events = result.events
-    for urn in _order(after):
-        step = result.steps[urn]
-        if step.op == "same":
-            continue
-        if urn in failing:
-            events.append(("fail", urn))
-            result.failed = urn
-            return  # cancelDueToError: nothing else starts, no deletes at the end
-        if step.op == "replace" and step.delete_before_replace:
-            events += [("delete", urn), ("create", urn)]
-        elif step.op in ("create", "replace"):
-            events.append(("create", urn))
-        elif step.op == "update":
-            events.append(("update", urn))
-    # performPostSteps: the old copies of create-before-delete replacements and
-    # removed resources, dependants first.
-    deferred = [
-        u
-        for u in reversed(_order(before))
-        if (s := result.steps[u]).op == "delete"
-        or (s.op == "replace" and not s.delete_before_replace)
-    ]
-    events += [("delete", u) for u in deferred]
+    return fresh
 
 
 def running(
@@ -369,3 +434,29 @@ def running(
 
 
 __all__ += ["running"]
+
+
+def destroy_excluding_protected(state: Mapping[str, Resource]) -> tuple[set[str], set[str]]:
+    """``pulumi destroy --exclude-protected``: (deleted, kept) URNs.
+
+    pkg/cmd/pulumi/operations/destroy.go ``getProtectedExcludes``: every protected
+    resource and its transitive dependencies (graph.DependencyGraph
+    ``TransitiveDependenciesOf``: dependencies, property dependencies, the parent
+    and the provider) are excluded; step_generator.go
+    ``determineForbiddenResourcesToDeleteFromExcludes`` keeps them, and every
+    other resource is deleted.
+    """
+    kept: set[str] = set()
+    frontier = [u for u, r in state.items() if r.protect]
+    while frontier:
+        urn = frontier.pop()
+        if urn in kept or urn not in state:
+            continue
+        kept.add(urn)
+        r = state[urn]
+        deps = {*r.dependencies, *(d for ds in r.property_dependencies.values() for d in ds)}
+        frontier += [*deps, r.provider] if r.provider else list(deps)
+    return set(state) - kept, kept
+
+
+__all__ += ["destroy_excluding_protected"]

@@ -10,18 +10,22 @@ from collections.abc import Mapping
 from functools import cache
 
 from infra.render import render
-from tests.engine.model import Plan, Resource, plan, running, snapshot
+from tests.engine.liveness import Liveness, liveness
+from tests.engine.model import Plan, Resource, State, plan, running, snapshot
 
 __all__ = [
     "APP_IMAGE_NEXT",
     "app_timeline",
     "belongs_to",
+    "classify",
     "component_of",
     "day2",
+    "live",
     "snap",
 ]
 
-APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0"
+# Digest-pinned: prod runs nothing else (infra/settings.py, check_prod_app_image).
+APP_IMAGE_NEXT = "ghcr.io/luna-app/luna-web:1.1.0@sha256:" + "1" * 64
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -78,6 +82,46 @@ def app_timeline(
         return int(spec.get("replicas") or floors.get("app", 1))
 
     return running(result, before, after, counts, _is_app)
+
+
+_SERVICE = {"app": "app", "proxy": "edge", "database": "database", "cache": "cache",
+            "alertmanager": "alerts"}  # fmt: skip
+
+
+def classify(r: Resource, floors: Mapping[str, int] | None = None) -> tuple[str, int] | None:
+    """The Luna service (liveness.SERVICES) a resource runs, and how many instances."""
+    if r.type == "docker:index/container:Container":
+        labels = {x["label"]: x["value"] for x in r.inputs.get("labels") or []}
+        service = _SERVICE.get(labels.get("com.luna.service", ""))
+        return (service, 1) if service else None
+    spec = r.inputs.get("spec") or {}
+    if r.type in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"):
+        name = str((r.inputs.get("metadata") or {}).get("name"))
+        service = _SERVICE.get(name)
+        count = int(spec.get("replicas") or (floors or {}).get(name, 1))
+        return (service, count) if service else None
+    if r.type == "kubernetes:postgresql.cnpg.io/v1:Cluster":
+        return ("database", int(spec.get("instances") or 1))
+    return None
+
+
+def live(
+    result: Plan,
+    before: Mapping[str, Resource] | State,
+    after: Mapping[str, Resource],
+    unhealthy: set[str] = frozenset(),  # type: ignore[assignment]
+) -> Liveness:
+    """What serves, per service, over ``result``'s events."""
+    olds = before.resources if isinstance(before, State) else before
+    floors = {**_replicas(olds), **_replicas(after)}
+    ids = {
+        str(r.outputs.get("imageId"))
+        for r in (*olds.values(), *after.values())
+        if r.type == "docker:index/remoteImage:RemoteImage" and r.inputs.get("name") in unhealthy
+    }
+    return liveness(
+        result, before, after, lambda r: classify(r, floors), unhealthy=set(unhealthy) | ids
+    )
 
 
 def day2(

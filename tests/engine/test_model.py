@@ -17,6 +17,7 @@ from tests.engine.facts import (
     nano_to_decimal_string,
     read_back,
 )
+from tests.engine.liveness import liveness
 from tests.engine.model import Resource, plan, running
 
 CONTAINER = "docker:index/container:Container"
@@ -210,3 +211,137 @@ def test_a_replaced_resource_passes_its_new_outputs_to_what_uses_them() -> None:
     assert result.steps[user.urn].op == "replace", "the certificate's consumer kept the old one"
     assert result.steps[other.urn].op == "same", "only inputs carrying the new value change"
     assert not plan(_state(cert, user), _state(cert, user)).changed()
+
+
+# ------------------------------------------- failed and interrupted updates
+def _app(name: str, image: str, *, container: str | None = None, **kw: Any) -> Resource:
+    labels = [{"label": "com.luna.service", "value": "app"}]
+    inputs = _container(name=container or f"{name}-{image}", image=image, labels=labels)
+    return _res(name, inputs=inputs, **kw)
+
+
+def _classify(r: Resource) -> tuple[str, int] | None:
+    return ("app", 1) if r.type == CONTAINER else None
+
+
+def test_a_container_that_never_turns_healthy_is_a_partial_create() -> None:
+    good, bad = _app("web", "good"), _app("web", "bad")
+    result = plan(_state(good), _state(bad), unhealthy=["bad"])
+    assert result.events == [("partial", good.urn)], result.events
+    assert result.failed == good.urn and good.urn in result.partial
+    # CreateStep.Apply marks the old copy Delete even though the new one failed.
+    assert result.next is not None
+    assert result.next.resources[good.urn].init_errors, "the new copy carries init errors"
+    assert result.pending_deletes() == [good.urn], "the old copy waits for the next update"
+    timeline = liveness(result, _state(good), _state(bad), _classify, unhealthy={"bad"})
+    assert min(timeline.serving["app"]) == 1, "the old copy still serves"
+    assert timeline.unhealthy_answering() == {"app": 1}, "the new copy answers, unhealthy"
+
+
+def test_up_again_empties_the_update_then_deletes_the_healthy_old_copy() -> None:
+    good, bad = _app("web", "good"), _app("web", "bad")
+    first = plan(_state(good), _state(bad), unhealthy=["bad"])
+    assert first.next is not None
+    again = plan(first.next, _state(bad), unhealthy=["bad"])
+    assert again.steps[good.urn].keys == {"#initerror"}, "an empty update for the init error"
+    assert again.events == [("update", good.urn), ("delete-pending", good.urn)], again.events
+    assert again.next is not None and not again.next.pending
+    timeline = liveness(again, first.next, _state(bad), _classify, unhealthy={"bad"})
+    assert timeline.serving["app"][-1] == 0, "only the unhealthy copy is left"
+
+
+def test_a_rollback_onto_a_pending_delete_name_collides_on_the_daemon() -> None:
+    good, bad = _app("web", "good"), _app("web", "bad")
+    first = plan(_state(good), _state(bad), unhealthy=["bad"])
+    assert first.next is not None
+    back = plan(first.next, _state(good), unhealthy=["bad"])
+    assert back.events == [("fail", good.urn)], back.events
+    assert "is already in use" in back.errors[-1], back.errors
+    # The same rollback with a name generated anew for every replacement.
+    gen = _res("gen", type_="random:index/randomId:RandomId", inputs={"keepers": {"i": "good"}})
+    gen = Resource(**{**gen.__dict__, "outputs": {"keepers": {"i": "good"}, "hex": "0123abcd"}})
+    named = _app("web", "good", container="web-0123abcd", deps=[gen.urn],
+                 prop_deps={"name": (gen.urn,)})  # fmt: skip
+    gen_bad = Resource(**{**gen.__dict__, "inputs": {"keepers": {"i": "bad"}}})
+    bad_named = _app("web", "bad", container="web-0123abcd", deps=[gen.urn],
+                     prop_deps={"name": (gen.urn,)})  # fmt: skip
+    first = plan(_state(gen, named), _state(gen_bad, bad_named), unhealthy=["bad"])
+    assert first.next is not None and first.failed == named.urn
+    back = plan(first.next, _state(gen, named), unhealthy=["bad"])
+    assert not back.failed, back.errors
+    timeline = liveness(back, first.next, _state(gen, named), _classify, unhealthy={"bad"})
+    assert min(timeline.serving["app"]) >= 1, timeline.serving
+
+
+def test_a_health_gate_keeps_the_pending_delete_from_running() -> None:
+    from tests.engine.execute import HEALTH_GATE
+
+    good, bad = _app("web", "good"), _app("web", "bad")
+
+    def gate(container: Resource) -> Resource:
+        script = f"{HEALTH_GATE}\ncheck {container.inputs['name']}"
+        return _res("gate", type_="command:local:Command", inputs={"create": script},
+                    deps=[container.urn], prop_deps={"create": (container.urn,)})  # fmt: skip
+
+    first = plan(_state(good, gate(good)), _state(bad, gate(bad)), unhealthy=["bad"])
+    assert first.next is not None
+    again = plan(first.next, _state(bad, gate(bad)), unhealthy=["bad"])
+    assert again.failed == gate(bad).urn, again.events
+    assert ("delete-pending", good.urn) not in again.events
+    assert again.next is not None and again.pending_deletes() == [good.urn]
+
+
+def test_an_interrupted_update_leaves_finished_replacements_pending() -> None:
+    a, b = _app("a", "v1"), _app("b", "v1")
+    a2, b2 = _app("a", "v2"), _app("b", "v2")
+    result = plan(_state(a, b), _state(a2, b2), interrupt_after=1)
+    assert result.events == [("create", a.urn), ("interrupt", b.urn)], result.events
+    assert result.next is not None and result.pending_deletes() == [a.urn]
+    assert result.next.resources[b.urn].inputs["image"] == "v1", "b never changed"
+
+
+# ------------------------------------------------ providers and operators
+def test_a_kubernetes_provider_is_replaced_when_its_active_cluster_changes() -> None:
+    kind = "pulumi:providers:kubernetes"
+    old = {"kubeconfig": "k1", "context": "prod", "cluster": "c1"}
+    renamed = {"kubeconfig": "k2", "context": "prod-eu", "cluster": "c2"}
+    assert diff(kind, old, renamed).replace, "no identifier: the active cluster changed"
+    pinned = {**old, "clusterIdentifier": "luna-prod"}
+    assert not diff(kind, pinned, {**renamed, "clusterIdentifier": "luna-prod"}).replace
+    assert diff(kind, pinned, {**renamed, "clusterIdentifier": "other"}).replace
+    provider = _res("k8s", type_=kind, inputs=old)
+    ns = _res("ns", type_="kubernetes:core/v1:Namespace", inputs={"metadata": {"name": "n"}},
+              protect=True)  # fmt: skip
+    ns = Resource(**{**ns.__dict__, "provider": provider.urn})
+    moved = Resource(**{**provider.__dict__, "inputs": renamed})
+    result = plan(_state(provider, ns), _state(moved, ns))
+    assert result.steps[ns.urn].keys == {"provider"}, result.steps[ns.urn]
+    assert any("marked for protection" in e for e in result.errors), result.errors
+
+
+def test_cloudnativepg_reloads_only_labelled_secrets() -> None:
+    from tests.engine.facts import cnpg_watches
+
+    assert not cnpg_watches({"metadata": {"labels": {"app": "x"}}})
+    assert cnpg_watches({"metadata": {"labels": {"cnpg.io/reload": ""}}}), "any value"
+
+
+def test_a_cloudnativepg_image_bump_switches_over_only_when_asked_and_replicated() -> None:
+    kind = "kubernetes:postgresql.cnpg.io/v1:Cluster"
+
+    def cluster(image: str, instances: int, method: str | None) -> Resource:
+        spec: dict[str, Any] = {"imageName": image, "instances": instances}
+        if method:
+            spec["primaryUpdateMethod"] = method
+        return _res("db", type_=kind, inputs={"metadata": {"name": "db"}, "spec": spec})
+
+    def db(r: Resource) -> tuple[str, int] | None:
+        return ("database", int(r.inputs["spec"]["instances"]))
+
+    for instances, method, kept in ((3, "switchover", True), (3, None, False),
+                                    (1, "switchover", False)):  # fmt: skip
+        old, new = cluster("pg:17.5", instances, method), cluster("pg:17.6", instances, method)
+        result = plan(_state(old), _state(new))
+        assert result.steps[old.urn].op == "update"
+        served = liveness(result, _state(old), _state(new), db).serving["database"]
+        assert (min(served) >= 1) == kept, (instances, method, served)

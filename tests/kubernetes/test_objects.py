@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -402,3 +403,35 @@ def test_private_registry_credentials_reach_only_pods_pulling_from_it() -> None:
             assert pulls == [{"name": "registry-credentials"}], obj["metadata"]["name"]
         else:
             assert not pulls, f"{obj['metadata']['name']} gets credentials it does not need"
+
+
+# What "the internet" must never include: the pod, service and node networks (RFC 1918),
+# carrier-grade NAT (RFC 6598, some clusters' pod range), link-local with the cloud
+# metadata service (169.254.169.254), and their IPv6 counterparts (unique-local
+# fc00::/7, where AWS serves metadata at fd00:ec2::254, and link-local fe80::/10).
+NEVER_THE_INTERNET = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+              "100.64.0.0/10", "fc00::/7", "fe80::/10")
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("stack", KUBE_STACKS)
+def test_internet_egress_never_reaches_private_or_link_local_addresses(stack: str) -> None:
+    blocks = 0
+    for policy in _by_kind(manifests(stack), "NetworkPolicy").values():
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                if "ipBlock" not in peer:
+                    continue
+                blocks += 1
+                allowed = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                excepted = [ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", [])]
+                for private in NEVER_THE_INTERNET:
+                    if private.version != allowed.version or not private.overlaps(allowed):
+                        continue
+                    assert any(
+                        e.version == private.version and private.subnet_of(e)  # type: ignore[arg-type]
+                        for e in excepted
+                    ), f"{ident(policy)}: egress to {allowed} reaches {private}"
+    assert blocks, "no ipBlock egress found: the check checked nothing"

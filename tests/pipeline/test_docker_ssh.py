@@ -40,9 +40,12 @@ SECRETS = {
     "DOCKER_HOST_KNOWN_HOSTS": "${{ secrets.DOCKER_HOST_KNOWN_HOSTS }}",
 }
 # The jobs that run pulumi against a stack; the detector below must find exactly these.
+RECOVER = "recover.yml"
 STACK_JOBS = {
     (DRIFT, "drift"),
     (PIPELINE, "preview"),
+    (PIPELINE, "preview-production"),
+    (RECOVER, "recover"),
     (PIPELINE, "deploy-staging"),
     (PIPELINE, "deploy-production"),
 }
@@ -55,12 +58,13 @@ def talks_to_a_stack(step: dict[str, object]) -> bool:
     with_ = step.get("with")
     command = with_.get("command") if isinstance(with_, dict) else None
     return any(
-        cmd in run for cmd in ("pulumi refresh", "pulumi up", "pulumi preview", "deploy.sh")
+        cmd in run
+        for cmd in ("pulumi refresh", "pulumi up", "pulumi preview", "deploy.sh", "preview.sh")
     ) or (uses.startswith("pulumi/actions@") and command is not None)
 
 
 def stack_jobs() -> Iterator[tuple[str, str, Job]]:
-    for wf in (PIPELINE, DRIFT):
+    for wf in (PIPELINE, DRIFT, RECOVER):
         for name, j in load(wf)["jobs"].items():
             if any(talks_to_a_stack(s) for s in j.get("steps", [])):
                 yield wf, name, j

@@ -49,7 +49,10 @@ def plant(out: Path, pick: str, change: Any) -> str:
     path = out / "resources.json"
     resources = json.loads(path.read_text())
     named = [r for r in resources if r["custom"] and r["name"] == pick]
-    target = (named or [r for r in resources if r["custom"] and r["name"].startswith(pick)])[0]
+    # A container or workload of that name (its generation RandomId shares the prefix).
+    workloads = [r for r in resources if r["custom"] and r["name"].startswith(pick)
+                 and not r["type"].startswith(("random:", "command:"))]  # fmt: skip
+    target = (named or workloads)[0]
     change(target)
     path.write_text(json.dumps(resources))
     return str(target["name"])
@@ -217,7 +220,7 @@ def test_docker_uploads_are_restored_from_the_render(
     """A Docker container's upload list is masked whole (one secret file); policy.check
     restores its non-secret files from files/, so the edge's nginx.conf is judged."""
     out = render_dir(tmp_path, "prod", "docker")
-    (conf,) = out.glob("files/*/etc/nginx/nginx.conf")
+    (conf,) = out.glob("files/*/etc/nginx/luna/nginx.conf")
     conf.write_text(conf.read_text().replace("TLSv1.2 TLSv1.3", "TLSv1.1 TLSv1.2"))
     code, lines = check(out, capsys)
     hits = [line for line in lines if "| edge-tls |" in line and "TLSv1.1" in line]

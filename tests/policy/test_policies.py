@@ -153,3 +153,22 @@ def test_docker_root_is_writable_only_for_containers_that_ship_files() -> None:
         "container of app has a writable root filesystem (not a listed exception)"
     ]
     assert not by(run([shipping]), "container-hardening")
+
+
+@pytest.mark.parametrize(
+    ("value", "reported"), [("unset", True), (True, True), (None, True), (False, False)]
+)
+def test_privilege_escalation_must_be_switched_off_explicitly(
+    value: object, reported: bool
+) -> None:
+    """Kubernetes defaults ``allowPrivilegeEscalation`` to true when it is unset
+    (k8s.io/api core/v1 types.go, SecurityContext.AllowPrivilegeEscalation): only an
+    explicit ``false`` passes."""
+    from tests.policy.cases import GOOD_SC, deployment
+
+    sc = {k: v for k, v in GOOD_SC.items() if k != "allowPrivilegeEscalation"}
+    if value != "unset":
+        sc["allowPrivilegeEscalation"] = value
+    found = [v.message for v in by(run([deployment("app", sc=sc)]), "container-hardening")]
+    expected = ["container app of app does not set allowPrivilegeEscalation: false"]
+    assert found == (expected if reported else []), f"allowPrivilegeEscalation={value}: {found}"

@@ -33,6 +33,7 @@ KNOWN = (
     "LunaBackupMissing",
     "LunaRestoreDrillFailed",
     "LunaWalArchivingFailing",
+    "LunaWalArchiveStale",
     "LunaCrisisProbeFailing",
     "LunaCrisisEdgeDown",
     "LunaEdgeCertExpiringSoon",
@@ -267,6 +268,19 @@ def _cases(rule: dict[str, Any], budget: float) -> tuple[AlertCase, AlertCase]:
             AlertCase([(s, f"0+1x{n}")], at, labels),
             # Old failures, none new.
             AlertCase([(s, f"5x{n}")], at),
+        )
+    if name == "LunaWalArchiveStale":
+        limit = threshold(rule)
+        labels = {"job": "postgres", "instance": "postgres-exporter:9187"}
+        s = 'pg_stat_archiver_last_archive_age{job="postgres",instance="postgres-exporter:9187"}'
+        # The store dies at t=0: the age grows 60 s a minute from a working 60 s.
+        crosses = int((limit - 60) // 60) + 1
+        at = crosses + hold + 1
+        n = at + 5
+        return (
+            AlertCase([(s, f"60+60x{n}")], at, labels),
+            # A working archive: a segment every minute, the age never past 100 s.
+            AlertCase([(s, f"{' '.join(['40', '100'] * n)}")], at),
         )
     raise AssertionError(f"alert {name} has no unit-test case in tests/real/alert_cases.py")
 

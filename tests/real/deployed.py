@@ -90,6 +90,8 @@ def env_of(stack: RenderedStack) -> dict[str, dict[str, str]]:
                 continue
             # A one-shot job: plain variables in its script, secret ones in its environment.
             script = unwrap(r.inputs["create"])
+            if "docker start --attach" not in script:
+                continue  # the admission gate, live files, reload: no job
             name = re.search(r"docker create --name luna-[a-z]+-(\S+)", script)
             assert name, f"{r.name}: no container in its script"
             env = dict(re.findall(r"--env (\w+)=(\S+)", script))

@@ -1,4 +1,11 @@
-"""amtool (prometheus-alertmanager 0.25) on the rendered alertmanager.yml of every stack.
+"""amtool and Alertmanager (prometheus-alertmanager 0.25) on the rendered alertmanager.yml.
+
+Debian ships 0.25; the stacks pin 0.27 (``prom/alertmanager:v0.27.0``). What these
+tests rely on is the same in both: routing (``dispatch/route.go``) and inhibition
+(``inhibit/inhibit.go``: a target is muted when a source matches and every label in
+``equal`` is equal) did not change between the two (prometheus/alertmanager
+CHANGELOG.md, 0.26.0 and 0.27.0). What did change, the removal of API v1 in 0.27,
+is asserted from the CHANGELOG in tests/test_alerting.py.
 
 The render masks the file (it holds the receivers' keys), so the tests read it
 from the resource inputs, where the stack's secrets are the render's
@@ -7,7 +14,10 @@ placeholders (``placeholder-<key>``, ``https://placeholder.invalid/<key>``).
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +26,7 @@ import yaml
 from infra.render import on_platform, render
 from tests.conftest import rendered
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
+from tests.real.support import Daemon, free_port, wait_for_port
 from tests.support.alerting import alertmanager_yml
 from tests.support.tools import need
 
@@ -125,3 +136,56 @@ def test_dev_with_monitoring_switched_on_passes_amtool(platform: str, tmp_path: 
     )
     _check(config, f"dev/{platform}")
     assert _routes(config, {**CRISIS, "stack": "dev"}) == "pager"
+
+
+def _post_alerts(port: int, alerts: list[dict[str, str]]) -> None:
+    body = json.dumps([{"labels": a} for a in alerts]).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v2/alerts",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http://127.0.0.1
+        assert response.status == 200, response.status
+
+
+def _inhibited(port: int) -> dict[str, bool]:
+    """alertname/cause -> muted by an inhibit rule (the API computes it on each read)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/alerts", timeout=10) as resp:
+        alerts = json.loads(resp.read())
+    return {
+        f"{a['labels']['alertname']}/{a['labels'].get('cause')}": bool(a["status"]["inhibitedBy"])
+        for a in alerts
+    }
+
+
+def test_a_critical_inhibits_warnings_of_its_own_cause_only(tmp_path: Path) -> None:
+    """A long-running critical must not silence a warning of another cause (a certificate
+    about to expire) by matching on ``stack`` alone: the real Alertmanager decides."""
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(alertmanager_yml(rendered("prod", "kubernetes")))
+    port = free_port()
+    daemon = Daemon(
+        [need("prometheus-alertmanager"), f"--config.file={config}",
+         f"--storage.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--cluster.listen-address="],
+        log=tmp_path / "alertmanager.log",
+    )  # fmt: skip
+    stack = {"stack": "prod"}
+    same_cause = {"alertname": "LunaCrisisLatencyHigh", "severity": "warning",
+                  "cause": "crisis-availability"}  # fmt: skip
+    other_cause = {"alertname": "LunaCertificateExpiring", "severity": "warning",
+                   "cause": "certificate-expiry"}  # fmt: skip
+    try:
+        wait_for_port(port, proc=daemon.proc, what="alertmanager", log=daemon.log, timeout=30)
+        _post_alerts(port, [{**CRISIS, **stack}, {**same_cause, **stack}, {**other_cause, **stack}])
+        deadline = time.monotonic() + 20
+        while not (state := _inhibited(port)).get("LunaCrisisLatencyHigh/crisis-availability"):
+            assert time.monotonic() < deadline, f"same-cause warning never inhibited: {state}"
+            time.sleep(0.2)
+    finally:
+        daemon.stop()
+    assert state["LunaCrisisEndpointDown/crisis-availability"] is False, state
+    assert state["LunaCertificateExpiring/certificate-expiry"] is False, (
+        f"a critical of cause crisis-availability silences a warning of another cause: {state}"
+    )

@@ -53,7 +53,7 @@ from tests.support.tools import REPO, need
 
 pytestmark = pytest.mark.slow
 
-NGINX_CONF = "/etc/nginx/nginx.conf"
+NGINX_CONF = "/etc/nginx/luna/nginx.conf"
 REQUIRED_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -143,11 +143,14 @@ def adapt(
     # pid and the five *_temp_path directives (first: the test paths below are in /tmp too).
     conf = substitute(conf, " /tmp/", f" {tmp}/", count=6, what=what)
     conf = substitute(
-        conf, "ssl_certificate /etc/nginx/tls/tls.crt;", f"ssl_certificate {cert.cert};", what=what
+        conf,
+        "ssl_certificate /etc/nginx/luna/tls/tls.crt;",
+        f"ssl_certificate {cert.cert};",
+        what=what,
     )
     conf = substitute(
         conf,
-        "ssl_certificate_key /etc/nginx/tls/tls.key;",
+        "ssl_certificate_key /etc/nginx/luna/tls/tls.key;",
         f"ssl_certificate_key {cert.key};",
         what=what,
     )

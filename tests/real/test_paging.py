@@ -5,6 +5,11 @@ prod's rendered prometheus.yml, alert rules, alertmanager.yml and blackbox
 config, unchanged in their timing: 15 s scrape and evaluation, the rules'
 ``for`` durations and Alertmanager's group waits are the production values.
 
+These are older than the pinned images (Prometheus 2.54, Alertmanager 0.27). The one
+difference paging depends on: Alertmanager 0.27 removed API v1, which 0.25 still
+serves, so this test cannot catch a Prometheus speaking v1; tests/test_alerting.py
+asserts the API version against the pinned image's CHANGELOG.
+
 Adaptations to this host, each an asserted substitution: the service
 addresses (``blackbox:9115``, ``alertmanager:9093``, ``app-N:3000``, the
 self-scrape) become 127.0.0.1 ports; the receivers' URLs (PagerDuty's API,

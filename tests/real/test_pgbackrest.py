@@ -5,18 +5,20 @@ PostgreSQL 15 and pgBackRest 2.45 from Debian, against a local S3 behind TLS
 (``repo1-storage-ca-file``).
 
 Everything runs on 127.0.0.1. What comes from the generated configuration:
-the server flags (``server_flags``), pgbackrest.conf (``pgbackrest_conf``), the
-secret environment (``pgbackrest_env``) and the drill script (``drill_script``).
-Substitutions, each asserted: the paths of this host and ``archive_timeout``
-(5 s instead of the container's 60 s, so the kill -9 test needs seconds, not
-minutes; the claim measured is "every commit older than archive_timeout is
-recoverable", whatever its value).
+the server flags (``server_flags``, with pgaudit preloaded as on every stack),
+pgbackrest.conf (``pgbackrest_conf``), the secrets include file
+(``secrets_conf``), the backup loop (``backup_script``) and the drill script
+(``drill_script``), run as generated. Arguments that differ from the
+container's: this host's paths, and ``archive_timeout`` (5 s instead of 60 s,
+so the kill -9 test needs seconds, not minutes; the claim measured is "every
+commit older than archive_timeout is recoverable", whatever its value).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,10 +31,12 @@ from pathlib import Path
 
 import pytest
 
+from components.configs import pgbackrest as br
 from components.configs import postgres as pg
+from components.platforms.docker.postgres import roles_script
 from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
 from tests.real.s3 import ACCESS_KEY, SECRET_KEY, LocalS3, local_s3
-from tests.real.support import free_port, substitute
+from tests.real.support import free_port
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
@@ -40,6 +44,8 @@ pytestmark = pytest.mark.slow
 BUCKET = "luna-backups-test"
 CIPHER = "cipher-pass-for-tests-0123456789abcdef"
 MARKER = "LUNA-MARKER-a8f3e2b1-only-in-plaintext"
+SECRETS = br.secrets_conf(access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
+                          cipher_pass=CIPHER)  # fmt: skip
 ARCHIVE_TIMEOUT_S = 5
 
 
@@ -99,47 +105,47 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     try:
         s3 = stack.enter_context(local_s3(tmp_path_factory.mktemp("s3"), buckets=(BUCKET,)))
         shutil.copy(s3.ca, root / "s3-ca.crt")
-        store = pg.ObjectStore(
+        store = br.ObjectStore(
             bucket=BUCKET, endpoint=s3.tls_endpoint, region="us-east-1",
             path="/luna-test", retention_days=14, uri_style="path",
             ca_file=str(root / "s3-ca.crt"),
         )  # fmt: skip
         data = root / "data"
-        conf = pg.pgbackrest_conf(store, pgdata="/var/lib/postgresql/data/pgdata")
-        conf = substitute(conf, "pg1-path=/var/lib/postgresql/data/pgdata", f"pg1-path={data}",
-                          what="pgbackrest.conf")  # fmt: skip
-        conf = substitute(conf, "pg1-socket-path=/var/run/postgresql",
-                          f"pg1-socket-path={root}", what="pgbackrest.conf")  # fmt: skip
-        conf = substitute(conf, "lock-path=/tmp/pgbackrest", f"lock-path={root}/lock",
-                          what="pgbackrest.conf")  # fmt: skip
+        conf = br.pgbackrest_conf(store, pgdata=str(data), socket_dir=str(root),
+                                  lock_path=f"{root}/lock", queue_max_mb=1024)  # fmt: skip
         (root / "pgbackrest.conf").write_text(conf)
+        (root / "secrets.conf").write_text(SECRETS)
         (root / "local_hba.conf").write_text("local all all peer\n")
         (root / "pg_hba.conf").write_text(pg.pg_hba())
         (root / "pg_ident.conf").write_text(pg.pg_ident())
         for f in root.iterdir():
             if f.is_file():
                 shutil.chown(f, "postgres", "postgres")
+        # What the containers' scripts do first: the secrets, 0600, into the include dir.
+        subprocess.run(["/bin/sh", "-c", br.install_secrets(str(root / "secrets.conf"),
+                        str(root / "include"))], check=True, user="postgres")  # fmt: skip
         pg_port = free_port()
         path = f"{bindir()}:{Path(need('pgbackrest')).parent}:/usr/bin:/bin"
         env = {
             "PATH": path,
             "PGBACKREST_CONFIG": str(root / "pgbackrest.conf"),
+            "PGBACKREST_CONFIG_INCLUDE_PATH": str(root / "include"),
             # This host's port; the container's server listens on 5432, pgBackRest's default.
             "PGBACKREST_PG1_PORT": str(pg_port),
-            **pg.pgbackrest_env(
-                access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY, cipher_pass=CIPHER
-            ),
+            # psql and pg_isready in the scripts reach this host's port too.
+            "PGPORT": str(pg_port),
         }
         initdb(data)
         flags = pg.server_flags(tls_dir=None, hba_file=str(root / "pg_hba.conf"), archive=True,
-                                archive_timeout_s=ARCHIVE_TIMEOUT_S)  # fmt: skip
+                                archive_timeout_s=ARCHIVE_TIMEOUT_S, audit=True)  # fmt: skip
         server = PgServer(data, flags, env=env, port=pg_port).start()
         servers.append(server)
         server.local(f"CREATE DATABASE {pg.DATABASE}")
-        variables = [f"--variable={v}=Pa55word-{v}-0123456789" for v in
-                     pg.ROLE_PASSWORD_VARS.values()]  # fmt: skip
-        (root / "roles.sql").write_text(pg.roles_sql())
-        server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(root / "roles.sql")])
+        _apply_roles(root, env)
+        logins = server.local(
+            "SELECT count(*) FROM pg_roles WHERE rolcanlogin AND rolname LIKE 'luna_%'"
+        ).stdout.strip()
+        assert logins == str(len(pg.ROLE_PASSWORD_VARS)), "the role job set no roles"
 
         pushed: list[str] = []
         handler = type("Push", (_Push,), {"bodies": pushed})
@@ -161,6 +167,23 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         stack.close()
         if not os.environ.get("LUNA_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _apply_roles(root: Path, env: dict[str, str]) -> None:
+    """The generated role job, as the database-roles container runs it: passwords in files."""
+    roles = root / "roles"
+    roles.mkdir()
+    for var in pg.ROLE_PASSWORD_VARS.values():
+        (roles / var).write_text(f"Pa55word-{var}-0123456789")
+    (root / "roles.sql").write_text(pg.roles_sql(audit=True))
+    script = roles_script(run_dir=str(root), roles_dir=str(roles), sql=str(root / "roles.sql"))
+    (root / "roles.sh").write_text(script)
+    for f in (*roles.iterdir(), roles, root / "roles.sql", root / "roles.sh"):
+        shutil.chown(f, "postgres", "postgres")
+    run = subprocess.run(["/bin/sh", str(root / "roles.sh")], capture_output=True, text=True,
+                         timeout=120, check=False, user="postgres", env=env, cwd=root)  # fmt: skip
+    assert run.returncode == 0, f"role job failed: {run.stdout}{run.stderr}"
+    assert "Pa55word" not in run.stdout + run.stderr
 
 
 def _wait_archived(rig: Rig, server: PgServer) -> None:
@@ -273,6 +296,51 @@ def test_no_bucket_object_holds_plaintext(rig: Rig) -> None:
     assert not plain, f"objects not encrypted client-side: {plain[:5]}"
 
 
+def _drill(
+    rig: Rig,
+    name: str,
+    *,
+    key_tables: tuple[str, ...] = ("note",),
+    secrets: str = SECRETS,
+    without_verify: bool = False,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """Run the generated drill as the image runs it: its own secrets file, pgaudit preloaded.
+
+    ``without_verify`` cuts the ``pgbackrest verify`` step out, to prove that the
+    end-point check alone catches a broken chain.
+    """
+    scratch = rig.root / name
+    scratch.mkdir()
+    shutil.chown(scratch, "postgres", "postgres")
+    secrets_file = rig.root / f"{name}-secrets.conf"
+    secrets_file.write_text(secrets)
+    shutil.chown(secrets_file, "postgres", "postgres")
+    script = br.drill_script(
+        key_tables=key_tables, push_url=rig.push_url, scratch=str(scratch),
+        secrets_file=str(secrets_file), include_dir=str(rig.root / f"{name}-include"),
+        preload=pg.AUDIT_SETTINGS["shared_preload_libraries"],
+    )  # fmt: skip
+    if without_verify:
+        start = script.index("pgbackrest --stanza=luna --output=text --verbose verify")
+        end = script.index('|| fail "pgbackrest verify reported errors"\n')
+        script = (
+            script[:start] + script[end + len('|| fail "pgbackrest verify reported errors"\n') :]
+        )
+        assert "verify" not in script.split("last=$(")[0].split("cat ")[-1]
+    (rig.root / f"{name}.sh").write_text(script)
+    rig.pushed.clear()
+    run = subprocess.run(
+        ["/bin/sh", str(rig.root / f"{name}.sh")], capture_output=True, text=True,
+        errors="replace", timeout=900, check=False, user="postgres",
+        env={k: v for k, v in rig.env.items() if k != "PGPORT"}, cwd=rig.root,
+    )  # fmt: skip
+    (body,) = rig.pushed
+    metrics = dict(
+        line.rsplit(" ", 1) for line in body.strip().splitlines() if not line.startswith("#")
+    )
+    return run, metrics
+
+
 def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     s = rig.server
     load = (
@@ -293,27 +361,16 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     backup_s = time.monotonic() - started
     _wait_archived(rig, s)
 
-    scratch = rig.root / "drill"
-    scratch.mkdir()
-    shutil.chown(scratch, "postgres", "postgres")
-    script = pg.drill_script(key_tables=("note", "drill_tag"),
-                             push_url=rig.push_url, scratch=str(scratch))  # fmt: skip
-    (rig.root / "drill.sh").write_text(script)
     started = time.monotonic()
-    run = subprocess.run(
-        ["/bin/sh", str(rig.root / "drill.sh")], capture_output=True, text=True, timeout=600,
-        check=False, user="postgres", env={**rig.env, "PATH": rig.env["PATH"]}, cwd=rig.root,
-    )  # fmt: skip
+    run, metrics = _drill(rig, "drill", key_tables=("note", "drill_tag"))
     drill_s = time.monotonic() - started
     assert run.returncode == 0, f"drill failed:\n{run.stdout}\n{run.stderr}"
-    (body,) = rig.pushed
-    metrics = dict(
-        line.rsplit(" ", 1) for line in body.strip().splitlines() if not line.startswith("#")
-    )
     print(
-        f"\nDatabase {size / 2**20:.0f} MB: full backup {backup_s:.1f} s; drill (restore, "
-        f"start, pg_amcheck, counts) {drill_s:.1f} s; pushed {metrics}"
+        f"\nDatabase {size / 2**20:.0f} MB: full backup {backup_s:.1f} s; drill (verify, "
+        f"restore, start with pgaudit, end point, pg_amcheck, counts) {drill_s:.1f} s; "
+        f"pushed {metrics}"
     )
+    assert "replayed to 0000000" in run.stdout, run.stdout
     assert metrics["luna_restore_drill_success"] == "1"
     # After the 100 MB backup too, every object starts with the cipher's header.
     s3 = rig.s3.client()
@@ -326,20 +383,73 @@ def test_drill_restores_100mb_checks_it_and_pushes_metrics(rig: Rig) -> None:
     assert int(metrics["luna_restore_drill_duration_seconds"]) >= 0
 
 
-def test_drill_failure_pushes_success_0(rig: Rig) -> None:
-    """A drill that cannot decrypt the repository (a lost cipher pass) reports 0 and fails."""
-    scratch = rig.root / "drill-bad"
-    scratch.mkdir()
-    shutil.chown(scratch, "postgres", "postgres")
-    script = pg.drill_script(key_tables=("note",), push_url=rig.push_url, scratch=str(scratch))
-    (rig.root / "drill-bad.sh").write_text(script)
-    rig.pushed.clear()
-    wrong = {**rig.env, "PGBACKREST_REPO1_CIPHER_PASS": "not-the-cipher-pass"}
-    run = subprocess.run(
-        ["/bin/sh", str(rig.root / "drill-bad.sh")], capture_output=True, text=True,
-        errors="replace", timeout=600, check=False, user="postgres", env=wrong, cwd=rig.root,
-    )  # fmt: skip
+def test_drill_fails_on_a_wrong_cipher_pass(rig: Rig) -> None:
+    wrong = SECRETS.replace(CIPHER, "not-the-cipher-pass")
+    assert wrong != SECRETS
+    run, metrics = _drill(rig, "drill-cipher", key_tables=("beat",), secrets=wrong)
     assert run.returncode != 0, run.stdout
-    assert "drill: FAILED: pgbackrest restore" in run.stderr, run.stderr
-    (body,) = rig.pushed
-    assert "luna_restore_drill_success 0" in body, body
+    assert "drill: FAILED" in run.stderr, run.stderr
+    assert metrics["luna_restore_drill_success"] == "0"
+
+
+@contextlib.contextmanager
+def _corrupted(rig: Rig, key: str) -> Iterator[None]:
+    """Flip bytes in the middle of one bucket object; put it back afterwards."""
+    s3 = rig.s3.client()
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    middle = len(body) // 2
+    broken = (
+        body[:middle] + bytes(b ^ 0xFF for b in body[middle : middle + 64]) + body[middle + 64 :]
+    )
+    s3.put_object(Bucket=BUCKET, Key=key, Body=broken)
+    try:
+        yield
+    finally:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
+def test_drill_fails_on_a_corrupted_wal_segment(rig: Rig) -> None:
+    """One archived segment after the newest backup is broken: recovery would stop there."""
+    s = rig.server
+    s.local("CREATE TABLE IF NOT EXISTS chain (id int)", db=pg.DATABASE)
+    rig.backrest("--type=full", "backup")
+    s.local("INSERT INTO chain SELECT generate_series(1, 200000)", db=pg.DATABASE)
+    _wait_archived(rig, s)
+    s.local("INSERT INTO chain SELECT generate_series(1, 1000)", db=pg.DATABASE)
+    _wait_archived(rig, s)
+    wal = sorted(k for k in rig.s3.keys(BUCKET) if "/archive/" in k and k.endswith(".zst"))
+    info = rig.backrest("info", "--output=json").stdout
+    stop = re.findall(r'"archive":\{"start":"[0-9A-F]{24}","stop":"([0-9A-F]{24})"', info)[-1]
+    after = [k for k in wal if k.rsplit("/", 1)[1][:24] > stop]
+    assert len(after) >= 2, f"need two segments after the backup's {stop}: {after}"
+    with _corrupted(rig, after[0]):
+        run, metrics = _drill(rig, "drill-wal", key_tables=("chain",))
+        # The second line of defence on its own: the replay must reach the newest segment.
+        alone, alone_metrics = _drill(rig, "drill-wal-end", key_tables=("chain",),
+                                      without_verify=True)  # fmt: skip
+    print(f"\ncorrupted {after[0]}: drill said {run.stderr.strip().splitlines()[-1:]}; "
+          f"without verify: {alone.stderr.strip().splitlines()[-1:]}")  # fmt: skip
+    assert run.returncode != 0, run.stdout
+    assert "drill: FAILED" in run.stderr, run.stderr
+    assert metrics["luna_restore_drill_success"] == "0"
+    assert alone.returncode != 0, alone.stdout
+    assert "drill: FAILED: recovery stopped before" in alone.stderr, alone.stderr
+    assert alone_metrics["luna_restore_drill_success"] == "0"
+
+
+def test_drill_fails_on_a_corrupted_backup_file(rig: Rig) -> None:
+    s = rig.server
+    s.local("CREATE TABLE IF NOT EXISTS chain (id int)", db=pg.DATABASE)
+    rig.backrest("--type=full", "backup")
+    info = rig.backrest("info", "--output=json").stdout
+    label = re.findall(r'"label":"([0-9F_-]+)"', info)[-1]
+    files = [k for k in rig.s3.keys(BUCKET) if f"/backup/{pg.STANZA}/{label}/" in k
+             and "backup.manifest" not in k]  # fmt: skip
+    biggest = max(files, key=lambda k: rig.s3.client().head_object(Bucket=BUCKET, Key=k)[
+        "ContentLength"])  # fmt: skip
+    with _corrupted(rig, biggest):
+        run, metrics = _drill(rig, "drill-file", key_tables=("chain",))
+    print(f"\ncorrupted {biggest}: drill said {run.stderr.strip().splitlines()[-1:]}")
+    assert run.returncode != 0, run.stdout
+    assert "drill: FAILED" in run.stderr, run.stderr
+    assert metrics["luna_restore_drill_success"] == "0"

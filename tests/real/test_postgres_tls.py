@@ -11,10 +11,16 @@ quaint/src/connector/postgres/url.rs and native/mod.rs), which is libpq's
 The server archives WAL as a stack with backups does (``archive=True``); no
 repository is reachable here, so every attempt fails, which is what the
 exporter test below reads.
+
+The server runs under an OpenSSL configuration that allows every protocol version
+(Debian's default, ``SECLEVEL=2``, would refuse TLS 1.1 on its own): what refuses an
+old protocol here is the generated ``ssl_min_protocol_version``, as it must be in
+any image, whatever its OpenSSL defaults.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -53,16 +59,32 @@ def libpq_from_prisma(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}?sslmode=verify-full&sslrootcert={ca}"
 
 
-def psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
+# Every protocol version and cipher allowed, for the server and for the old client.
+PERMISSIVE_OPENSSL = """openssl_conf = luna_test
+[luna_test]
+ssl_conf = ssl_section
+[ssl_section]
+system_default = system_default_section
+[system_default_section]
+MinProtocol = TLSv1
+CipherString = DEFAULT@SECLEVEL=0
+"""
+
+
+def psql(url: str, sql: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
         capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, **env} if env else None,
     )  # fmt: skip
 
 
 class Stack:
-    def __init__(self, server: PgServer, pair: CaSignedPair, other: CaSignedPair) -> None:
+    def __init__(
+        self, server: PgServer, pair: CaSignedPair, other: CaSignedPair, openssl_conf: Path
+    ) -> None:
         self.server, self.pair, self.other = server, pair, other
+        self.openssl_env = {"OPENSSL_CONF": str(openssl_conf)}
 
     def url(self, role: str, *, ca: Path | None = None, host: str = "localhost") -> str:
         prisma = pg.prisma_url(
@@ -89,11 +111,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for f in (*conf.iterdir(), *tls.iterdir()):
         f.chmod(0o600)
         shutil.chown(f, "postgres", "postgres")
+    openssl_conf = root / "openssl.cnf"
+    openssl_conf.write_text(PERMISSIVE_OPENSSL)
+    openssl_conf.chmod(0o644)
     initdb(root / "data")
     flags = pg.server_flags(
         tls_dir=str(tls), hba_file=str(conf / "pg_hba.conf"), archive=True, audit=True
     )
-    server = PgServer(root / "data", flags).start()
+    server = PgServer(root / "data", flags, env={"OPENSSL_CONF": str(openssl_conf)}).start()
     try:
         server.local(f"CREATE DATABASE {pg.DATABASE}")
         script = root / "roles.sql"
@@ -101,7 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         variables = [f"--variable={pg.ROLE_PASSWORD_VARS[r]}={p}" for r, p in PASSWORDS.items()]
         for _ in range(2):  # idempotent: the container runs it on every start
             server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(script)])
-        yield Stack(server, pair, other)
+        yield Stack(server, pair, other, openssl_conf)
     finally:
         server.stop()
         log = server.daemon.log.read_text() if server.daemon else ""
@@ -146,6 +171,32 @@ def test_superuser_never_logs_in_over_the_network(stack: Stack) -> None:
     assert 'rejects connection for host "127.0.0.1", user "postgres"' in result.stderr, (
         result.stderr
     )
+
+
+def test_backup_role_never_logs_in_over_the_network(stack: Stack) -> None:
+    """pgBackRest connects as luna_backup over the local socket only (pg_ident maps the OS
+    user); with its right password, over verified TLS, the network still refuses it."""
+    result = psql(stack.url(pg.BACKUP_ROLE), "SELECT 1")
+    assert result.returncode != 0, "luna_backup logged in over TCP"
+    assert 'rejects connection for host "127.0.0.1", user "luna_backup"' in result.stderr, (
+        result.stderr
+    )
+
+
+def test_a_client_below_tls_12_is_refused(stack: Stack) -> None:
+    """A real libpq handshake capped at TLS 1.1 fails; the same client at 1.2 connects, so
+    the refusal is the server's (HIPAA/NIST SP 800-52r2: TLS 1.2 or later)."""
+    url = stack.url(pg.APP_ROLE)
+    sql = "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    # libpq's own floor is TLS 1.2 (ssl_min_protocol_version's default): lowered here.
+    old_client = f"{url}&ssl_min_protocol_version=TLSv1&ssl_max_protocol_version=TLSv1.1"
+    old = psql(old_client, sql, stack.openssl_env)
+    print(f"\nTLS 1.1 client: {old.stderr.strip()}")
+    assert old.returncode != 0, f"a TLS 1.1 client connected: {old.stdout}"
+    assert "alert protocol version" in old.stderr, old.stderr
+    current = psql(f"{url}&ssl_min_protocol_version=TLSv1", sql, stack.openssl_env)
+    assert current.returncode == 0, current.stderr
+    assert current.stdout.strip() in ("TLSv1.2", "TLSv1.3"), current.stdout
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def references(stack: RenderedStack) -> list[tuple[str, str, str]]:
         keys = [k for k in files if k.endswith(path)]
         return files[keys[0]] if keys else None
 
-    if conf := shipped("/etc/nginx/nginx.conf"):
+    if conf := shipped("/etc/nginx/luna/nginx.conf"):
         block = re.search(r"upstream luna_app \{(.*?)\}", conf, re.S)
         # A static upstream (Kubernetes' Service), or a name resolved per request (Docker).
         found = re.findall(r"^\s*server (\S+)", block.group(1), re.M) if block else []

@@ -50,6 +50,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,7 +223,7 @@ def _layers(recipes: list[StandIn], minbase: Path, cache: Path) -> dict[str, _Bu
     missing: list[StandIn] = []
     for recipe in recipes:
         meta = layers_dir / f"{recipe.name}-{_key(recipe, minbase)}.json"
-        if meta.is_file():
+        if meta.is_file() and meta.with_suffix(".tar").is_file():
             data = json.loads(meta.read_text())
             layer = Layer(Path(data["tar"]), data["diff_id"], data["size"])
             found[recipe.name] = _Built(layer, data["version"], 0.0, data["created"])
@@ -243,9 +244,10 @@ def _layers(recipes: list[StandIn], minbase: Path, cache: Path) -> dict[str, _Bu
                 "tar": str(built.layer.tar), "diff_id": built.layer.diff_id,
                 "size": built.layer.size, "version": built.version, "created": built.created,
             }))  # fmt: skip
-            for old in layers_dir.glob(f"{recipe.name}-*"):
-                if key not in old.name:
-                    old.unlink()  # an earlier recipe
+            for old in layers_dir.iterdir():
+                if re.fullmatch(rf"{re.escape(recipe.name)}-[0-9a-f]{{16}}\.(tar|json)", old.name) \
+                        and key not in old.name:  # fmt: skip
+                    old.unlink()  # an earlier recipe's (not redis-exporter's for redis)
             found[recipe.name] = built
     return found
 
@@ -330,10 +332,21 @@ def ensure_images(
         assert recipe, f"images/postgres builds FROM {base_tag}, which has no stand-in"
         if all(tag != base_tag for tag, _ in stand_ins):
             stand_ins.append((base_tag, recipe))
-    _stand_in_images(host, stand_ins, cache, report)
+    with _locked(cache):
+        minbase_rootfs(cache)  # made once, before the app's Node.js base asks for it too
+    # The app's build needs no stand-in: it runs beside the stand-ins' load.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        apps = {tag: pool.submit(build_shipped, host, context, tag, cache=cache)
+                for tag, context in shipped if context == APP_CONTEXT}  # fmt: skip
+        _stand_in_images(host, stand_ins, cache, report)
+        seconds = {
+            tag: apps[tag].result()
+            if tag in apps
+            else build_shipped(host, context, tag, cache=cache)
+            for tag, context in shipped
+        }
     for tag, context in shipped:
-        seconds = build_shipped(host, context, tag, cache=cache)
         dockerfile = context.relative_to(REPO) / "Dockerfile"
         report.images.append(ImageResult(tag, "built", f"docker build {dockerfile}",
-                                         str(dockerfile), seconds))  # fmt: skip
+                                         str(dockerfile), seconds[tag]))  # fmt: skip
     return report

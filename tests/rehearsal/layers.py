@@ -161,28 +161,28 @@ def _member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def docker_load(docker: Sequence[str], env: dict[str, str], images: Sequence[LoadImage]) -> None:
     """Stream one `docker save`-layout archive of ``images`` into `docker load`."""
-    proc = subprocess.Popen([*docker, "load", "--quiet"], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    assert proc.stdin is not None
-    manifest, written = [], set()
-    try:
-        with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-            for image in images:
-                config = _config(image)
-                name = f"{hashlib.sha256(config).hexdigest()}.json"
-                _member(archive, name, config)
-                for layer in image.layers:
-                    member = f"{layer.diff_id.split(':', 1)[1]}/layer.tar"
-                    if member not in written:
-                        archive.add(str(layer.tar), arcname=member)
-                        written.add(member)
-                layers = [f"{layer.diff_id.split(':', 1)[1]}/layer.tar" for layer in image.layers]
-                manifest.append({"Config": name, "RepoTags": [image.tag], "Layers": layers})
-            _member(archive, "manifest.json", json.dumps(manifest).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the daemon refused the stream; its message follows
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode()
-    proc.wait(timeout=900)
+    with subprocess.Popen([*docker, "load", "--quiet"], env=env, stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:  # fmt: skip
+        assert proc.stdin is not None and proc.stderr is not None
+        manifest, written = [], set()
+        try:
+            with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+                for image in images:
+                    config = _config(image)
+                    name = f"{hashlib.sha256(config).hexdigest()}.json"
+                    _member(archive, name, config)
+                    layers = [
+                        f"{layer.diff_id.split(':', 1)[1]}/layer.tar" for layer in image.layers
+                    ]
+                    for layer, member in zip(image.layers, layers, strict=True):
+                        if member not in written:
+                            archive.add(str(layer.tar), arcname=member)
+                            written.add(member)
+                    manifest.append({"Config": name, "RepoTags": [image.tag], "Layers": layers})
+                _member(archive, "manifest.json", json.dumps(manifest).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the daemon refused the stream; its message follows
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=900)
     assert proc.returncode == 0, f"docker load of {len(images)} images failed: {err}"

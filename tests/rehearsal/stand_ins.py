@@ -141,6 +141,8 @@ mkdir /docker-entrypoint-initdb.d
 )
 
 # -- Redis (alpine: uid 999, gid 1000) --------------------------------------------------
+# Debian's redis-server keeps Redis's protected-mode default (yes); the official build
+# patches it to no (its Dockerfile's sed on config.c). Luna's redis.conf sets it.
 _REDIS = StandIn(
     name="redis",
     pattern=r"redis:7\.\d+\.\d+-alpine",

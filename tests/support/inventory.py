@@ -30,13 +30,19 @@ def _labels(rec: Record) -> dict[str, str]:
     return {lab["label"]: lab["value"] for lab in unwrap(rec.inputs.get("labels") or [])}
 
 
+def _job(script: str) -> bool:
+    """A one-shot job runs its container attached (docker/jobs.py); the platform's
+    other Commands (admission, live files, reload) run none."""
+    return "docker start --attach" in script
+
+
 def workloads(r: Rendered) -> dict[str, list[dict[str, Any]]]:
     """Service name → its Docker containers' inputs, or its Kubernetes workload objects."""
     found: dict[str, list[dict[str, Any]]] = {}
     for rec in r.monitor.records.values():
         if rec.type == "docker:index/container:Container":
             found.setdefault(_labels(rec)["com.luna.service"], []).append(rec.inputs)
-        elif rec.type == "command:local:Command":
+        elif rec.type == "command:local:Command" and _job(unwrap(rec.inputs["create"])):
             # A Docker one-shot job: its script creates the container by name.
             match = re.search(
                 r"docker create --name luna-[a-z]+-(\S+)", unwrap(rec.inputs["create"])

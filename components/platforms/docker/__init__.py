@@ -10,6 +10,7 @@ client never inherits its target's route off the host.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Sequence
@@ -22,8 +23,26 @@ import pulumi_docker as docker
 
 from components.platforms import Deployment, Platform, RegistryAuth
 from components.platforms.docker.forms import docker_cpus, go_duration, inputs_digest
+from components.platforms.docker.gate import Admission
 from components.platforms.docker.jobs import JobRun, job_script
-from components.spec import PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
+from components.platforms.docker.rollout import (
+    admission,
+    admission_gate,
+    exclusive,
+    gated,
+    generation_name,
+    live_files,
+    published,
+    reloader,
+    wait_timeout,
+)
+from components.spec import (
+    ConfigFile,
+    PostgresService,
+    PostgresSpec,
+    ServiceSpec,
+    VolumeSpec,
+)
 
 __all__ = ["EMBEDDED_DNS", "SECRET_FILES_LABEL", "DockerPlatform", "DockerPlatformArgs"]
 
@@ -121,34 +140,54 @@ class DockerPlatform(Platform):
         if spec.workload == "job":
             job = self._job(name, spec, image, parent=parent, depends=after)
             return Deployment(service=spec.name, resources=[job])
+        live: list[ConfigFile] = []
+        if spec.reload is not None:
+            spec, live, writer = live_files(self, name, spec, image, parent=parent)
+            after = [*after, writer]
         replicas = spec.replicas if spec.workload == "service" else 1
         containers = []
         addresses = []
-        exclusive = _exclusive(spec)
+        alone = exclusive(spec)
+        gated_ = gated(spec)
+        admissions: list[pulumi.Output[Admission]] = []
         for index in range(replicas):
             replica = f"{spec.name}-{index}" if replicas > 1 else spec.name
+            resource_name = f"{name}-{index}" if replicas > 1 else name
             if spec.ports:
                 addresses.append(f"{replica}:{spec.ports[0].port}")
-            inputs = self._container_inputs(spec, replica, image)
-            containers.append(
-                docker.Container(
-                    f"{name}-{index}" if replicas > 1 else name,
-                    name=_unique_name(self.physical(replica), inputs),
-                    **inputs,
-                    opts=pulumi.ResourceOptions(
-                        parent=parent,
-                        provider=self.provider,
-                        depends_on=after,
-                        # A container that holds a host port or writes a volume
-                        # must stop before its replacement starts; any other is
-                        # replaced create-before-delete, so a replica always runs.
-                        delete_before_replace=exclusive,
-                    ),
-                )
+            inputs = self._container_inputs(spec, replica, image, join_own=not gated_)
+            physical = (
+                _unique_name(self.physical(replica), inputs)
+                if alone
+                else generation_name(resource_name, self.physical(replica), inputs, parent, after)
             )
+            container = docker.Container(
+                resource_name,
+                name=physical,
+                **inputs,
+                opts=pulumi.ResourceOptions(
+                    parent=parent,
+                    provider=self.provider,
+                    depends_on=after,
+                    # A container that holds a host port or writes a volume
+                    # must stop before its replacement starts; any other is
+                    # replaced create-before-delete, so a replica always runs.
+                    delete_before_replace=alone,
+                ),
+            )
+            containers.append(container)
+            aliases = sorted({spec.name, replica})
+            admissions.append(container.name.apply(functools.partial(admission, aliases)))
+        if gated_:
+            admission_gate(self, name, spec, containers, admissions, parent=parent)
+        if live:
+            reloader(self, name, spec, containers, live, parent=parent)
+        public = any(p.publish is not None and p.publish_ip == "0.0.0.0" for p in spec.ports)  # noqa: S104
         return Deployment(
             service=spec.name,
             resources=containers,
+            names=tuple(c.name for c in containers),
+            public_address=self.host_name if public else None,
             addresses=tuple(addresses),
             # Docker's DNS answers the service name with every replica: scrapes of a
             # replicated service discover them, so scaling it never rewrites
@@ -157,6 +196,15 @@ class DockerPlatform(Platform):
             service_address=f"{spec.name}:{spec.ports[0].port}" if spec.ports else None,
             resolver=EMBEDDED_DNS,
         )
+
+    @property
+    def host_name(self) -> str:
+        """The Docker host's name as the world knows it: ``ssh://user@host`` gives
+        ``host``; a local socket, this machine."""
+        host = self._args.host
+        if host.startswith("ssh://"):
+            return host.removeprefix("ssh://").split("@")[-1].split(":")[0].split("/")[0]
+        return "localhost"
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
         for p in spec.ports:
@@ -196,6 +244,18 @@ class DockerPlatform(Platform):
         )
         return self._builds[ref]
 
+    @property
+    def host(self) -> str:
+        """The Docker host every container runs on (``DOCKER_HOST`` for Commands)."""
+        return self._args.host
+
+    def volume_resource(self, key: str) -> docker.Volume:
+        return self._volumes[key]
+
+    def network(self, key: str) -> docker.Network:
+        """The stack's network ``key`` (created on first use)."""
+        return self._network(key)
+
     # -- helpers -----------------------------------------------------------
     def _image(self, ref: str) -> docker.RemoteImage:
         if ref not in self._images:
@@ -224,16 +284,20 @@ class DockerPlatform(Platform):
         return self._networks[key]
 
     def _container_inputs(
-        self, spec: ServiceSpec, replica: str, image: docker.RemoteImage
+        self, spec: ServiceSpec, replica: str, image: docker.RemoteImage, *, join_own: bool = True
     ) -> dict[str, Any]:
-        """The container's inputs (all but its name), each in the provider's read-back form."""
+        """The container's inputs (all but its name), each in the provider's read-back form.
+
+        ``join_own=False``: the container starts off its service's network; the
+        admission gate connects it once healthy.
+        """
         networks: list[dict[str, Any]] = []
-        if spec.ports:
+        if spec.ports and join_own:
             own = self._network(spec.name)
             # Every replica answers to the service name too: Docker's embedded DNS
             # returns one A record per replica, which nginx resolves per request.
             networks.append({"name": own.name, "aliases": sorted({spec.name, replica})})
-        if _published(spec) or spec.internet_egress:
+        if published(spec) or spec.internet_egress:
             # The one non-internal network: it carries the default route and
             # the published ports, and only this service is on it.
             edge = self._network(f"{spec.name}-edge", internal=False)
@@ -301,7 +365,7 @@ class DockerPlatform(Platform):
             # "Created" means "healthy": a replacement replica takes traffic, and
             # its predecessor is removed, only once it answers.
             "wait": bool(spec.health),
-            "wait_timeout": _wait_timeout(spec) if spec.health else None,
+            "wait_timeout": wait_timeout(spec) if spec.health else None,
             "healthcheck": (
                 {
                     "tests": ["CMD", *spec.health.command],
@@ -379,7 +443,12 @@ class DockerPlatform(Platform):
     ) -> command.local.Command:
         """A one-shot job: fails its own resource when the container exits non-zero."""
         networks = [self._network(target).name for target in spec.connects_to]
-        file_vars = {f.path: f"LUNA_FILE_{i}" for i, f in enumerate(spec.files)}
+        # A secret file's variable says so: the engine may send the whole (secret)
+        # environment as one secret value, and the render masks these by name.
+        file_vars = {
+            f.path: f"LUNA_{'SECRET_' if f.secret else ''}FILE_{i}"
+            for i, f in enumerate(spec.files)
+        }
         environment: dict[str, pulumi.Input[str]] = {"DOCKER_HOST": self._args.host}
         environment.update({k: pulumi.Output.secret(v) for k, v in spec.secret_env.items()})
         environment.update(
@@ -436,22 +505,6 @@ def _unique_name(base: str, inputs: dict[str, Any]) -> pulumi.Output[str]:
     """
     resolved = pulumi.Output.from_input(inputs)
     return pulumi.Output.unsecret(resolved.apply(lambda v: f"{base}-{inputs_digest(v)}"))
-
-
-def _exclusive(spec: ServiceSpec) -> bool:
-    """A host port binds once, and a volume has one writer: such a container goes first."""
-    writes_volume = any(not (m.read_only or m.shared) for m in spec.mounts)
-    return _published(spec) or writes_volume or spec.workload == "stateful"
-
-
-def _wait_timeout(spec: ServiceSpec) -> int:
-    assert spec.health is not None
-    h = spec.health
-    return h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 30
-
-
-def _published(spec: ServiceSpec) -> bool:
-    return any(p.publish is not None for p in spec.ports)
 
 
 def _command(spec: ServiceSpec) -> tuple[list[str] | None, list[str] | None]:

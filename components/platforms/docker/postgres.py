@@ -1,11 +1,27 @@
-"""Docker's managed PostgreSQL: one hardened container with its archiver, and a restore drill.
+"""Docker's managed PostgreSQL: the server, its role job, its backup loop and its restore drill.
 
 The image (images/postgres/Dockerfile) is the official Debian PostgreSQL image
-plus Debian's pgBackRest and pgaudit. pgBackRest pushes every WAL segment
-(``archive_timeout`` bounds the recovery point) and a scheduled base backup
-to the object store, encrypted client-side (AES-256), so the bucket only ever
-holds ciphertext. The restore drill is a scheduled container of the same
-image that restores the latest backup into scratch space and checks it.
+plus Debian's pgBackRest and pgaudit. Four pieces, and nothing of ours runs
+under the postmaster (a child it did not fork that exits is treated as a
+crashed backend: every session is cut and the server runs crash recovery):
+
+- ``database``: PostgreSQL itself. Its only helper is its own archiver, which
+  runs ``pgbackrest archive-push`` for every WAL segment (``archive_timeout``
+  bounds the recovery point).
+- ``database-roles``: a one-shot job that applies roles and passwords over the
+  socket volume, before the migration and the app start. A rotated password
+  reruns the job and never replaces the server.
+- ``database-backup``: a container of the same image that takes the base
+  backups (weekly full, differential in between) and writes the WAL heartbeat,
+  over the socket volume and the data volume mounted read-only.
+- ``database-drill``: a scheduled container that verifies the repository,
+  restores it into scratch space and checks it.
+
+Secrets reach the containers as uploaded files, never as environment
+(``docker inspect`` shows a container's environment): the superuser password
+through the entrypoint's ``POSTGRES_PASSWORD_FILE``, pgBackRest's keys and
+cipher pass through an include file, the roles' passwords through the job's
+files.
 """
 
 from __future__ import annotations
@@ -13,7 +29,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pulumi
+import pulumi_docker as docker
 
+from components.configs import pgbackrest as br
 from components.configs import postgres as pg
 from components.spec import (
     ConfigFile,
@@ -28,54 +46,84 @@ from components.spec import (
 )
 
 if TYPE_CHECKING:
+    from components.platforms import Deployment
     from components.platforms.docker import DockerPlatform
 
-__all__ = ["PG_UID", "deploy_postgres"]
+__all__ = ["CONF_DIR", "PG_UID", "RUN_DIR", "deploy_postgres", "roles_script", "start_script"]
 
 PG_UID = "999:999"
 """The ``postgres`` user of the official Debian image."""
 PGDATA = "/var/lib/postgresql/data/pgdata"
 CONF_DIR = "/etc/luna/postgres"
+SECRET_DIR = "/etc/luna/postgres/secret"  # noqa: S105 - a directory name
 TLS_DIR = "/etc/luna/postgres/tls"
 RUN_DIR = "/var/run/postgresql"
+"""The socket directory: a volume shared by the server, the role job and the backup loop."""
+KEY_DIR = "/tmp/luna-tls"
+"""Where the server's key is installed 0600 (the container's private tmpfs)."""
+INCLUDE_DIR = "/tmp/luna-pgbackrest"
+"""pgBackRest's ``config-include-path``: the secrets file, installed 0600 on tmpfs."""
+BACKREST_CONF = f"{CONF_DIR}/pgbackrest.conf"
+BACKREST_SECRETS = f"{SECRET_DIR}/pgbackrest.conf"
+SUPERUSER_FILE = f"{SECRET_DIR}/superuser"
+ROLES_DIR = "/etc/luna/roles"
 START = "/opt/luna/start.sh"
+ROLES = "/opt/luna/roles.sh"
+BACKUP = "/opt/luna/backup.sh"
 DRILL = "/opt/luna/drill.sh"
+BACKREST_ENV = {
+    "PGBACKREST_CONFIG": BACKREST_CONF,
+    "PGBACKREST_CONFIG_INCLUDE_PATH": INCLUDE_DIR,
+}
 
 
-def start_script(*, backup_hours: int | None, push_url: str | None = None) -> str:
-    """Install the key with the mode PostgreSQL demands, set roles, schedule backups, start.
+def start_script(*, backup: bool) -> str:
+    """Install the key (and pgBackRest's secrets) with the modes they demand, then exec.
 
-    Roles (and, with audit, the auditor role's grants and the extensions) are
-    applied over the local socket as the ``postgres`` OS user on every start (a
-    rotated password replaces the container, so it is applied too).
+    Nothing is started in the background: the shell execs into the entrypoint,
+    which execs into postgres.
     """
-    backups = ""
-    # The backup-age alert reads the timestamp pushed after each successful backup.
-    push = (
-        f" && printf 'luna_backup_last_success_timestamp_seconds %s\\n' \"$(date +%s)\""
-        f" | wget -q -O /dev/null --post-file=/dev/stdin {push_url}"
-        if push_url
-        else ""
-    )
-    if backup_hours:
-        backups = f"""
-  pgbackrest --stanza={pg.STANZA} stanza-create || echo "start: stanza-create failed" >&2
-  backup() {{ pgbackrest --stanza={pg.STANZA} --type=full backup{push}; }}
-  pgbackrest --stanza={pg.STANZA} info --output=json | grep -q '"label"' || backup
-  while sleep {backup_hours * 3600}; do backup || echo "backup: FAILED" >&2; done"""
-    roles = " ".join(f'-v {var}="${{{var.upper()}}}"' for var in pg.ROLE_PASSWORD_VARS.values())
+    secrets = f"\n{br.install_secrets(BACKREST_SECRETS, INCLUDE_DIR)}" if backup else ""
     return f"""#!/bin/sh
 # Generated by components/platforms/docker/postgres.py
 set -eu
+umask 077
 # PostgreSQL refuses a key readable by others; uploads arrive 0644.
-install -m 600 {TLS_DIR}/server.key {RUN_DIR}/server.key
-install -m 644 {TLS_DIR}/server.crt {RUN_DIR}/server.crt
-(
-  until pg_isready -q -h {RUN_DIR}; do sleep 1; done
-  psql -X -h {RUN_DIR} -U postgres -d {pg.DATABASE} {roles} -f {CONF_DIR}/roles.sql \\
-    || echo "start: roles FAILED" >&2{backups}
-) &
+mkdir -p {KEY_DIR}
+install -m 600 {TLS_DIR}/server.key {KEY_DIR}/server.key
+install -m 644 {TLS_DIR}/server.crt {KEY_DIR}/server.crt{secrets}
 exec docker-entrypoint.sh postgres "$@"
+"""
+
+
+def roles_script(
+    *,
+    wait_s: int = 300,
+    run_dir: str = RUN_DIR,
+    roles_dir: str = ROLES_DIR,
+    sql: str = f"{CONF_DIR}/roles.sql",
+) -> str:
+    """The role job: wait for the server's socket, then apply roles.sql as ``postgres`` (peer).
+
+    Each password is read by psql itself from its file (a backquoted ``\\set``),
+    so no password is in an argument list or the environment.
+    """
+    sets = "\n".join(
+        f"\\set {var} `cat {roles_dir}/{var}`" for var in pg.ROLE_PASSWORD_VARS.values()
+    )
+    return f"""#!/bin/sh
+# Generated by components/platforms/docker/postgres.py: the database-roles job.
+set -eu
+i=0
+until pg_isready -q -h {run_dir}; do
+  i=$((i + 1)); [ "$i" -lt {wait_s} ] || {{ echo "roles: server not ready" >&2; exit 1; }}
+  sleep 1
+done
+vars=$(mktemp)
+cat > "$vars" <<'EOF'
+{sets}
+EOF
+exec psql -X -q -h {run_dir} -U postgres -d {pg.DATABASE} -f "$vars" -f {sql}
 """
 
 
@@ -86,44 +134,89 @@ def deploy_postgres(
         f"{name}-data", "postgres-data", VolumeSpec(spec.storage_gb, protect=spec.protect),
         parent=parent,
     )  # fmt: skip
+    # Sockets only, but protected with the data: a retained server still needs it.
+    platform.volume(
+        f"{name}-run", "postgres-run", VolumeSpec(1, protect=spec.protect), parent=parent
+    )
+    store = _store(spec)
+    server = _server(platform, name, spec, store, parent=parent)
+    roles = _roles(platform, name, spec, after=server, parent=parent)
+    if spec.backup and store:
+        _backup(platform, name, spec, store, parent=parent)
+        if spec.drill_hours:
+            _drill(platform, name, spec, store, parent=parent)
+    container = server.resources[0]
+    return PostgresService(
+        host=spec.name,
+        # Clients (the migration, then the app) start once the roles are applied.
+        resources=[*server.resources, *roles.resources],
+        backup_metrics="pushgateway" if spec.backup_push_url else None,
+        container=container.name if isinstance(container, docker.Container) else None,
+    )
+
+
+def _store(spec: PostgresSpec) -> br.ObjectStore | None:
+    b = spec.backup
+    if b is None:
+        return None
+    return br.ObjectStore(
+        bucket=b.bucket, endpoint=b.endpoint, region=b.region, path=b.path,
+        retention_days=b.retention_days, uri_style=b.uri_style,
+    )  # fmt: skip
+
+
+def _backrest_files(spec: PostgresSpec, store: br.ObjectStore) -> tuple[ConfigFile, ...]:
+    """pgBackRest's configuration and its secret include file (uploaded, never env)."""
+    assert spec.backup is not None
+    b = spec.backup
+    secrets = pulumi.Output.all(b.access_key_id, b.secret_access_key, b.encryption_key).apply(
+        lambda v: br.secrets_conf(access_key_id=v[0], secret_access_key=v[1], cipher_pass=v[2])
+    )
+    # pg_wal may hold a quarter of the volume while the store is unreachable; past
+    # that, WAL is dropped rather than the disk filled (docs/runbooks/backup-restore.md).
+    conf = br.pgbackrest_conf(
+        store, pgdata=PGDATA, socket_dir=RUN_DIR, lock_path=f"{RUN_DIR}/pgbackrest",
+        queue_max_mb=spec.storage_gb * 1024 // 4,
+    )  # fmt: skip
+    return (ConfigFile(BACKREST_CONF, conf), ConfigFile(BACKREST_SECRETS, secrets, secret=True))
+
+
+def _server(
+    platform: DockerPlatform,
+    name: str,
+    spec: PostgresSpec,
+    store: br.ObjectStore | None,
+    *,
+    parent: pulumi.Resource,
+) -> Deployment:
     flags = pg.server_flags(
-        tls_dir=RUN_DIR,
+        tls_dir=KEY_DIR,
         hba_file=f"{CONF_DIR}/pg_hba.conf",
-        archive=spec.backup is not None,
+        archive=store is not None,
         archive_timeout_s=spec.archive_timeout_s,
         audit=spec.audit,
+        memory_mb=spec.resources.memory_mb,
     )
     files = [
         ConfigFile(f"{TLS_DIR}/server.crt", spec.tls.cert_pem),
         ConfigFile(f"{TLS_DIR}/server.key", spec.tls.key_pem, secret=True),
         ConfigFile(f"{CONF_DIR}/pg_hba.conf", pg.pg_hba()),
         ConfigFile(f"{CONF_DIR}/pg_ident.conf", pg.pg_ident()),
-        ConfigFile(f"{CONF_DIR}/roles.sql", pg.roles_sql(audit=spec.audit)),
-        ConfigFile(START, start_script(
-            backup_hours=spec.backup_schedule_hours if spec.backup else None,
-            push_url=spec.backup_push_url)),
-    ]  # fmt: skip
-    secret_env: dict[str, pulumi.Input[str]] = {"POSTGRES_PASSWORD": spec.superuser_password}
-    secret_env |= {
-        var.upper(): spec.role_passwords[role] for role, var in pg.ROLE_PASSWORD_VARS.items()
-    }
+        ConfigFile(SUPERUSER_FILE, spec.superuser_password, secret=True),
+        ConfigFile(START, start_script(backup=store is not None)),
+    ]
     env: dict[str, pulumi.Input[str]] = {
         "POSTGRES_USER": "postgres",
         "POSTGRES_DB": pg.DATABASE,
+        # The official entrypoint reads the initial superuser password from this file.
+        "POSTGRES_PASSWORD_FILE": SUPERUSER_FILE,
         "PGDATA": PGDATA,
         "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256 --data-checksums",
     }
-    if spec.backup:
-        b = spec.backup
-        store = pg.ObjectStore(
-            bucket=b.bucket, endpoint=b.endpoint, region=b.region, path=b.path,
-            retention_days=b.retention_days, uri_style=b.uri_style,
-        )  # fmt: skip
-        conf = pg.pgbackrest_conf(store, pgdata=PGDATA)
-        files.append(ConfigFile(f"{CONF_DIR}/pgbackrest.conf", conf))
-        env["PGBACKREST_CONFIG"] = f"{CONF_DIR}/pgbackrest.conf"
-        secret_env |= _backrest_env(spec)
-    server = platform.deploy(
+    if store:
+        files += _backrest_files(spec, store)
+        env |= BACKREST_ENV
+    return platform.deploy(
         name,
         ServiceSpec(
             name=spec.name,
@@ -135,48 +228,106 @@ def deploy_postgres(
             args=flags,
             ports=(Port("postgres", 5432),),
             env=env,
-            secret_env=secret_env,
             files=tuple(files),
-            mounts=(Mount("postgres-data", "/var/lib/postgresql/data"),),
-            writable_paths=(RUN_DIR, "/tmp"),
+            mounts=(
+                Mount("postgres-data", "/var/lib/postgresql/data"),
+                Mount("postgres-run", RUN_DIR, shared=True),
+            ),
+            writable_paths=("/tmp",),
             health=HealthCheck(
                 command=("pg_isready", "-U", "postgres", "-d", pg.DATABASE, "-h", RUN_DIR),
                 start_period_s=60,
             ),
             user=PG_UID,
-            # pgBackRest ships WAL and backups to the object store off the host.
-            internet_egress=spec.backup is not None,
+            # archive_command ships WAL to the object store off the host.
+            internet_egress=store is not None,
+        ),
+        parent=parent,
+    )
+
+
+def _roles(
+    platform: DockerPlatform,
+    name: str,
+    spec: PostgresSpec,
+    *,
+    after: Deployment,
+    parent: pulumi.Resource,
+) -> Deployment:
+    """Roles and passwords, applied before any client starts (and again on every change)."""
+    passwords = tuple(
+        ConfigFile(f"{ROLES_DIR}/{var}", spec.role_passwords[role], secret=True)
+        for role, var in pg.ROLE_PASSWORD_VARS.items()
+    )
+    return platform.deploy(
+        f"{name}-roles",
+        ServiceSpec(
+            name=f"{spec.name}-roles",
+            component="database",
+            image=spec.image,
+            workload="job",
+            resources=Resources(memory_mb=128, cpus=0.25),
+            command=("/bin/sh", ROLES),
+            files=(
+                ConfigFile(ROLES, roles_script()),
+                ConfigFile(f"{CONF_DIR}/roles.sql", pg.roles_sql(audit=spec.audit)),
+                *passwords,
+            ),
+            # The socket only: the job has no network at all.
+            mounts=(Mount("postgres-run", RUN_DIR, shared=True),),
+            writable_paths=("/tmp",),
+            user=PG_UID,
+        ),
+        parent=parent,
+        after=[after],
+    )
+
+
+def _backup(
+    platform: DockerPlatform,
+    name: str,
+    spec: PostgresSpec,
+    store: br.ObjectStore,
+    *,
+    parent: pulumi.Resource,
+) -> None:
+    script = br.backup_script(
+        secrets_file=BACKREST_SECRETS, include_dir=INCLUDE_DIR, socket_dir=RUN_DIR,
+        interval_s=spec.backup_schedule_hours * 3600, push_url=spec.backup_push_url,
+    )  # fmt: skip
+    platform.deploy(
+        f"{name}-backup",
+        ServiceSpec(
+            name=f"{spec.name}-backup",
+            component="database",
+            image=spec.image,
+            resources=Resources(memory_mb=256, cpus=0.5),
+            command=("/bin/sh", BACKUP),
+            env=BACKREST_ENV,
+            files=(ConfigFile(BACKUP, script), *_backrest_files(spec, store)),
+            # pgBackRest reads the data files; it never writes them.
+            mounts=(
+                Mount("postgres-data", "/var/lib/postgresql/data", read_only=True),
+                Mount("postgres-run", RUN_DIR, shared=True),
+            ),
+            writable_paths=("/tmp",),
+            user=PG_UID,
+            internet_egress=True,
             connects_to=("pushgateway",) if spec.backup_push_url else (),
         ),
         parent=parent,
     )
-    if spec.backup and spec.drill_hours:
-        _drill(platform, name, spec, parent=parent)
-    return PostgresService(
-        host=spec.name,
-        resources=server.resources,
-        backup_metrics="pushgateway" if spec.backup_push_url else None,
-    )
-
-
-def _backrest_env(spec: PostgresSpec) -> dict[str, pulumi.Input[str]]:
-    assert spec.backup is not None
-    return {
-        "PGBACKREST_REPO1_S3_KEY": spec.backup.access_key_id,
-        "PGBACKREST_REPO1_S3_KEY_SECRET": spec.backup.secret_access_key,
-        "PGBACKREST_REPO1_CIPHER_PASS": spec.backup.encryption_key,
-    }
 
 
 def _drill(
-    platform: DockerPlatform, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
+    platform: DockerPlatform,
+    name: str,
+    spec: PostgresSpec,
+    store: br.ObjectStore,
+    *,
+    parent: pulumi.Resource,
 ) -> None:
-    assert spec.backup is not None and spec.drill_hours is not None
-    b = spec.backup
-    store = pg.ObjectStore(
-        bucket=b.bucket, endpoint=b.endpoint, region=b.region, path=b.path,
-        retention_days=b.retention_days, uri_style=b.uri_style,
-    )  # fmt: skip
+    assert spec.drill_hours is not None
     # Scratch space, but kept like data in prod: a drill's restored copy is health data,
     # and a retained volume is never deleted with an unreviewed copy on it.
     platform.volume(
@@ -184,11 +335,12 @@ def _drill(
         VolumeSpec(spec.storage_gb, protect=spec.protect),
         parent=parent,
     )  # fmt: skip
-    targets = ("pushgateway",) if spec.drill_push_url else ()
     # Prisma's "User" table: the drill proves the restored copy holds Luna's accounts.
-    drill = pg.drill_script(
-        key_tables=("User",), push_url=spec.drill_push_url, scratch="/var/lib/postgresql/drill"
-    )
+    drill = br.drill_script(
+        key_tables=("User",), push_url=spec.drill_push_url, scratch="/var/lib/postgresql/drill",
+        secrets_file=BACKREST_SECRETS, include_dir=INCLUDE_DIR,
+        preload=pg.AUDIT_SETTINGS["shared_preload_libraries"] if spec.audit else "",
+    )  # fmt: skip
     platform.deploy(
         f"{name}-drill",
         ServiceSpec(
@@ -199,17 +351,13 @@ def _drill(
             schedule_hours=spec.drill_hours,
             resources=Resources(memory_mb=512, cpus=0.5),
             command=("/bin/sh", DRILL),
-            files=(
-                ConfigFile(DRILL, drill),
-                ConfigFile(f"{CONF_DIR}/pgbackrest.conf", pg.pgbackrest_conf(store, pgdata=PGDATA)),
-            ),
-            env={"PGBACKREST_CONFIG": f"{CONF_DIR}/pgbackrest.conf"},
-            secret_env=_backrest_env(spec),
+            files=(ConfigFile(DRILL, drill), *_backrest_files(spec, store)),
+            env=BACKREST_ENV,
             mounts=(Mount("postgres-drill", "/var/lib/postgresql/drill"),),
             writable_paths=("/tmp", RUN_DIR),
             user=PG_UID,
             internet_egress=True,
-            connects_to=targets,
+            connects_to=("pushgateway",) if spec.drill_push_url else (),
         ),
         parent=parent,
     )

@@ -73,6 +73,12 @@ class KubernetesPlatformArgs:
     """``install``: a Helm release of the CloudNativePG chart; ``prerequisite``: the
     operator is installed by the cluster's admins and its CRD is checked first."""
     cnpg_chart_version: str = "0.26.1"
+    cluster_identifier: str | None = None
+    """What the provider is replaced for (``luna-<stack>`` when unset). Without one,
+    pulumi-kubernetes replaces its provider, and with it every object, whenever
+    the kubeconfig's active cluster entry changes (a renamed context, a new CA or
+    endpoint of the same cluster); protected objects then fail the update
+    (provider.go ``DiffConfig``). Change it only to move the stack to another cluster."""
 
 
 class KubernetesPlatform(Platform):
@@ -100,6 +106,7 @@ class KubernetesPlatform(Platform):
             kubeconfig=args.kubeconfig,
             context=args.context,
             namespace=self.namespace,
+            cluster_identifier=args.cluster_identifier or f"luna-{args.stack}",
             opts=pulumi.ResourceOptions(parent=self),
         )
         self._ns = Namespace(
@@ -119,6 +126,7 @@ class KubernetesPlatform(Platform):
         )
         self._volumes: dict[str, PersistentVolumeClaim] = {}
         self._protected_volumes: set[str] = set()
+        self._protected_services: set[str] = set()
         self._operator: pulumi.Resource | None = None
         self._pull_secret = registry_secret(self, args.registry) if args.registry else None
         baseline_policies(self, protect=args.protect_data)
@@ -171,7 +179,12 @@ class KubernetesPlatform(Platform):
             self._log_collector()
         for service, spec in self._graph.services.items():
             service_policy(
-                self, service, spec, self._graph, protected_volumes=self._protected_volumes
+                self,
+                service,
+                spec,
+                self._graph,
+                protected_volumes=self._protected_volumes,
+                protected=service in self._protected_services,
             )
 
     # -- managed PostgreSQL (CloudNativePG) ---------------------------------
@@ -199,6 +212,10 @@ class KubernetesPlatform(Platform):
         )
         operator = self._cnpg_operator() if self._args.cnpg_operator == "install" else None
         made = deploy_cnpg(self, name, spec, parent=parent, operator=operator)
+        if spec.protect:
+            # Its flows (clients in, the object store out) go with the retained
+            # cluster: `destroy --exclude-protected` leaves one that can archive.
+            self._protected_services.add(spec.name)
         postgres_policies(self, spec.name, metrics_port=METRICS_PORT, protect=spec.protect)
         return made
 

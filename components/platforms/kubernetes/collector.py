@@ -111,3 +111,4 @@ def deploy_collector(
         },
         opts=platform.opts(platform),
     )
+    platform.name_workload(spec.name, f"daemonset/{LOG_COLLECTOR}")

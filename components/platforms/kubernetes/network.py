@@ -62,6 +62,8 @@ def network_policy(
 def baseline_policies(platform: KubernetesPlatform, *, protect: bool) -> None:
     """Deny everything in the namespace, then let every pod ask the cluster DNS."""
     network_policy(platform, "default-deny", {}, ingress=[], egress=[], protect=protect)
+    # Kept with the deny: a retained database behind it must still resolve its
+    # object store's name to archive WAL.
     network_policy(
         platform,
         "allow-dns",
@@ -79,6 +81,7 @@ def baseline_policies(platform: KubernetesPlatform, *, protect: bool) -> None:
                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
             }
         ],
+        protect=protect,
     )
 
 
@@ -89,8 +92,12 @@ def service_policy(
     graph: FlowGraph,
     *,
     protected_volumes: Iterable[str],
+    protected: bool = False,
 ) -> None:
-    """Ingress from the declared sources, egress to the declared targets only."""
+    """Ingress from the declared sources, egress to the declared targets only.
+
+    ``protected``: the service's data is protected elsewhere (a database
+    cluster), so its flows are too."""
     ingress: list[Manifest] = []
     sources = graph.sources(service)
     if sources and spec.ports:
@@ -132,7 +139,7 @@ def service_policy(
         )
     if not ingress and not egress:
         return
-    protected = set(protected_volumes)
+    protected_volumes = set(protected_volumes)
     network_policy(
         platform,
         service,
@@ -140,7 +147,7 @@ def service_policy(
         ingress=ingress or None,
         egress=egress or None,
         service=service,
-        protect=any(m.volume in protected for m in spec.mounts),
+        protect=protected or any(m.volume in protected_volumes for m in spec.mounts),
     )
 
 

@@ -289,6 +289,7 @@ def deploy_cnpg(
             pulumi.ResourceOptions(depends_on=[*made, operator]),
         ),
     )
+    platform.name_workload(spec.name, f"cluster/{manifest['metadata']['name']}")
     if spec.backup:
         sb = scheduled_backup_manifest(spec, namespace=ns, labels=labels)
         CustomResource(

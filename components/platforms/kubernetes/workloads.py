@@ -34,6 +34,9 @@ __all__ = ["deploy_workload", "edge_ports"]
 Manifest = dict[str, Any]
 
 
+_ROLLING = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
 def deploy_workload(
     platform: KubernetesPlatform,
     name: str,
@@ -46,8 +49,11 @@ def deploy_workload(
     """The Services and the controller that runs ``template`` by ``spec.workload``."""
     # One Service name per service: kube-proxy balances across the replicas.
     addresses = (f"{spec.name}:{spec.ports[0].port}",) if spec.ports else ()
-    if spec.ports:
+    edge = (
         _services(platform, name, spec, parent, headless=spec.workload == "stateful")
+        if spec.ports
+        else None
+    )
     in_cluster = job_name(spec.name, spec) if spec.workload == "job" else spec.name
     metadata = platform.meta(in_cluster, spec.component, spec.name, skips=checkov_skips(spec))
     opts = platform.opts(parent, depends_on=depends)
@@ -79,10 +85,8 @@ def deploy_workload(
             # The new pod serves before the old one stops. A ReadWriteOnce claim
             # attaches to one node, so a pod that mounts one is placed beside its
             # predecessor (see pods.pod_template) instead of waiting for it to go.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
+            # A single instance goes before its successor starts.
+            "strategy": {"type": "Recreate"} if spec.single_instance else _ROLLING,
         }
         # With an HPA, the HPA owns the replica count; setting it here would
         # scale the service down to the floor on every `pulumi up`.
@@ -91,9 +95,12 @@ def deploy_workload(
         workload = K8sDeployment(name, metadata=metadata, spec=body, opts=opts)
         if scaled(spec):
             _scaling(platform, name, spec, parent)
+    kind = {"schedule": "cronjob", "job": "job", "stateful": "statefulset"}
     return Deployment(
         service=spec.name,
         resources=[workload],
+        names=(f"{kind.get(spec.workload, 'deployment')}/{in_cluster}",),
+        public_address=edge.status.apply(_ingress) if edge is not None else None,
         addresses=addresses,
         dns_names=(f"{spec.name}-pods",) if spec.ports and scaled(spec) else (),
         service_address=addresses[0] if addresses else None,
@@ -112,7 +119,8 @@ def _services(
     parent: pulumi.Resource,
     *,
     headless: bool,
-) -> None:
+) -> Service | None:
+    """The service's Service, its LoadBalancer edge (returned) and its headless pods."""
     ports = [
         {
             "name": p.name,
@@ -133,9 +141,10 @@ def _services(
         opts=platform.opts(parent),
     )
     edge = edge_ports(spec)
+    balancer = None
     if edge:
         # The public edge; loopback-published operator UIs stay ClusterIP.
-        Service(
+        balancer = Service(
             f"{name}-edge",
             metadata=platform.meta(f"{spec.name}-edge", spec.component, spec.name),
             spec={
@@ -163,6 +172,26 @@ def _services(
             spec={**body, "clusterIP": "None"},
             opts=platform.opts(parent),
         )
+    return balancer
+
+
+def _ingress(status: Any) -> str:
+    """The LoadBalancer's address (Service ``status.loadBalancer.ingress``): an IP or a
+    hostname, which pulumi-kubernetes waits for before it reports the Service ready."""
+    for entry in _field(_field(status, "load_balancer", "loadBalancer"), "ingress") or []:
+        if address := _field(entry, "ip") or _field(entry, "hostname"):
+            return str(address)
+    return "(no address yet)"
+
+
+def _field(value: Any, *names: str) -> Any:
+    """A field of an SDK output type (attributes) or of a plain dict (mocks, raw)."""
+    for name in names:
+        if isinstance(value, dict) and name in value:
+            return value[name]
+        if (found := getattr(value, name, None)) is not None:
+            return found
+    return None
 
 
 def _scaling(
