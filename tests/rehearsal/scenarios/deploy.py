@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 
-from tests.engine.scenarios import APP_IMAGE_NEXT
+from tests.engine.scenarios import APP_IMAGE_NEXT as MODEL_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
@@ -34,6 +34,8 @@ __all__ = ["MIN_REQUESTS", "Load", "run"]
 
 MIN_REQUESTS = 2000
 BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.2.0-bad"
+# The engine model's next tag without its made-up digest: a tag made on this daemon.
+APP_IMAGE_NEXT = MODEL_NEXT.split("@")[0]
 
 
 class Load:

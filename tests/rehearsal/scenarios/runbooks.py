@@ -38,6 +38,8 @@ from tests.support.tools import REPO
 __all__ = ["docker_blocks", "run"]
 
 RUNBOOKS = Path(REPO) / "docs" / "runbooks"
+# The engine model's next tag, without its (made-up) digest: a tag made on this daemon.
+NEXT = APP_IMAGE_NEXT.split("@")[0]
 EXAMPLE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\+00")
 
 
@@ -73,9 +75,8 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
     time.sleep(2)
     psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(101, 150)")
     psql(r, "SELECT pg_switch_wal()")
-    db = r.container("database")
     stamp = target.strftime("%Y-%m-%d %H:%M:%S") + "+00"
-    script = blocks[0].replace("<stack>", r.stack).replace("<db>", db)
+    script = _placeholders(r, blocks[0]).replace("<T>", stamp)
     script = EXAMPLE_TIME.sub(stamp, script)
     proc = _bash(r, "set -e\n" + script)
     apps = [n for n, s in r.applier.state.containers().items() if s == "app"]
@@ -90,8 +91,22 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
     return ok, f"PITR to {stamp}: {rows} rows (100 committed by T, 150 in all)"
 
 
+def _database_container(r: Rehearsal) -> str:
+    """The stack output ``database_container`` where the program exports it."""
+    return str(r.render.output("database_container") or r.container("database"))
+
+
+def _placeholders(r: Rehearsal, text: str) -> str:
+    db = _database_container(r)
+    return text.replace("<stack>", r.stack).replace("<database_container>", db).replace("<db>", db)
+
+
 def _rotation(r: Rehearsal) -> tuple[bool, str]:
     text = (RUNBOOKS / "rotation.md").read_text()
+    block = next((b for b in re.findall(r"```(?:sh|bash)\n(.*?)```", text, flags=re.S)
+                  if "ALTER ROLE" in b and "docker exec" in b), None)  # fmt: skip
+    if block is not None:
+        return _rotation_block(r, block)
     order = text[text.find("For the database, the safe order is:") :]
     order = order[: order.find("\n\n", order.find("3."))]
     codes = re.findall(r"`([^`]+)`", order)
@@ -120,6 +135,26 @@ def _rotation(r: Rehearsal) -> tuple[bool, str]:
     return status == 200, f"rotated; the app answers {status} through the edge"
 
 
+def _rotation_block(r: Rehearsal, block: str) -> tuple[bool, str]:
+    """The block's shell lines run as written; its `pulumi config set` + `pulumi up` become
+    a render with that secret and the applier's up."""
+    shell = [ln for ln in block.splitlines() if not ln.strip().startswith("pulumi ")]
+    new = secrets.token_hex(24)
+    script = "set -e\n" + _placeholders(r, "\n".join(shell))
+    script = script.replace("new=$(openssl rand -hex 24)", f"new={new}")
+    proc = _bash(r, script)
+    if proc.returncode != 0:
+        return False, f"the block exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-600:]}"
+    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
+                       extra_secrets=(("dbPassword", new),))  # fmt: skip
+    try:
+        r.applier.up(again.resources)
+    except StepError as error:
+        return False, f"pulumi up: {str(error)[:600]}"
+    status, _ = edge_request(r, "GET", "/api/health")
+    return status == 200, f"rotated; the app answers {status} through the edge"
+
+
 def _rollback(r: Rehearsal) -> tuple[bool, str]:
     text = (RUNBOOKS / "rollback.md").read_text()
     block = next(iter(docker_blocks(text, "The app")), "")
@@ -128,10 +163,9 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
         return False, "rollback.md: no `pulumi config set luna:appImage` / `pulumi up` block"
     previous = str(r.render.output("app_image"))  # the image the stack was first applied with
     # The deploy being rolled back: the next tag (same content, a new image reference).
-    r.docker("tag", previous, APP_IMAGE_NEXT)
+    r.docker("tag", previous, NEXT)
     bumped = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                        overrides=(("appImage", APP_IMAGE_NEXT),),
-                        image_ids=image_ids(r, APP_IMAGE_NEXT))  # fmt: skip
+                        overrides=(("appImage", NEXT),), image_ids=image_ids(r, NEXT))  # fmt: skip
     r.applier.up(bumped.resources)
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
                        overrides=(("appImage", previous),))  # fmt: skip
