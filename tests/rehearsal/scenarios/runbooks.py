@@ -30,7 +30,7 @@ from tests.engine.scenarios import APP_IMAGE_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import edge_request
-from tests.rehearsal.scenarios.probe import image_ids, psql, wait_healthy
+from tests.rehearsal.scenarios.probe import image_ids, poll, psql, wait_healthy
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 from tests.support.tools import REPO
@@ -67,6 +67,9 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
                            "Point-in-time recovery on a Docker host")  # fmt: skip
     if not blocks:
         return False, "backup-restore.md: no Docker PITR command block"
+    # A restore needs a base backup: the first one, as the backup scenario waits for it.
+    poll("a base backup to restore", lambda: any("backup.manifest" in k for k in
+         r.world.s3.keys(r.render.bucket)), timeout=240)  # fmt: skip
     psql(r, "CREATE TABLE IF NOT EXISTS rehearsal_pitr (id int primary key, at timestamptz "
             "DEFAULT clock_timestamp())")  # fmt: skip
     psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(1, 100)")
@@ -79,9 +82,11 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
     script = _placeholders(r, blocks[0]).replace("<T>", stamp)
     script = EXAMPLE_TIME.sub(stamp, script)
     proc = _bash(r, "set -e\n" + script)
+    # Whatever the block left stopped (it stops the app and the database) is started again.
+    db = _database_container(r)
     apps = [n for n, s in r.applier.state.containers().items() if s == "app"]
-    r.docker("start", *apps, check=False)
-    for name in apps:
+    r.docker("start", db, *apps, check=False)
+    for name in (db, *apps):
         wait_healthy(r, name, timeout=180)
     out = (proc.stdout + proc.stderr)[-1200:]
     if proc.returncode != 0:
