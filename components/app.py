@@ -16,6 +16,7 @@ __all__ = ["APP_PORT", "INTERNAL_CA_FILE", "LunaApp", "LunaAppArgs"]
 
 SERVICE = "app"
 APP_PORT = 3000
+_SCRATCH = ("/tmp",)
 APP_UID = "1001:1001"  # the `nextjs` user of the Next.js standalone image
 INTERNAL_CA_FILE = "/etc/luna/tls/ca.crt"
 
@@ -84,35 +85,31 @@ class LunaApp(pulumi.ComponentResource):
         self, name: str, args: LunaAppArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("luna:components:LunaApp", name, None, opts)
-        jwt = secret_or_generated(
-            f"{name}-jwt-secret", args.jwt_secret, parent=self, protect=args.protect, length=64
+        self._name, self._args = name, args
+        # The database's CA, when the app verifies PostgreSQL's certificate.
+        self._db_files: tuple[ConfigFile, ...] = (
+            (ConfigFile(CA_FILE, args.database_ca_pem),) if args.database_ca_pem is not None else ()
         )
-        secret_env: dict[str, pulumi.Input[str]] = {
-            "DATABASE_URL": pulumi.Output.secret(args.database_url),
-            "JWT_SECRET": jwt,
-        }
-        if args.redis_url is not None:
-            secret_env["REDIS_URL"] = pulumi.Output.secret(args.redis_url)
-        if args.openai_api_key is not None:
-            secret_env["OPENAI_API_KEY"] = pulumi.Output.secret(args.openai_api_key)
-        files: tuple[ConfigFile, ...] = ()
-        if args.database_ca_pem is not None:
-            files = (ConfigFile(CA_FILE, args.database_ca_pem),)
+        secret_env = self._secret_env()
+        migration = self._migration()
+        app = self._web(migration, secret_env)
+        self.addresses = tuple(app.addresses)
+        self.deployment = app
+        self.dns_names = tuple(app.dns_names)
+        self.internal_url = f"http://{SERVICE}:{APP_PORT}"
+        self.url = args.app_url
+        self.register_outputs({"url": self.url, "internal_url": self.internal_url})
+
+    def _migration(self) -> Deployment:
+        """Prisma's migrations, as the schema's owner, before any replica of the new image."""
+        args = self._args
         migrate_url = (
             args.migrate_database_url
             if args.migrate_database_url is not None
             else args.database_url
         )
-        data_services = tuple(s for s in (args.database_service, args.cache_service) if s)
-        scratch = ("/tmp",)
-        ca_env: dict[str, str] = {}
-        ca_files: tuple[ConfigFile, ...] = ()
-        if args.internal_ca_pem is not None:
-            ca_env = {"NODE_EXTRA_CA_CERTS": INTERNAL_CA_FILE}
-            ca_files = (ConfigFile(INTERNAL_CA_FILE, args.internal_ca_pem),)
-
-        migration = args.platform.deploy(
-            f"{name}-migrate",
+        return args.platform.deploy(
+            f"{self._name}-migrate",
             ServiceSpec(
                 name="app-migrate",
                 component="app",
@@ -122,17 +119,42 @@ class LunaApp(pulumi.ComponentResource):
                 command=("npx", "--no-install", "prisma", "migrate", "deploy"),
                 env={"NODE_ENV": args.node_env, "HOME": "/tmp", "npm_config_cache": "/tmp/.npm"},
                 secret_env={"DATABASE_URL": pulumi.Output.secret(migrate_url)},
-                files=files,
+                files=self._db_files,
                 mounts=tuple(args.database_mounts),
-                writable_paths=scratch,
+                writable_paths=_SCRATCH,
                 user=APP_UID,
                 connects_to=tuple(s for s in (args.database_service,) if s),
             ),
             parent=self,
             after=[args.database_deployment] if args.database_deployment else [],
         )
-        app = args.platform.deploy(
-            f"{name}-web",
+
+    def _secret_env(self) -> dict[str, pulumi.Input[str]]:
+        args = self._args
+        jwt = secret_or_generated(
+            f"{self._name}-jwt-secret", args.jwt_secret, parent=self, protect=args.protect,
+            length=64,
+        )  # fmt: skip
+        env: dict[str, pulumi.Input[str]] = {
+            "DATABASE_URL": pulumi.Output.secret(args.database_url),
+            "JWT_SECRET": jwt,
+        }
+        if args.redis_url is not None:
+            env["REDIS_URL"] = pulumi.Output.secret(args.redis_url)
+        if args.openai_api_key is not None:
+            env["OPENAI_API_KEY"] = pulumi.Output.secret(args.openai_api_key)
+        return env
+
+    def _web(self, migration: Deployment, secret_env: dict[str, pulumi.Input[str]]) -> Deployment:
+        """The replicas, started once the migration has succeeded."""
+        args = self._args
+        ca_env: dict[str, str] = {}
+        ca_files: tuple[ConfigFile, ...] = ()
+        if args.internal_ca_pem is not None:
+            ca_env = {"NODE_EXTRA_CA_CERTS": INTERNAL_CA_FILE}
+            ca_files = (ConfigFile(INTERNAL_CA_FILE, args.internal_ca_pem),)
+        return args.platform.deploy(
+            f"{self._name}-web",
             ServiceSpec(
                 name=SERVICE,
                 component="app",
@@ -149,9 +171,9 @@ class LunaApp(pulumi.ComponentResource):
                     **ca_env,
                 },
                 secret_env=secret_env,
-                files=(*files, *ca_files),
+                files=(*self._db_files, *ca_files),
                 mounts=tuple(args.database_mounts),
-                writable_paths=(*scratch, "/app/.next/cache"),
+                writable_paths=(*_SCRATCH, "/app/.next/cache"),
                 health=HealthCheck(
                     command=node_http_check(APP_PORT, args.health_path),
                     http_path=args.health_path,
@@ -160,16 +182,10 @@ class LunaApp(pulumi.ComponentResource):
                 user=APP_UID,
                 drain_s=args.drain_s,
                 routed=True,
-                connects_to=data_services,
+                connects_to=tuple(s for s in (args.database_service, args.cache_service) if s),
                 # The app calls the OpenAI API.
                 internet_egress=True,
             ),
             parent=self,
             after=[migration],
         )
-        self.addresses = tuple(app.addresses)
-        self.deployment = app
-        self.dns_names = tuple(app.dns_names)
-        self.internal_url = f"http://{SERVICE}:{APP_PORT}"
-        self.url = args.app_url
-        self.register_outputs({"url": self.url, "internal_url": self.internal_url})

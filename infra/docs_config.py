@@ -54,6 +54,7 @@ DOCS = {
     "settings": "docs/configuration.md",
     "secrets": "docs/configuration.md",
     "overrides": "docs/environments.md",
+    "environments": "docs/environments.md",
     "sizing": "docs/environments.md",
     "first-deploy-secrets": "docs/first-deploy.md",
     "diagram-overview": "README.md",
@@ -236,6 +237,70 @@ def overrides_table(root: Path = REPO) -> str:
     return "\n".join(rows)
 
 
+_PURPOSE = {
+    "dev": ("a developer's laptop", "`./scripts/deploy-dev`", "passphrase"),
+    "staging": ("integration, QA, pre-production", "pipeline, push to `develop`", "KMS / Vault"),
+    "prod": (
+        "live users",
+        "pipeline, push to `main`, after staging, with approval",
+        "KMS / Vault (separate key)",
+    ),
+}
+
+
+def environments_table() -> str:
+    """The stacks side by side, every figure read from Pulumi.yaml and the stack files."""
+    from infra.render import load_stack_config
+
+    cfg = {s: load_stack_config(s, placeholders=False)[0] for s in STACKS}
+
+    def v(stack: str, key: str) -> str:
+        return cfg[stack].get(f"{NAMESPACE}:{key}", "")
+
+    def on(stack: str, key: str, text: str) -> str:
+        return text if v(stack, key) == "true" else "off (switchable)"
+
+    def replicas(stack: str) -> str:
+        ceiling = f" (HPA up to {v(stack, 'appMaxReplicas')} on Kubernetes)"
+        return v(stack, "appReplicas") + (ceiling if v(stack, "appReplicas") != "1" else "")
+
+    def backups(stack: str) -> str:
+        if v(stack, "backups") != "true" or v(stack, "database") != "postgres":
+            return "none"
+        return (
+            f"WAL continuously; a base backup every {v(stack, 'backupIntervalHours')} h; "
+            f"kept {v(stack, 'backupRetentionDays')} days"
+        )
+
+    rows: dict[str, Callable[[str], str]] = {
+        "purpose": lambda s: _PURPOSE[s][0],
+        "platform": lambda s: v(s, "platform"),
+        "URL": lambda s: v(s, "appUrl"),
+        "app replicas": replicas,
+        "database": lambda s: "SQLite on a volume" if v(s, "database") == "sqlite"
+        else f"PostgreSQL, {v(s, 'postgresMemoryMb')} MiB",
+        "backups": backups,
+        "Redis": lambda s: on(s, "cache", f"{v(s, 'redisMaxMemoryMb')} MiB"),
+        "nginx TLS edge": lambda s: f"ports {v(s, 'httpPort')}/{v(s, 'httpsPort')}"
+        if v(s, "proxy") == "true" else "off (the app answers on localhost:3000)",
+        "Prometheus + Grafana": lambda s: on(
+            s, "monitoring", f"{v(s, 'prometheusRetentionDays')} days of metrics"
+        ),
+        "Elasticsearch + Logstash + Kibana": lambda s: on(
+            s, "logging", f"{v(s, 'logRetentionDays')} days of logs, "
+            f"{v(s, 'auditRetentionDays')} days of audit"
+        ),
+        "data protection": lambda s: "`protect` + `retain_on_delete` on data"
+        if v(s, "protectData") == "true" else "none",
+        "secrets provider": lambda s: _PURPOSE[s][2],
+        "deployed by": lambda s: _PURPOSE[s][1],
+    }  # fmt: skip
+    lines = ["| | " + " | ".join(STACKS) + " |", "|---|" + "---|" * len(STACKS)]
+    for label, cell in rows.items():
+        lines.append(f"| {label} | " + " | ".join(_cell(cell(s)) for s in STACKS) + " |")
+    return "\n".join(lines)
+
+
 def _default_render(stack: str, platform: str) -> Rendered:
     from infra.render import on_platform, render
 
@@ -297,6 +362,7 @@ def blocks(render_fn: RenderFn | None = None, root: Path = REPO) -> dict[str, st
         "secrets": secrets_table(),
         "first-deploy-secrets": first_deploy_table(),
         "overrides": overrides_table(root),
+        "environments": environments_table(),
         "sizing": sizing_table(render_fn),
         **{f"diagram-{p}": diagram(p, render_fn) for p in PLATFORMS},
         "diagram-overview": overview_diagram(render_fn),

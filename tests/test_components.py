@@ -221,7 +221,9 @@ def test_proxy_generates_a_self_signed_pair_without_config() -> None:
     assert is_secret(res.named("luna-proxy-tls-key").outputs["privateKeyPem"])
     cert = unwrap(res.named("luna-proxy-tls-cert").inputs)
     assert cert["dnsNames"] == ["luna.test"]
-    assert is_secret(res.named("luna-proxy-nginx").inputs["uploads"])
+    # The key reaches nginx through its live-files writer (docker/files.py), secret.
+    env = res.named("luna-proxy-nginx-secret-files").inputs["environment"]
+    assert is_secret(env) or any(is_secret(v) for v in env.values()), "the key is not secret"
 
 
 def test_proxy_uses_supplied_certificate() -> None:

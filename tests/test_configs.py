@@ -155,8 +155,8 @@ def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path:
     nginx, unshare = need("nginx"), need("unshare")
     conf = _one(rendered(stack, platform).files(), "/etc/nginx/luna/nginx.conf")
     make_tls_pair(tmp_path, common_name="luna.test", alt_names="DNS:luna.test")
-    assert "/etc/nginx/tls/" in conf, "certificate paths moved; update this test"
-    local = conf.replace("/etc/nginx/tls/", f"{tmp_path}/")
+    assert "/etc/nginx/luna/tls/" in conf, "certificate paths moved; update this test"
+    local = conf.replace("/etc/nginx/luna/tls/", f"{tmp_path}/")
     (tmp_path / "nginx.conf").write_text(local)
     # nginx resolves static upstream names at load time: give them a private
     # /etc/hosts. A name behind `resolver` is looked up per request instead.

@@ -10,9 +10,11 @@ unknown command fails the test, so a new one is either run or explained.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +26,8 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 # The first word of a command this machine cannot run, and why.
 CANNOT_RUN_HERE = {
-    "pulumi": "no Pulumi CLI here; tests/test_dev_shell.py runs the README's dev commands "
-    "against a stub that records them",
+    "pulumi": "no Pulumi CLI here: test_pulumi_commands_parse_against_the_cli_stand_in runs "
+    "each against tests/support/pulumi_cli.py (commands, flags, stacks, keys, values)",
     "./scripts/deploy-dev": "needs the Pulumi CLI (tests/test_dev_shell.py runs it with a stub)",
     "./scripts/destroy-dev": "needs the Pulumi CLI (tests/test_dev_shell.py runs it with a stub)",
     "eval": "the README's dev sequence (tests/test_dev_shell.py)",
@@ -150,3 +152,75 @@ def test_doc_commands_that_can_run_here_succeed(tmp_path: Path) -> None:
         print(f"\nran ({name}): {cmd}\n{proc.stdout.strip()[-400:]}")
     for doc in generated:
         assert (copy / doc).read_text() == before[doc], f"{doc} was stale: --write changed it"
+
+
+# What a documented command names that a reader types in: the stand-in gets a value.
+_PLACEHOLDERS = {"<stack>": "staging"}
+_TEMPLATE = re.compile(r"<[a-z][a-z -]*>|…")
+_STUB = """#!/usr/bin/env bash
+exec "$LUNA_PYTHON" -m tests.support.pulumi_cli "$@"
+"""
+
+
+def _pulumi_statements() -> tuple[list[tuple[str, str]], list[str]]:
+    """The docs' pulumi commands as a shell runs them, and the templates among them."""
+    runs, templates = [], []
+    for name, cmd in doc_commands():
+        if not cmd.startswith("pulumi ") or re.search(r"\|\s*(?!pulumi)\w", cmd):
+            continue  # a pipe into another program: that program cannot run here
+        for old, new in _PLACEHOLDERS.items():
+            cmd = cmd.replace(old, new)
+        if _TEMPLATE.search(cmd):
+            templates.append(f"{name}: {cmd}")
+        else:
+            runs.append((name, _strip_comment(cmd)))
+    return runs, templates
+
+
+@pytest.mark.slow  # a process per command
+def test_pulumi_commands_parse_against_the_cli_stand_in(tmp_path: Path) -> None:
+    from tests.support.pulumi_cli import _keys
+
+    secret, known = _keys()
+    runs, templates = _pulumi_statements()
+    assert len(runs) >= 60, f"expected the docs' pulumi commands, found {len(runs)}"
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text(_STUB)
+    (bin_dir / "pulumi").chmod(0o755)
+    for f in ("fullchain.pem", "privkey.pem", "key.pem", "home/.kube/staging.yaml"):
+        (tmp_path / f).write_text("stand-in file for a redirect\n")
+    env = {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
+        "LUNA_PYTHON": sys.executable, "PYTHONPATH": str(REPO),
+        "LUNA_DEV_CONFIG": str(tmp_path / "dev.yaml"), "new": "Zq8vN3kR7wP2xL9mT4yB6cH1",
+        "LUNA_KEYS": json.dumps({"secret": sorted(secret), "known": sorted(known)}),
+    }  # fmt: skip
+    failed = []
+    for name, cmd in runs:
+        proc = subprocess.run(
+            ["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=120, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            failed.append(f"{name}: `{cmd}`: {proc.stderr.strip()[-300:]}")
+    assert not failed, "documented pulumi commands the CLI would refuse:\n" + "\n".join(failed)
+    print(f"\n{len(runs)} pulumi commands parsed; {len(templates)} templates: {templates}")
+
+
+def test_the_cli_stand_in_refuses_what_the_cli_would(tmp_path: Path) -> None:
+    from tests.support.pulumi_cli import check
+
+    assert check(["up", "--stack", "staging"]) is None
+    assert check(["up", "--stak", "staging"]) is not None, "an unknown flag"
+    assert check(["upp", "--stack", "staging"]) is not None, "an unknown command"
+    assert check(["up", "--stack", "qa"]) is not None, "an unknown stack"
+    assert check(["config", "set", "luna:cahce", "true", "--stack", "dev"]) is not None
+    assert check(["config", "set", "luna:dbPassword", "x", "--stack", "dev"]) is not None, (
+        "a secret set without --secret"
+    )
+    assert check(["config", "set", "luna:appReplicas", "0", "--stack", "prod"]) is not None, (
+        "a value the settings refuse"
+    )
+    assert check(["stack", "rm", "dev", "--yes", "--preserve-config"]) is None

@@ -329,21 +329,27 @@ def test_edge_finds_app_replicas_per_request_and_never_depends_on_their_inputs()
         assert not set(deps) & {x.urn for x in web}, f"proxy input {prop} follows app replicas"
     conf = next(v for k, v in r.files().items() if k.endswith("/etc/nginx/luna/nginx.conf"))
     assert "resolver 127.0.0.11 " in conf and "proxy_pass http://$luna_app;" in conf, conf
+    # Each replica answers to the service name once admitted healthy (docker/gate.py).
+    gate = unwrap(res.named("luna-app-web-admission").inputs["create"])
     for rec in web:
         aliases = {a for n in unwrap(rec.inputs["networksAdvanced"]) for a in n.get("aliases", [])}
-        assert "app" in aliases, f"{rec.name} does not answer to the service name"
+        assert "app" not in aliases, f"{rec.name} answers to the service name before it is healthy"
+        name = unwrap(rec.inputs["name"])
+        assert f"--alias app --alias app-{rec.name[-1]} luna-prod-app {name}" in gate, gate
 
 
 def test_stateless_containers_are_replaced_create_before_delete() -> None:
     exclusive = {"proxy", "database", "elasticsearch", "prometheus", "grafana", "kibana",
-                 "pushgateway", "database-drill", "logstash"}  # fmt: skip
+                 "pushgateway", "database-drill", "logstash", "cache"}  # fmt: skip
     for name, rec in resources_of(rendered("prod", "docker")).containers().items():
         service = name.removeprefix("luna-prod-").rstrip("-0123456789")
         expected = service in exclusive
         assert rec.delete_before_replace is expected, (
             f"{name}: delete_before_replace={rec.delete_before_replace}, expected {expected}"
         )
-        assert re.fullmatch(r"luna-prod-[a-z0-9-]+-[0-9a-f]{10}", unwrap(rec.inputs["name"]))
+        # Exclusive: a digest of the inputs; the others: drawn anew per replacement.
+        suffix = r"[0-9a-f]{10}" if expected else r"[0-9a-f]{8}"
+        assert re.fullmatch(rf"luna-prod-[a-z0-9-]+-{suffix}", unwrap(rec.inputs["name"]))
 
 
 def test_only_edge_services_have_a_route_off_the_docker_host() -> None:
@@ -461,7 +467,8 @@ def test_workloads_output_names_every_running_service(stack: str, platform: str)
     # The runbooks take container and workload names from this output, never a pattern.
     r = rendered(stack, platform)
     names = unwrap(r.outputs["workloads"])
-    running = {s for s in services(r) if not s.endswith(("-migrate", "-setup"))}
+    # One-shot jobs (migration, setup, role grants) run and go: nothing to exec into.
+    running = {s for s in services(r) if not s.endswith(("-migrate", "-setup", "-roles"))}
     missing = running - set(names)
     assert not missing, f"{stack}/{platform}: `workloads` lacks {sorted(missing)}"
     if platform == "docker":

@@ -309,8 +309,10 @@ def test_data_services_are_stateful_with_claims_and_the_database_is_cloudnativep
 
 
 def test_prod_protects_data_and_its_guards_never_processes() -> None:
-    guards = {"default-deny", "database-cnpg", "elasticsearch", "logstash", "prometheus",
-              "pushgateway", "grafana"}  # fmt: skip
+    # The protected database's own flows and DNS go with it: a retained cluster
+    # must still start and archive after `destroy --exclude-protected` (test_day2).
+    guards = {"default-deny", "allow-dns", "database", "database-cnpg", "elasticsearch",
+              "logstash", "prometheus", "pushgateway", "grafana"}  # fmt: skip
     for stack, want in (("prod", True), ("staging", False)):
         records = list(render_k8s(stack).monitor.records.values())
         claims = [r for r in records if r.type == "kubernetes:core/v1:PersistentVolumeClaim"]

@@ -34,6 +34,8 @@ CATALOGUE_FILE = "tests/mutants/catalogue.py"
 # Two copies run at once: the machine's two cores (the budget is 8 minutes on two).
 WORKERS = int(os.environ.get("LUNA_CATALOGUE_WORKERS", "2"))
 TIMEOUT_S = 600
+# The baseline runs every named test in one process: several real-program fixtures in a row.
+BASELINE_TIMEOUT_S = 1800
 # While writing an entry: LUNA_CATALOGUE_ONLY=id1,id2 plants only those (never in CI).
 ONLY = [i for i in os.environ.get("LUNA_CATALOGUE_ONLY", "").split(",") if i]
 
@@ -100,7 +102,7 @@ def _baseline(copy: Path, tests: tuple[str, ...]) -> Outcome:
     Real-program tests carry timeouts that a machine shared by many can overrun; a test
     that passes on its retry is not broken, and one that fails twice is.
     """
-    first = _pytest(copy, tests, "baseline", stop_early=False)
+    first = _pytest(copy, tests, "baseline", stop_early=False, timeout=BASELINE_TIMEOUT_S)
     if first.code in (0, None):
         return first
     failed = tuple(re.findall(r"^(?:FAILED|ERROR) (\S+)", first.output, re.M))
@@ -111,7 +113,14 @@ def _baseline(copy: Path, tests: tuple[str, ...]) -> Outcome:
                    f"{first.output}\n--- retried {failed}:\n{retry.output}")  # fmt: skip
 
 
-def _pytest(copy: Path, tests: tuple[str, ...], name: str, *, stop_early: bool = True) -> Outcome:
+def _pytest(
+    copy: Path,
+    tests: tuple[str, ...],
+    name: str,
+    *,
+    stop_early: bool = True,
+    timeout: int = TIMEOUT_S,
+) -> Outcome:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
     # Not this run's xdist worker identity: the inner run is a session of its own.
     for key in [k for k in env if k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))]:
@@ -122,7 +131,7 @@ def _pytest(copy: Path, tests: tuple[str, ...], name: str, *, stop_early: bool =
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            argv, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+            argv, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout,
             check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired as error:

@@ -126,7 +126,10 @@ def test_pull_requests_never_reach_production_credentials(
     assert run.ran("preview") is preview, f"preview for {author}: {run.results['preview']}"
     # The skipped case is a job that succeeds (a green check with its reason), never red.
     assert run.ran("preview-skipped") is skipped
-    assert not any(run.ran(j) for j in ("deploy-staging", "deploy-production", "record-image"))
+    assert not any(
+        run.ran(j)
+        for j in ("deploy-staging", "deploy-production", "record-image", "publish-images")
+    ), "a pull request published, deployed or recorded something"
 
 
 def test_the_pull_request_preview_uses_staging_only() -> None:

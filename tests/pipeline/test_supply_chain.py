@@ -126,14 +126,27 @@ def test_renovate_regenerates_the_locks_and_dependabot_leaves_python_alone() -> 
 
 
 # ------------------------------------------------------------------ images
+def _uses(job: dict[str, Any]) -> list[str]:
+    return [str(s.get("uses", "")).split("@")[0] for s in job["steps"]]
+
+
 def test_the_images_this_repository_ships_are_scanned_attested_signed_and_recorded() -> None:
-    images = load("pipeline.yml")["jobs"]["images"]
-    contexts = {e["context"] for e in images["strategy"]["matrix"]["include"]}
-    assert contexts == {"images/postgres", "demo-app"}
+    wf = load("pipeline.yml")
+    build, publish = wf["jobs"]["images"], wf["jobs"]["publish-images"]
+    for job in (build, publish):
+        contexts = {e["context"] for e in job["strategy"]["matrix"]["include"]}
+        assert contexts == {"images/postgres", "demo-app"}
     for context in contexts:
         assert (REPO / context / "Dockerfile").is_file(), context
-    steps = images["steps"]
-    uses = [str(s.get("uses", "")).split("@")[0] for s in steps]
+    # Every event builds and scans, with a read-only token (pull request code included).
+    assert build["permissions"] == {"contents": "read"}
+    uses = _uses(build)
+    assert uses.index("docker/build-push-action") < uses.index("aquasecurity/trivy-action")
+    scan = build["steps"][uses.index("aquasecurity/trivy-action")]["with"]
+    assert scan["exit-code"] == "1" and "CRITICAL" in scan["severity"]
+    # Only pushes publish: push, scan the pushed digest, attest, sign, record.
+    assert publish["if"] == "github.event_name == 'push'"
+    uses = _uses(publish)
     order = [
         "docker/build-push-action",
         "aquasecurity/trivy-action",
@@ -141,14 +154,20 @@ def test_the_images_this_repository_ships_are_scanned_attested_signed_and_record
         "sigstore/cosign-installer",
     ]
     at = [uses.index(u) for u in order]
-    assert at == sorted(at), f"build, scan, attest, sign: {uses}"
-    scan = steps[uses.index("aquasecurity/trivy-action")]["with"]
-    assert scan["exit-code"] == "1" and "CRITICAL" in scan["severity"]
-    sign = next(s for s in steps if "cosign sign" in str(s.get("run", "")))
+    assert at == sorted(at), f"push, scan, attest, sign: {uses}"
+    pushed = publish["steps"][uses.index("aquasecurity/trivy-action")]["with"]
+    assert pushed["image-ref"].endswith("@${{ steps.push.outputs.digest }}")
+    sign = next(s for s in publish["steps"] if "cosign sign" in str(s.get("run", "")))
     assert '"$IMAGE@$DIGEST"' in sign["run"], "sign the digest, never a tag"
-    uploads = {s["with"]["name"] for s in steps if "upload-artifact" in str(s.get("uses", ""))}
+    uploads = {
+        s["with"]["name"]
+        for job in (build, publish)
+        for s in job["steps"]
+        if "upload-artifact" in str(s.get("uses", ""))
+    }
     assert uploads == {"sbom-${{ matrix.name }}", "digest-${{ matrix.name }}"}
-    record = load("pipeline.yml")["jobs"]["record-production"]
+    record = wf["jobs"]["record-production"]
+    assert "publish-images" in record["needs"]
     patterns = [
         s["with"].get("pattern")
         for s in record["steps"]

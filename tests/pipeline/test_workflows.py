@@ -133,6 +133,7 @@ def test_drift_runs_nightly_refresh_preview_on_staging_and_prod() -> None:
 EXPECTED_NEEDS = {
     "quality": {"scan-manifests", "scan-dependencies", "scan-secrets", "scan-workflows"},
     "images": {"quality"},
+    "publish-images": {"images"},
     "preview": {"quality"},
     "preview-skipped": {"quality"},
     "deploy-staging": {"resolve", "quality"},
@@ -487,7 +488,7 @@ def test_top_level_permissions_are_empty() -> None:
 _OIDC = {"id-token"}
 ALLOWED_WRITES = {
     ("pipeline.yml", "preview"): {"pull-requests", *_OIDC},  # its comment; read-only role
-    ("pipeline.yml", "images"): {"packages", "attestations", *_OIDC},  # push, attest, sign
+    ("pipeline.yml", "publish-images"): {"packages", "attestations", *_OIDC},  # push, attest, sign
     ("pipeline.yml", "preview-production"): _OIDC,
     ("pipeline.yml", "deploy-staging"): _OIDC,
     ("pipeline.yml", "deploy-production"): _OIDC,

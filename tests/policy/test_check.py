@@ -214,17 +214,23 @@ def test_importing_the_pack_neither_blocks_nor_serves() -> None:
     assert policies >= 20 and sockets == 0 and threads == 1, done.stdout
 
 
-def test_docker_uploads_are_restored_from_the_render(
+def test_the_edges_nginx_conf_is_judged_where_docker_ships_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A Docker container's upload list is masked whole (one secret file); policy.check
-    restores its non-secret files from files/, so the edge's nginx.conf is judged."""
+    """On Docker nginx.conf reaches nginx through its live-files writer, whose
+    environment holds only the program's own text (components/platforms/docker/
+    rollout.py): a weakened conf there fails the check, naming the writer."""
     out = render_dir(tmp_path, "prod", "docker")
-    (conf,) = out.glob("files/*/etc/nginx/luna/nginx.conf")
-    conf.write_text(conf.read_text().replace("TLSv1.2 TLSv1.3", "TLSv1.1 TLSv1.2"))
+    path = out / "resources.json"
+    resources = json.loads(path.read_text())
+    (writer,) = [r for r in resources if r["name"] == "luna-proxy-nginx-files"]
+    env = writer["inputs"]["environment"]
+    (conf,) = [k for k, v in env.items() if isinstance(v, str) and "ssl_protocols" in v]
+    env[conf] = env[conf].replace("TLSv1.2 TLSv1.3", "TLSv1.1 TLSv1.2")
+    path.write_text(json.dumps(resources))
     code, lines = check(out, capsys)
     hits = [line for line in lines if "| edge-tls |" in line and "TLSv1.1" in line]
-    assert code == 1 and hits and hits[0].startswith("MANDATORY luna-proxy-nginx"), lines
+    assert code == 1 and hits and hits[0].startswith("MANDATORY luna-proxy-nginx-files"), lines
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

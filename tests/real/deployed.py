@@ -27,6 +27,19 @@ def url_hosts(text: str) -> set[str]:
     return set(_URL_HOST.findall(text))
 
 
+_ADMIT = re.compile(r"docker network connect ((?:--alias \S+ )+)(\S+) ")
+
+
+def admitted(stack: RenderedStack) -> list[tuple[str, set[str]]]:
+    """``(network, aliases)`` an admission gate grants healthy replicas
+    (components/platforms/docker/gate.py): they join under the service's name."""
+    return [
+        (network, set(aliases.split()) - {"--alias"})
+        for job in stack.records("command:local:Command")
+        for aliases, network in _ADMIT.findall(job["create"])
+    ]
+
+
 def service_names(stack: RenderedStack) -> set[str]:
     if stack.platform == "docker":
         return {
@@ -34,7 +47,7 @@ def service_names(stack: RenderedStack) -> set[str]:
             for c in stack.records(DOCKER)
             for net in c.get("networksAdvanced") or []
             for alias in net.get("aliases") or []
-        }
+        } | {a for _, aliases in admitted(stack) for a in aliases}
     names = {s["metadata"]["name"] for s in stack.records(K8S_SERVICE)}
     # The CloudNativePG operator creates <cluster>-rw, -ro and -r for every Cluster
     # (cloudnative-pg pkg/specs/services.go).
@@ -63,6 +76,9 @@ def reachable(stack: RenderedStack, consumer: str) -> set[str]:
         for net in c.get("networksAdvanced") or []:
             if net["name"] in networks:
                 names.update(net.get("aliases") or [])
+    for network, aliases in admitted(stack):
+        if network in networks:
+            names |= aliases
     return names
 
 

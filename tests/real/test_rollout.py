@@ -257,7 +257,7 @@ def test_bad_image_up_again_and_rollback_under_load_fail_no_request(edge: Edge) 
     """A new image that never turns healthy, `up` again, then the rollback: the old
     version serves throughout (the engine's steps from tests/engine)."""
     stack = edge.stack.stack
-    bad = "ghcr.io/luna-app/luna-web:1.1.0-broken"
+    bad = "ghcr.io/luna-app/luna-web:1.1.0-broken@sha256:" + "2" * 64
     base = snap(stack, "docker")
     broken = snap(stack, "docker", (("appImage", bad),))
     first = plan(base, broken, unhealthy={bad})

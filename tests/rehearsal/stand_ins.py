@@ -54,6 +54,10 @@ _APT = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recom
 # Alpine and the Prometheus busybox base ship busybox's wget, which the rendered
 # health checks call (`wget -q -O /dev/null URL`): the same applet here.
 _BUSYBOX_WGET = "ln -s /bin/busybox /usr/bin/wget\n"
+# Alpine (ca-certificates-bundle), prometheus/busybox glibc/Dockerfile, redis_exporter's
+# and nginx-prometheus-exporter's Dockerfiles all ship /etc/ssl/certs/ca-certificates.crt;
+# docker-library/postgres does not (its gosu step purges ca-certificates again).
+_CA = "ca-certificates"
 
 # The official images with no Debian program: never faked (docs/rehearsal.md).
 LEFT_OUT = re.compile(
@@ -151,7 +155,7 @@ _REDIS = StandIn(
     install=f"""
 groupadd -r -g 1000 redis
 useradd -r -g redis -u 999 -M -d /home/redis -s /sbin/nologin redis
-{_APT} redis-server gosu tzdata busybox
+{_APT} redis-server gosu tzdata busybox {_CA}
 """,
     files={"/usr/local/bin/docker-entrypoint.sh": (ep.REDIS_ENTRYPOINT, 0o755)},
     finish=_BUSYBOX_WGET
@@ -218,7 +222,7 @@ _NGINX = StandIn(
     install=f"""
 groupadd -r -g 101 nginx
 useradd -r -u 101 -g nginx -M -d /var/cache/nginx -s /sbin/nologin nginx
-{_APT} nginx-light gettext-base tzdata busybox
+{_APT} nginx-light gettext-base tzdata busybox {_CA}
 rm -f /etc/nginx/sites-enabled/default
 """,
     files={
@@ -260,7 +264,7 @@ def _prom(name: str, pattern: str, program: str, upstream: str, *, link: str,
         pattern=pattern,
         program=program,
         upstream=upstream,
-        install=f"{_APT} {program}{' busybox' if busybox else ''}\n",
+        install=f"{_APT} {program} {_CA}{' busybox' if busybox else ''}\n",
         finish=(_BUSYBOX_WGET if busybox else "")
         + (f"ln -s /usr/bin/{program} {link}\n" if link else "")
         + finish,

@@ -186,6 +186,15 @@ def _check_prometheus_family(host: DockerHost, staging: RenderedStack) -> None:
         _until(f"{name}: {rendered}'s health check", _ok(host, name, *checks[rendered]))
 
 
+def _check_ca_bundles(host: DockerHost) -> None:
+    """The CA bundle where the official image has one (stand_ins.py _CA), and none in
+    postgres, whose official image purges ca-certificates."""
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    for name in ("redis", "nginx", "prometheus", "alertmanager", "pushgateway", "blackbox"):
+        assert host.docker("exec", name, "test", "-s", bundle, check=False).returncode == 0, name
+    assert host.docker("exec", "pg", "test", "-e", bundle, check=False).returncode != 0
+
+
 def _check_exporters(host: DockerHost) -> None:
     """Each exporter, as the official image starts it, finds its server up. Debian's
     nginx exporter (0.11) exits at start when nginx does not answer, where 1.x waits."""
@@ -218,6 +227,11 @@ def _check_built(host: DockerHost, report: ImageReport, staging: RenderedStack) 
     assert "apt-get install -y --no-install-recommends pgbackrest" in history, history
     version = host.docker("run", "--rm", "--entrypoint", "pgbackrest", STAGING_POSTGRES, "version")
     assert version.stdout.startswith("pgBackRest 2.45"), version.stdout
+    # pgBackRest verifies the object store's certificate against the system's CAs,
+    # which the official base purges: the shipped image must bring them back.
+    bundle = host.docker("run", "--rm", "--entrypoint", "test", STAGING_POSTGRES, "-s",
+                         "/etc/ssl/certs/ca-certificates.crt", check=False)  # fmt: skip
+    assert bundle.returncode == 0, "luna-postgres has no CA bundle: pgBackRest cannot verify S3"
     # pgaudit loads as the shipped server loads it, and its extension installs.
     name = _start(host, STAGING_POSTGRES, "-e", "POSTGRES_PASSWORD=pw", name="luna-pg",
                   cmd=("postgres", "-c", "shared_preload_libraries=pgaudit"))  # fmt: skip
@@ -240,6 +254,8 @@ def test_stand_ins_keep_their_contracts_and_the_shipped_images_build(
     assert sorted(report.left_out) == sorted(t for t in _pinned(staging) if
         t.startswith(("grafana/", "docker.elastic.co/")))  # fmt: skip
     assert len(report.left_out) == 4, report.left_out
+    stand_ins = [r for r in report.images if r.kind == "stand-in"]
+    assert len(stand_ins) == 10 and all(r.package and r.version for r in stand_ins), stand_ins
     failures: list[str] = []
     checks: list[tuple[str, Callable[[], None]]] = [
         ("postgres", lambda: _check_postgres(host, tmp_path)),
@@ -247,6 +263,7 @@ def test_stand_ins_keep_their_contracts_and_the_shipped_images_build(
         ("nginx", lambda: _check_nginx(host, tmp_path)),
         ("prometheus family", lambda: _check_prometheus_family(host, staging)),
         ("exporters", lambda: _check_exporters(host)),
+        ("CA bundles", lambda: _check_ca_bundles(host)),
         ("built images", lambda: _check_built(host, report, staging)),
     ]
     for what, check in checks:

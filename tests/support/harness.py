@@ -39,7 +39,7 @@ class Resources:
         place (components/platforms/docker/forms.py); tests name the replica.
         """
         return {
-            re.sub(r"-[0-9a-f]{10}$", "", unwrap(r.inputs["name"])): r
+            re.sub(r"-(?:[0-9a-f]{10}|[0-9a-f]{8})$", "", unwrap(r.inputs["name"])): r
             for r in self.of_type("/container:Container")
         }
 

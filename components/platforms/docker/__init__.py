@@ -142,8 +142,8 @@ class DockerPlatform(Platform):
             return Deployment(service=spec.name, resources=[job])
         live: list[ConfigFile] = []
         if spec.reload is not None:
-            spec, live, writer = live_files(self, name, spec, image, parent=parent)
-            after = [*after, writer]
+            spec, live, writers = live_files(self, name, spec, image, parent=parent)
+            after = [*after, *writers]
         replicas = spec.replicas if spec.workload == "service" else 1
         containers = []
         addresses = []
@@ -249,9 +249,6 @@ class DockerPlatform(Platform):
         """The Docker host every container runs on (``DOCKER_HOST`` for Commands)."""
         return self._args.host
 
-    def volume_resource(self, key: str) -> docker.Volume:
-        return self._volumes[key]
-
     def network(self, key: str) -> docker.Network:
         """The stack's network ``key`` (created on first use)."""
         return self._network(key)
@@ -346,7 +343,10 @@ class DockerPlatform(Platform):
                 {
                     "target": m.path,
                     "type": "volume",
-                    "source": self._volumes[m.volume].name,
+                    # A live-files volume is made by its writer (docker/files.py).
+                    "source": self._volumes[m.volume].name
+                    if m.volume in self._volumes
+                    else self.physical(m.volume),
                     "read_only": m.read_only,
                 }
                 for m in spec.mounts

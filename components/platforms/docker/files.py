@@ -41,18 +41,24 @@ class LiveFiles:
     user: str | None
     files: Sequence[tuple[str, str]]
     """``(path in the service, environment variable holding the content)``."""
+    helper: str = ""
+    """Name of the helper container (``<volume>-writer`` when empty)."""
 
 
 def write_script(live: LiveFiles) -> str:
     """Write every file into the volume at once (one ``docker cp`` of a staged tree)."""
     prefix = live.directory.rstrip("/") + "/"
-    helper = f"{live.volume}-writer"
+    helper = live.helper or f"{live.volume}-writer"
     create = ["docker", "create", "--name", helper, "--network", "none", "--mount",
               f"type=volume,source={live.volume},target={live.directory}",
               "--entrypoint", "/bin/true", live.image]  # fmt: skip
     lines = [
         "set -eu",
         "umask 077",
+        # Configuration only, so not a Pulumi volume (never protected, never kept):
+        # the writer makes it, and removes it when the service goes.
+        f"docker volume create --label com.luna.purpose=live-files {shlex.quote(live.volume)}"
+        " >/dev/null",
         'stage=$(mktemp -d); helper=""',
         f"docker rm -f {shlex.quote(helper)} >/dev/null 2>&1 || true",
         'trap \'[ -z "$helper" ] || docker rm -f "$helper" >/dev/null; rm -rf "$stage"\' EXIT',

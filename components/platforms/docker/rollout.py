@@ -22,7 +22,7 @@ import pulumi_docker as docker
 from components.platforms.docker.files import LiveFiles, reload_script, write_script
 from components.platforms.docker.forms import inputs_digest
 from components.platforms.docker.gate import Admission, gate_script
-from components.spec import ConfigFile, Mount, ServiceSpec, VolumeSpec
+from components.spec import ConfigFile, Mount, ServiceSpec
 
 if TYPE_CHECKING:
     from components.platforms.docker import DockerPlatform
@@ -47,46 +47,75 @@ def live_files(
     image: docker.RemoteImage,
     *,
     parent: pulumi.Resource,
-) -> tuple[ServiceSpec, list[ConfigFile], command.local.Command]:
+) -> tuple[ServiceSpec, list[ConfigFile], list[command.local.Command]]:
     """Ship the files below ``spec.reload.directory`` in a volume (files.py).
 
     Returns the spec without them (they are no input of the container), with
-    the volume mounted read-only, and the Command that writes them.
+    the volume mounted read-only, and the Commands that write them: one for the
+    plain text the program built (its environment stays readable, so policies
+    judge nginx.conf), one for what comes from config or is secret.
     """
     assert spec.reload is not None
     directory = spec.reload.directory.rstrip("/")
     live = [f for f in spec.files if f.path.startswith(directory + "/")]
     key = f"{spec.name}-live"
-    platform.volume(f"{name}-live", key, VolumeSpec(size_gb=1), parent=parent)
-    variables = {f.path: f"LUNA_FILE_{i}" for i, f in enumerate(live)}
+    volume = platform.physical(key)
+    plain = [f for f in live if isinstance(f.content, str) and not f.secret]
+    other = [f for f in live if f not in plain]
+    writers = [
+        _writer(platform, name, part, volume, directory, image, spec, group, parent)
+        for part, group in (("files", plain), ("secret-files", other))
+        if group
+    ]
+    rest = tuple(f for f in spec.files if f not in live)
+    mounts = (*spec.mounts, Mount(key, directory, read_only=True))
+    return dataclasses.replace(spec, files=rest, mounts=mounts), live, writers
+
+
+def _writer(
+    platform: DockerPlatform,
+    name: str,
+    part: str,
+    volume: str,
+    directory: str,
+    image: docker.RemoteImage,
+    spec: ServiceSpec,
+    files: Sequence[ConfigFile],
+    parent: pulumi.Resource,
+) -> command.local.Command:
+    # A secret file's variable says so: the render masks it (infra/render.py).
+    variables = {
+        f.path: f"LUNA_SECRET_FILE_{i}" if f.secret else f"LUNA_FILE_{i}"
+        for i, f in enumerate(files)
+    }
     environment: dict[str, pulumi.Input[str]] = {"DOCKER_HOST": platform.host}
     environment.update(
         {
             variables[f.path]: pulumi.Output.secret(f.content) if f.secret else f.content
-            for f in live
+            for f in files
         }
     )
     script = image.image_id.apply(
         lambda image_id: write_script(
             LiveFiles(
-                volume=platform.physical(key),
+                volume=volume,
                 directory=directory,
                 image=image_id,
                 user=spec.user,
                 files=sorted(variables.items()),
+                helper=f"{volume}-{part}",
             )
         )
     )
-    writer = command.local.Command(
-        f"{name}-files",
+    return command.local.Command(
+        f"{name}-{part}",
         create=script,
+        # Configuration, not data: it goes with the service (after its containers).
+        delete=f"docker volume rm -f {volume} >/dev/null 2>&1 || true",
         environment=environment,
         interpreter=["/bin/sh", "-c"],
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[platform.volume_resource(key)]),
+        opts=pulumi.ResourceOptions(parent=parent),
     )
-    rest = tuple(f for f in spec.files if f not in live)
-    mounts = (*spec.mounts, Mount(key, directory, read_only=True))
-    return dataclasses.replace(spec, files=rest, mounts=mounts), live, writer
 
 
 def reloader(
