@@ -206,6 +206,8 @@ class Applier:
         elif r.type == BUILD:
             ctx = str((r.inputs.get("build") or {}).get("context"))
             self.host.docker("build", "-q", "-t", str(r.inputs["imageName"]), ctx)
+        elif r.type.startswith("docker:"):
+            raise StepError(f"{r.name}: the applier does not carry out {r.type}")
         self.state.resources[urn] = r
 
     def _network(self, urn: str, r: Resource) -> None:

@@ -65,7 +65,7 @@ def _images(host: DockerHost, tags: list[str]) -> list[str]:
             f"tests/rehearsal/images.py is missing ({error}): the stand-in images cannot be built"
         ) from None
     try:
-        report = images.ensure_images(host, tags, cache=CACHE)
+        report = images.ensure_images(host, tags)  # its cache: $LUNA_REHEARSAL_CACHE or CACHE
     except (AssertionError, ValueError, OSError, subprocess.SubprocessError) as error:
         lines = [ln for ln in str(error).splitlines() if ln.strip()]
         causes = [ln for ln in lines if "ERROR" in ln or "E: " in ln] or lines[-1:] or [""]
@@ -82,7 +82,7 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
 
     ``keep``: copy the daemon's and the world's logs there before cleaning up.
     """
-    root = Path(tempfile.mkdtemp(prefix="luna-rehearsal-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="luna-rehearsal-"))  # $TMPDIR, else /tmp
     try:
         with side_address() as address, contextlib.ExitStack() as stack_:
             w = stack_.enter_context(world(root, address, buckets=()))

@@ -47,6 +47,7 @@ class Render:
     edge: tuple[str, str, str]
     """The edge's (CA, certificate, key) PEMs."""
     image_ids: dict[str, str] = field(default_factory=dict)
+    openai_key: str = ""
     substitutions: list[str] = field(default_factory=list)
 
     def images(self) -> list[str]:
@@ -96,7 +97,7 @@ def render_for(
         ("backupAccessKeyId", ACCESS_KEY),
         ("backupSecretAccessKey", SECRET_KEY),
         ("backupEncryptionKey", cipher_pass),
-        ("openaiApiKey", "sk-rehearsal-" + secrets.token_hex(16)),
+        ("openaiApiKey", prior.openai_key if prior else "sk-rehearsal-" + secrets.token_hex(16)),
         ("tlsCert", edge[1]),
         ("tlsKey", edge[2]),
         ("chatWebhookUrl", f"{hooks}/chat"),
@@ -113,5 +114,6 @@ def render_for(
     resources = snapshot(rendered)
     subs = [f"{k}={v}" for k, v in settings] + [f"{k}=<rehearsal value>" for k, _ in secret_values]
     bucket = config.get("luna:backupBucket", "")
+    openai = dict(secret_values)["openaiApiKey"]
     return Render(stack, rendered, resources, host, edge[0], bucket, cipher_pass, edge,
-                  dict(image_ids), subs)  # fmt: skip
+                  dict(image_ids), openai, subs)  # fmt: skip

@@ -69,3 +69,15 @@ def test_edge_pair_is_issued_for_the_host() -> None:
     assert ExtendedKeyUsageOID.SERVER_AUTH in eku
     assert cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
     cert.verify_directly_issued_by(ca)
+
+
+def test_the_runbooks_blocks_are_found() -> None:
+    """The PITR block of backup-restore.md, outside code-fence comments that look like headings."""
+    from tests.rehearsal.scenarios.runbooks import RUNBOOKS, docker_blocks
+
+    text = (RUNBOOKS / "backup-restore.md").read_text()
+    blocks = docker_blocks(text, "Point-in-time recovery on a Docker host")
+    assert blocks and "pgbackrest" in blocks[0] and "restore" in blocks[0], blocks
+    assert docker_blocks("# A\n```sh\n# 1. not a heading\necho x\n```\n", "A") == [
+        "# 1. not a heading\necho x\n"
+    ]

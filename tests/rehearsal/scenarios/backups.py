@@ -23,7 +23,8 @@ FIRST_BACKUP_S = 240
 METRIC = "luna_backup_last_success_timestamp_seconds"
 # The postmaster's words when a child dies (postmaster.c LogChildExit / HandleChildCrash).
 CRASH = re.compile(r"terminating any other active server processes|was terminated by signal|"
-                   r"exited with exit code|all server processes terminated")  # fmt: skip
+                   r"server process \(PID \d+\) exited with exit code|"
+                   r"all server processes terminated; reinitializing")  # fmt: skip
 
 
 def _backup_objects(r: Rehearsal) -> list[str]:
@@ -52,7 +53,9 @@ def _alert_state(r: Rehearsal, name: str) -> tuple[bool, list[str]]:
 
 
 def _archive_timeout(r: Rehearsal) -> int:
-    return int(psql(r, "SHOW archive_timeout").rstrip("s") or 0)
+    """Seconds (PostgreSQL shows ``1min``, ``30s``, ``1h``)."""
+    text = psql(r, "SELECT setting FROM pg_settings WHERE name = 'archive_timeout'")
+    return int(text or 0)  # pg_settings gives it in its unit, seconds
 
 
 def _rpo(r: Rehearsal) -> tuple[float, float, str]:

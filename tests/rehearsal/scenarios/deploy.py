@@ -22,10 +22,11 @@ import threading
 import time
 from collections import Counter
 
-from tests.engine.scenarios import APP_IMAGE_NEXT
+from tests.engine.scenarios import APP_IMAGE_NEXT as MODEL_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
+from tests.rehearsal.scenarios.probe import image_ids
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 
@@ -33,6 +34,8 @@ __all__ = ["MIN_REQUESTS", "Load", "run"]
 
 MIN_REQUESTS = 2000
 BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.2.0-bad"
+# The engine model's next tag without its made-up digest: a tag made on this daemon.
+APP_IMAGE_NEXT = MODEL_NEXT.split("@")[0]
 
 
 class Load:
@@ -98,7 +101,7 @@ def _tag_images(r: Rehearsal, current: str) -> None:
 
 def _render(r: Rehearsal, image: str) -> dict[str, object]:
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       overrides=(("appImage", image),))  # fmt: skip
+                       overrides=(("appImage", image),), image_ids=image_ids(r, image))  # fmt: skip
     return again.resources  # type: ignore[return-value]
 
 

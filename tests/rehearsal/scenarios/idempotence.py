@@ -61,6 +61,10 @@ def daemon_read_back(inspect: dict[str, Any], inputs: dict[str, Any]) -> dict[st
             "startPeriod": _duration(health.get("StartPeriod", 0)),
             "retries": health.get("Retries"),
         }
+    if not inputs.get("user"):
+        # resource_docker_container.go, "user": DiffSuppressFunc treats an empty new
+        # value as no change, so the image's USER read back is never a diff.
+        state["user"] = inputs.get("user")
     caps_add, caps_drop = hc.get("CapAdd") or [], hc.get("CapDrop") or []
     if caps_add or caps_drop:
         state["capabilities"] = {"adds": caps_add, "drops": caps_drop}

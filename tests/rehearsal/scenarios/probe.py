@@ -75,3 +75,14 @@ def wait_healthy(r: Rehearsal, name: str, *, timeout: float = 180) -> None:
 
 
 __all__ += ["wait_healthy"]
+
+
+def image_ids(r: Rehearsal, *refs: str) -> dict[str, str]:
+    """The render's image IDs plus those of ``refs`` (tags made during a scenario)."""
+    ids = dict(r.render.image_ids)
+    for ref in refs:
+        ids[ref] = r.docker("image", "inspect", "-f", "{{.Id}}", ref).strip()
+    return ids
+
+
+__all__ += ["image_ids"]

@@ -30,7 +30,7 @@ from tests.engine.scenarios import APP_IMAGE_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import edge_request
-from tests.rehearsal.scenarios.probe import psql, wait_healthy
+from tests.rehearsal.scenarios.probe import image_ids, poll, psql, wait_healthy
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 from tests.support.tools import REPO
@@ -38,13 +38,22 @@ from tests.support.tools import REPO
 __all__ = ["docker_blocks", "run"]
 
 RUNBOOKS = Path(REPO) / "docs" / "runbooks"
+# The engine model's next tag, without its (made-up) digest: a tag made on this daemon.
+NEXT = APP_IMAGE_NEXT.split("@")[0]
 EXAMPLE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\+00")
 
 
 def docker_blocks(markdown: str, heading: str) -> list[str]:
     """The ```sh/```bash blocks of the section whose heading contains ``heading``."""
-    section = re.split(r"^#+ ", markdown, flags=re.M)
-    body = next((s for s in section if s.split("\n", 1)[0].find(heading) >= 0), "")
+    sections: list[list[str]] = [[]]
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and re.match(r"#{1,6} ", line):
+            sections.append([])
+        sections[-1].append(line)
+    body = next(("\n".join(s) for s in sections if s and heading in s[0]), "")
     return re.findall(r"```(?:sh|bash)\n(.*?)```", body, flags=re.S)
 
 
@@ -58,6 +67,9 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
                            "Point-in-time recovery on a Docker host")  # fmt: skip
     if not blocks:
         return False, "backup-restore.md: no Docker PITR command block"
+    # A restore needs a base backup: the first one, as the backup scenario waits for it.
+    poll("a base backup to restore", lambda: any("backup.manifest" in k for k in
+         r.world.s3.keys(r.render.bucket)), timeout=240)  # fmt: skip
     psql(r, "CREATE TABLE IF NOT EXISTS rehearsal_pitr (id int primary key, at timestamptz "
             "DEFAULT clock_timestamp())")  # fmt: skip
     psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(1, 100)")
@@ -66,14 +78,15 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
     time.sleep(2)
     psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(101, 150)")
     psql(r, "SELECT pg_switch_wal()")
-    db = r.container("database")
     stamp = target.strftime("%Y-%m-%d %H:%M:%S") + "+00"
-    script = blocks[0].replace("<stack>", r.stack).replace("<db>", db)
+    script = _placeholders(r, blocks[0]).replace("<T>", stamp)
     script = EXAMPLE_TIME.sub(stamp, script)
     proc = _bash(r, "set -e\n" + script)
+    # Whatever the block left stopped (it stops the app and the database) is started again.
+    db = _database_container(r)
     apps = [n for n, s in r.applier.state.containers().items() if s == "app"]
-    r.docker("start", *apps, check=False)
-    for name in apps:
+    r.docker("start", db, *apps, check=False)
+    for name in (db, *apps):
         wait_healthy(r, name, timeout=180)
     out = (proc.stdout + proc.stderr)[-1200:]
     if proc.returncode != 0:
@@ -83,8 +96,22 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
     return ok, f"PITR to {stamp}: {rows} rows (100 committed by T, 150 in all)"
 
 
+def _database_container(r: Rehearsal) -> str:
+    """The stack output ``database_container`` where the program exports it."""
+    return str(r.render.output("database_container") or r.container("database"))
+
+
+def _placeholders(r: Rehearsal, text: str) -> str:
+    db = _database_container(r)
+    return text.replace("<stack>", r.stack).replace("<database_container>", db).replace("<db>", db)
+
+
 def _rotation(r: Rehearsal) -> tuple[bool, str]:
     text = (RUNBOOKS / "rotation.md").read_text()
+    block = next((b for b in re.findall(r"```(?:sh|bash)\n(.*?)```", text, flags=re.S)
+                  if "ALTER ROLE" in b and "docker exec" in b), None)  # fmt: skip
+    if block is not None:
+        return _rotation_block(r, block)
     order = text[text.find("For the database, the safe order is:") :]
     order = order[: order.find("\n\n", order.find("3."))]
     codes = re.findall(r"`([^`]+)`", order)
@@ -96,7 +123,8 @@ def _rotation(r: Rehearsal) -> tuple[bool, str]:
     db = r.container("database")
     command = re.sub(r"luna-\w+-database-<digest>", db, exec_cmd)
     statement = sql.replace("…", new)
-    proc = subprocess.run(["script", "-qec", f"{command} <<'SQL'\n{statement};\nSQL", "/dev/null"],
+    # `-it` wants a terminal: `script` gives it one and types the statement into it.
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], input=f"{statement};\n\\q\n",
                           env=r.host.env, capture_output=True, text=True, timeout=120,
                           check=False)  # fmt: skip
     out = (proc.stdout + proc.stderr).strip()[-600:]
@@ -112,6 +140,26 @@ def _rotation(r: Rehearsal) -> tuple[bool, str]:
     return status == 200, f"rotated; the app answers {status} through the edge"
 
 
+def _rotation_block(r: Rehearsal, block: str) -> tuple[bool, str]:
+    """The block's shell lines run as written; its `pulumi config set` + `pulumi up` become
+    a render with that secret and the applier's up."""
+    shell = [ln for ln in block.splitlines() if not ln.strip().startswith("pulumi ")]
+    new = secrets.token_hex(24)
+    script = "set -e\n" + _placeholders(r, "\n".join(shell))
+    script = script.replace("new=$(openssl rand -hex 24)", f"new={new}")
+    proc = _bash(r, script)
+    if proc.returncode != 0:
+        return False, f"the block exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-600:]}"
+    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
+                       extra_secrets=(("dbPassword", new),))  # fmt: skip
+    try:
+        r.applier.up(again.resources)
+    except StepError as error:
+        return False, f"pulumi up: {str(error)[:600]}"
+    status, _ = edge_request(r, "GET", "/api/health")
+    return status == 200, f"rotated; the app answers {status} through the edge"
+
+
 def _rollback(r: Rehearsal) -> tuple[bool, str]:
     text = (RUNBOOKS / "rollback.md").read_text()
     block = next(iter(docker_blocks(text, "The app")), "")
@@ -120,9 +168,9 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
         return False, "rollback.md: no `pulumi config set luna:appImage` / `pulumi up` block"
     previous = str(r.render.output("app_image"))  # the image the stack was first applied with
     # The deploy being rolled back: the next tag (same content, a new image reference).
-    r.docker("tag", previous, APP_IMAGE_NEXT)
+    r.docker("tag", previous, NEXT)
     bumped = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                        overrides=(("appImage", APP_IMAGE_NEXT),))  # fmt: skip
+                        overrides=(("appImage", NEXT),), image_ids=image_ids(r, NEXT))  # fmt: skip
     r.applier.up(bumped.resources)
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
                        overrides=(("appImage", previous),))  # fmt: skip
