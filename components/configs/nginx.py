@@ -250,16 +250,24 @@ ERROR_LOG = "error_log /dev/stderr crit;"
 
 
 def _access_log() -> str:
-    """The one access log: the path without its query string (which carries search
-    terms, e-mails, tokens), no header a client sets, and the client's network
-    only (/24, or the first three IPv6 groups). No line carries the full address:
-    the audit index takes the database's audit stream only (logstash.py)."""
+    """The one access log: the route, never the path as sent (a path can name a person:
+    /api/users/jane.doe@example.com), no query string (search terms, e-mails,
+    tokens), no header a client sets, and the client's network only (/24, or the
+    first three IPv6 groups). The route is the path's leading segments, at most
+    three, while each is a lowercase word (letters, digits after the first, _ and
+    -): an e-mail, a phone number, an ID with capitals or digits first ends it. No
+    line carries the full address: the audit index takes the database's audit
+    stream only (logstash.py)."""
     return """    map $remote_addr $luna_client_net {
         "~^(?P<net>[0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$" $net.0;
         "~^(?P<net>[0-9a-fA-F]*:[0-9a-fA-F]*:[0-9a-fA-F]*):" $net::;
         default -;
     }
-    log_format luna '$luna_client_net "$request_method $uri $server_protocol" $status '
+    map $uri $luna_route {
+        "~^(?P<route>(?:/[a-z_][a-z0-9_-]{0,31}(?=/|$)){1,3})" $route;
+        default /...;
+    }
+    log_format luna '$luna_client_net "$request_method $luna_route $server_protocol" $status '
                     '$body_bytes_sent rt=$request_time urt=$upstream_response_time '
                     'ua="$upstream_addr" us="$upstream_status" rid=$request_id';
     access_log /dev/stdout luna;

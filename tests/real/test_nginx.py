@@ -713,3 +713,24 @@ def test_edge_answers_404_for_the_apps_metrics_path(edge: Edge) -> None:
     assert app_jobs and not any(edge.server_name in str(t) for t in targets), (
         f"{stack}: Prometheus does not scrape {metrics} inside: {app_jobs}"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/api/users/jane.doe%2Btherapy%40example.com", "/api/users"),
+        ("/api/patients/555-123-4567/notes", "/api/patients"),
+        ("/api/records/A123456780", "/api/records"),
+        ("/jane.doe@example.com", "/..."),
+    ],
+)
+def test_access_log_keeps_the_route_not_an_identifier_in_the_path(
+    edge: Edge, path: str, route: str
+) -> None:
+    # A path can name a person: only its leading lowercase words are logged.
+    edge.get(path)
+    lines = _wait_for_lines(edge, f'"GET {route} HTTP/1.1"', 1)
+    assert lines, f"{edge.stack.stack}: no access line with the route {route} for {path}"
+    identifier = path.rsplit("/", 1)[-1] if route != "/..." else path[1:]
+    for form in (identifier, "jane.doe", "555-123-4567", "A123456780", "%40"):
+        assert not any(form in line for line in lines), f"{path}: the log keeps {form!r}: {lines}"

@@ -123,7 +123,15 @@ vars=$(mktemp)
 cat > "$vars" <<'EOF'
 {sets}
 EOF
-exec psql -X -q -h {run_dir} -U postgres -d {pg.DATABASE} -f "$vars" -f {sql}
+# On a first start the image's entrypoint runs a temporary server on the same socket
+# while it creates the database (docker-library/postgres docker-entrypoint.sh,
+# docker_temp_server_start): it answers pg_isready before "{pg.DATABASE}" exists, and
+# stops under us. Retry until psql connects and runs to the end (roles.sql is idempotent).
+until psql -X -q -h {run_dir} -U postgres -d {pg.DATABASE} -f "$vars" -f {sql}; do
+  i=$((i + 1)); [ "$i" -lt {wait_s} ] || {{ echo "roles: not applied" >&2; exit 1; }}
+  sleep 2
+done
+echo "roles: applied"
 """
 
 
