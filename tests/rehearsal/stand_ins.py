@@ -315,10 +315,27 @@ cp /etc/prometheus/blackbox.yml /etc/blackbox_exporter/config.yml
     ExposedPorts=_ports(9115), Entrypoint=["/bin/blackbox_exporter"],
     Cmd=["--config.file=/etc/blackbox_exporter/config.yml"],
 )  # fmt: skip
+# Debian's postgres_exporter is 0.11; --collector.stat_statements, which the render
+# passes, arrived in v0.13.0 (prometheus-community/postgres_exporter CHANGELOG.md), so
+# 0.11 refuses to start with it. The wrapper drops that one flag, saying so on stderr:
+# the stand-in runs without the statements collector, the pinned v0.15 with it.
+_PG_EXPORTER_WRAPPER = r"""cat > /usr/bin/postgres_exporter <<'EOF'
+#!/bin/sh
+for a in "$@"; do
+  shift
+  case "$a" in
+    --collector.stat_statements) echo "stand-in: $a dropped (Debian's 0.11 lacks it)" >&2 ;;
+    *) set -- "$@" "$a" ;;
+  esac
+done
+exec /usr/bin/prometheus-postgres-exporter "$@"
+EOF
+chmod 755 /usr/bin/postgres_exporter
+"""
 _POSTGRES_EXPORTER = _prom(
     "postgres-exporter", r"quay\.io/prometheuscommunity/postgres-exporter:v0\.\d+\.\d+",
     "prometheus-postgres-exporter", "prometheus-community/postgres_exporter v0.15.0 Dockerfile",
-    link="/usr/bin/postgres_exporter",
+    link="", finish=_PG_EXPORTER_WRAPPER,
     User="nobody", ExposedPorts=_ports(9187), Entrypoint=["/bin/postgres_exporter"],
 )  # fmt: skip
 _REDIS_EXPORTER = _prom(
