@@ -205,7 +205,8 @@ def issue_pair(host: str, *, ca_name: str = "Luna rehearsal edge CA") -> tuple[s
     the rehearsal supplies a pair for the stack's own host, and clients trust its CA.
     """
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_inputs = {"validityPeriodHours": 48, "isCaCertificate": True,
+    # 90 days, as an ACME certificate: the settings refuse a pair with under 14 left.
+    ca_inputs = {"validityPeriodHours": 90 * 24, "isCaCertificate": True,
                  "allowedUses": ["cert_signing", "digital_signature"]}  # fmt: skip
     ca_subject = _name({"commonName": ca_name})
     ca_pem = _certificate(
@@ -213,7 +214,7 @@ def issue_pair(host: str, *, ca_name: str = "Luna rehearsal edge CA") -> tuple[s
         signer=ca_key, dns_names=[],
     )  # fmt: skip
     key = ec.generate_private_key(ec.SECP256R1())
-    server = {"validityPeriodHours": 48,
+    server = {"validityPeriodHours": 90 * 24,
               "allowedUses": ["digital_signature", "key_encipherment", "server_auth"]}  # fmt: skip
     cert_pem = _certificate(
         server, subject=_name({"commonName": host}), public=key.public_key(), issuer=ca_subject,
