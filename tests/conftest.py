@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from functools import cache
 
@@ -69,3 +70,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return nodeid
 
     return RehearsalTogether(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect rehearsal scenarios not yet passing (marker ``rehearsal_pending``),
+    visibly (pytest counts them as deselected), unless LUNA_REHEARSAL_PENDING=1."""
+    if os.environ.get("LUNA_REHEARSAL_PENDING") == "1":
+        return
+    pending = [i for i in items if i.get_closest_marker("rehearsal_pending")]
+    if pending:
+        config.hook.pytest_deselected(items=pending)
+        items[:] = [i for i in items if not i.get_closest_marker("rehearsal_pending")]

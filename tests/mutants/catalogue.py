@@ -230,9 +230,9 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "nginx-query-string-logged",
         NGINX,
-        "'$luna_client_net \"$request_method $uri $server_protocol\" $status '",
+        "'$luna_client_net \"$request_method $luna_route $server_protocol\" $status '",
         "'$luna_client_net \"$request_method $request_uri $server_protocol\" $status '",
-        "query strings (search terms, e-mails, reset tokens) land in the access log",
+        "paths and query strings (e-mails, IDs, reset tokens) land in the access log",
         f"{R_NGINX}::test_access_log_keeps_no_query_string_header_or_full_client_address",
     ),
     _m(
