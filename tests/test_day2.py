@@ -360,14 +360,41 @@ def test_11_a_database_password_rotation_never_restarts_postgres(stack: str, pla
         assert not unwatched, f"{stack}: CloudNativePG never reloads {unwatched}"
 
 
+def _pair_for(host: str) -> tuple[str, str]:
+    """A self-signed ECDSA pair for ``host``, valid for 90 days (PEM cert, PEM key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
 @pytest.mark.parametrize(("stack", "platform"), [m for m in MATRIX if m[0] != "dev"],
                          ids=[i for i in IDS if not i.startswith("dev")])  # fmt: skip
 def test_12_edge_certificate_and_nginx_settings_change_with_no_refused_connection(
     stack: str, platform: str
 ) -> None:
     base = snap(stack, platform)
-    pem = "-----BEGIN CERTIFICATE-----\nROTATED\n-----END CERTIFICATE-----\n"
-    key = "-----BEGIN PRIVATE KEY-----\nROTATED\n-----END PRIVATE KEY-----\n"
+    # A real pair for the stack's host: the settings refuse anything less (tls_checks.py).
+    pem, key = _pair_for("staging.luna-app.com" if stack == "staging" else "luna-app.com")
     for what, after in (
         ("tls certificate", snap(stack, platform, secrets=(("tlsCert", pem), ("tlsKey", key)))),
         ("nginx setting", snap(stack, platform, (("clientMaxBodyMb", "20"),))),

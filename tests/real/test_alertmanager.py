@@ -97,7 +97,7 @@ def test_every_receiver_kind_passes_amtool(tmp_path: Path) -> None:
             ("smtpUsername", "alerts"),
         ],
         secrets=[
-            ("opsgenieApiKey", "og-key"),
+            ("opsgenieApiKey", "og-key-0123456789abcdef"),
             ("chatWebhookUrl", "https://hooks.slack.com/services/T0/B0/x"),
             ("alertWebhookUrl", "https://incidents.example.com/hook"),
             ("heartbeatUrl", "https://hc-ping.com/abc"),

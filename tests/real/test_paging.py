@@ -57,7 +57,8 @@ STACK = "prod"
 PAGE_WITHIN_S = 120
 SLOW_S = 1.0
 """How long the slow crisis endpoint takes; prod's budget is 500 ms."""
-PD_KEY = "pd-e2e-routing-key"
+# 20+ printable characters, as the settings require of a pager key.
+PD_KEY = "pd-e2e-routing-key-0123456789"
 CHAT_URL = "https://hooks.slack.test/services/e2e"
 HEARTBEAT_URL = "https://heartbeat.test/e2e"
 

@@ -14,7 +14,13 @@ import pytest
 from tests.rehearsal.scenarios import run_scenario, start_background
 from tests.rehearsal.session import Rehearsal, rehearsal
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # The local stand-in servers (S3 relay, DNS, hooks) leave sockets to the garbage
+    # collector when a peer drops mid-connection; Python reports them as unraisable
+    # ResourceWarnings, which filterwarnings=error would turn into this test's error.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 # Not yet shown passing on the merged stack (issue #20 stays open for them): the
 # test command deselects them (tests/conftest.py), ./scripts/rehearse runs them, and
 # LUNA_REHEARSAL_PENDING=1 brings them back into pytest. Each still fails on a defect.
