@@ -22,6 +22,9 @@ REFUSED = [
     ("redisPassword", "tab\tseparated-password-123"),
     ("jwtSecret", "a" * 64),
     ("jwtSecret", "abababab" * 8),
+    # Strong to zxcvbn, refused only by the length and distinct-character rules.
+    ("dbPassword", "Zq8#vN3k!R7wLp2"),  # 15 characters
+    ("jwtSecret", "cbdfaageaceaebaaddabaedageabffeaeedabaegbcdbeaecegfbaeefbcaefaea"),  # 7 kinds
     ("jwtSecret", "has a space in it but is long enough 1234567890"),
     ("backupEncryptionKey", STRONG + "\n"),
     ("backupAccessKeyId", "AKIAIOSFODNN7EXAMPLE\n"),

@@ -642,7 +642,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         '"hostnossl all all all reject",\n',
         "",
         "the operator's appended host rule lets clients in without TLS",
-        f"{T_CNPG}::test_cluster_is_redundant_private_and_backed_up_by_the_plugin",
+        f"{T_CNPG}::test_pg_hba_ends_with_a_reject_and_only_used_roles_log_in",
     ),
     _m(
         "cnpg-durability-preferred",
