@@ -149,9 +149,18 @@ def secrets_conf(*, access_key_id: str, secret_access_key: str, cipher_pass: str
 
 
 def install_secrets(source: str, include_dir: str) -> str:
-    """Shell: copy the uploaded secrets file, mode 0600, into pgBackRest's include dir."""
+    """Shell: copy the uploaded secrets file, mode 0600, into pgBackRest's include dir.
+
+    It also points pgBackRest at that dir, so the script that installs the
+    secrets is the one that decides where they are read from, whatever the
+    container's environment says (a drill with the wrong include path would
+    read the live secrets and pass on a wrong cipher pass).
+    """
     dst = shlex.quote(include_dir)
-    return f"mkdir -p -m 700 {dst} && install -m 600 {shlex.quote(source)} {dst}/secrets.conf"
+    return (
+        f"mkdir -p -m 700 {dst} && install -m 600 {shlex.quote(source)} {dst}/secrets.conf"
+        f" && export PGBACKREST_CONFIG_INCLUDE_PATH={dst}"
+    )
 
 
 def backup_script(
