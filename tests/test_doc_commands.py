@@ -176,3 +176,24 @@ def test_the_cli_stand_in_refuses_what_the_cli_would(tmp_path: Path) -> None:
         "a value the settings refuse"
     )
     assert check(["stack", "rm", "dev", "--yes", "--preserve-config"]) is None
+
+
+# A Docker container named by hand: real names end in a digest that changes when the
+# container is replaced, so the runbooks take them from the stack outputs (`workloads`,
+# `database_container`). Only the throwaway container a runbook creates itself is named.
+_TYPED_NAME = re.compile(
+    r"docker (?:logs|exec|inspect|restart|stop|start|cp|ps|kill|rm)\b[^`\n]*?"
+    r"\bluna-(?:<stack>|dev|staging|prod)-(?!pitr\b)[a-z]"
+)
+
+
+def test_runbooks_take_container_names_from_the_stack_outputs() -> None:
+    from tests.support.doc_ledger import DOCS
+
+    typed = []
+    for path in DOCS:
+        text = path.read_text().replace("\\\n", " ")
+        typed += [f"{path.relative_to(REPO)}: {m.group(0)}" for m in _TYPED_NAME.finditer(text)]
+    assert not typed, f"name containers from `pulumi stack output workloads`: {typed}"
+    assert _TYPED_NAME.search("`docker logs luna-<stack>-cache`"), "the check can fail"
+    assert not _TYPED_NAME.search("docker rm luna-<stack>-pitr"), "the runbook's own container"

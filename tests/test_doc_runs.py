@@ -226,3 +226,40 @@ def test_first_deploy_commits_the_stack_file(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{c.doc}: `{c.text}`: {proc.stdout}{proc.stderr}"
     status = _run("git status --porcelain", env, repo).stdout
     assert status == "", f"the stack file is not committed: {status}"
+
+
+@pytest.mark.slow  # a TLS site in a private network and mount namespace per command
+def test_smoke_checks_pass_against_the_site_stand_in(tmp_path: Path) -> None:
+    """The docs' smoke checks, as written, against the stand-in site at the docs' own
+    hosts (tests/support/site_stand_in.py); ``outputs.json`` is the staging render's
+    outputs as ``pulumi stack output --json`` prints them (secrets as ``[secret]``)."""
+    import shutil
+
+    from infra.mocks import mask
+    from tests.real.support import render_stack
+    from tests.support.site_stand_in import HOSTS
+    from tests.support.tls import make_ca_signed_pair
+
+    unshare = need("unshare")
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
+    names = ",".join(f"DNS:{h}" for h in HOSTS)
+    pair = make_ca_signed_pair(tmp_path, common_name=HOSTS[0], alt_names=names)
+    shutil.copy(pair.ca, tmp_path / "staging-ca.pem")
+    (tmp_path / "hosts").write_text(f"127.0.0.1 localhost {' '.join(HOSTS)}\n")
+    outputs = mask(render_stack("staging", platform="kubernetes").rendered.outputs)
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "SSL_CERT_FILE": str(pair.ca),
+    }  # an operator's trust store holds the site's CA
+    for c in _by("site"):
+        proc = subprocess.run(
+            [unshare, "-n", "-m", sys.executable, "-m", "tests.support.site_stand_in",
+             str(tmp_path / "hosts"), str(pair.cert), str(pair.key), "--", c.text],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{c.doc}: `{c.text}` exited {proc.returncode}:\n{out}"
+        assert "FAIL" not in proc.stdout and "PASS" in proc.stdout, f"{c.doc}: {out}"
+        print(f"\n{c.doc}: {c.text}\n{proc.stdout[-700:]}")

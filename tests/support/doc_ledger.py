@@ -112,6 +112,15 @@ def _runs_here(c: Command) -> bool:
     return bool(RUNS_HERE.match(c.text)) and not NEEDS_A_SITE.search(c.text)
 
 
+SITE = re.compile(
+    r"^python3 scripts/smoke_check\.py (check|perf) --url https://(staging\.)?luna-app\.com "
+)
+
+
+def _site(c: Command) -> bool:
+    return bool(SITE.match(c.text))
+
+
 def _pulumi_alone(c: Command) -> bool:
     """A pulumi command (or two joined by &&) that pipes into no other program."""
     parts = re.split(r"\s*&&\s*", c.text)
@@ -220,6 +229,13 @@ RUNNERS: tuple[Runner, ...] = (
         "tests/test_doc_commands.py::test_pulumi_commands_parse_"
         "against_the_cli_stand_in: the Pulumi CLI stand-in (tests/support/pulumi_cli.py; "
         "the CLI reference's commands and flags, this project's stacks, keys and values)",
+    ),
+    Runner(
+        "site",
+        _site,
+        "tests/test_doc_runs.py::test_smoke_checks_pass_against_the_site_stand_in: the smoke "
+        "check as written, the docs' hosts resolved to a stand-in site in a private network "
+        "namespace (tests/support/site_stand_in.py)",
     ),
     Runner(
         "dev-shell",
