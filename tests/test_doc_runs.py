@@ -263,3 +263,64 @@ def test_smoke_checks_pass_against_the_site_stand_in(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{c.doc}: `{c.text}` exited {proc.returncode}:\n{out}"
         assert "FAIL" not in proc.stdout and "PASS" in proc.stdout, f"{c.doc}: {out}"
         print(f"\n{c.doc}: {c.text}\n{proc.stdout[-700:]}")
+
+
+def test_the_docs_kubernetes_yaml_validates_against_the_pinned_schema() -> None:
+    """A ```yaml block with ``apiVersion`` and ``kind`` is what an operator pipes into
+    ``kubectl apply -f -``: kubernetes-validate --strict checks it (with CloudNativePG's
+    CRD schemas in tests/kubernetes/test_cnpg.py for its kinds)."""
+    import yaml
+    from kubernetes_validate import utils as kv
+
+    from tests.kubernetes.conftest import KUBERNETES_VERSION
+    from tests.support.doc_ledger import DOCS
+
+    checked = []
+    for path in DOCS:
+        for body in re.findall(r"```ya?ml\n(.*?)```", path.read_text(), re.S):
+            for obj in yaml.safe_load_all(body):
+                if not (isinstance(obj, dict) and "apiVersion" in obj and "kind" in obj):
+                    continue
+                assert not str(obj["apiVersion"]).endswith("cnpg.io/v1"), "add its CRD check"
+                try:
+                    kv.validate(obj, KUBERNETES_VERSION, strict=True)
+                except kv.ValidationError as error:
+                    pytest.fail(f"{path.name}: {obj['kind']}: {error.caught.message}")
+                checked.append(f"{path.name}: {obj['kind']} {obj['metadata']['name']}")
+    assert checked, "no Kubernetes YAML in the docs: drop this test or the ledger changed"
+    rules = [{"verbs": ["get"], "resourcez": ["*"]}]  # a misspelt field: strict refuses it
+    bad = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+           "metadata": {"name": "x"}, "rules": rules}  # fmt: skip
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.slow  # moto's S3 server (tests/real/s3.py)
+def test_break_glass_records_the_deploy_write_once(tmp_path: Path) -> None:
+    """The break-glass record, as an operator runs it from a workstation (no ``GITHUB_*``
+    variables), into moto's S3 with Object Lock; ``$IMAGE`` is what the block before it
+    exports, with a digest in place of its ``…``."""
+    import shutil
+
+    from tests.real.s3 import ACCESS_KEY, REGION, SECRET_KEY, local_s3
+
+    (command,) = [c.text for c in _by("s3")]
+    command = command.replace("<UTC time the change began>", "2026-12-07T01:00:00Z")
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
+    image = "ghcr.io/luna-app/luna-web:1.4.1@sha256:" + "3f" * 32
+    with local_s3(tmp_path, buckets=()) as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="luna-deploy-records", ObjectLockEnabledForBucket=True)
+        client.put_object_lock_configuration(Bucket="luna-deploy-records",
+            ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})  # fmt: skip
+        env = {"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "IMAGE": image,
+               "AWS_ENDPOINT_URL": s3.plain, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+               "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}  # fmt: skip
+        proc = _run(command, env, tmp_path)
+        assert proc.returncode == 0, f"`{command}`: {proc.stdout}{proc.stderr}"
+        (key,) = s3.keys("luna-deploy-records")
+        record = json.loads(client.get_object(Bucket="luna-deploy-records", Key=key)["Body"].read())
+        head = client.head_object(Bucket="luna-deploy-records", Key=key)
+    assert record["image"] == image and record["checks"] == {"smoke": "success"}, record
+    assert record["started_at"] == "2026-12-07T01:00:00Z", record
+    assert head["ObjectLockMode"] == "COMPLIANCE", head

@@ -208,6 +208,12 @@ def _git_commit(c: Command) -> bool:
     return c.doc == "docs/first-deploy.md" and c.text.startswith("git add Pulumi.staging.yaml")
 
 
+def _record(c: Command) -> bool:
+    return c.doc == "docs/runbooks/break-glass.md" and c.text.startswith(
+        "python3 scripts/record_deploy.py "
+    )
+
+
 @dataclass(frozen=True)
 class Runner:
     name: str
@@ -307,6 +313,12 @@ RUNNERS: tuple[Runner, ...] = (
         _git_commit,
         "tests/test_doc_runs.py::test_first_deploy_commits_the_stack_"
         "file: real git in a committed copy, after the stack file changes as stack init's",
+    ),
+    Runner(
+        "s3",
+        _record,
+        "tests/test_doc_runs.py::test_break_glass_records_the_deploy_write_once: as written "
+        "from a workstation (no GITHUB_* variables), into moto's S3 with Object Lock",
     ),
     Runner(
         "jq",
