@@ -324,3 +324,35 @@ def test_break_glass_records_the_deploy_write_once(tmp_path: Path) -> None:
     assert record["image"] == image and record["checks"] == {"smoke": "success"}, record
     assert record["started_at"] == "2026-12-07T01:00:00Z", record
     assert head["ObjectLockMode"] == "COMPLIANCE", head
+
+
+_WORKLOAD = re.compile(
+    r"""workloads --stack <stack> --json \| jq -r '\.(?:(\w+)|\["([\w-]+)"\])\["""
+)
+
+
+@pytest.mark.slow  # a render per platform
+def test_the_workloads_the_docs_read_are_in_the_stack_output() -> None:
+    """Every ``pulumi stack output workloads ... | jq -r '.<service>[...]'`` names a
+    service the output has on the platform of the program it is handed to (docker or
+    kubectl)."""
+    from infra.mocks import unwrap
+    from tests.real.support import render_stack
+    from tests.support.doc_ledger import DOCS
+
+    names = {p: unwrap(render_stack("staging", platform=p).rendered.outputs["workloads"])
+             for p in ("docker", "kubernetes")}  # fmt: skip
+    seen, missing = 0, []
+    for path in DOCS:
+        for line in path.read_text().replace("\\\n", " ").splitlines():
+            for m in _WORKLOAD.finditer(line):
+                service = m.group(1) or m.group(2)
+                before = line[: m.start()]  # the program the name is handed to
+                platform = (
+                    "kubernetes" if before.rfind("kubectl ") > before.rfind("docker ") else "docker"
+                )
+                seen += 1
+                if not names[platform].get(service):
+                    missing.append(f"{path.name}: {service} on {platform}")
+    assert seen >= 8, f"expected the runbooks' workload look-ups, found {seen}"
+    assert not missing, f"the workloads output has no such service: {missing}"
