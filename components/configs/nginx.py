@@ -30,6 +30,11 @@ SECURITY_HEADERS: dict[str, str] = {
 }
 
 
+RESOLVER_VALID_S = 2
+"""How long nginx keeps a resolved upstream name (``resolver … valid=``): the
+Docker rollout's health gate waits longer than this before old replicas go."""
+
+
 @dataclass(frozen=True)
 class NginxSettings:
     server_name: str
@@ -39,7 +44,7 @@ class NginxSettings:
     """DNS server (``ip[:port]``) that answers for ``upstream`` with the replicas that
     run now. Set, nginx re-resolves per request (``valid`` seconds cached), so
     replicas come and go without a reload; ``None``: resolved once at start."""
-    resolver_valid_s: int = 2
+    resolver_valid_s: int = RESOLVER_VALID_S
     cert_path: str = "/etc/nginx/tls/tls.crt"
     key_path: str = "/etc/nginx/tls/tls.key"
     http_port: int = 8080
@@ -344,7 +349,10 @@ def _proxy_directives(s: NginxSettings, target: str) -> str:
             proxy_set_header Forwarded "";
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
-            proxy_connect_timeout 5s;
+            # A connect on the host's bridge or the cluster network takes
+            # milliseconds; an address whose replica just went (nginx's cached
+            # answer not yet refreshed) never answers, and each try costs this.
+            proxy_connect_timeout 2s;
             proxy_send_timeout {s.proxy_read_timeout_s}s;
             proxy_read_timeout {s.proxy_read_timeout_s}s;
             # A dead replica is skipped; non-idempotent requests are never retried.
