@@ -153,10 +153,20 @@ def internet_egress(ports: Iterable[int]) -> Manifest:
 
 
 def postgres_policies(
-    platform: KubernetesPlatform, cluster: str, *, metrics_port: int, protect: bool
+    platform: KubernetesPlatform,
+    cluster: str,
+    *,
+    metrics_port: int,
+    protect: bool,
+    store_port: int | None = None,
 ) -> None:
-    """What CloudNativePG's instances need besides the declared flows, and Prometheus' scrape."""
+    """What CloudNativePG's instances need besides the declared flows, and Prometheus' scrape.
+
+    ``store_port``: the object store endpoint's port, for the Barman Cloud sidecar.
+    """
     instances = platform.selector(cluster)
+    # The API server (its Service on 443, the endpoints on 6443) and the store.
+    outward = sorted({443, 6443, *([store_port] if store_port else [])})
     network_policy(
         platform,
         f"{cluster}-cnpg",
@@ -175,8 +185,8 @@ def postgres_policies(
             {"to": [{"podSelector": {"matchLabels": instances}}],
              "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
             # The instance manager watches its Cluster through the API server, and
-            # the Barman Cloud sidecar reaches the object store, both on 443 (6443).
-            {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+            # the Barman Cloud sidecar reaches the object store on its own port.
+            {"ports": [{"protocol": "TCP", "port": p} for p in outward]},
             # Its own DNS rule: with `destroy --exclude-protected` this protected
             # policy alone keeps the instances starting and archiving.
             _DNS,
