@@ -207,6 +207,9 @@ class ObjectStoreTarget:
     relies on the bucket's server-side encryption (Kubernetes)."""
     retention_days: int
     uri_style: str = "host"
+    kms_key_id: str | None = None
+    """Kubernetes: the AWS KMS key every backup object is encrypted with (SSE-KMS);
+    ``None``: SSE-S3 (AES256) under the store's own key (docs/kubernetes.md)."""
 
 
 @dataclass(frozen=True)

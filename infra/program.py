@@ -153,6 +153,7 @@ def _backup(s: Settings) -> BackupArgs | None:
             encryption_key=sec.backup_encryption_key or "",
             retention_days=t.retention_days,
             uri_style=t.uri_style,
+            kms_key_id=t.kms_key_id,
         ),
         schedule_hours=s.backup_interval_hours,
         drill_hours=t.drill_hours,
@@ -379,6 +380,7 @@ def _receivers(s: Settings) -> AlertReceivers:
         email=email,
         webhook_url=a.webhook_url,
         heartbeat_url=a.heartbeat_url,
+        webhook_ports=a.receiver_ports,
         allow_unrouted=s.stack == "dev",
     )
 
