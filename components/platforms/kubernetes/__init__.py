@@ -40,6 +40,7 @@ from components.platforms.kubernetes.pods import (
     pod_template,
     registry_secret,
 )
+from components.platforms.kubernetes.tls_front import sidecar
 from components.platforms.kubernetes.workloads import deploy_workload
 from components.spec import Port, PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
 
@@ -161,6 +162,10 @@ class KubernetesPlatform(Platform):
     def name(self) -> str:
         return "kubernetes"
 
+    @property
+    def crosses_hosts(self) -> bool:
+        return True
+
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         if key in self._volumes:
             raise ValueError(f"volume {key!r} is created twice")
@@ -183,7 +188,12 @@ class KubernetesPlatform(Platform):
         self, name: str, spec: ServiceSpec, parent: pulumi.Resource, after: list[pulumi.Resource]
     ) -> Deployment:
         volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
-        template = pod_template(self, spec, volumes, mounts, env)
+        sidecars = []
+        if spec.tls_front is not None:
+            container, more = sidecar(self, name, spec, parent=parent)
+            sidecars.append(container)
+            volumes += more
+        template = pod_template(self, spec, volumes, mounts, env, sidecars=sidecars)
         return deploy_workload(self, name, spec, template, parent=parent, depends=after)
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:

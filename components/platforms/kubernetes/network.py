@@ -18,6 +18,7 @@ from pulumi_kubernetes.networking.v1 import NetworkPolicy
 
 from components.platforms import FlowGraph
 from components.platforms.kubernetes.collector import LOG_COLLECTOR, collector_namespace
+from components.platforms.kubernetes.tls_front import front_port
 from components.platforms.kubernetes.workloads import edge_ports
 from components.spec import ServiceSpec
 
@@ -105,9 +106,16 @@ def service_policy(
     ingress: list[Manifest] = []
     sources = graph.sources(service)
     if sources and spec.ports:
-        ingress.append(
-            {"from": [_peer(platform, s) for s in sources], "ports": _policy_ports(spec)}
-        )
+        # One rule per set of ports: the edge reaches a TLS-fronted service on
+        # its TLS port only (tls_front.py), everyone else on its own ports.
+        by_ports: dict[str, tuple[list[Manifest], list[str]]] = {}
+        for source in sources:
+            ports = _ports_between(graph, source, spec)
+            by_ports.setdefault(repr(ports), (ports, []))[1].append(source)
+        ingress += [
+            {"from": [_peer(platform, s) for s in group], "ports": ports}
+            for ports, group in by_ports.values()
+        ]
     edge = edge_ports(spec)
     if edge:
         ingress.append(
@@ -119,7 +127,7 @@ def service_policy(
     egress: list[Manifest] = [
         {
             "to": [{"podSelector": {"matchLabels": platform.selector(target)}}],
-            "ports": _policy_ports(graph.services[target]),
+            "ports": _ports_between(graph, service, graph.services[target]),
         }
         for target in sorted(set(spec.connects_to))
         if graph.services[target].ports
@@ -213,6 +221,15 @@ def _peer(platform: KubernetesPlatform, service: str) -> Manifest:
             "matchLabels": {"kubernetes.io/metadata.name": collector_namespace(platform.namespace)}
         }
     return peer
+
+
+def _ports_between(graph: FlowGraph, source: str, target: ServiceSpec) -> list[Manifest]:
+    """The ports ``source`` may open on ``target``: a public edge reaches a
+    TLS-fronted service on its TLS port only; any other source its plain ports."""
+    front = front_port(target)
+    if front is not None and edge_ports(graph.services[source]):
+        return [{"protocol": "TCP", "port": front.port}]
+    return _policy_ports(target)
 
 
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:
