@@ -80,8 +80,6 @@ class LunaAppArgs:
     TLS on ``TLS_PORT`` (where the platform crosses hosts; program.py)."""
     tls_front_image: str | None = None
     """The image that terminates that TLS (the edge's pinned nginx)."""
-    client_max_body_mb: int = 10
-    """The edge's body limit, which the TLS front repeats."""
 
 
 class LunaApp(pulumi.ComponentResource):
@@ -178,7 +176,6 @@ class LunaApp(pulumi.ComponentResource):
             cert_pem=args.tls_cert.cert_pem,
             key_pem=args.tls_cert.key_pem,
             image=args.tls_front_image,
-            client_max_body_mb=args.client_max_body_mb,
         )
 
     def _web(self, migration: Deployment, secret_env: dict[str, pulumi.Input[str]]) -> Deployment:

@@ -73,7 +73,6 @@ class TlsFront:
     key_pem: pulumi.Input[str]
     image: str
     """The terminator's image: the edge's pinned nginx, patched with it."""
-    client_max_body_mb: int = 10
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,6 @@ def _app(
             # Across nodes, the edge reaches the app over TLS (docs/architecture.md).
             tls_cert=ca.issue("app", ["app"]) if s.proxy and platform.crosses_hosts else None,
             tls_front_image=s.images.nginx,
-            client_max_body_mb=s.client_max_body_mb,
         ),
     )
 

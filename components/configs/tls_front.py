@@ -23,8 +23,6 @@ class TlsFrontSettings:
     """The app's plain port, reached on 127.0.0.1."""
     cert_path: str
     key_path: str
-    client_max_body_mb: int = 10
-    """The edge's limit: a larger body never gets this far."""
     read_timeout_s: int = 60
     temp_dir: str = "/tmp"
 
@@ -48,7 +46,9 @@ http {{
     fastcgi_temp_path {t}/fastcgi;
     uwsgi_temp_path {t}/uwsgi;
     scgi_temp_path {t}/scgi;
-    client_max_body_size {s.client_max_body_mb}m;
+    # The edge enforces the body limit (luna:clientMaxBodyMb) and is the only
+    # client (NetworkPolicy): repeating it here would roll the app for an edge setting.
+    client_max_body_size 0;
 
     upstream luna_app_local {{
         server 127.0.0.1:{s.target};

@@ -56,7 +56,6 @@ def sidecar(
             target=front.target,
             cert_path=f"{DIR}/tls.crt",
             key_path=f"{DIR}/tls.key",
-            client_max_body_mb=front.client_max_body_mb,
         )
     )
     config = ConfigMap(
