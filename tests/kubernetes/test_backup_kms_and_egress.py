@@ -120,6 +120,8 @@ def test_egress_opens_the_configured_receiver_and_store_ports_and_nothing_else()
     # prod pages through PagerDuty's https:// API (443); the rest as configured.
     assert _internet_ports(objects, "alertmanager") == {443, 2525, 8443, 9443, 10443}
     assert _internet_ports(objects, "database") == {9000}
+    # Elasticsearch's snapshots of the audit index go to the same store.
+    assert _internet_ports(objects, "elasticsearch") == {9000}
     # The protected policy that keeps a retained cluster archiving: the API server and the store.
     assert _policy_ports(objects, "database-cnpg") == {443, 6443, 9000}
 
