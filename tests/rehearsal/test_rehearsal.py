@@ -47,7 +47,6 @@ def test_idempotence(staging: Rehearsal) -> None:
     _check("idempotence", staging)
 
 
-@pending
 def test_backups(staging: Rehearsal) -> None:
     _check("backups", staging)
 

@@ -12,7 +12,8 @@ pause while the applier carries out the engine model's steps for each change:
 
 Every request must succeed: 0 failures out of at least :data:`MIN_REQUESTS`.
 The new tags are made on the private daemon from the stack's app image
-(``docker tag``; the bad one is a ``docker commit`` whose server file is empty).
+(``docker commit`` with a release label, so each has its own image ID; the bad
+one's server file exits at once).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tests.engine.scenarios import APP_IMAGE_NEXT as MODEL_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
-from tests.rehearsal.scenarios.probe import image_ids
+from tests.rehearsal.scenarios.probe import image_ids, release
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 
@@ -87,7 +88,7 @@ class Load:
 
 
 def _tag_images(r: Rehearsal, current: str) -> None:
-    r.docker("tag", current, APP_IMAGE_NEXT)
+    release(r, current, APP_IMAGE_NEXT)
     cid = r.docker("create", current).strip()
     try:
         workdir = r.docker("inspect", "-f", "{{.Config.WorkingDir}}", current).strip() or "/app"
