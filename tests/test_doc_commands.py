@@ -35,6 +35,8 @@ CANNOT_RUN_HERE = {
     "./scripts/preflight": "reads the stack's secrets through the Pulumi CLI; "
     "tests/test_preflight.py and tests/real/test_preflight_real.py run infra.preflight",
     "./scripts/rehearse": "the rehearsal; tests/rehearsal/test_rehearsal.py runs its scenarios",
+    ".venv/bin/mutmut": "a mutation sample: about 20 minutes of two cores, run by hand in a "
+    "scratch copy (docs/testing.md); the bug catalogue (tests/mutants) runs in the suite",
     "kubectl": "no Kubernetes API server here",
     "helm": "no Kubernetes API server here",
     "curl": "a deployed Elasticsearch; tests/real/test_es_snapshots.py runs the setup "

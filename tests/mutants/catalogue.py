@@ -243,6 +243,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "the operational log keeps every client's full IP address (personal data)",
         f"{R_NGINX}::test_access_log_keeps_no_query_string_header_or_full_client_address",
     ),
+    # $host in place of $http_host is equivalent here: nginx cuts $host at ':' and
+    # lowercases it, and any other name reaches the default server, which answers 444.
     _m(
         "nginx-redirect-to-host-header",
         NGINX,
