@@ -116,3 +116,16 @@ def test_kubernetes_audit_lines_come_from_the_database_pods_postgres_log_only() 
         ("database-x", "luna-prod", "postgres"),
     ):
         assert not path.search(log(pod, namespace, container)), (pod, namespace, container)
+
+
+def test_elasticsearch_over_plain_http_is_refused_naming_the_url() -> None:
+    with pytest.raises(ValueError, match=r"^http://elasticsearch:9200: .*https only$"):
+        logstash_pipeline(
+            stack="staging",
+            elasticsearch_url="http://elasticsearch:9200",
+            user="logstash_writer",
+            password_env="ES_PASSWORD",
+            tls=TLS,
+            tls_input=False,
+            audit_from=audit_origin(stack="staging", namespace=None),
+        )

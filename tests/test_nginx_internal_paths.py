@@ -1,4 +1,5 @@
-"""The app's internal paths answer 404 at the edge, for every spelling settings allow.
+"""The app's internal paths answer 404 at the edge, for every spelling settings allow;
+the conf behind a trusted balancer loads.
 
 nginx picks a location as documented for ``location``
 (nginx.org/en/docs/http/ngx_http_core_module.html#location): an exact ``=``
@@ -13,10 +14,14 @@ included (infra/config_reader.py, ``path``).
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from components.configs.nginx import NginxSettings, nginx_conf
+from tests.support.tls import make_tls_pair
+from tests.support.tools import need
 
 _LOCATION = re.compile(r'location\s+(=|\^~|~\*|~)?\s*("[^"]*"|\S+)\s*\{')
 
@@ -72,3 +77,22 @@ def test_internal_paths_and_below_are_404_and_nothing_else_is(path: str) -> None
     lookalikes += [base.replace(c, "x", 1) for c in ".~-" if c in base]
     for uri in lookalikes:
         assert not hidden(uri), f"internal path {path!r}: {uri} is hidden too"
+
+
+def test_nginx_loads_the_conf_behind_a_trusted_balancer(tmp_path: Path) -> None:
+    """The real_ip directives only appear with ``trusted_proxies``, which no stack renders
+    by default: ``nginx -t`` on that variant (Debian's nginx 1.22, as in test_configs)."""
+    nginx, unshare = need("nginx"), need("unshare")
+    conf = nginx_conf(
+        NginxSettings(server_name="luna.test", upstream="app:3000", trusted_proxies=("10.0.0.0/8",))
+    )
+    assert "set_real_ip_from 10.0.0.0/8;" in conf and "/etc/nginx/tls/" in conf, "update this test"
+    make_tls_pair(tmp_path, common_name="luna.test", alt_names="DNS:luna.test")
+    (tmp_path / "nginx.conf").write_text(conf.replace("/etc/nginx/tls/", f"{tmp_path}/"))
+    # nginx resolves the static upstream name at load time: a private /etc/hosts.
+    (tmp_path / "hosts").write_text("127.0.0.1 app\n")
+    script = f"mount --bind {tmp_path}/hosts /etc/hosts && {nginx} -t -c {tmp_path}/nginx.conf"
+    proc = subprocess.run(
+        [unshare, "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0 and "syntax is ok" in proc.stderr, proc.stderr
