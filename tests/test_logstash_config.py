@@ -33,6 +33,8 @@ HOSTILE = [
     "C:\\logs\\x",
     '\\"',
     "it's [plain]",
+    # Escapes Logstash would turn into a newline, a tab or one backslash if left alone.
+    r"line\nbreak\tand\\one",
     "",
 ]
 

@@ -60,7 +60,9 @@ def _chosen(locations: list[tuple[str, str, str]], uri: str) -> str:
     return longest[2]
 
 
-@pytest.mark.parametrize("path", ["/api/metrics", "/api/metrics/", "/api/v1.0/~ops-metrics"])
+@pytest.mark.parametrize(
+    "path", ["/api/metrics", "/api/metrics/", "/api/v1.0/~ops-metrics", "/api/opsX"]
+)
 def test_internal_paths_and_below_are_404_and_nothing_else_is(path: str) -> None:
     other = "/api/internal/health"
     conf = nginx_conf(NginxSettings(server_name="x", upstream="a:1", internal_paths=(path, other)))
