@@ -203,6 +203,14 @@ heartbeat() {{
   psql -X -q -h "$sock" -U {BACKUP_ROLE} -d {DATABASE} \\
     -c "SELECT pg_logical_emit_message(false, 'luna-heartbeat', now()::text)" >/dev/null
 }}
+# The server, and the backup role the database-roles job makes, come up after this
+# container starts: wait for both, rather than spend the first attempt and a
+# {retry_s} s retry on them (the first base backup would wait for the retry).
+waited=0
+until heartbeat 2>/dev/null; do
+  [ $(( waited % 60 )) -eq 0 ] && echo "backup: waiting for the server and its backup role" >&2
+  sleep 5; waited=$(( waited + 5 ))
+done
 (while :; do heartbeat || echo "backup: heartbeat failed" >&2; sleep {heartbeat_s}; done) &
 # The newest full's stop time, from the repository's own record.
 last_full() {{

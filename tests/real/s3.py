@@ -10,6 +10,7 @@ the tests' own boto3 client reads the bucket over plain HTTP on loopback.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,12 @@ def local_s3(
     moto_port, tls_port = free_port(), tls_port or free_port()
     daemons: list[Daemon] = []
     try:
+        # Path-style only, as every Luna render asks (uri-style=path): moto otherwise
+        # reads a dotted Host such as s3.rehearsal.test as bucket "s3"
+        # (moto/s3/utils.py bucket_name_from_url, S3_IGNORE_SUBDOMAIN_BUCKETNAME).
         moto = Daemon([need("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                      log=root / "moto.log")  # fmt: skip
+                      log=root / "moto.log",
+                      env={**os.environ, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"})  # fmt: skip
         daemons.append(moto)
         wait_for_port(moto_port, proc=moto.proc, what="moto", log=moto.log, timeout=30)
         tunnel_conf = root / "stunnel.conf"

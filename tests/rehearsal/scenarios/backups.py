@@ -32,6 +32,17 @@ def _backup_objects(r: Rehearsal) -> list[str]:
     return [k for k in keys if "/backup/" in k and k.endswith("backup.manifest")]
 
 
+def _first_backup_s(r: Rehearsal) -> float:
+    """Seconds from the database container's creation to the first backup's manifest."""
+    client = r.world.s3.client()
+    stored = [float(client.head_object(Bucket=r.render.bucket, Key=k)["LastModified"].timestamp())
+              for k in _backup_objects(r)]  # fmt: skip
+    started = r.docker("inspect", "-f", "{{.Created}}", r.container("database")).strip()
+    # Docker prints nanoseconds; fromisoformat takes microseconds.
+    since = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", started.replace("Z", "+00:00")))
+    return min(stored) - since.timestamp()
+
+
 def _wal_times(r: Rehearsal) -> list[float]:
     client = r.world.s3.client()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=r.render.bucket)
@@ -98,13 +109,12 @@ def _restart(r: Rehearsal) -> None:
 
 
 def run(r: Rehearsal) -> Outcome:
-    start = time.monotonic()
     problems: list[str] = []
     try:
         poll(
             "a base backup in the object store", lambda: _backup_objects(r), timeout=FIRST_BACKUP_S
         )
-        first = time.monotonic() - start
+        first = _first_backup_s(r)
     except AssertionError as error:
         first = float("nan")
         problems.append(str(error))
@@ -127,6 +137,9 @@ def run(r: Rehearsal) -> Outcome:
     if gap > timeout + 15:
         problems.append(f"RPO {gap:.0f} s exceeds archive_timeout {timeout:.0f} s (+15 s)")
     stamp = datetime.now(UTC).strftime("%H:%M:%S")
-    figure = f"first backup {first:.0f} s; RPO {gap:.0f} s (archive_timeout {timeout:.0f} s)"
+    figure = (
+        f"first backup {first:.0f} s after the database was created; "
+        f"RPO {gap:.0f} s (archive_timeout {timeout:.0f} s)"
+    )
     return Outcome("backups", not problems, figure,
                    "\n".join([*problems, rpo_detail, f"checked at {stamp} UTC"]))  # fmt: skip
