@@ -214,8 +214,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "nginx-tls-1.0",
         NGINX,
-        "ssl_protocols TLSv1.2 TLSv1.3;",
-        "ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;",
         "the edge negotiates TLS 1.0/1.1 (no forward secrecy guarantees, HIPAA guidance)",
         f"{T_CONFIGS}::test_nginx_allows_only_tls_12_and_13",
     ),
