@@ -284,6 +284,23 @@ def test_http_redirects_to_https(edge: Edge) -> None:
             f"{edge.stack.stack}: nginx.conf redirects to {headers['Location']}"
         )
         assert not edge.answered_by_app(body), f"{edge.stack.stack}: plain HTTP reached the app"
+    # Host headers nginx still files under the configured name (the part before ':' is
+    # the name, ngx_http_validate_host in src/http/ngx_http_request.c): the redirect
+    # still names the configured host, never what the client sent (an open redirect:
+    # https://luna-app.com:@evil.example/ is evil.example to a browser).
+    for host in (f"{edge.server_name}:@evil.example", f"{edge.server_name}:1@evil.example",
+                 edge.server_name.upper(), f"{edge.server_name}."):  # fmt: skip
+        c = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=10)
+        try:
+            status, headers, _ = edge.get("/journal/entry?id=7", conn=c, headers={"Host": host})
+        except http.client.RemoteDisconnected:
+            continue  # closed without an answer (444): no redirect at all
+        finally:
+            c.close()
+        location = headers.get("Location")
+        assert status == 400 or location == f"https://{expected_host}/journal/entry?id=7", (
+            f"{edge.stack.stack}: Host {host!r} got {status}, redirected to {location}"
+        )
 
 
 def _handshake(edge: Edge, version: ssl.TLSVersion, port: int | None = None) -> str:
