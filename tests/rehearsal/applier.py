@@ -180,8 +180,9 @@ class Applier:
     def _event(self, event: str, urn: str, result: Plan, program: Mapping[str, Resource]) -> None:
         step = result.steps.get(urn)
         if event == "delete-pending":
-            ref, old = self._pending[urn].pop(0)
-            self._remove(ref, old)
+            copies = self._pending.get(urn)
+            if copies:  # a RandomId or a job's old copy has nothing on the daemon
+                self._remove(*copies.pop(0))
         elif event == "delete":
             if urn in self._old:  # the copy this update's replacement displaced
                 self._remove(*self._old.pop(urn))
