@@ -26,6 +26,8 @@ the stack only needs them to agree between the services.
 from __future__ import annotations
 
 import datetime
+import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -144,10 +146,14 @@ class RehearsalMocks(LunaMocks):
     """
 
     def __init__(
-        self, prior: Rendered | None = None, image_ids: Mapping[str, str] | None = None
+        self,
+        prior: Rendered | None = None,
+        image_ids: Mapping[str, str] | None = None,
+        random_ids: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         super().__init__()
         self._image_ids = dict(image_ids or {})
+        self._random_ids = random_ids if random_ids is not None else {}
         self._prior = {
             (r.type, r.name): (unwrap(r.inputs), unwrap(r.outputs))
             for r in (prior.monitor.records.values() if prior else ())
@@ -162,6 +168,9 @@ class RehearsalMocks(LunaMocks):
             # What the provider reads back after the pull: the image's real ID.
             state["imageId"] = self._image_ids[inputs["name"]]
             state["repoDigest"] = f"{inputs['name']}@{state['imageId']}"
+            return rid, state
+        if typ == "random:index/randomId:RandomId":
+            state["hex"] = self._random_hex(args.name, inputs)
             return rid, state
         kept = self._prior.get((typ, args.name))
         if kept and kept[0] == inputs:
@@ -196,6 +205,23 @@ class RehearsalMocks(LunaMocks):
                 signer=_load_key(inputs["caPrivateKeyPem"]), dns_names=dns_names,
             )  # fmt: skip
         return rid, state
+
+    def _random_hex(self, name: str, inputs: Mapping[str, Any]) -> str:
+        """A ``RandomId`` as the engine keeps it: the stored value while its keepers are
+        unchanged, a fresh draw when they change (every argument RequiresReplace,
+        terraform-provider-random resource_id.go), never an earlier value back.
+
+        LunaMocks derives the value from the keepers, so a rollback to earlier
+        inputs would get the earlier name back while that container may still
+        exist: the daemon then refuses the name, which the real engine never asks.
+        """
+        keepers = json.dumps(inputs.get("keepers"), sort_keys=True, default=str)
+        stored = self._random_ids.get(name)
+        if stored and stored[0] == keepers:
+            return stored[1]
+        drawn = secrets.token_hex(int(inputs.get("byteLength", 8)))
+        self._random_ids[name] = (keepers, drawn)
+        return drawn
 
 
 def issue_pair(host: str, *, ca_name: str = "Luna rehearsal edge CA") -> tuple[str, str, str]:

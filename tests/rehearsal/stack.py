@@ -49,6 +49,9 @@ class Render:
     image_ids: dict[str, str] = field(default_factory=dict)
     openai_key: str = ""
     substitutions: list[str] = field(default_factory=list)
+    random_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """RandomId name -> (keepers, value): the engine's state of them, shared by every
+    render that descends from the first (tests/rehearsal/pki.py)."""
 
     def images(self) -> list[str]:
         return sorted(
@@ -84,6 +87,7 @@ def render_for(
     host = urlsplit(config["luna:appUrl"]).hostname or ""
     edge = prior.edge if prior else issue_pair(host)
     cipher_pass = prior.cipher_pass if prior else secrets.token_urlsafe(32)
+    random_ids = prior.random_ids if prior else {}
     settings = [
         ("platform", "docker"),
         ("dockerHost", docker_host),
@@ -107,7 +111,8 @@ def render_for(
     if stack == "prod":
         secret_values.append(("heartbeatUrl", f"{hooks}/heartbeat"))
     rendered = render(
-        stack, mocks=RehearsalMocks(prior=prior.rendered if prior else None, image_ids=image_ids),
+        stack, mocks=RehearsalMocks(prior=prior.rendered if prior else None, image_ids=image_ids,
+                                    random_ids=random_ids),
         overrides=settings, secrets=secret_values,
         placeholders=False,
     )  # fmt: skip
@@ -116,4 +121,4 @@ def render_for(
     bucket = config.get("luna:backupBucket", "")
     openai = dict(secret_values)["openaiApiKey"]
     return Render(stack, rendered, resources, host, edge[0], bucket, cipher_pass, edge,
-                  dict(image_ids), openai, subs)  # fmt: skip
+                  dict(image_ids), openai, subs, random_ids)  # fmt: skip

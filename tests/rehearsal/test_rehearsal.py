@@ -51,17 +51,14 @@ def test_backups(staging: Rehearsal) -> None:
     _check("backups", staging)
 
 
-@pending
 def test_phi(staging: Rehearsal) -> None:
     _check("phi", staging)
 
 
-@pending
 def test_drill(staging: Rehearsal) -> None:
     _check("drill", staging)
 
 
-@pending
 def test_runbooks(staging: Rehearsal) -> None:
     _check("runbooks", staging)
 

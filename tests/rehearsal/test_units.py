@@ -12,7 +12,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from tests.rehearsal.cli import main, report
 from tests.rehearsal.engine_api import create_body, go_nanoseconds
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.pki import issue_pair
+from tests.rehearsal.pki import RehearsalMocks, issue_pair
 
 ANY = "0.0.0.0"  # noqa: S104 - a binding the rehearsal rewrites, never binds
 
@@ -81,3 +81,18 @@ def test_the_runbooks_blocks_are_found() -> None:
     assert docker_blocks("# A\n```sh\n# 1. not a heading\necho x\n```\n", "A") == [
         "# 1. not a heading\necho x\n"
     ]
+
+
+def test_random_ids_are_kept_while_their_keepers_are_and_never_drawn_back() -> None:
+    """A rollback to earlier inputs gets a new container name, as the real engine gives
+    it; the old name may still be taken by a container waiting for deletion."""
+    mocks = RehearsalMocks(random_ids={})
+
+    def draw(keepers: str) -> str:
+        return mocks._random_hex("app-0-generation", {"byteLength": 4, "keepers": {"i": keepers}})
+
+    first = draw("v1")
+    assert draw("v1") == first, "unchanged keepers must keep the value (no replacement)"
+    second = draw("v2")
+    assert second != first
+    assert draw("v1") not in (first, second), "a replacement drew an earlier value back"

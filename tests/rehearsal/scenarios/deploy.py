@@ -12,25 +12,24 @@ pause while the applier carries out the engine model's steps for each change:
 
 Every request must succeed: 0 failures out of at least :data:`MIN_REQUESTS`.
 The new tags are made on the private daemon from the stack's app image
-(``docker tag``; the bad one is a ``docker commit`` whose server file is empty).
+(``docker commit`` with a release label, so each has its own image ID; the bad
+one's server file exits at once).
 """
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
-from collections import Counter
 
 from tests.engine.scenarios import APP_IMAGE_NEXT as MODEL_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
-from tests.rehearsal.scenarios.probe import image_ids
+from tests.rehearsal.scenarios import autorollback
+from tests.rehearsal.scenarios.load import Load
+from tests.rehearsal.scenarios.probe import image_ids, release
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 
-__all__ = ["MIN_REQUESTS", "Load", "run"]
+__all__ = ["MIN_REQUESTS", "run"]
 
 MIN_REQUESTS = 2000
 BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.2.0-bad"
@@ -38,56 +37,8 @@ BAD_IMAGE = "ghcr.io/luna-app/luna-web:1.2.0-bad"
 APP_IMAGE_NEXT = MODEL_NEXT.split("@")[0]
 
 
-class Load:
-    """Threads sending GETs of the health path through the edge, keep-alive."""
-
-    def __init__(self, r: Rehearsal, *, threads: int = 4, path: str = "/api/health") -> None:
-        self.r, self.path = r, path
-        self.ok = 0
-        self.failures: Counter[str] = Counter()
-        self.longest_stall = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-
-    @property
-    def total(self) -> int:
-        return self.ok + sum(self.failures.values())
-
-    def _run(self) -> None:
-        conn: EdgeConnection | None = None
-        while not self._stop.is_set():
-            conn = conn or edge_conn(self.r)
-            start = time.monotonic()
-            try:
-                conn.request("GET", self.path)
-                response = conn.getresponse()
-                response.read()
-                error = "" if response.status == 200 else f"HTTP {response.status}"
-            except (OSError, http.client.HTTPException) as exc:
-                error = type(exc).__name__
-                conn.close()
-                conn = None
-            with self._lock:
-                self.longest_stall = max(self.longest_stall, time.monotonic() - start)
-                if error:
-                    self.failures[error] += 1
-                else:
-                    self.ok += 1
-
-
 def _tag_images(r: Rehearsal, current: str) -> None:
-    r.docker("tag", current, APP_IMAGE_NEXT)
+    release(r, current, APP_IMAGE_NEXT)
     cid = r.docker("create", current).strip()
     try:
         workdir = r.docker("inspect", "-f", "{{.Config.WorkingDir}}", current).strip() or "/app"
@@ -139,4 +90,9 @@ def run(r: Rehearsal) -> Outcome:
     figure = (f"{load.total} requests, {failures} failed, longest stall "
               f"{load.longest_stall:.1f} s")  # fmt: skip
     detail = "\n".join([*phases, f"failures: {dict(load.failures)}"])
+    if ok:
+        # The pipeline's automatic rollback, from the good release now serving.
+        rolled, rollback_figure, rollback_detail = autorollback.run(r, APP_IMAGE_NEXT)
+        ok, figure = rolled, f"{figure}; {rollback_figure}"
+        detail += "\nautomatic rollback: " + rollback_detail
     return Outcome("deploy", ok, figure, detail)

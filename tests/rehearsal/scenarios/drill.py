@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios.probe import address, get, poll
+from tests.rehearsal.scenarios.probe import address, get, luna_schema, poll, psql
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["run"]
@@ -25,6 +25,14 @@ DRILL = "/opt/luna/drill.sh"
 SUCCESS = re.compile(
     r'^luna_restore_drill_success\{[^}]*job="luna-restore-drill"[^}]*\} (\S+)$', re.M
 )
+
+
+USER_ROWS = re.compile(r'^luna_restore_drill_rows\{[^}]*table="User"[^}]*\} (\S+)$', re.M)
+
+
+def _pushed(r: Rehearsal, metric: re.Pattern[str]) -> float:
+    found = metric.search(get(f"http://{address(r, 'pushgateway')}:9091/metrics"))
+    return float(found.group(1)) if found else float("nan")
 
 
 def _drill(r: Rehearsal, *env: str) -> tuple[int, str, float]:
@@ -70,17 +78,21 @@ def run(r: Rehearsal) -> Outcome:
     # The drill restores the latest backup; the backup scenario waited for the first.
     poll("a base backup to drill", lambda: any("backup.manifest" in k for k in
          r.world.s3.keys(r.render.bucket)), timeout=240)  # fmt: skip
-    r.host.docker("exec", r.container("database"), "psql", "-X", "-h", "/var/run/postgresql",
-                  "-U", "postgres", "-c", "SELECT pg_switch_wal()", check=False)  # fmt: skip
+    users = luna_schema(r)
+    psql(r, "SELECT pg_switch_wal()")
     time.sleep(5)
     rows: list[str] = []
     problems: list[str] = []
     code, out, pushed = _drill(r)
-    rows.append(f"as shipped: exit {code}, pushed success {pushed}")
+    restored = _pushed(r, USER_ROWS)
+    rows.append(f"as shipped: exit {code}, pushed success {pushed}, \"User\" rows {restored} "
+                f"(live {users})")  # fmt: skip
     if code != 0 or pushed != 1:
         problems.append(
             f"the drill failed on a good archive (exit {code}, success {pushed}):\n{out}"
         )
+    elif restored != users:
+        problems.append(f'the restored copy has {restored} "User" rows, the live one {users}')
     cases: list[tuple[str, Callable[[], tuple[int, str, float]]]] = []
 
     def wal_case() -> tuple[int, str, float]:

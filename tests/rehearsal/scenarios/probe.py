@@ -86,3 +86,35 @@ def image_ids(r: Rehearsal, *refs: str) -> dict[str, str]:
 
 
 __all__ += ["image_ids"]
+
+
+def release(r: Rehearsal, base: str, tag: str) -> None:
+    """``tag``: a new release of ``base`` with its own image ID (a label differs).
+
+    A plain ``docker tag`` shares the ID, and the provider's container takes the
+    image by ID (``RemoteImage.image_id``): the engine would see no change and
+    roll nothing, so a deploy of it would prove nothing.
+    """
+    cid = r.docker("create", base).strip()
+    try:
+        r.docker("commit", "--change", f"LABEL org.luna.rehearsal.release={tag}", cid, tag)
+    finally:
+        r.docker("rm", "-f", cid, check=False)
+
+
+def luna_schema(r: Rehearsal, rows: int = 25) -> int:
+    """Luna's ``"User"`` table with ``rows`` rows; the count afterwards.
+
+    The demo app stands in for Luna and has no schema (demo-app/prisma-shim); the
+    drill and the PITR runbook check Luna's accounts table by name, so the
+    rehearsal creates it as Luna's Prisma migration would (the columns the checks
+    read are none: only the table and its rows matter).
+    """
+    psql(r, 'CREATE TABLE IF NOT EXISTS "User" (id text PRIMARY KEY, "createdAt" timestamptz '
+            "NOT NULL DEFAULT now())")  # fmt: skip
+    psql(r, f"INSERT INTO \"User\" (id) SELECT 'rehearsal-' || g FROM generate_series(1, {rows}) g "  # noqa: S608 - an int
+            "ON CONFLICT DO NOTHING")  # fmt: skip
+    return int(psql(r, 'SELECT count(*) FROM "User"'))
+
+
+__all__ += ["luna_schema", "release"]

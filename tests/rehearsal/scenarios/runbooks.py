@@ -30,7 +30,14 @@ from tests.engine.scenarios import APP_IMAGE_NEXT
 from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import edge_request
-from tests.rehearsal.scenarios.probe import image_ids, poll, psql, wait_healthy
+from tests.rehearsal.scenarios.probe import (
+    image_ids,
+    luna_schema,
+    poll,
+    psql,
+    release,
+    wait_healthy,
+)
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import render_for
 from tests.support.tools import REPO
@@ -70,6 +77,7 @@ def _pitr(r: Rehearsal) -> tuple[bool, str]:
     # A restore needs a base backup: the first one, as the backup scenario waits for it.
     poll("a base backup to restore", lambda: any("backup.manifest" in k for k in
          r.world.s3.keys(r.render.bucket)), timeout=240)  # fmt: skip
+    luna_schema(r)  # the block's check counts Luna's "User" table
     psql(r, "CREATE TABLE IF NOT EXISTS rehearsal_pitr (id int primary key, at timestamptz "
             "DEFAULT clock_timestamp())")  # fmt: skip
     psql(r, "INSERT INTO rehearsal_pitr (id) SELECT generate_series(1, 100)")
@@ -168,7 +176,7 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
         return False, "rollback.md: no `pulumi config set luna:appImage` / `pulumi up` block"
     previous = str(r.render.output("app_image"))  # the image the stack was first applied with
     # The deploy being rolled back: the next tag (same content, a new image reference).
-    r.docker("tag", previous, NEXT)
+    release(r, previous, NEXT)
     bumped = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
                         overrides=(("appImage", NEXT),), image_ids=image_ids(r, NEXT))  # fmt: skip
     r.applier.up(bumped.resources)
@@ -183,7 +191,7 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
     status, _ = edge_request(r, "GET", "/api/health")
     images = {r.docker("inspect", "-f", "{{.Config.Image}}", n).strip()
               for n, s in r.applier.state.containers().items() if s == "app"}  # fmt: skip
-    ok = not others and status == 200
+    ok = not others and status == 200 and images == {previous}
     return ok, (f"rolled back to {previous}: changed {sorted(touched)}"
                 f"{'; also ' + str(sorted(others)) if others else ''}; app images {images}; "
                 f"edge {status}")  # fmt: skip

@@ -35,17 +35,25 @@ def health(r: Rehearsal) -> dict[str, str]:
 
 
 def through_edge(
-    r: Rehearsal, argv: list[str], *, timeout: float = 120
+    r: Rehearsal,
+    argv: list[str],
+    *,
+    timeout: float = 120,
+    hosts: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` where the stack's host name is 127.0.0.1 (a private /etc/hosts)."""
-    hosts = r.root / "hosts"
-    hosts.write_text(f"127.0.0.1 localhost {r.render.host}\n")
-    script = f'mount --bind {hosts} /etc/hosts && exec "$@"'
+    """Run ``argv`` where the stack's host name is 127.0.0.1 (a private /etc/hosts),
+    with the extra ``hosts`` lines."""
+    file = r.root / "hosts"
+    file.write_text("\n".join((f"127.0.0.1 localhost {r.render.host}", *hosts)) + "\n")
+    script = f'mount --bind {file} /etc/hosts && exec "$@"'
     return subprocess.run([need("unshare"), "-m", "sh", "-c", script, "sh", *argv],
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env=env)  # fmt: skip
 
 
-def _smoke(r: Rehearsal) -> subprocess.CompletedProcess[str]:
+def smoke_check(r: Rehearsal) -> subprocess.CompletedProcess[str]:
+    """The pipeline's post-deploy smoke check (scripts/smoke_check.py) through the edge."""
     ca = r.root / "edge-ca.pem"
     ca.write_text(r.render.edge_ca)
     port = r.render.output("httpsPort") or 443
@@ -75,7 +83,7 @@ def run(r: Rehearsal) -> Outcome:
     for name in bad:
         logs = r.host.docker("logs", "--tail", "3", name, check=False)
         bad[name] += ": " + (logs.stdout + logs.stderr).strip().replace("\n", " | ")[-300:]
-    smoke = _smoke(r)
+    smoke = smoke_check(r)
     healthy = len(states) - len(bad)
     figure = (
         f"{healthy}/{len(states)} containers healthy in {took:.0f} s; smoke exit {smoke.returncode}"
