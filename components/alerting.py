@@ -37,6 +37,8 @@ class AlertReceivers:
     email: EmailArgs | None = None
     webhook_url: pulumi.Input[str] | None = None
     heartbeat_url: pulumi.Input[str] | None = None
+    webhook_ports: tuple[int, ...] = ()
+    """TCP ports of the chat, webhook and heartbeat URLs (their egress is opened)."""
     allow_unrouted: bool = False
 
 
@@ -148,8 +150,11 @@ def deploy_alertmanager(
 
 
 def _receiver_ports(r: AlertReceivers) -> tuple[int, ...]:
-    """HTTPS for the pagers, chat, webhooks and heartbeat; the SMTP relay's own port."""
-    ports = {443}
+    """HTTPS for the pagers; the chat, webhook and heartbeat URLs' ports; the SMTP relay's."""
+    ports = set(r.webhook_ports)
+    if r.pagerduty_routing_key is not None or r.opsgenie_api_key is not None:
+        ports.add(443)  # their APIs' fixed https:// URLs (alertmanager defaults)
     if r.email is not None:
         ports.add(int(r.email.smarthost.rsplit(":", 1)[1]))
-    return tuple(sorted(ports))
+    # No receiver at all (dev): 443 as before, never an empty list (all ports).
+    return tuple(sorted(ports or {443}))

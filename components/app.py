@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 
 from components.database import CA_FILE
 from components.passwords import secret_or_generated
 from components.platforms import Deployment, Platform
-from components.spec import ConfigFile, HealthCheck, Mount, Port, Resources, ServiceSpec
+from components.spec import (
+    ConfigFile,
+    HealthCheck,
+    Mount,
+    Port,
+    Resources,
+    ServiceSpec,
+    TlsFront,
+)
 
-__all__ = ["APP_PORT", "INTERNAL_CA_FILE", "LunaApp", "LunaAppArgs"]
+if TYPE_CHECKING:
+    from components.certificates import ServerCertificate
+
+__all__ = ["APP_PORT", "INTERNAL_CA_FILE", "TLS_PORT", "LunaApp", "LunaAppArgs"]
 
 SERVICE = "app"
 APP_PORT = 3000
+TLS_PORT = 3443
+"""The app's TLS port, in front of APP_PORT (``ServiceSpec.tls_front``)."""
 _SCRATCH = ("/tmp",)
 APP_UID = "1001:1001"  # the `nextjs` user of the Next.js standalone image
 INTERNAL_CA_FILE = "/etc/luna/tls/ca.crt"
@@ -61,6 +75,11 @@ class LunaAppArgs:
     """Seconds a stopping replica keeps serving while it leaves the load balancers."""
     protect: bool = False
     """Protect the generated JWT secret (prod): losing it signs every user out."""
+    tls_cert: ServerCertificate | None = None
+    """The stack CA's certificate for ``app``: the edge then reaches the app over
+    TLS on ``TLS_PORT`` (where the platform crosses hosts; program.py)."""
+    tls_front_image: str | None = None
+    """The image that terminates that TLS (the edge's pinned nginx)."""
 
 
 class LunaApp(pulumi.ComponentResource):
@@ -145,6 +164,20 @@ class LunaApp(pulumi.ComponentResource):
             env["OPENAI_API_KEY"] = pulumi.Output.secret(args.openai_api_key)
         return env
 
+    def _tls_front(self) -> TlsFront | None:
+        args = self._args
+        if args.tls_cert is None:
+            return None
+        if args.tls_front_image is None:
+            raise ValueError("the app's TLS front needs tls_front_image")
+        return TlsFront(
+            port=TLS_PORT,
+            target=APP_PORT,
+            cert_pem=args.tls_cert.cert_pem,
+            key_pem=args.tls_cert.key_pem,
+            image=args.tls_front_image,
+        )
+
     def _web(self, migration: Deployment, secret_env: dict[str, pulumi.Input[str]]) -> Deployment:
         """The replicas, started once the migration has succeeded."""
         args = self._args
@@ -185,6 +218,7 @@ class LunaApp(pulumi.ComponentResource):
                 connects_to=tuple(s for s in (args.database_service, args.cache_service) if s),
                 # The app calls the OpenAI API.
                 internet_egress=True,
+                tls_front=self._tls_front(),
             ),
             parent=self,
             after=[migration],

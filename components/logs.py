@@ -251,8 +251,12 @@ class Logging(pulumi.ComponentResource):
                 mounts=(Mount("elasticsearch-data", "/usr/share/elasticsearch/data"),),
                 files=_tls_files(ES_CERTS, es_cert) + snapshot_files,
                 command=keystore_command(ES_ENTRYPOINT) if self._args.snapshots else None,
-                # Snapshots go to the object store off the cluster (HTTPS).
+                # Snapshots go to the object store off the cluster (HTTPS), on
+                # its endpoint's own port (Kubernetes egress opens that one only).
                 internet_egress=self._args.snapshots is not None,
+                internet_ports=(_store_port(self._args.snapshots.endpoint),)
+                if self._args.snapshots
+                else (443,),
                 health=HealthCheck(
                     command=(
                         "sh",
@@ -474,3 +478,9 @@ def disk_watermarks(volume_gb: int) -> dict[str, str]:
         "cluster.routing.allocation.disk.watermark.high": f"{flood * 2}gb",
         "cluster.routing.allocation.disk.watermark.flood_stage": f"{flood}gb",
     }
+
+
+def _store_port(endpoint: str) -> int:
+    """``host[:port]`` of the object store: its port, 443 when none is given."""
+    host, _, port = endpoint.rpartition(":")
+    return int(port) if host and port.isdigit() else 443

@@ -17,6 +17,8 @@ STATUS_PORT = 8081
 LIVE_DIR = "/etc/nginx/luna"
 """nginx.conf and the TLS pair: re-read by ``nginx -s reload``, never a restart."""
 CONF = f"{LIVE_DIR}/nginx.conf"
+UPSTREAM_CA = f"{LIVE_DIR}/tls/internal-ca.crt"
+"""The stack CA, for the app's certificate (Kubernetes: the edge reaches it over TLS)."""
 ANY = "0.0.0.0"  # noqa: S104 - the edge is public by design
 
 
@@ -45,6 +47,9 @@ class ReverseProxyArgs:
     """Never rate-limited."""
     internal_paths: tuple[str, ...] = ()
     """The app's internal endpoints (metrics): 404 at the edge."""
+    internal_ca_pem: pulumi.Input[str] | None = None
+    """The stack CA, which the app's certificate is verified against where the
+    platform reaches the app over TLS (``upstream.tls_address``)."""
 
 
 class ReverseProxy(pulumi.ComponentResource):
@@ -67,9 +72,12 @@ class ReverseProxy(pulumi.ComponentResource):
         cert, key = self._tls_pair(name, args)
         if args.upstream.service_address is None:
             raise ValueError(f"{args.upstream.service} has no address to proxy to")
+        upstream, tls_name, ca_files = self._upstream(args)
         settings = NginxSettings(
             server_name=args.server_name,
-            upstream=args.upstream.service_address,
+            upstream=upstream,
+            upstream_tls_name=tls_name,
+            upstream_ca_path=UPSTREAM_CA if tls_name else None,
             resolver=args.upstream.resolver,
             cert_path=f"{LIVE_DIR}/tls/tls.crt",
             key_path=f"{LIVE_DIR}/tls/tls.key",
@@ -109,6 +117,7 @@ class ReverseProxy(pulumi.ComponentResource):
                     ConfigFile(CONF, self.nginx_conf),
                     ConfigFile(settings.cert_path, cert),
                     ConfigFile(settings.key_path, key, secret=True),
+                    *ca_files,
                 ),
                 writable_paths=("/tmp",),
                 health=HealthCheck.http(STATUS_PORT, settings.health_path, start_period_s=10),
@@ -118,6 +127,17 @@ class ReverseProxy(pulumi.ComponentResource):
             after=[args.upstream],
         )
         self.register_outputs({"status_address": self.status_address})
+
+    @staticmethod
+    def _upstream(args: ReverseProxyArgs) -> tuple[str, str | None, tuple[ConfigFile, ...]]:
+        """Where nginx sends requests: the app's TLS address where the platform
+        made one (verified with the stack CA), else its plain address."""
+        address = args.upstream.tls_address
+        if address is None:
+            return str(args.upstream.service_address), None, ()
+        if args.internal_ca_pem is None:
+            raise ValueError("the app is reached over TLS: internal_ca_pem is needed")
+        return address, address.rsplit(":", 1)[0], (ConfigFile(UPSTREAM_CA, args.internal_ca_pem),)
 
     def _tls_pair(
         self, name: str, args: ReverseProxyArgs

@@ -57,6 +57,25 @@ class Port:
 
 
 @dataclass(frozen=True)
+class TlsFront:
+    """The service also answers over TLS on ``port``, with a certificate the stack
+    CA issued for its name, terminated in front of its plain ``target`` port.
+
+    A platform whose services talk across machines realises it (Kubernetes: a
+    sidecar of the project's own nginx image, platforms/kubernetes/tls_front.py);
+    where every hop stays on one host (Docker) it is never asked for
+    (``Platform.crosses_hosts``; docs/architecture.md, "Edge to app").
+    """
+
+    port: int
+    target: int
+    cert_pem: pulumi.Input[str]
+    key_pem: pulumi.Input[str]
+    image: str
+    """The terminator's image: the edge's pinned nginx, patched with it."""
+
+
+@dataclass(frozen=True)
 class ConfigFile:
     """A file shipped into the container (never a host bind mount).
 
@@ -183,6 +202,8 @@ class ServiceSpec:
     admission after its health check on Docker, components/platforms/docker/gate.py)."""
     component: str = "luna"
     """The ``app.kubernetes.io/component`` label / Docker label."""
+    tls_front: TlsFront | None = None
+    """Reached by the edge over TLS only (see :class:`TlsFront`)."""
 
     def __post_init__(self) -> None:
         if (self.workload == "schedule") != (self.schedule_hours is not None):
@@ -207,6 +228,9 @@ class ObjectStoreTarget:
     relies on the bucket's server-side encryption (Kubernetes)."""
     retention_days: int
     uri_style: str = "host"
+    kms_key_id: str | None = None
+    """Kubernetes: the AWS KMS key every backup object is encrypted with (SSE-KMS);
+    ``None``: SSE-S3 (AES256) under the store's own key (docs/kubernetes.md)."""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,23 @@ def read_alerting(r: Reader) -> AlertingSettings:
             "an https:// URL of the docs/runbooks folder, without a trailing slash",
             lambda v: https_url(v) and not v.endswith("/"),
         ),
+        receiver_ports=_url_ports(URL_SECRET_KEYS),
     )
+
+
+def _url_ports(keys: tuple[str, ...]) -> tuple[int, ...]:
+    """The ports the webhook URLs name (443 when none): Kubernetes' egress opens
+    exactly these (secret_url has already checked each is an https URL)."""
+    from urllib.parse import urlsplit
+
+    from pulumi.runtime import config as runtime_config
+
+    ports = set()
+    for key in keys:
+        text = runtime_config.get_config(f"luna:{key}")
+        if text:
+            ports.add(urlsplit(text).port or 443)
+    return tuple(sorted(ports))
 
 
 def _email(value: str) -> bool:

@@ -93,7 +93,7 @@ def build(s: Settings) -> dict[str, Any]:
     database = _database(s, platform, ca)
     cache = _cache(s, platform, ca) if s.cache else None
     app = _app(s, platform, ca, app_image, database, cache)
-    proxy = _proxy(s, platform, app) if s.proxy else None
+    proxy = _proxy(s, platform, app, ca) if s.proxy else None
     outputs: dict[str, Any] = {
         "stack": s.stack,
         "platform": s.platform,
@@ -153,6 +153,7 @@ def _backup(s: Settings) -> BackupArgs | None:
             encryption_key=sec.backup_encryption_key or "",
             retention_days=t.retention_days,
             uri_style=t.uri_style,
+            kms_key_id=t.kms_key_id,
         ),
         schedule_hours=s.backup_interval_hours,
         drill_hours=t.drill_hours,
@@ -233,11 +234,14 @@ def _app(
             # Without the proxy (dev) the app itself answers on localhost:3000.
             publish_port=None if s.proxy else APP_PORT,
             protect=s.protect_data,
+            # Across nodes, the edge reaches the app over TLS (docs/architecture.md).
+            tls_cert=ca.issue("app", ["app"]) if s.proxy and platform.crosses_hosts else None,
+            tls_front_image=s.images.nginx,
         ),
     )
 
 
-def _proxy(s: Settings, platform: Platform, app: LunaApp) -> ReverseProxy:
+def _proxy(s: Settings, platform: Platform, app: LunaApp, ca: InternalCA) -> ReverseProxy:
     return ReverseProxy(
         "luna-proxy",
         ReverseProxyArgs(
@@ -258,6 +262,7 @@ def _proxy(s: Settings, platform: Platform, app: LunaApp) -> ReverseProxy:
             crisis_paths=(crisis_prefix(s.crisis_path),),
             # Prometheus scrapes the app inside; the internet never reads it.
             internal_paths=(s.metrics_path,),
+            internal_ca_pem=ca.ca_pem,
         ),
     )
 
@@ -379,6 +384,7 @@ def _receivers(s: Settings) -> AlertReceivers:
         email=email,
         webhook_url=a.webhook_url,
         heartbeat_url=a.heartbeat_url,
+        webhook_ports=a.receiver_ports,
         allow_unrouted=s.stack == "dev",
     )
 

@@ -85,6 +85,14 @@ SECRET_KEYS: Final = (
     *ALERT_SECRET_KEYS,
 )
 BACKUP_INTERVALS: Final = (1, 2, 3, 4, 6, 8, 12, 24)
+_KMS_ID = r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+_KMS_ALIAS = r"alias/(?!aws/)[A-Za-z0-9/_-]{1,250}"
+# AWS KMS KeyId forms (a key id, a key ARN, an alias name, an alias ARN), which
+# barman-cloud passes to S3 as SSEKMSKeyId (barman/cloud_providers/aws_s3.py).
+KMS_KEY_ID: Final = (
+    rf"{_KMS_ID}|{_KMS_ALIAS}|arn:aws[a-z-]*:kms:[a-z0-9-]{{2,32}}:\d{{12}}:"
+    rf"(key/{_KMS_ID}|{_KMS_ALIAS})"
+)
 
 
 def _backup_target(r: Reader) -> BackupTarget:
@@ -103,7 +111,14 @@ def _backup_target(r: Reader) -> BackupTarget:
     region = r.optional(
         "backupRegion", "a region name such as eu-central-1", matches(r"[a-z0-9-]{2,32}")
     )
+    kms = r.optional(
+        "backupKmsKeyId",
+        "an AWS KMS key id, key ARN, alias/<name> or alias ARN of a key the stack's "
+        "account manages (alias/aws/… are AWS-managed keys)",
+        matches(KMS_KEY_ID),
+    )
     return BackupTarget(
+        kms_key_id=kms,
         bucket=bucket or "",
         endpoint=endpoint or "",
         region=region or "",

@@ -52,6 +52,13 @@ def check_combinations(s: Settings) -> None:
             f"required in {s.stack}; every secret still missing: {names} "
             "(pulumi config set --secret <key> …; docs/first-deploy.md lists them)",
         )
+    if s.platform == "docker" and s.backup_target.kms_key_id:
+        raise ConfigError(
+            "backupKmsKeyId",
+            s.backup_target.kms_key_id,
+            "empty on docker: pgBackRest ciphers the repository itself with "
+            "backupEncryptionKey; the KMS key is Barman Cloud's, on kubernetes",
+        )
     if s.demo_app and s.stack != "dev":
         raise ConfigError("demoApp", "true", f"false in {s.stack}: it runs a real pinned appImage")
     if s.demo_app and s.platform != "docker":

@@ -34,6 +34,8 @@ class AlertingSettings:
     smtp_password: pulumi.Output[str] | None
     slo_objective_percent: float
     runbook_base_url: str
+    receiver_ports: tuple[int, ...] = ()
+    """TCP ports of the configured webhook URLs (a port is not the secret part)."""
 
     @property
     def can_page(self) -> bool:
@@ -87,6 +89,8 @@ class BackupTarget:
     uri_style: str
     retention_days: int
     drill_hours: int
+    kms_key_id: str | None = None
+    """Kubernetes only: SSE-KMS key for Barman Cloud's objects."""
 
 
 @dataclass(frozen=True)

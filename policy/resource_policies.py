@@ -107,6 +107,19 @@ _LISTEN_SSL = re.compile(r"^\s*listen\s+[^;]*\bssl\b", re.MULTILINE)
 _SSL_PROTOCOLS = re.compile(r"^\s*ssl_protocols\s+([^;]+);", re.MULTILINE)
 _HSTS = re.compile(r"Strict-Transport-Security\s+\"?max-age=(\d+)", re.IGNORECASE)
 HSTS_MIN_SECONDS = 31536000
+_UPSTREAM_SERVER = re.compile(r"^\s*server\s+([^\s;{]+)[^;{\n]*;", re.MULTILINE)
+
+
+def _loopback_front(text: str) -> bool:
+    """A TLS front inside a pod (components/configs/tls_front.py): no server_name,
+    and every upstream server is on the loopback. No browser reaches it (the
+    edge does), so HSTS is the edge's header, not its."""
+    servers = _UPSTREAM_SERVER.findall(text)
+    return (
+        "server_name" not in text
+        and bool(servers)
+        and all(s.startswith("127.0.0.1:") for s in servers)
+    )
 
 
 def _edge_tls(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -126,6 +139,8 @@ def _edge_tls(args: ResourceValidationArgs, report: ReportViolation) -> None:
             if weak:
                 report(f"ssl_protocols allows {' '.join(sorted(weak))}; only TLSv1.2+", None)
         ages = [int(a) for a in _HSTS.findall(text)]
+        if not ages and _loopback_front(text):
+            continue
         if not ages:
             report("nginx serves TLS without a Strict-Transport-Security header", None)
         elif min(ages) < HSTS_MIN_SECONDS:

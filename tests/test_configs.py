@@ -170,6 +170,8 @@ def test_rendered_nginx_conf_passes_nginx_t(stack: str, platform: str, tmp_path:
     conf = _one(rendered(stack, platform).files(), "/etc/nginx/luna/nginx.conf")
     make_tls_pair(tmp_path, common_name="luna.test", alt_names="DNS:luna.test")
     assert "/etc/nginx/luna/tls/" in conf, "certificate paths moved; update this test"
+    # Kubernetes: the stack CA the app's certificate is verified with (any CA loads).
+    (tmp_path / "internal-ca.crt").write_text((tmp_path / "tls.crt").read_text())
     local = conf.replace("/etc/nginx/luna/tls/", f"{tmp_path}/")
     (tmp_path / "nginx.conf").write_text(local)
     # nginx resolves static upstream names at load time: give them a private

@@ -546,3 +546,49 @@ def _without_identifier(r: Resource, cluster: str) -> Resource:
         return r
     inputs = {k: v for k, v in r.inputs.items() if k != "clusterIdentifier"}
     return Resource(**{**r.__dict__, "inputs": {**inputs, "cluster": cluster}})
+
+
+def test_17_a_database_password_rotation_patches_the_protected_role_secrets() -> None:
+    """Issue 21: the Secrets the Cluster reads are protected with it, so a rotation
+    must be an in-place update (the data provider's enableSecretMutable) that
+    CloudNativePG applies at once (reload label); under a provider with immutable
+    Secrets the same rotation is refused by protection."""
+    base = snap("prod", "kubernetes")
+    rotated = snap("prod", "kubernetes",
+                   secrets=(("dbPassword", "Rotated0Password0Value0123456789"),))  # fmt: skip
+    result = plan(base, rotated)
+    assert not result.errors, result.errors
+    roles = {u: s for u, s in result.changed().items() if ":Secret::" in u and rotated[u].protect}
+    assert roles, "no protected Secret changes with the database password"
+    for urn, step in roles.items():
+        name = urn.split("::")[-1]
+        assert step.op == "update", f"{name}: {step.op}"
+        assert cnpg_watches(rotated[urn].inputs), f"CloudNativePG never reloads {name}"
+        assert result.executed(urn), f"{name} never written"
+    # The same rotation under the default provider (immutable Secrets) fails.
+    frozen = {u: _immutable_secrets(r) for u, r in rotated.items()}
+    refused = plan({u: _immutable_secrets(r) for u, r in base.items()}, frozen)
+    assert any("marked for protection" in e for e in refused.errors), refused.errors
+
+
+def _immutable_secrets(r: Resource) -> Resource:
+    if r.type != "pulumi:providers:kubernetes":
+        return r
+    return Resource(**{**r.__dict__, "inputs": {**r.inputs, "enableSecretMutable": "false"}})
+
+
+def test_18_moving_the_role_secrets_to_the_data_provider_replaces_nothing() -> None:
+    """The first `up` of this change: the Secrets were under the platform's provider
+    and unprotected; they move to its twin (same clusterIdentifier) in place."""
+    now = snap("prod", "kubernetes")
+    (main,) = [u for u, r in now.items() if u.endswith("::luna-kubernetes-provider")]
+    data = [u for u, r in now.items() if u.endswith("::luna-kubernetes-data-provider")]
+    assert data, "no data provider"
+    was = {u: Resource(**{**r.__dict__, "provider": main, "protect": False,
+                          "retain_on_delete": False})
+           if r.provider in data else r
+           for u, r in now.items() if u not in data}  # fmt: skip
+    result = plan(was, now)
+    assert not result.errors, result.errors
+    touched = {u.split("::")[-1]: s.op for u, s in result.changed().items()}
+    assert touched == {"luna-kubernetes-data-provider": "create"}, touched

@@ -170,6 +170,7 @@ EXPLICIT_BAD = {
     "backupEndpoint": "https://s3.example.com/",
     "backupRegion": "eu central",
     "backupUriStyle": "virtual",
+    "backupKmsKeyId": "alias/aws/s3",
     "cnpgOperator": "helm",
     "chatKind": "discord",
     "smtpSmarthost": "smtp.example.com",

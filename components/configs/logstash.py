@@ -84,6 +84,11 @@ def lscl_string(value: str) -> str:
     for bad in ("${", "%{"):
         if bad in value:
             raise ValueError(f"{value!r}: {bad} has a meaning in Logstash strings")
+    # The grammar reads backslash-quote as one unit wherever it stands
+    # (lscl_grammar.treetop, double_quoted_string), so the escaped final backslash
+    # would swallow the closing quote and Logstash would refuse the pipeline.
+    if value.endswith("\\"):
+        raise ValueError(f"{value!r}: a Logstash string cannot end with a backslash")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

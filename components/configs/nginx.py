@@ -30,6 +30,11 @@ SECURITY_HEADERS: dict[str, str] = {
 }
 
 
+RESOLVER_VALID_S = 2
+"""How long nginx keeps a resolved upstream name (``resolver … valid=``): the
+Docker rollout's health gate waits longer than this before old replicas go."""
+
+
 @dataclass(frozen=True)
 class NginxSettings:
     server_name: str
@@ -39,7 +44,7 @@ class NginxSettings:
     """DNS server (``ip[:port]``) that answers for ``upstream`` with the replicas that
     run now. Set, nginx re-resolves per request (``valid`` seconds cached), so
     replicas come and go without a reload; ``None``: resolved once at start."""
-    resolver_valid_s: int = 2
+    resolver_valid_s: int = RESOLVER_VALID_S
     cert_path: str = "/etc/nginx/tls/tls.crt"
     key_path: str = "/etc/nginx/tls/tls.key"
     http_port: int = 8080
@@ -62,6 +67,10 @@ class NginxSettings:
     internal_paths: tuple[str, ...] = ()
     """Prefixes the app serves only to the inside (its metrics): the edge answers
     404 and never proxies them; Prometheus scrapes the app directly."""
+    upstream_tls_name: str | None = None
+    """Reach ``upstream`` over TLS and verify its certificate for this name against
+    ``upstream_ca_path`` (the stack CA). ``None``: plain HTTP (one Docker host)."""
+    upstream_ca_path: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of a load balancer in front that sets X-Forwarded-For (an L7 one). Empty:
     the connecting address is the client (Docker's published ports; Kubernetes'
@@ -312,6 +321,8 @@ def _upstream(s: NginxSettings) -> tuple[str, str]:
     works on nginx 1.22 (Debian) as on the pinned image; ``server … resolve``
     inside an upstream needs nginx >= 1.27.3.
     """
+    scheme = "https" if s.upstream_tls_name else "http"
+    verify = _upstream_tls(s)
     if s.resolver is None:
         block = (
             "    upstream luna_app {\n"
@@ -320,15 +331,37 @@ def _upstream(s: NginxSettings) -> tuple[str, str]:
             "        keepalive 32;\n"
             "    }\n"
         )
-        return block, "            proxy_pass http://luna_app;"
+        return block, f"            proxy_pass {scheme}://luna_app;{verify}"
     block = (
         "    # Replicas are found per request: a deploy adds and removes them\n"
         "    # without restarting the edge.\n"
         f"    resolver {s.resolver} valid={s.resolver_valid_s}s ipv6=off;\n"
         "    resolver_timeout 2s;\n"
     )
-    target = f'            set $luna_app "{s.upstream}";\n            proxy_pass http://$luna_app;'
+    target = (
+        f'            set $luna_app "{s.upstream}";\n'
+        f"            proxy_pass {scheme}://$luna_app;{verify}"
+    )
     return block, target
+
+
+def _upstream_tls(s: NginxSettings) -> str:
+    """The edge verifies the app's certificate (nginx's default is not to):
+    ``proxy_ssl_verify``, the stack CA, and the name the certificate is for, sent
+    as SNI too."""
+    if s.upstream_tls_name is None:
+        return ""
+    if s.upstream_ca_path is None:
+        raise ValueError("an upstream over TLS needs upstream_ca_path")
+    return (
+        "\n            proxy_ssl_verify on;"
+        f"\n            proxy_ssl_trusted_certificate {s.upstream_ca_path};"
+        "\n            proxy_ssl_verify_depth 2;"
+        f"\n            proxy_ssl_name {s.upstream_tls_name};"
+        "\n            proxy_ssl_server_name on;"
+        "\n            proxy_ssl_protocols TLSv1.2 TLSv1.3;"
+        "\n            proxy_ssl_session_reuse on;"
+    )
 
 
 def _proxy_directives(s: NginxSettings, target: str) -> str:
@@ -344,7 +377,10 @@ def _proxy_directives(s: NginxSettings, target: str) -> str:
             proxy_set_header Forwarded "";
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
-            proxy_connect_timeout 5s;
+            # A connect on the host's bridge or the cluster network takes
+            # milliseconds; an address whose replica just went (nginx's cached
+            # answer not yet refreshed) never answers, and each try costs this.
+            proxy_connect_timeout 2s;
             proxy_send_timeout {s.proxy_read_timeout_s}s;
             proxy_read_timeout {s.proxy_read_timeout_s}s;
             # A dead replica is skipped; non-idempotent requests are never retried.

@@ -58,6 +58,9 @@ class Deployment:
     (``docker exec``), ``<kind>/<name>`` on Kubernetes (``kubectl exec``)."""
     public_address: pulumi.Input[str] | None = None
     """Where the world reaches the ports it publishes: what DNS must point at."""
+    tls_address: str | None = None
+    """``host:port`` reaching every replica over TLS (the stack CA's certificate
+    for ``host``), where the platform realised the spec's ``tls_front``."""
 
 
 class FlowGraph:
@@ -115,6 +118,12 @@ class Platform(pulumi.ComponentResource, ABC):
     @property
     def stack(self) -> str:
         return self._stack
+
+    @property
+    def crosses_hosts(self) -> bool:
+        """Whether traffic between services leaves a machine (Kubernetes: between
+        nodes), so the edge must reach the app over TLS (``ServiceSpec.tls_front``)."""
+        return False
 
     @abstractmethod
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:

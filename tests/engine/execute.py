@@ -31,7 +31,7 @@ from tests.engine.facts import docker_name_conflict
 if TYPE_CHECKING:
     from tests.engine.model import Plan, Resource, State
 
-__all__ = ["CONTAINER", "HEALTH_GATE", "Faults", "execute"]
+__all__ = ["CONTAINER", "HEALTH_GATE", "Faults", "execute", "next_state"]
 
 CONTAINER = "docker:index/container:Container"
 _ROLLING = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
@@ -187,7 +187,7 @@ def execute(result: Plan, state: State, after: Mapping[str, Resource], faults: F
             stopped_at = depth[urn] if stopped_at is None else stopped_at
     if result.failed is None:
         _deletes(result, state)
-    result.next = _next_state(result, state, after)
+    result.next = next_state(result, state, after)
 
 
 def _deletes(result: Plan, state: State) -> None:
@@ -206,7 +206,7 @@ def _deletes(result: Plan, state: State) -> None:
         result.events += [("delete-pending", urn) for _ in copies]
 
 
-def _next_state(result: Plan, state: State, after: Mapping[str, Resource]) -> State:
+def next_state(result: Plan, state: State, after: Mapping[str, Resource]) -> State:
     from tests.engine.model import State
 
     done = {(e, u) for e, u in result.events}

@@ -219,10 +219,16 @@ _K8S_FORCE_NEW: dict[str, tuple[str, ...]] = {
         ".spec.accessModes", ".spec.selector", ".spec.storageClassName", ".spec.volumeName",
     ),
     # ConfigMaps and Secrets: data is immutable unless the provider runs with
-    # enableConfigMapMutable / enableSecretMutable (both false by default in 4.x).
+    # enableConfigMapMutable / enableSecretMutable (both false by default in 4.x;
+    # provider.go Configure reads kubernetes:config:enableSecretMutable, then the
+    # PULUMI_K8S_ENABLE_SECRET_MUTABLE variable). See _force_new below.
     "Secret": (".type", ".stringData", ".data"),
     "ConfigMap": (".data", ".binaryData"),
 }  # fmt: skip
+# diff.go forceNewProperties: ``if clients.IsSecret(obj) && (!k.enableSecretMutable ||
+# clients.IsImmutable(obj))`` adds .type, .stringData and .data; otherwise the core
+# table's Secret entry applies, ``.type`` alone.
+_K8S_MUTABLE_SECRET = (".type",)
 _K8S_METADATA = (".metadata.name", ".metadata.namespace")
 # Kinds the table does not name, custom resources among them (CloudNativePG's
 # Cluster and ScheduledBackup), are replaced for metadata.name/namespace only
@@ -239,10 +245,34 @@ def _paths(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _kubernetes_diff(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> Diff:
+def _truthy(value: Any) -> bool:
+    """provider.go Configure: ``enabled == "true"`` on the config variable (the
+    engine passes a provider's bool inputs as their JSON text)."""
+    return value is True or value == "true"
+
+
+def _force_new(kind: str, new: Mapping[str, Any], provider: Mapping[str, Any]) -> tuple[str, ...]:
+    if (
+        kind == "Secret"
+        and _truthy(provider.get("enableSecretMutable"))
+        and not new.get("immutable")
+    ):
+        return _K8S_METADATA + _K8S_MUTABLE_SECRET
+    if (
+        kind == "ConfigMap"
+        and _truthy(provider.get("enableConfigMapMutable"))
+        and not new.get("immutable")
+    ):
+        return _K8S_METADATA
+    return _K8S_METADATA + _K8S_FORCE_NEW.get(kind, ())
+
+
+def _kubernetes_diff(
+    kind: str, old: Mapping[str, Any], new: Mapping[str, Any], provider: Mapping[str, Any]
+) -> Diff:
     a, b = _paths(dict(old)), _paths(dict(new))
     changed = {p for p in set(a) | set(b) if a.get(p) != b.get(p)}
-    force = _K8S_METADATA + _K8S_FORCE_NEW.get(kind, ())
+    force = _force_new(kind, new, provider)
     replace = {p for p in changed if any(p == f or p.startswith(f + ".") for f in force)}
     # provider.go: delete-before-replace when the object is explicitly named and
     # keeps its name and namespace (two objects cannot share a name).
@@ -328,15 +358,24 @@ def read_back(type_: str, inputs: Mapping[str, Any], daemon: DaemonConfig) -> di
     return dict(inputs)
 
 
-def diff(type_: str, state: Mapping[str, Any], new: Mapping[str, Any]) -> Diff:
-    """What the provider reports for ``new`` inputs against the stored ``state``."""
+def diff(
+    type_: str,
+    state: Mapping[str, Any],
+    new: Mapping[str, Any],
+    provider: Mapping[str, Any] | None = None,
+) -> Diff:
+    """What the provider reports for ``new`` inputs against the stored ``state``.
+
+    ``provider``: the inputs of the provider resource that manages it (its
+    configuration: pulumi-kubernetes' ``enableSecretMutable`` changes the answer).
+    """
     if type_ == "docker:index/container:Container":
         changed, replace, unapplied = _docker_container_diff(state, new)
         return Diff(changed, replace, unapplied - replace if not replace else frozenset())
     if type_ == "pulumi:providers:kubernetes":
         return _kubernetes_provider_diff(state, new)
     if type_.startswith("kubernetes:") and not type_.startswith("pulumi:"):
-        return _kubernetes_diff(type_.rsplit(":", 1)[-1], state, new)
+        return _kubernetes_diff(type_.rsplit(":", 1)[-1], state, new, provider or {})
     changed = frozenset(k for k in set(state) | set(new) if state.get(k) != new.get(k))
     if type_.startswith(_ALL_FORCE_NEW):
         return Diff(changed, changed)

@@ -198,7 +198,11 @@ def plan(
         if old is None:
             steps[urn] = Step("create", urn)
             continue
-        steps[urn] = _step(urn, old, new, daemon, renewed, errors)
+        if _provider_swapped(old, new, olds, after):
+            _protected_replace(old, new, urn, "its provider is another one", errors)
+            steps[urn] = Step("replace", urn, frozenset({"provider"}), new.delete_before_replace)
+            continue
+        steps[urn] = _step(urn, old, new, daemon, renewed, errors, _config(new, after))
     for urn, old in olds.items():
         if urn not in after:
             steps[urn] = Step("delete", urn)
@@ -222,12 +226,42 @@ def plan(
     return result
 
 
+def _config(r: Resource, resources: Mapping[str, Resource]) -> Mapping[str, Any]:
+    """The inputs of the provider resource that manages ``r`` (its configuration)."""
+    provider = resources.get(r.provider) if r.provider else None
+    return provider.inputs if provider is not None else {}
+
+
+def _provider_swapped(
+    old: Resource, new: Resource, olds: Mapping[str, Resource], after: Mapping[str, Resource]
+) -> bool:
+    """step_generator.go ``providerChanged``: a resource moved to another explicit
+    provider is replaced only when the *new* provider's DiffConfig, given the old
+    provider's inputs and the new one's, asks for a replacement; otherwise it is
+    diffed as usual by the new provider."""
+    if not old.provider or not new.provider or old.provider == new.provider:
+        return False
+    was, now = olds.get(old.provider), after.get(new.provider)
+    if was is None or now is None:
+        return True
+    return bool(diff(now.type, dict(was.inputs), dict(now.inputs)).replace)
+
+
+def _protected_replace(old: Resource, new: Resource, urn: str, why: str, errors: list[str]) -> None:
+    # step_generator.go: `if new.Protect && old.Protect` (unprotecting and replacing
+    # in one update is allowed).
+    if old.protect and new.protect:
+        errors.append(
+            f"unable to replace resource {urn} as it is currently marked for protection ({why})"
+        )
+
+
 def _step(
     urn: str, old: Resource, new: Resource, daemon: DaemonConfig, renewed: set[str],
-    errors: list[str],
+    errors: list[str], config: Mapping[str, Any],
 ) -> Step:  # fmt: skip
     state = read_back(old.type, old.inputs, daemon)
-    d: Diff = diff(new.type, state, new.inputs)
+    d: Diff = diff(new.type, state, new.inputs, config)
     replace = d.replace | ({"(renewal)"} if new.name in renewed else set())
     if replace:
         dbr = new.delete_before_replace or d.delete_before_replace
@@ -299,7 +333,7 @@ def _dependent_replacements(
                 continue  # dependsOn only: walked, never replaced
             # The inputs from the root become unknown: does that force a replacement?
             unknown = {k: object() for k in props}
-            d = diff(new.type, dict(new.inputs), {**new.inputs, **unknown})
+            d = diff(new.type, dict(new.inputs), {**new.inputs, **unknown}, _config(new, after))
             if not d.replace:
                 continue
             if before[urn].protect and new.protect:
@@ -384,7 +418,7 @@ def _propagate_new_outputs(
         if inputs == dict(new.inputs) or step.op == "replace":
             continue
         state = read_back(old.type, old.inputs, daemon)
-        d = diff(new.type, state, inputs)
+        d = diff(new.type, state, inputs, _config(new, after))
         if d.replace:
             if old.protect and new.protect:
                 errors.append(

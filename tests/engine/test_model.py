@@ -345,3 +345,55 @@ def test_a_cloudnativepg_image_bump_switches_over_only_when_asked_and_replicated
         assert result.steps[old.urn].op == "update"
         served = liveness(result, _state(old), _state(new), db).serving["database"]
         assert (min(served) >= 1) == kept, (instances, method, served)
+
+
+# -------------------------------------------------- mutable Secrets (issue 21)
+def _provider(name: str, **inputs: str) -> Resource:
+    return _res(name, type_="pulumi:providers:kubernetes",
+                inputs={"clusterIdentifier": "luna-prod", **inputs})  # fmt: skip
+
+
+def _secret(password: str, provider: Resource, *, protect: bool = True) -> Resource:
+    r = _res("db-app-role", type_="kubernetes:core/v1:Secret", protect=protect,
+             inputs={"metadata": {"name": "db-app-role"}, "type": "kubernetes.io/basic-auth",
+                     "stringData": {"password": password}})  # fmt: skip
+    return Resource(**{**r.__dict__, "provider": provider.urn})
+
+
+def test_a_secrets_data_change_replaces_it_unless_its_provider_makes_secrets_mutable() -> None:
+    """pulumi-kubernetes diff.go forceNewProperties; provider.go Configure."""
+    kind = "kubernetes:core/v1:Secret"
+    old = {"metadata": {"name": "s"}, "type": "Opaque", "stringData": {"p": "1"}}
+    new = {**old, "stringData": {"p": "2"}}
+    assert diff(kind, old, new).replace, "the default provider replaces it"
+    assert diff(kind, old, new, {"enableSecretMutable": "false"}).replace
+    assert not diff(kind, old, new, {"enableSecretMutable": "true"}).replace, "patched"
+    retyped = {**new, "type": "kubernetes.io/basic-auth"}
+    assert diff(kind, old, retyped, {"enableSecretMutable": "true"}).replace, ".type still"
+    frozen = {**new, "immutable": True}
+    assert diff(kind, old, frozen, {"enableSecretMutable": "true"}).replace, "immutable: true"
+
+
+def test_a_protected_secret_rotates_in_place_only_under_a_mutable_provider() -> None:
+    for mutable, refused in (("true", False), ("false", True)):
+        p = _provider("data", enableSecretMutable=mutable)
+        result = plan(_state(p, _secret("one", p)), _state(p, _secret("two", p)))
+        step = result.steps[_secret("one", p).urn]
+        assert (step.op == "replace") is refused, (mutable, step)
+        assert bool(result.errors) is refused, (mutable, result.errors)
+
+
+def test_moving_to_another_provider_of_the_same_cluster_replaces_nothing() -> None:
+    """step_generator.go providerChanged: the new provider's DiffConfig decides."""
+    main, data = _provider("main"), _provider("data", enableSecretMutable="true")
+    before = _state(main, _secret("one", main, protect=False))
+    after = _state(main, data, _secret("one", data))
+    result = plan(before, after)
+    assert result.steps[_secret("one", data).urn].op == "same", result.steps
+    assert not result.errors, result.errors
+    other = {"clusterIdentifier": "other", "enableSecretMutable": "true"}
+    elsewhere = _res("data", type_="pulumi:providers:kubernetes", inputs=other)
+    before = _state(main, _secret("one", main))
+    moved = plan(before, _state(main, elsewhere, _secret("one", elsewhere)))
+    assert moved.steps[_secret("one", main).urn].keys == {"provider"}, moved.steps
+    assert any("marked for protection" in e for e in moved.errors), moved.errors

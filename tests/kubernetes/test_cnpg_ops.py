@@ -38,21 +38,50 @@ def _cluster_reads(stack: str) -> set[str]:
 
 
 @pytest.mark.parametrize("stack", KUBE_STACKS)
-def test_every_secret_the_cluster_reads_reloads_and_stays_replaceable(stack: str) -> None:
+def test_every_secret_the_cluster_reads_reloads_and_is_kept_with_it(stack: str) -> None:
     reads = _cluster_reads(stack)
     assert len(reads) >= 6, reads
+    records = _records(stack)
+    providers = {r.urn: r for r in records if r.type == "pulumi:providers:kubernetes"}
     secrets = {
         r.outputs["metadata"]["name"]: r
-        for r in _records(stack)
+        for r in records
         if r.type == SECRET and r.outputs.get("metadata", {}).get("name") in reads
     }
     assert set(secrets) == reads, f"{stack}: Secrets not rendered: {reads - set(secrets)}"
+    want = stack == "prod"
     for name, r in secrets.items():
         labels = r.inputs["metadata"]["labels"]
         # Without it CloudNativePG applies a rotated password only at a later reconcile.
         assert labels.get("cnpg.io/reload") == "true", f"{stack}: {name} has no reload label"
-        # A rotation replaces the Secret (immutable data): protection would refuse it.
-        assert not r.protect, f"{stack}: {name} is protected: every rotation would fail"
+        assert r.protect is want and r.retain_on_delete is want, f"{stack}: {name} protect"
+        # Protected, a rotation must be an in-place update: only a provider with
+        # mutable Secrets patches their data (tests/engine/facts.py).
+        provider = providers[r.provider.rsplit("::", 1)[0]]
+        assert provider.inputs.get("enableSecretMutable") == "true", (
+            f"{stack}: {name} is managed by {provider.name}, whose Secrets are immutable"
+        )
+        assert not r.inputs.get("immutable"), f"{stack}: {name} is immutable"
+
+
+@pytest.mark.parametrize("stack", KUBE_STACKS)
+def test_only_the_clusters_secrets_are_mutable(stack: str) -> None:
+    """Every other Secret is replaced under a new generated name when its data
+    changes: that is what rolls the pods reading it (pods.py)."""
+    reads = _cluster_reads(stack)
+    records = _records(stack)
+    mutable = {r.urn for r in records if r.type == "pulumi:providers:kubernetes"
+               and r.inputs.get("enableSecretMutable") == "true"}  # fmt: skip
+    for r in records:
+        if not r.type.startswith("kubernetes:"):
+            continue
+        on_mutable = r.provider.rsplit("::", 1)[0] in mutable
+        ours = r.type == SECRET and r.outputs.get("metadata", {}).get("name") in reads
+        assert on_mutable is ours, f"{stack}: {r.name} on the mutable provider: {on_mutable}"
+    (default,) = [r for r in records if r.type == "pulumi:providers:kubernetes"
+                  and r.urn not in mutable]  # fmt: skip
+    # Explicit: PULUMI_K8S_ENABLE_SECRET_MUTABLE in a shell would otherwise decide.
+    assert default.inputs.get("enableSecretMutable") == "false", default.inputs
 
 
 def test_what_archiving_needs_is_kept_with_the_cluster_in_prod() -> None:
@@ -67,6 +96,10 @@ def test_what_archiving_needs_is_kept_with_the_cluster_in_prod() -> None:
     ports = {(p["protocol"], int(p["port"])) for rule in egress for p in rule.get("ports", [])}
     # The object store (443) and names (DNS) from the protected policy itself.
     assert {("TCP", 443), ("UDP", 53)} <= ports, ports
+    # The Secrets it reads are kept too (their rotation is an in-place update).
+    kept_secrets = {r.outputs["metadata"]["name"] for r in records
+                    if r.type == SECRET and r.protect and r.retain_on_delete}  # fmt: skip
+    assert _cluster_reads("prod") <= kept_secrets, _cluster_reads("prod") - kept_secrets
 
 
 def test_app_rolls_only_after_its_role_secret_and_the_cluster() -> None:

@@ -214,8 +214,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "nginx-tls-1.0",
         NGINX,
-        "ssl_protocols TLSv1.2 TLSv1.3;",
-        "ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;",
         "the edge negotiates TLS 1.0/1.1 (no forward secrecy guarantees, HIPAA guidance)",
         f"{T_CONFIGS}::test_nginx_allows_only_tls_12_and_13",
     ),
@@ -242,6 +242,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         '[.][0-9]+$" $remote_addr;',
         "the operational log keeps every client's full IP address (personal data)",
         f"{R_NGINX}::test_access_log_keeps_no_query_string_header_or_full_client_address",
+    ),
+    # $host in place of $http_host is equivalent here: nginx cuts $host at ':' and
+    # lowercases it, and any other name reaches the default server, which answers 444.
+    _m(
+        "nginx-redirect-to-host-header",
+        NGINX,
+        "return 301 https://{s.server_name}{redirect_port}$request_uri;",
+        "return 301 https://$http_host{redirect_port}$request_uri;",
+        "an open redirect: Host `luna-app.com:@evil.example` sends users to evil.example",
+        f"{R_NGINX}::test_http_redirects_to_https[staging-docker]",
     ),
     _m(
         "nginx-crisis-rate-limited",
@@ -292,6 +302,15 @@ CATALOGUE: tuple[Mutant, ...] = (
         '"user default on nopass ~* &* +@all\\n"',
         "any client that reaches the cache reads and wipes it without a password",
         f"{R_REDIS}::test_default_user_is_refused",
+    ),
+    _m(
+        "redis-app-dangerous",
+        REDIS,
+        "+@all -@dangerous -@admin -config",
+        "+@all -@admin -config",
+        "the app's credentials can run INFO, SORT and RESTORE-ASKING (the @dangerous rest)",
+        f"{R_REDIS}::test_app_user_is_refused_every_command_the_server_classes_dangerous"
+        "[staging-docker]",
     ),
     _m(
         "redis-exporter-config-set",
@@ -457,6 +476,23 @@ CATALOGUE: tuple[Mutant, ...] = (
         f"{R_REDACT}::test_only_the_databases_audit_stream_enters_the_audit_index",
     ),
     _m(
+        "redaction-full-message",
+        REDACTION,
+        'FREE_TEXT_FIELDS: Final = ("message", "full_message", "command")',
+        'FREE_TEXT_FIELDS: Final = ("message", "command")',
+        "GELF's full_message (the stack trace) never reaches the index: errors lose their detail",
+        f"{R_REDACT}::test_every_free_text_field_is_redacted_and_unlisted_fields_are_dropped"
+        "[staging-docker]",
+    ),
+    _m(
+        "redaction-start-guard",
+        REDACTION,
+        '_START = r"(?<![\\w+.:/-])"',
+        '_START = r"(?<![\\w])"',
+        "digit runs after . - / : (floats, query ids, paths) are redacted: operators lose them",
+        f"{R_REDACT}::test_clean_corpus_loses_nothing[staging-docker]",
+    ),
+    _m(
         "redaction-encoded-email",
         REDACTION,
         r"(?i)[a-z0-9._%+'-]+(?:@|%40)",
@@ -520,6 +556,24 @@ CATALOGUE: tuple[Mutant, ...] = (
         "f'count(up{{job=\"app\"}} == 1) < {n}'",
         "with every replica gone no series is left and LunaAppDown never fires",
         f"{R_PROM}::test_every_alert_fires_on_bad_series_and_stays_quiet_on_healthy",
+    ),
+    _m(
+        "rule-crisis-down-warning",
+        ALERT_RULES,
+        '"1m",\n            "critical",\n            "crisis-availability",\n'
+        '            "The crisis-intervention endpoint does not answer",',
+        '"1m",\n            "warning",\n            "crisis-availability",\n'
+        '            "The crisis-intervention endpoint does not answer",',
+        "a crisis-endpoint outage goes to chat instead of paging",
+        f"{R_AM}::test_outages_that_must_wake_someone_reach_the_pager[staging-docker]",
+    ),
+    _m(
+        "rule-backup-age-tenfold",
+        ALERT_RULES,
+        'too_old=f"time() - {backup} > {t.backup_max_age_h * 3600}",',
+        'too_old=f"time() - {backup} > {t.backup_max_age_h * 36000}",',
+        "backups may stop for ten days before anyone is told",
+        f"{R_PROM}::test_a_stale_backup_pages_at_the_documented_age[prod-docker]",
     ),
     _m(
         "rule-wal-rate",
@@ -678,6 +732,14 @@ CATALOGUE: tuple[Mutant, ...] = (
         'if enforce not in ("restricted", "baseline"):',
         "a namespace at Pod Security baseline (root, any volume type) passes",
         f"{T_POLICY}::test_policy_reports_its_violation[pod-security-restricted]",
+    ),
+    _m(
+        "policy-tls-1.0-allowed",
+        POLICY,
+        'weak = set(line.split()) - {"TLSv1.2", "TLSv1.3"}',
+        'weak = set(line.split()) - {"TLSv1", "TLSv1.2", "TLSv1.3"}',
+        "an edge that still offers TLS 1.0 passes the pack",
+        "tests/policy/test_edge_tls.py::test_a_protocol_below_tls_1_2_fails_the_pack[TLSv1]",
     ),
     _m(
         "policy-prod-digest-unchecked",

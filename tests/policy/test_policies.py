@@ -172,3 +172,20 @@ def test_privilege_escalation_must_be_switched_off_explicitly(
     found = [v.message for v in by(run([deployment("app", sc=sc)]), "container-hardening")]
     expected = ["container app of app does not set allowPrivilegeEscalation: false"]
     assert found == (expected if reported else []), f"allowPrivilegeEscalation={value}: {found}"
+
+
+def test_the_apps_tls_front_needs_no_hsts_but_an_edge_does() -> None:
+    """The pod's TLS front (loopback upstream, no server_name) is reached by the edge,
+    never a browser; the same config with a public upstream or a server_name is judged
+    as an edge, and so is a front with weak protocols."""
+    from components.configs.tls_front import TlsFrontSettings, tls_front_conf
+    from tests.policy.cases import configmap
+
+    front = tls_front_conf(TlsFrontSettings(port=3443, target=3000, cert_path="c", key_path="k"))
+    assert not by(run([configmap("luna-app-tls-front", {"nginx.conf": front})]), "edge-tls")
+    public = front.replace("server 127.0.0.1:3000;", "server app:3000;")
+    named = front.replace("listen 3443 ssl;", "listen 3443 ssl;\n        server_name luna;")
+    weak = front.replace("ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1 TLSv1.2;")
+    for what, text in (("public upstream", public), ("server_name", named), ("weak", weak)):
+        found = by(run([configmap("luna-x", {"nginx.conf": text})]), "edge-tls")
+        assert found, f"{what}: not judged"

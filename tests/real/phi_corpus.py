@@ -223,4 +223,10 @@ CLEAN: Final[tuple[str, ...]] = (
     "GET /api/v1/F5/status HTTP/1.1 200 sha=ff32a1 build F5-2026",
     "Drain finished: 3 replicas, Mrs=0 Dr=0",
     'ts=2026-01-15T10:42:07.123Z caller=main.go:181 level=info msg="Starting Alertmanager"',
+    # Digit runs shaped like a bare French NIR (15 digits) right after . - / or :
+    # (a float's fraction, a signed query id, a path segment, a field): not identifiers.
+    '{"level":"info","msg":"render done","ms":0.185012345678901}',
+    "pg_stat_statements queryid=-185012345678901 calls=12",
+    "GET /_next/static/chunks/185012345678901.js 200",
+    "prisma:query-id:185012345678901 ok",
 )

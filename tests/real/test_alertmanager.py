@@ -27,7 +27,7 @@ from infra.render import on_platform, render
 from tests.conftest import rendered
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.support import Daemon, free_port, wait_for_port
-from tests.support.alerting import alertmanager_yml
+from tests.support.alerting import alertmanager_yml, rules_yml
 from tests.support.tools import need
 
 pytestmark = pytest.mark.slow
@@ -84,6 +84,49 @@ def test_rendered_config_passes_amtool_and_routes_as_intended(
     expected = "pagerduty_configs" if stack == "prod" else "slack_configs"
     assert expected in receivers["pager"], f"{stack}: pager receiver {receivers['pager']}"
     assert "slack_configs" in receivers["chat"] or stack == "prod", receivers["chat"]
+
+
+# Outages that must wake someone (docs/runbooks/alerts/README.md: a critical pages):
+# the crisis path down or blind, the service down, the data's safety net broken.
+MUST_PAGE = (
+    "LunaCrisisEndpointDown",
+    "LunaCrisisEdgeDown",
+    "LunaCrisisProbeFailing",
+    "LunaCrisisAvailabilityBudgetBurn",
+    "LunaCrisisLatencyBudgetBurn",
+    "LunaAppDown",
+    "LunaDatabaseDown",
+    "LunaProxyDown",
+    "LunaBackupTooOld",
+    "LunaBackupMissing",
+    "LunaBackupFailed",
+    "LunaRestoreDrillFailed",
+    "LunaWalArchivingFailing",
+    "LunaEdgeCertExpiring",
+)
+
+
+@pytest.mark.parametrize("stack_platform", FULL_STACK_PARAMS, ids=stack_id)
+def test_outages_that_must_wake_someone_reach_the_pager(
+    stack_platform: tuple[str, str], tmp_path: Path
+) -> None:
+    """Each such alert, with the labels its rendered rule gives it, routed by amtool."""
+    stack, platform = stack_platform
+    r = rendered(stack, platform)
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(alertmanager_yml(r))
+    groups = rules_yml(r)["groups"]
+    rules = {rule["alert"]: rule for g in groups for rule in g["rules"] if "alert" in rule}
+    present = [name for name in MUST_PAGE if name in rules]
+    assert {"LunaCrisisEndpointDown", "LunaDatabaseDown", "LunaBackupTooOld"} <= set(present), (
+        f"{stack}/{platform}: rules lack a must-page alert: {sorted(rules)}"
+    )
+    wrong = {}
+    for name in present:
+        labels = {"alertname": name, "stack": stack, **rules[name].get("labels", {})}
+        if (receiver := _routes(config, labels)) != "pager":
+            wrong[name] = (receiver, labels.get("severity"))
+    assert not wrong, f"{stack}/{platform}: outages that do not page: {wrong}"
 
 
 def test_every_receiver_kind_passes_amtool(tmp_path: Path) -> None:

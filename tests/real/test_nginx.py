@@ -50,7 +50,8 @@ from tests.real.support import (
     substitute,
     wait_for_port,
 )
-from tests.support.tls import TlsPair
+from tests.real.tls_front import edge_to_front, start_front
+from tests.support.tls import TlsPair, make_tls_pair
 from tests.support.tools import REPO, need
 
 pytestmark = pytest.mark.slow
@@ -190,8 +191,10 @@ def edge(
     conf = stack.file("proxy", NGINX_CONF)
     addresses = upstream_addresses(conf)
     replicas = int(stack.setting("appReplicas"))
-    assert addresses == ["app:3000"], f"{stack.stack}/{stack.platform}: nginx upstream {addresses}"
     docker = stack.platform == "docker"
+    # Kubernetes: the edge reaches the app's TLS front (its sidecar), verified.
+    want = "app:3000" if docker else "app:3443"
+    assert addresses == [want], f"{stack.stack}/{stack.platform}: nginx upstream {addresses}"
     assert ("resolver 127.0.0.11 " in conf) is docker, f"{stack.stack}/{stack.platform}: resolver"
     # Not tmp_path: nginx workers drop to an unprivileged user and must reach
     # the temp dirs, and pytest's base dir is 0700.
@@ -206,6 +209,15 @@ def edge(
         apps = stack_ctx.enter_context(standins(idents, hosts=hosts, port=app_port))
         for app in apps if dns else []:
             dns.add("app", app.host)  # type: ignore[union-attr]
+        upstream = f"app:{app_port}" if dns else apps[0].address
+        app_ca: Path | None = None
+        if not docker:
+            # The app pod's sidecar, as rendered, with a certificate for "app".
+            app_tls = make_tls_pair(_subdir(tmp, "app-tls"), common_name="app",
+                                    alt_names="DNS:app")  # fmt: skip
+            front = start_front(stack, _subdir(tmp, "front"), app_tls, apps[0].address)
+            stack_ctx.callback(front.daemon.stop)
+            app_ca, upstream = app_tls.cert, f"127.0.0.1:{front.port}"
         http_port, https_port, status_port = free_ports(3)
         ports = {
             "listen 8080;": http_port,
@@ -220,9 +232,11 @@ def edge(
             tmp=tmp,
             cert=tls_pair,
             ports=ports,
-            upstreams={"app:3000": f"app:{app_port}" if dns else apps[0].address},
+            upstreams={want: upstream},
             resolver=f"127.0.0.1:{dns.port}" if dns else None,
         )
+        if app_ca is not None:
+            conf = edge_to_front(conf, stack=stack.stack, ca=app_ca)
         (tmp / "nginx.conf").write_text(conf)
         daemon = Daemon(
             [nginx, "-e", "stderr", "-p", str(tmp), "-c", str(tmp / "nginx.conf"),
@@ -245,6 +259,12 @@ def edge(
         )
 
 
+def _subdir(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    path.mkdir(mode=0o755)
+    return path
+
+
 def replica_host(index: int) -> str:
     """A loopback address of its own per replica, as each container has its own IP."""
     return f"127.0.0.{10 + index}"
@@ -264,6 +284,23 @@ def test_http_redirects_to_https(edge: Edge) -> None:
             f"{edge.stack.stack}: nginx.conf redirects to {headers['Location']}"
         )
         assert not edge.answered_by_app(body), f"{edge.stack.stack}: plain HTTP reached the app"
+    # Host headers nginx still files under the configured name (the part before ':' is
+    # the name, ngx_http_validate_host in src/http/ngx_http_request.c): the redirect
+    # still names the configured host, never what the client sent (an open redirect:
+    # https://luna-app.com:@evil.example/ is evil.example to a browser).
+    for host in (f"{edge.server_name}:@evil.example", f"{edge.server_name}:1@evil.example",
+                 edge.server_name.upper(), f"{edge.server_name}."):  # fmt: skip
+        c = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=10)
+        try:
+            status, headers, _ = edge.get("/journal/entry?id=7", conn=c, headers={"Host": host})
+        except http.client.RemoteDisconnected:
+            continue  # closed without an answer (444): no redirect at all
+        finally:
+            c.close()
+        location = headers.get("Location")
+        assert status == 400 or location == f"https://{expected_host}/journal/entry?id=7", (
+            f"{edge.stack.stack}: Host {host!r} got {status}, redirected to {location}"
+        )
 
 
 def _handshake(edge: Edge, version: ssl.TLSVersion, port: int | None = None) -> str:

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.real.alert_cases import KNOWN, SLOW_EVAL, build_tests, rules_by_name
+from tests.real.alert_cases import (
+    KNOWN,
+    PLUGIN,
+    SLOW_EVAL,
+    build_tests,
+    render_template,
+    rules_by_name,
+)
 from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.support import RenderedStack
 from tests.support.tools import need
@@ -111,6 +118,60 @@ def test_every_alert_fires_on_bad_series_and_stays_quiet_on_healthy(
     expected = {f"{a}:{k}" for a in rules_by_name(text) for k in ("firing", "healthy")}
     # Every alert has its pair; some have more cases (alert_cases._more_cases).
     assert expected <= set(groups), f"{stack.stack}: no case for {sorted(expected - set(groups))}"
+
+
+@pytest.mark.parametrize("stack_platform", FULL_STACK_PARAMS, ids=stack_id)
+def test_a_stale_backup_pages_at_the_documented_age(
+    stack_platform: tuple[str, str], stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    """LunaBackupTooOld fires once the last backup is older than twice the backup
+    interval plus two hours (docs/runbooks/alerts/backups.md), not later; and not
+    before. The age comes from the stack's setting, not from the rule under test."""
+    promtool = need("promtool")
+    stack = stacks(*stack_platform)
+    tree = _tree(stack, tmp_path)
+    assert tree is not None, f"{stack.stack}: no prometheus.yml rendered"
+    _, rules = tree
+    rule = rules_by_name(rules.read_text())["LunaBackupTooOld"]
+    max_age_min = (int(stack.setting("backupIntervalHours")) * 2 + 2) * 60
+    if PLUGIN in rule["expr"]:
+        # Every CloudNativePG instance reports the ObjectStore's time; 0 means "never".
+        metric = f"{PLUGIN}last_available_backup_timestamp"
+        series = [f'{metric}{{job="cnpg",instance="10.0.0.{i}:9187"}}' for i in (7, 8)]
+        labels = {"job": "cnpg"}
+    else:
+        series = ['luna_backup_last_success_timestamp_seconds{job="luna-backup"}']
+        labels = {"job": "luna-backup"}
+    # One backup at t=5 min, none since; samples every 5 minutes.
+    n = (max_age_min + 60) // 5
+    expected = {**rule.get("labels", {}), **labels}
+    alert = {
+        "exp_labels": expected,
+        "exp_annotations": {
+            k: render_template(v, expected, None) for k, v in rule["annotations"].items()
+        },
+    }
+    # Quiet 15 minutes before the age; paging within 15 minutes after it (the rule's ``for``).
+    checks = [(max_age_min + 5 - 15, []), (max_age_min + 5 + 15, [alert])]
+    doc = {
+        "rule_files": [rules.name],
+        "evaluation_interval": "5m",
+        "tests": [
+            {
+                "name": f"backup age {at} min",
+                "interval": "5m",
+                "input_series": [{"series": s, "values": f"300x{n}"} for s in series],
+                "alert_rule_test": [
+                    {"eval_time": f"{at}m", "alertname": "LunaBackupTooOld", "exp_alerts": exp}
+                ],
+            }
+            for at, exp in checks
+        ],
+    }
+    rc, out = _run_tests(promtool, rules, doc, "backup-age.test.yml")
+    assert rc == 0 and "SUCCESS" in out, (
+        f"{stack.stack}: LunaBackupTooOld does not page at {max_age_min // 60} h:\n{out}"
+    )
 
 
 def _promtool_test(promtool: str, rules: Path, interval: str, alerts: list[str]) -> list[str]:

@@ -180,6 +180,16 @@ def test_every_free_text_field_is_redacted_and_unlisted_fields_are_dropped(
     for bit in ("555-123-4567", "jane.doe@example.com", "7946 0958"):
         assert bit not in text, f"{stack.stack}: {bit} survives in {event}"
     assert "user_email" not in event, f"{stack.stack}: an unlisted field reaches the index"
+    # Redacted, not dropped: the error text and the stack trace are what operators read.
+    kept = {
+        "message": "callback ",
+        "full_message": "Error: for [email redacted]\n    at /app/x.js:1:1",
+        "command": "node server.js --notify=",
+    }
+    for field, text in kept.items():
+        assert text in event.get(field, ""), (
+            f"{stack.stack}: {field} does not reach the index redacted: {event.get(field)!r}"
+        )
     assert event["container_name"] == "luna-prod-app-0", f"{stack.stack}: {event}"
 
 

@@ -226,6 +226,44 @@ def test_app_user_has_its_data_commands_and_none_of_the_dangerous_ones(cache: Ca
     print(f"{stack}/{cache.stack.platform}: app user refused {len(refused)} commands: {refused}")
 
 
+def _probe(name: str, arity: int) -> list[str]:
+    """``name`` (``container|sub`` for a subcommand) with filler up to its arity.
+
+    Redis checks the arity before the ACL (src/server.c, processCommand), so a call
+    with too few arguments would be refused for the wrong reason.
+    """
+    words = name.split("|")
+    return [*words, *["x"] * max(0, abs(arity) - len(words))]
+
+
+def test_app_user_is_refused_every_command_the_server_classes_dangerous(cache: Cache) -> None:
+    """Every command the running server puts in @dangerous, not a list kept by hand.
+
+    Debian's Redis 7.0 classes them here; the pinned image runs 7.4, whose
+    @dangerous holds the same commands and more (redis src/commands/*.json,
+    "acl_categories"), and the rule removes the category the server knows, whatever
+    it holds. INFO, SORT and RESTORE-ASKING are @dangerous without being @admin.
+    """
+    stack = cache.stack.stack
+    with cache.client(APP_USER) as c:
+        names = c("COMMAND", "LIST", "FILTERBY", "ACLCAT", "dangerous")
+        assert isinstance(names, list) and len(names) > 40, f"{stack}: @dangerous is {names!r}"
+        allowed = []
+        for raw in sorted(n for n in names if isinstance(n, bytes)):
+            name = raw.decode()
+            info = c("COMMAND", "INFO", name)
+            assert isinstance(info, list) and isinstance(info[0], list), f"{name}: {info!r}"
+            arity = info[0][1]
+            assert isinstance(arity, int), f"{name}: COMMAND INFO {info!r}"
+            reply = c(*_probe(name, arity))
+            # DEBUG and MODULE are refused to everyone before the ACL is consulted.
+            by_server = name.startswith(("debug", "module")) and "not allowed" in str(reply)
+            refused = str(reply).startswith("NOPERM") or by_server
+            if not (isinstance(reply, RedisError) and refused):
+                allowed.append(f"{name}: {reply!r}")
+        assert not allowed, f"{stack}: the app user ran @dangerous commands: {allowed}"
+
+
 def test_exporter_user_reads_info_and_nothing_else(cache: Cache) -> None:
     stack = cache.stack.stack
     with cache.client(APP_USER) as app:

@@ -40,6 +40,7 @@ Rehearsal substitutions, each reported in :attr:`Applied.notes`:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import tarfile
@@ -48,7 +49,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.engine.model import Plan, Resource, plan
+from tests.engine.execute import next_state
+from tests.engine.model import Plan, Resource, State, plan
 from tests.real.docker_host import DockerHost
 from tests.rehearsal.engine_api import EngineApi, create_body
 
@@ -66,7 +68,14 @@ are skipped. Matched against the words of the resource's name (``luna-logging-es
 
 
 class StepError(Exception):
-    """A step the provider would fail (the engine then stops: cancelDueToError)."""
+    """A step the provider would fail (the engine then stops: cancelDueToError).
+
+    ``partial``: the thing was made and runs, but never became ready (a container
+    that never turned healthy): the engine records it with init errors."""
+
+    def __init__(self, message: str, *, partial: bool = False) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 @dataclass
@@ -130,9 +139,14 @@ class Applier:
         self.left_out_images = tuple(left_out_images)
         self.health_timeout = health_timeout
         self.state = Applied()
+        self.model = State({})
+        """The engine's state (tests/engine): what the next plan starts from."""
         self.api = EngineApi(host.socket)
         self._image_refs: dict[str, str] = {}
         self._old: dict[str, tuple[str, Resource]] = {}
+        """The copy this update's create-before-delete replacement displaced, by URN."""
+        self._pending: dict[str, list[tuple[str, Resource]]] = {}
+        """Old copies earlier updates left for deletion (the model's ``pending``)."""
 
     # -- plans -------------------------------------------------------------
     def up(self, program: Mapping[str, Resource], *, failing: Iterable[str] = ()) -> Plan:
@@ -141,26 +155,50 @@ class Applier:
         for r in program.values():
             if r.type == REMOTE_IMAGE:
                 self._image_refs[str(r.outputs.get("imageId"))] = str(r.inputs["name"])
-        result = plan(self.state.resources, program, failing=failing)
+        result = plan(self.model, program, failing=failing)
         if result.errors:
             raise StepError("; ".join(result.errors))
+        ran: list[tuple[str, str]] = []
         for event, urn in result.events:
-            if event == "fail":
-                raise StepError(f"{urn}: failed (requested)")
-            before, after = self.state.resources.get(urn), program.get(urn)
-            step = result.steps[urn]
             start = time.monotonic()
-            if event == "delete":
-                assert before is not None or urn in self._old
-                self._delete(urn, before or self._old[urn][1])
-            elif event == "update":
-                assert after is not None
-                self._update(urn, after)
-            else:
-                assert after is not None
-                self._create(urn, after, replacing=step.op == "replace")
+            try:
+                if event == "fail":
+                    raise StepError(f"{urn}: failed (requested)")
+                self._event(event, urn, result, program)
+            except StepError as error:
+                # What the engine records for the steps that really ran, this one
+                # failed (a partial create when the container runs but never became
+                # healthy): the model's own rule (tests/engine/execute.py next_state).
+                ran.append(("partial" if error.partial else "fail", urn))
+                self._record(dataclasses.replace(result, events=ran, failed=urn), program)
+                raise
+            ran.append((event, urn))
             self.state.steps.append((event, urn.split("::")[-1], time.monotonic() - start))
+        self._record(result, program)
         return result
+
+    def _event(self, event: str, urn: str, result: Plan, program: Mapping[str, Resource]) -> None:
+        step = result.steps.get(urn)
+        if event == "delete-pending":
+            ref, old = self._pending[urn].pop(0)
+            self._remove(ref, old)
+        elif event == "delete":
+            if urn in self._old:  # the copy this update's replacement displaced
+                self._remove(*self._old.pop(urn))
+            else:
+                self._delete(urn)
+        elif event == "update":
+            self._update(urn, program[urn])
+        else:
+            self._create(urn, program[urn], replacing=step is not None and step.op == "replace")
+
+    def _record(self, result: Plan, program: Mapping[str, Resource]) -> None:
+        """The engine's next state; displaced copies not deleted become pending."""
+        self.model = next_state(result, self.model, program)
+        for urn, copy in self._old.items():
+            self._pending.setdefault(urn, []).append(copy)
+        self._old.clear()
+        self.state.resources = dict(self.model.resources)
 
     def _keep(self, program: Mapping[str, Resource]) -> dict[str, Resource]:
         kept: dict[str, Resource] = {}
@@ -181,7 +219,7 @@ class Applier:
 
     # -- steps -------------------------------------------------------------
     def _create(self, urn: str, r: Resource, *, replacing: bool) -> None:
-        if replacing and urn in self.state.ids:
+        if replacing and urn in self.state.ids and urn not in self._old:
             # Create-before-delete: the old copy stays until the delete at the end.
             self._old[urn] = (self.state.ids.pop(urn), self.state.resources[urn])
         if r.type == NETWORK:
@@ -239,12 +277,13 @@ class Applier:
             self.api.start(cid)
         except RuntimeError as error:
             raise StepError(f"{name}: {error}") from None
+        self.state.resources[urn] = r
         if i.get("wait"):
             self._wait_healthy(name, int(i.get("waitTimeout") or 60))
         elif i.get("mustRun"):
             time.sleep(0.5)
             if self._inspect(cid, "{{.State.Running}}") != "true":
-                raise StepError(f"{name}: container failed to be in running state")
+                raise StepError(f"{name}: container failed to be in running state", partial=True)
 
     def _publish_ip(self, name: str, ip: str) -> str:
         if ip in ("0.0.0.0", "::"):  # noqa: S104 - rewritten, never bound
@@ -269,7 +308,9 @@ class Applier:
             time.sleep(0.5)
         logs = self.host.docker("logs", "--tail", "15", name, check=False)
         tail = (logs.stdout + logs.stderr)[-1500:]
-        raise StepError(f"{name}: not healthy ({status or 'gone'}) after {timeout}s:\n{tail}")
+        raise StepError(
+            f"{name}: not healthy ({status or 'gone'}) after {timeout}s:\n{tail}", partial=True
+        )
 
     def _command(self, urn: str, r: Resource) -> None:
         env = {k: str(v) for k, v in (r.inputs.get("environment") or {}).items()}
@@ -301,16 +342,15 @@ class Applier:
             self._command(urn, r)
         self.state.resources[urn] = r
 
-    def _delete(self, urn: str, r: Resource) -> None:
-        ref: str | None
-        if urn in self._old:  # the old copy of a create-before-delete replacement
-            ref, r = self._old.pop(urn)
-        else:
-            ref = self.state.ids.pop(urn, None)
-            self.state.resources.pop(urn, None)
-            self.state.names.pop(urn, None)
-        if ref is None:
-            return
+    def _delete(self, urn: str) -> None:
+        """The current copy: a resource removed, or replaced delete-before-create."""
+        ref = self.state.ids.pop(urn, None)
+        r = self.state.resources.pop(urn, None) or self.model.resources.get(urn)
+        self.state.names.pop(urn, None)
+        if ref is not None and r is not None:
+            self._remove(ref, r)
+
+    def _remove(self, ref: str, r: Resource) -> None:
         if r.type == CONTAINER:
             grace = str(r.inputs.get("destroyGraceSeconds") or 0)
             self.host.docker("stop", "-t", grace, ref, check=False)

@@ -249,20 +249,18 @@ RUNNERS: tuple[Runner, ...] = (
         "tests/test_dev_shell.py::test_readme_dev_commands_reach_"
         "change_and_tear_down_dev: the README's block by bash, stub pulumi and docker",
     ),
-    # The rehearsal's runbooks scenario is marked rehearsal_pending (issue #20): it runs
-    # these blocks verbatim on a real Docker daemon when ./scripts/rehearse runs it, but CI
-    # deselects it until it is shown passing.
+    # The rehearsal's runbooks scenario (tests/rehearsal/test_rehearsal.py::test_runbooks,
+    # in the test command) runs these blocks verbatim on a real Docker daemon.
     Runner(
         "rehearsal",
         _rehearsal_pitr,
-        "tests/rehearsal/scenarios/runbooks.py (_pitr, "
-        "pending): the block as written on a real Docker daemon, placeholders from the "
-        "stack's outputs",
+        "tests/rehearsal/scenarios/runbooks.py (_pitr): the block as written on a real "
+        "Docker daemon, placeholders from the stack's outputs",
     ),
     Runner(
         "rehearsal",
         _rehearsal_rotation,
-        "tests/rehearsal/scenarios/runbooks.py (_rotation_block, pending): on a real Docker daemon",
+        "tests/rehearsal/scenarios/runbooks.py (_rotation_block): on a real Docker daemon",
     ),
     Runner(
         "real-shell",
@@ -359,10 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"ran {ran} / marked {kinds['marked']} / total {total} ({100 * ran / total:.1f}% run; {by})"
     )
-    # The rehearsal's runbooks scenario is deselected in CI (rehearsal_pending) and "ci" is
-    # the test command itself: say what the count is without them.
-    strict = ran - kinds["rehearsal"] - kinds["ci"]
-    print(f"without the pending rehearsal scenario and the test command itself: {strict} / "
+    # "ci" is the test command itself: say what the count is without it.
+    strict = ran - kinds["ci"]
+    print(f"without the test command itself: {strict} / "
           f"{total} ({100 * strict / total:.1f}%)")  # fmt: skip
     return 1 if kinds["UNACCOUNTED"] else 0
 

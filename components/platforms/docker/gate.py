@@ -40,8 +40,20 @@ class Admission:
     aliases: Sequence[str]
 
 
-def gate_script(network: str, replicas: Sequence[Admission], *, timeout_s: int) -> str:
-    """Wait for every replica to be healthy, then connect each to ``network``."""
+def gate_script(
+    network: str, replicas: Sequence[Admission], *, timeout_s: int, settle_s: int = 0
+) -> str:
+    """Wait for every replica to be healthy, connect each to ``network``, then wait
+    ``settle_s``.
+
+    The settle is for the edge's DNS cache: the engine deletes the replicas this
+    generation replaces right after this step, and a container's address vanishes
+    with it. nginx keeps a resolved answer for its resolver's ``valid`` time, so an
+    answer taken just before this step names only the old replicas; once they are
+    gone, every address in it times out and the request fails (measured on the
+    rehearsal: two 504s in a rollout). After ``settle_s`` > ``valid`` every cached
+    answer also names the replicas admitted here.
+    """
     if not replicas:
         raise ValueError("a health gate needs at least one replica")
     health = "{{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}"
@@ -70,4 +82,6 @@ def gate_script(network: str, replicas: Sequence[Admission], *, timeout_s: int) 
             f"docker inspect --format '{joined}' {c} | grep -qxF {shlex.quote(network)}"
             f" || docker network connect {aliases} {shlex.quote(network)} {c}"
         )
+    if settle_s:
+        lines.append(f"sleep {int(settle_s)}  # the edge re-resolves the name meanwhile")
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from components.configs.nginx import RESOLVER_VALID_S
 from components.platforms.docker.files import LiveFiles, reload_script, write_script
 from components.platforms.docker.forms import inputs_digest
 from components.platforms.docker.gate import Admission, gate_script
@@ -161,7 +162,9 @@ def admission_gate(
     assert spec.health is not None
     network = platform.network(spec.name)
     script = pulumi.Output.all(network.name, *admissions).apply(
-        lambda v: gate_script(str(v[0]), list(v[1:]), timeout_s=wait_timeout(spec))
+        lambda v: gate_script(
+            str(v[0]), list(v[1:]), timeout_s=wait_timeout(spec), settle_s=RESOLVER_VALID_S + 1
+        )
     )
     return command.local.Command(
         f"{name}-admission",

@@ -40,6 +40,7 @@ from components.platforms.kubernetes.pods import (
     pod_template,
     registry_secret,
 )
+from components.platforms.kubernetes.tls_front import sidecar
 from components.platforms.kubernetes.workloads import deploy_workload
 from components.spec import Port, PostgresService, PostgresSpec, ServiceSpec, VolumeSpec
 
@@ -94,6 +95,8 @@ class KubernetesPlatform(Platform):
 
     provider: Provider
     """The explicit provider every object uses: never the ambient kubeconfig default."""
+    data_provider: Provider
+    """The same cluster with mutable Secrets: only the Secrets kept with the database."""
     namespace: str
 
     def __init__(
@@ -102,13 +105,15 @@ class KubernetesPlatform(Platform):
         super().__init__("luna:platform:KubernetesPlatform", name, args.stack, opts)
         self._args = args
         self.namespace = f"luna-{args.stack}"
-        self.provider = Provider(
-            f"{name}-provider",
-            kubeconfig=args.kubeconfig,
-            context=args.context,
-            namespace=self.namespace,
-            cluster_identifier=args.cluster_identifier or f"luna-{args.stack}",
-            opts=pulumi.ResourceOptions(parent=self),
+        self.provider = self._new_provider(f"{name}-provider", args)
+        # The database's Secrets are protected with the Cluster: a rotation must
+        # patch them in place, which pulumi-kubernetes does only with
+        # enableSecretMutable (provider/pkg/provider/diff.go forceNewProperties;
+        # provider.go Configure). Every other Secret keeps the default: its data
+        # change replaces it under a new generated name, which is what rolls the
+        # pods that read it (pods.py), so a mutable default would leave them stale.
+        self.data_provider = self._new_provider(
+            f"{name}-data-provider", args, enable_secret_mutable=True
         )
         self._ns = Namespace(
             f"{name}-namespace",
@@ -134,10 +139,32 @@ class KubernetesPlatform(Platform):
         baseline_policies(self, protect=args.protect_data)
         self.register_outputs({"namespace": self.namespace})
 
+    def _new_provider(
+        self, name: str, args: KubernetesPlatformArgs, *, enable_secret_mutable: bool = False
+    ) -> Provider:
+        # One clusterIdentifier for both: moving an object from one provider to
+        # the other is then no replacement (pulumi/pulumi step_generator.go
+        # providerChanged asks the new provider's DiffConfig).
+        return Provider(
+            name,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            namespace=self.namespace,
+            cluster_identifier=args.cluster_identifier or f"luna-{args.stack}",
+            # Explicit either way: PULUMI_K8S_ENABLE_SECRET_MUTABLE in an operator's
+            # shell would otherwise decide (the SDK reads it when this is None).
+            enable_secret_mutable=enable_secret_mutable,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     # -- Platform ----------------------------------------------------------
     @property
     def name(self) -> str:
         return "kubernetes"
+
+    @property
+    def crosses_hosts(self) -> bool:
+        return True
 
     def volume(self, name: str, key: str, spec: VolumeSpec, *, parent: pulumi.Resource) -> None:
         if key in self._volumes:
@@ -161,7 +188,12 @@ class KubernetesPlatform(Platform):
         self, name: str, spec: ServiceSpec, parent: pulumi.Resource, after: list[pulumi.Resource]
     ) -> Deployment:
         volumes, mounts, env = pod_inputs(self, name, spec, parent, self._volumes)
-        template = pod_template(self, spec, volumes, mounts, env)
+        sidecars = []
+        if spec.tls_front is not None:
+            container, more = sidecar(self, name, spec, parent=parent)
+            sidecars.append(container)
+            volumes += more
+        template = pod_template(self, spec, volumes, mounts, env, sidecars=sidecars)
         return deploy_workload(self, name, spec, template, parent=parent, depends=after)
 
     def service_url(self, spec: ServiceSpec, port: str) -> str:
@@ -222,7 +254,13 @@ class KubernetesPlatform(Platform):
             # Its flows (clients in, the object store out) go with the retained
             # cluster: `destroy --exclude-protected` leaves one that can archive.
             self._protected_services.add(spec.name)
-        postgres_policies(self, spec.name, metrics_port=METRICS_PORT, protect=spec.protect)
+        postgres_policies(
+            self,
+            spec.name,
+            metrics_port=METRICS_PORT,
+            protect=spec.protect,
+            store_port=_endpoint_port(spec.backup.endpoint) if spec.backup else None,
+        )
         return made
 
     def _cnpg_operator(self) -> list[pulumi.Resource]:
@@ -305,14 +343,19 @@ class KubernetesPlatform(Platform):
         depends_on: Sequence[pulumi.Resource] = (),
         protect: bool = False,
         delete_before_replace: bool = False,
+        mutable_secret: bool = False,
     ) -> pulumi.ResourceOptions:
-        """The explicit provider, after the namespace; protected data is also retained."""
+        """The explicit provider, after the namespace; protected data is also retained.
+
+        ``mutable_secret``: a Secret patched in place on a data change (the data
+        provider), so that it can be protected.
+        """
         deps = list(depends_on)
         if hasattr(self, "_ns"):
             deps.append(self._ns)
         return pulumi.ResourceOptions(
             parent=parent,
-            provider=self.provider,
+            provider=self.data_provider if mutable_secret else self.provider,
             depends_on=deps,
             protect=protect,
             retain_on_delete=protect,

@@ -6,7 +6,8 @@ and reads one ``ObjectStore`` (barmancloud.cnpg.io/v1). What this module builds,
 as pure functions checked against the CRDs in tests/kubernetes/test_cnpg.py:
 
 - :func:`object_store_manifest`: where WAL and base backups go, with which
-  credentials, compression and server-side encryption, and the retention;
+  credentials, compression and server-side encryption (SSE-KMS under the
+  stack's key with ``backupKmsKeyId``), and the retention;
 - :func:`plugin_entry`: the Cluster's ``spec.plugins`` item that makes the
   plugin the WAL archiver (``isWALArchiver``) under a server name;
 - :func:`scheduled_backup_manifest`: base backups with ``method: plugin``;
@@ -88,13 +89,29 @@ def object_store_manifest(
                     "secretAccessKey": {**ref, "key": "ACCESS_SECRET_KEY"},
                     "region": {**ref, "key": "REGION"},
                 },
-                # Barman Cloud has no client-side cipher: every object is written
-                # with S3 server-side encryption (docs/kubernetes.md, "Encryption").
-                "wal": {"compression": "gzip", "encryption": "AES256", "maxParallel": 2},
-                "data": {"compression": "gzip", "encryption": "AES256", "jobs": 2},
+                "wal": {"compression": "gzip", "maxParallel": 2, **_sse(b.kms_key_id, wal=True)},
+                "data": {"compression": "gzip", "jobs": 2, **_sse(b.kms_key_id, wal=False)},
             },
         },
     }
+
+
+def _sse(kms_key_id: str | None, *, wal: bool) -> Manifest:
+    """Server-side encryption of every object: Barman Cloud has no client-side cipher.
+
+    With a key id: SSE-KMS under the stack's key. The CRD's ``encryption`` takes
+    only the algorithm (AES256 | aws:kms), so the key id goes through the
+    commands' extra arguments, which barman-cloud >= 3.5 accepts as
+    ``--sse-kms-key-id`` (barman/clients/cloud_backup.py, cloud_walarchive.py;
+    the plugin's sidecar ships barman 3.19, containers/sidecar-requirements.in).
+    One ``--flag=value`` item: cloudnative-pg/barman-cloud pkg/api/config.go
+    ``appendAdditionalCommandArgs`` dedups on the text before ``=``.
+    Without one: SSE-S3 (AES256) under the store's own key (docs/kubernetes.md).
+    """
+    if kms_key_id is None:
+        return {"encryption": "AES256"}
+    extra = "archiveAdditionalCommandArgs" if wal else "additionalCommandArgs"
+    return {"encryption": "aws:kms", extra: [f"--sse-kms-key-id={kms_key_id}"]}
 
 
 def plugin_entry(spec: PostgresSpec) -> Manifest:

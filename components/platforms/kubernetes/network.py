@@ -18,6 +18,7 @@ from pulumi_kubernetes.networking.v1 import NetworkPolicy
 
 from components.platforms import FlowGraph
 from components.platforms.kubernetes.collector import LOG_COLLECTOR, collector_namespace
+from components.platforms.kubernetes.tls_front import front_port
 from components.platforms.kubernetes.workloads import edge_ports
 from components.spec import ServiceSpec
 
@@ -105,9 +106,16 @@ def service_policy(
     ingress: list[Manifest] = []
     sources = graph.sources(service)
     if sources and spec.ports:
-        ingress.append(
-            {"from": [_peer(platform, s) for s in sources], "ports": _policy_ports(spec)}
-        )
+        # One rule per set of ports: the edge reaches a TLS-fronted service on
+        # its TLS port only (tls_front.py), everyone else on its own ports.
+        by_ports: dict[str, tuple[list[Manifest], list[str]]] = {}
+        for source in sources:
+            ports = _ports_between(graph, source, spec)
+            by_ports.setdefault(repr(ports), (ports, []))[1].append(source)
+        ingress += [
+            {"from": [_peer(platform, s) for s in group], "ports": ports}
+            for ports, group in by_ports.values()
+        ]
     edge = edge_ports(spec)
     if edge:
         ingress.append(
@@ -119,7 +127,7 @@ def service_policy(
     egress: list[Manifest] = [
         {
             "to": [{"podSelector": {"matchLabels": platform.selector(target)}}],
-            "ports": _policy_ports(graph.services[target]),
+            "ports": _ports_between(graph, service, graph.services[target]),
         }
         for target in sorted(set(spec.connects_to))
         if graph.services[target].ports
@@ -153,10 +161,20 @@ def internet_egress(ports: Iterable[int]) -> Manifest:
 
 
 def postgres_policies(
-    platform: KubernetesPlatform, cluster: str, *, metrics_port: int, protect: bool
+    platform: KubernetesPlatform,
+    cluster: str,
+    *,
+    metrics_port: int,
+    protect: bool,
+    store_port: int | None = None,
 ) -> None:
-    """What CloudNativePG's instances need besides the declared flows, and Prometheus' scrape."""
+    """What CloudNativePG's instances need besides the declared flows, and Prometheus' scrape.
+
+    ``store_port``: the object store endpoint's port, for the Barman Cloud sidecar.
+    """
     instances = platform.selector(cluster)
+    # The API server (its Service on 443, the endpoints on 6443) and the store.
+    outward = sorted({443, 6443, *([store_port] if store_port else [])})
     network_policy(
         platform,
         f"{cluster}-cnpg",
@@ -175,8 +193,8 @@ def postgres_policies(
             {"to": [{"podSelector": {"matchLabels": instances}}],
              "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 8000}]},
             # The instance manager watches its Cluster through the API server, and
-            # the Barman Cloud sidecar reaches the object store, both on 443 (6443).
-            {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+            # the Barman Cloud sidecar reaches the object store on its own port.
+            {"ports": [{"protocol": "TCP", "port": p} for p in outward]},
             # Its own DNS rule: with `destroy --exclude-protected` this protected
             # policy alone keeps the instances starting and archiving.
             _DNS,
@@ -203,6 +221,15 @@ def _peer(platform: KubernetesPlatform, service: str) -> Manifest:
             "matchLabels": {"kubernetes.io/metadata.name": collector_namespace(platform.namespace)}
         }
     return peer
+
+
+def _ports_between(graph: FlowGraph, source: str, target: ServiceSpec) -> list[Manifest]:
+    """The ports ``source`` may open on ``target``: a public edge reaches a
+    TLS-fronted service on its TLS port only; any other source its plain ports."""
+    front = front_port(target)
+    if front is not None and edge_ports(graph.services[source]):
+        return [{"protocol": "TCP", "port": front.port}]
+    return _policy_ports(target)
 
 
 def _policy_ports(spec: ServiceSpec) -> list[Manifest]:

@@ -16,7 +16,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -184,8 +184,10 @@ def pod_template(
     env: list[Manifest],
     *,
     root: bool = False,
+    sidecars: Sequence[Manifest] = (),
 ) -> Manifest:
-    """The pod template: one hardened container, its probes, placement and pull secret."""
+    """The pod template: one hardened container (and ``sidecars``), its probes,
+    placement and pull secret."""
     uid, gid = (0, 0) if root else _ids(spec)
     container: Manifest = {
         "name": spec.name,
@@ -231,7 +233,7 @@ def pod_template(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security,
-        "containers": [container],
+        "containers": [container, *sidecars],
         "volumes": volumes,
         "terminationGracePeriodSeconds": (60 if spec.workload == "stateful" else 30) + spec.drain_s,
     }

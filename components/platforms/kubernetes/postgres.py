@@ -17,8 +17,10 @@ module writes:
 - a headless Service over the instances' metrics port, which the stack's
   Prometheus discovers by DNS (what the instances may reach: network.postgres_policies).
 
-The ObjectStore, the backup schedule and the Cluster's NetworkPolicy are
-protected and retained with it; its Secrets are not (see :func:`_secrets`).
+Its Secrets, the ObjectStore, the backup schedule and the Cluster's
+NetworkPolicy are protected and retained with it, so ``pulumi destroy
+--exclude-protected`` leaves a database that starts and archives; the Secrets
+stay rotatable in place (see :func:`_secrets`).
 
 Manifests are built by pure functions (:func:`cluster_manifest`, barman.py) and
 checked against the operator's CRD schemas in tests/kubernetes/test_cnpg.py.
@@ -309,13 +311,13 @@ def _custom(
 def _secrets(
     platform: KubernetesPlatform, name: str, spec: PostgresSpec, *, parent: pulumi.Resource
 ) -> dict[str, Secret]:
-    """Every Secret the Cluster reads, labelled for reload.
+    """Every Secret the Cluster reads: labelled for reload, kept with the Cluster.
 
-    Not protected: pulumi-kubernetes 4.x replaces a Secret whose data changes
-    (immutable unless the provider runs with enableSecretMutable; tests/engine/facts.py),
-    and a protected Secret refuses that replacement, so every password rotation
-    would fail in prod (tests/test_day2.py). Keeping them through
-    `destroy --exclude-protected` needs the provider's enableSecretMutable first.
+    Managed by the platform's data provider (``enableSecretMutable``): a rotated
+    password or certificate is an in-place update, which protection allows, and
+    the reload label makes CloudNativePG apply it at once. Under the default
+    provider the same change is a replacement, which a protected Secret refuses
+    (tests/engine/facts.py; tests/test_day2.py test_6, test_11).
     """
     names = _secret_names(spec.name)
 
@@ -327,7 +329,7 @@ def _secrets(
             metadata=meta,
             type=kind,
             string_data={k: pulumi.Output.secret(v) for k, v in data.items()},
-            opts=platform.opts(parent),
+            opts=platform.opts(parent, protect=spec.protect, mutable_secret=True),
         )
 
     def login(role: str) -> dict[str, pulumi.Input[str]]:

@@ -24,6 +24,7 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from components.platforms import Deployment
 from components.platforms.kubernetes.jobs import cron_job_spec, job_name, job_spec, job_timeouts
 from components.platforms.kubernetes.pods import checkov_skips, scaled
+from components.platforms.kubernetes.tls_front import front_port
 from components.spec import Port, ServiceSpec
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def deploy_workload(
         addresses=addresses,
         dns_names=(f"{spec.name}-pods",) if spec.ports and scaled(spec) else (),
         service_address=addresses[0] if addresses else None,
+        tls_address=f"{spec.name}:{spec.tls_front.port}" if spec.tls_front else None,
     )
 
 
@@ -121,6 +123,7 @@ def _services(
     headless: bool,
 ) -> Service | None:
     """The service's Service, its LoadBalancer edge (returned) and its headless pods."""
+    front = front_port(spec)
     ports = [
         {
             "name": p.name,
@@ -128,7 +131,7 @@ def _services(
             "targetPort": p.name,
             "protocol": p.protocol.upper(),
         }
-        for p in spec.ports
+        for p in (*spec.ports, *([front] if front else []))
     ]
     body: Manifest = {"selector": platform.selector(spec.name), "ports": ports}
     if headless:
