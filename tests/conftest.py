@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from functools import cache
 
@@ -74,14 +73,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The rehearsal first: it is the longest scope and mostly waits (an outage, health
-    checks), so the other workers fill that time. Then deselect rehearsal scenarios
-    not yet passing (marker ``rehearsal_pending``), visibly (pytest counts them as
-    deselected), unless LUNA_REHEARSAL_PENDING=1."""
+    checks), so the other workers fill that time."""
     first = "tests/rehearsal/test_rehearsal.py::"
     items.sort(key=lambda i: not i.nodeid.startswith(first))  # stable: order kept otherwise
-    if os.environ.get("LUNA_REHEARSAL_PENDING") == "1":
-        return
-    pending = [i for i in items if i.get_closest_marker("rehearsal_pending")]
-    if pending:
-        config.hook.pytest_deselected(items=pending)
-        items[:] = [i for i in items if not i.get_closest_marker("rehearsal_pending")]

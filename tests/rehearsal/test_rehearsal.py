@@ -21,10 +21,6 @@ pytestmark = [
     # ResourceWarnings, which filterwarnings=error would turn into this test's error.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
-# Not yet shown passing on the merged stack (issue #20 stays open for them): the
-# test command deselects them (tests/conftest.py), ./scripts/rehearse runs them, and
-# LUNA_REHEARSAL_PENDING=1 brings them back into pytest. Each still fails on a defect.
-pending = pytest.mark.rehearsal_pending
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +59,10 @@ def test_runbooks(staging: Rehearsal) -> None:
     _check("runbooks", staging)
 
 
-@pending
 def test_deploy(staging: Rehearsal) -> None:
     start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
     _check("deploy", staging)
 
 
-@pending
 def test_alerts(staging: Rehearsal) -> None:
     _check("alerts", staging)
