@@ -54,7 +54,7 @@ from tests.engine.model import Plan, Resource, State, plan
 from tests.real.docker_host import DockerHost
 from tests.rehearsal.engine_api import EngineApi, create_body
 
-__all__ = ["LEFT_OUT", "Applied", "Applier", "StepError", "left_out_reason"]
+__all__ = ["LEFT_OUT", "Applied", "Applier", "StepError", "left_out_reason", "tag_of"]
 
 CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"
@@ -242,7 +242,10 @@ class Applier:
         elif r.type == COMMAND:
             self._command(urn, r)
         elif r.type == REMOTE_IMAGE:
-            ref = str(r.inputs["name"])
+            ref = tag_of(str(r.inputs["name"]))
+            if ref != r.inputs["name"]:
+                self.state.note(f"{r.inputs['name']}: no registry gives its digest here; the "
+                                f"image made under {ref} stands in")  # fmt: skip
             # The provider pulls (resourceDockerImageCreate); no registry here, so the
             # image must have been imported or built into the daemon beforehand.
             found = self.host.docker("image", "inspect", "-f", "{{.Id}}", ref, check=False)
@@ -271,7 +274,7 @@ class Applier:
         if i.get("logDriver") == "gelf":
             i["logDriver"], i["logOpts"] = "json-file", {"max-size": "10m", "max-file": "3"}
             self.state.substituted[urn] = frozenset({"logDriver", "logOpts"})
-        image = self._image_refs.get(str(i["image"]), str(i["image"]))
+        image = tag_of(self._image_refs.get(str(i["image"]), str(i["image"])))
         body = create_body(i, image, publish_ip=lambda ip: self._publish_ip(name, ip))
         try:
             cid = self.api.create(name, body)
@@ -370,6 +373,11 @@ class Applier:
 
     def describe(self) -> str:
         return "\n".join(f"{op:7} {name} ({secs:.1f}s)" for op, name, secs in self.state.steps)
+
+
+def tag_of(ref: str) -> str:
+    """``name:tag`` of ``name:tag@sha256:…`` (a digest-pinned reference)."""
+    return ref.split("@", 1)[0]
 
 
 def _label_args(labels: Any, *, flag: str = "--label") -> list[str]:

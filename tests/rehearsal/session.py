@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.real.docker_host import DockerHost, docker_host, fastest_storage
-from tests.rehearsal.applier import Applier
+from tests.rehearsal.applier import Applier, tag_of
 from tests.rehearsal.stack import Render, render_for
 from tests.rehearsal.world import World, side_address, trust_ca, world
 
@@ -99,11 +99,15 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
             r = render_for(stack, w, f"unix://{host.socket}")
             if r.bucket:
                 w.s3.client().create_bucket(Bucket=r.bucket)
-            left_out = _images(host, r.images())
-            for ref in r.images():
-                if any(word in ref for word in _TRUSTING) and ref not in left_out:
-                    trust_ca(host, ref, w.ca.read_text())
-            ids = {ref: host.docker("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+            # A reference pinned by digest (prod's) is made under its tag: no registry
+            # here gives the digest, so the tag's image stands in for it (applier.py).
+            tags = sorted({tag_of(ref) for ref in r.images()})
+            left_tags = set(_images(host, tags))
+            left_out = [ref for ref in r.images() if tag_of(ref) in left_tags]
+            for tag in tags:
+                if any(word in tag for word in _TRUSTING) and tag not in left_tags:
+                    trust_ca(host, tag, w.ca.read_text())
+            ids = {ref: host.docker("image", "inspect", "-f", "{{.Id}}", tag_of(ref)).stdout.strip()
                    for ref in r.images() if ref not in left_out}  # fmt: skip
             # Rendered again now that the images exist: RemoteImage reads back their IDs.
             r = render_for(stack, w, f"unix://{host.socket}", prior=r, image_ids=ids)

@@ -110,6 +110,10 @@ def render_for(
     secret_values += extra_secrets
     if stack == "prod":
         secret_values.append(("heartbeatUrl", f"{hooks}/heartbeat"))
+        # Prod requires a pager; PagerDuty is not reachable from here (its deliveries
+        # fail and are counted by Alertmanager), so prod's alerts are seen at the
+        # webhook receiver. A routing key in PagerDuty's format: 32 hex characters.
+        secret_values.append(("pagerdutyRoutingKey", secrets.token_hex(16)))
     rendered = render(
         stack, mocks=RehearsalMocks(prior=prior.rendered if prior else None, image_ids=image_ids,
                                     random_ids=random_ids),
