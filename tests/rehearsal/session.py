@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -76,6 +77,14 @@ def _images(host: DockerHost, tags: list[str]) -> list[str]:
     return sorted(getattr(report, "left_out", ()))
 
 
+def _pool() -> str:
+    """This daemon's own address pool. Docker's default pools (172.17-31/16 and
+    192.168/16 in /20s) hold about 30 networks per host, and a stack has about 20:
+    a second rehearsal on the host failed with "could not find an available,
+    non-overlapping IPv4 address pool". 10.X/16 in /24s gives each 256."""
+    return f"base=10.{os.getpid() % 200 + 20}.0.0/16,size=24"
+
+
 @contextlib.contextmanager
 def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
     """Start everything for ``stack`` (nothing applied yet); stop it all afterwards.
@@ -89,7 +98,7 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
             (root / "docker").mkdir()
             daemon = contextlib.contextmanager(docker_host)(
                 root / "docker", bridge=True, storage=fastest_storage(root),
-                extra=[f"--dns={address}"],
+                extra=[f"--dns={address}", f"--default-address-pool={_pool()}"],
             )  # fmt: skip
             try:
                 host = stack_.enter_context(daemon)
