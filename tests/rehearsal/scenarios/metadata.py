@@ -46,19 +46,27 @@ HOST_SIDE = "169.254.169.1"
 RULES = (("iptables", "169.254.0.0/16"), ("ip6tables", "fe80::/10"))
 """The host control of docs/compliance.md: (tool, destination dropped)."""
 
-PROBE = r"""
+_PY = (
+    "import urllib.request as u;"
+    ' print(u.urlopen("http://169.254.169.254/", timeout=5).read().decode())'
+)
+_JS = (
+    'const r = require("http").get("http://169.254.169.254/", {timeout: 5000},'
+    ' s => s.on("data", d => process.stdout.write(d)));'
+    ' r.on("timeout", () => { console.error("timeout"); process.exit(1); });'
+    ' r.on("error", e => { console.error(e.message); process.exit(1); });'
+)
+_TCP = 'exec 3<>/dev/tcp/169.254.169.254/80 && printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3'
+PROBE = f"""
 u=http://169.254.169.254/
-have() { command -v "$1" >/dev/null 2>&1; }
+have() {{ command -v "$1" >/dev/null 2>&1; }}
 if have wget; then c=wget; t=""  # GNU wget retries 20 times unless told; busybox has no -t
   wget --help 2>&1 | grep -q -- --tries && t="-t 1"
   o=$(wget -q -T 5 $t -O - "$u" 2>&1); r=$?
 elif have curl; then c=curl; o=$(curl -sS -m 5 "$u" 2>&1); r=$?
-elif have python3; then c=python3
-  o=$(python3 -c 'import urllib.request as u; print(u.urlopen("'"$u"'", timeout=5).read().decode())' 2>&1); r=$?
-elif have node; then c=node
-  o=$(node -e 'const r=require("http").get("'"$u"'",{timeout:5000},s=>{s.on("data",d=>process.stdout.write(d))});r.on("timeout",()=>{console.error("timeout");process.exit(1)});r.on("error",e=>{console.error(e.message);process.exit(1)})' 2>&1); r=$?
-elif have bash; then c=bash
-  o=$(timeout 6 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80 && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>&1); r=$?
+elif have python3; then c=python3; o=$(python3 -c '{_PY}' 2>&1); r=$?
+elif have node; then c=node; o=$(node -e '{_JS}' 2>&1); r=$?
+elif have bash; then c=bash; o=$(timeout 6 bash -c '{_TCP}' 2>&1); r=$?
 else c=none; o="no HTTP client in the image"; r=127
 fi
 echo "client=$c exit=$r"
@@ -196,4 +204,3 @@ def run(r: Rehearsal) -> Outcome:
     if unprobed:
         lines.insert(0, f"not probed (no shell or no HTTP client): {', '.join(unprobed)}")
     return Outcome("metadata", ok, figure, "\n".join(lines))
-
