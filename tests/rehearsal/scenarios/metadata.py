@@ -27,6 +27,7 @@ rehearsals running this scenario at the same time would see each other's rule.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import subprocess
 import tempfile
@@ -60,15 +61,25 @@ _TCP = 'exec 3<>/dev/tcp/169.254.169.254/80 && printf "GET / HTTP/1.0\\r\\n\\r\\
 PROBE = f"""
 u=http://169.254.169.254/
 have() {{ command -v "$1" >/dev/null 2>&1; }}
-if have wget; then c=wget; t=""  # GNU wget retries 20 times unless told; busybox has no -t
-  wget --help 2>&1 | grep -q -- --tries && t="-t 1"
-  o=$(wget -q -T 5 $t -O - "$u" 2>&1); r=$?
-elif have curl; then c=curl; o=$(curl -sS -m 5 "$u" 2>&1); r=$?
-elif have python3; then c=python3; o=$(python3 -c '{_PY}' 2>&1); r=$?
-elif have node; then c=node; o=$(node -e '{_JS}' 2>&1); r=$?
-elif have bash; then c=bash; o=$(timeout 6 bash -c '{_TCP}' 2>&1); r=$?
-else c=none; o="no HTTP client in the image"; r=127
-fi
+get() {{
+  case $1 in
+  wget) t=""  # GNU wget retries 20 times unless told; busybox has no -t
+    wget --help 2>&1 | grep -q -- --tries && t="-t 1"
+    wget -q -T 5 $t -O - "$u" ;;
+  curl) curl -sS -m 5 "$u" ;;
+  python3) python3 -c '{_PY}' ;;
+  node) node -e '{_JS}' ;;
+  bash) timeout 6 bash -c '{_TCP}' ;;
+  esac
+}}
+c=none; o="no HTTP client in the image"; r=127
+for k in wget curl python3 node bash; do
+  have $k || continue
+  c=$k; o=$(get $k 2>&1); r=$?
+  # A client that crashed (signal) or could not run proves nothing: try the next.
+  [ $r -lt 126 ] && break
+  echo "client=$k crashed exit=$r"
+done
 echo "client=$c exit=$r"
 echo "$o" | tail -n 3
 """
@@ -166,6 +177,13 @@ def probe(r: Rehearsal, container: str, token: str) -> tuple[bool, str]:
     return token in proc.stdout, line or f"docker exec exit {proc.returncode}"
 
 
+def _probed(line: str) -> bool:
+    """Whether a client ran to its own verdict: the last status is not ``none``
+    and not a crash or a command that could not run (exit 126 and up)."""
+    found = re.findall(r"client=(\w+) exit=(\d+)", line)
+    return bool(found) and found[-1][0] != "none" and int(found[-1][1]) < 126
+
+
 def _networks(r: Rehearsal, container: str) -> list[str]:
     out = r.docker("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
                    container, check=False)  # fmt: skip
@@ -183,14 +201,14 @@ def run(r: Rehearsal) -> Outcome:
         control = _round(r, token)
         with host_rule() as rules:
             blocked = _round(r, token)
-    edged = {n for n in control if any(x.endswith("-edge") for x in _networks(r, n))}
     reached_without = sorted(n for n, (got, _) in control.items() if got)
     reached_with = sorted(n for n, (got, _) in blocked.items() if got)
-    unprobed = sorted(n for n, (_, line) in blocked.items() if "client=" not in line
-                      or "client=none" in line)  # fmt: skip
-    lines = ["host rule: " + "; ".join(rules), "container | -edge | without rule | with rule"]
+    unprobed = sorted(n for n, (_, line) in blocked.items() if not _probed(line))
+    nets = {n: _networks(r, n) for n in control}
+    edged = {n for n, names in nets.items() if any(x.endswith("-edge") for x in names)}
+    lines = ["host rule: " + "; ".join(rules), "container | networks | without rule | with rule"]
     for name in sorted(control):
-        lines.append(f"{name} | {'yes' if name in edged else 'no'} | "
+        lines.append(f"{name} | {' '.join(nets[name]) or '-'} | "
                      f"{'REACHED' if control[name][0] else 'no'}: {control[name][1]} | "
                      f"{'REACHED' if blocked.get(name, (False, ''))[0] else 'no'}: "
                      f"{blocked.get(name, (False, 'not running'))[1]}")  # fmt: skip
