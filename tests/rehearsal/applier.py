@@ -133,9 +133,16 @@ class Applier:
     """Carries out a plan's steps on ``host``; keeps the resulting state in :attr:`state`."""
 
     def __init__(
-        self, host: DockerHost, *, left_out_images: Iterable[str] = (), health_timeout: int = 300
+        self,
+        host: DockerHost,
+        *,
+        left_out_images: Iterable[str] = (),
+        health_timeout: int = 300,
+        loopback: str = "127.0.0.1",
     ) -> None:
         self.host = host
+        self.loopback = loopback
+        """Where ports the program publishes on a wildcard are published instead."""
         self.left_out_images = tuple(left_out_images)
         self.health_timeout = health_timeout
         self.state = Applied()
@@ -180,8 +187,9 @@ class Applier:
     def _event(self, event: str, urn: str, result: Plan, program: Mapping[str, Resource]) -> None:
         step = result.steps.get(urn)
         if event == "delete-pending":
-            ref, old = self._pending[urn].pop(0)
-            self._remove(ref, old)
+            copies = self._pending.get(urn)
+            if copies:  # a RandomId or a job's old copy has nothing on the daemon
+                self._remove(*copies.pop(0))
         elif event == "delete":
             if urn in self._old:  # the copy this update's replacement displaced
                 self._remove(*self._old.pop(urn))
@@ -287,8 +295,8 @@ class Applier:
 
     def _publish_ip(self, name: str, ip: str) -> str:
         if ip in ("0.0.0.0", "::"):  # noqa: S104 - rewritten, never bound
-            self.state.note(f"{name}: ports published on 127.0.0.1, not {ip}")
-            return "127.0.0.1"
+            self.state.note(f"{name}: ports published on {self.loopback}, not {ip}")
+            return self.loopback
         return ip
 
     def _inspect(self, ref: str, fmt: str) -> str:

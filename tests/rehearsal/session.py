@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -77,14 +77,6 @@ def _images(host: DockerHost, tags: list[str]) -> list[str]:
     return sorted(getattr(report, "left_out", ()))
 
 
-def _pool() -> str:
-    """This daemon's own address pool. Docker's default pools (172.17-31/16 and
-    192.168/16 in /20s) hold about 30 networks per host, and a stack has about 20:
-    a second rehearsal on the host failed with "could not find an available,
-    non-overlapping IPv4 address pool". 10.X/16 in /24s gives each 256."""
-    return f"base=10.{os.getpid() % 200 + 20}.0.0/16,size=24"
-
-
 @contextlib.contextmanager
 def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
     """Start everything for ``stack`` (nothing applied yet); stop it all afterwards.
@@ -98,7 +90,7 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
             (root / "docker").mkdir()
             daemon = contextlib.contextmanager(docker_host)(
                 root / "docker", bridge=True, storage=fastest_storage(root),
-                extra=[f"--dns={address}", f"--default-address-pool={_pool()}"],
+                extra=[f"--dns={address}", f"--default-address-pool=base={_free_pool()},size=24"],
             )  # fmt: skip
             try:
                 host = stack_.enter_context(daemon)
@@ -115,12 +107,43 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
                    for ref in r.images() if ref not in left_out}  # fmt: skip
             # Rendered again now that the images exist: RemoteImage reads back their IDs.
             r = render_for(stack, w, f"unix://{host.socket}", prior=r, image_ids=ids)
-            applier = Applier(host, left_out_images=left_out)
+            applier = Applier(host, left_out_images=left_out, loopback=_free_loopback())
             yield Rehearsal(stack, root, host, w, r, applier, left_out)
             if keep:
                 _keep_logs(host, applier, root, keep)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _free_pool() -> str:
+    """A /16 for the daemon's networks that no route of this host overlaps.
+
+    Each daemon picks its bridges' subnets from the same default pools and checks
+    them only against the host's routes: a second rehearsal (or another daemon)
+    running here would exhaust them ("could not find an available,
+    non-overlapping IPv4 address pool"). 10.200/16-10.249/16, the first unused.
+    """
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
+                            text=True, check=False).stdout  # fmt: skip
+    for n in range(200, 250):
+        if f" 10.{n}." not in f" {routes}" and f"\n10.{n}." not in routes:
+            return f"10.{n}.0.0/16"
+    raise DaemonError("no free 10.200-249.0.0/16 address pool for the daemon's networks")
+
+
+def _free_loopback() -> str:
+    """A loopback address whose ports 80 and 443 are free (the edge is published there):
+    127.0.0.1 unless another rehearsal holds it."""
+    for n in range(1, 32):
+        ip = f"127.0.0.{n}"
+        try:
+            for port in (80, 443):
+                with socket.socket() as probe:
+                    probe.bind((ip, port))
+        except OSError:
+            continue
+        return ip
+    raise DaemonError("no loopback address 127.0.0.1-31 has ports 80 and 443 free")
 
 
 def _keep_logs(host: DockerHost, applier: Applier, root: Path, keep: Path) -> None:

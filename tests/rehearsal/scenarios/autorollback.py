@@ -36,12 +36,14 @@ __all__ = ["BROKEN_IMAGE", "run"]
 
 BROKEN_IMAGE = "ghcr.io/luna-app/luna-web:1.2.1-crisis-broken"
 CRISIS_PATH = "/api/crisis/health"
-# demo-app/server.js serves the contract's crisis path from this constant.
-CRISIS_LINE = "const CRISIS_PATH = '/api/crisis/health';"
+# demo-app/server.js's crisis branch; the broken release answers it with a 500 (a
+# handler bug), while its health path stays 200. (Moving the path would not do:
+# the demo answers any other path with 200.)
+CRISIS_LINE = "  } else if (path === CRISIS_PATH) {\n"
 
 
 def _broken_release(r: Rehearsal, base: str) -> None:
-    """``BROKEN_IMAGE``: ``base`` whose server no longer serves the crisis path."""
+    """``BROKEN_IMAGE``: ``base`` whose crisis path answers 500."""
     cid = r.docker("create", base).strip()
     try:
         workdir = r.docker("inspect", "-f", "{{.Config.WorkingDir}}", base).strip() or "/app"
@@ -49,7 +51,7 @@ def _broken_release(r: Rehearsal, base: str) -> None:
         r.docker("cp", f"{cid}:{workdir}/server.js", str(server))
         text = server.read_text()
         assert CRISIS_LINE in text, f"demo-app/server.js no longer has {CRISIS_LINE!r}"
-        server.write_text(text.replace(CRISIS_LINE, "const CRISIS_PATH = '/api/crisis/gone';"))
+        server.write_text(text.replace(CRISIS_LINE, CRISIS_LINE + "    status = 500;\n", 1))
         r.docker("cp", str(server), f"{cid}:{workdir}/server.js")
         r.docker("commit", "--change", f"LABEL org.luna.rehearsal.release={BROKEN_IMAGE}", cid,
                  BROKEN_IMAGE)  # fmt: skip

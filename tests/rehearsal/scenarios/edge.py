@@ -15,21 +15,24 @@ __all__ = ["EdgeConnection", "edge_request"]
 
 
 class EdgeConnection(http.client.HTTPSConnection):
-    """An HTTPS connection to 127.0.0.1:``port`` that presents and verifies ``host``."""
+    """An HTTPS connection to ``ip``:``port`` (the edge's published loopback address)
+    that presents and verifies ``host``."""
 
-    def __init__(self, host: str, port: int, ca_pem: str, *, timeout: float = 15) -> None:
+    def __init__(
+        self, host: str, port: int, ca_pem: str, *, timeout: float = 15, ip: str = "127.0.0.1"
+    ) -> None:
         ctx = ssl.create_default_context(cadata=ca_pem)
         super().__init__(host, port, context=ctx, timeout=timeout)
-        self._ctx = ctx
+        self._ctx, self._ip = ctx, ip
 
     def connect(self) -> None:
-        raw = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        raw = socket.create_connection((self._ip, self.port), self.timeout)
         self.sock = self._ctx.wrap_socket(raw, server_hostname=self.host)
 
 
 def edge_conn(r: Rehearsal) -> EdgeConnection:
     port = int(str(r.render.output("httpsPort") or 443))
-    return EdgeConnection(r.render.host, port, r.render.edge_ca)
+    return EdgeConnection(r.render.host, port, r.render.edge_ca, ip=r.applier.loopback)
 
 
 def edge_request(

@@ -135,7 +135,8 @@ def _rotation(r: Rehearsal) -> tuple[bool, str]:
     proc = subprocess.run(["script", "-qec", command, "/dev/null"], input=f"{statement};\n\\q\n",
                           env=r.host.env, capture_output=True, text=True, timeout=120,
                           check=False)  # fmt: skip
-    out = (proc.stdout + proc.stderr).strip()[-600:]
+    # The terminal echoes the typed statement: the report never shows the password.
+    out = (proc.stdout + proc.stderr).replace(new, "<new password>").strip()[-600:]
     if proc.returncode != 0 or "ERROR" in out or "FATAL" in out:
         return False, f"step 2 `{command}` with `{sql}`: exit {proc.returncode}\n{out}"
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
@@ -157,7 +158,8 @@ def _rotation_block(r: Rehearsal, block: str) -> tuple[bool, str]:
     script = script.replace("new=$(openssl rand -hex 24)", f"new={new}")
     proc = _bash(r, script)
     if proc.returncode != 0:
-        return False, f"the block exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-600:]}"
+        out = (proc.stdout + proc.stderr).replace(new, "<new password>")[-600:]
+        return False, f"the block exited {proc.returncode}:\n{out}"
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
                        extra_secrets=(("dbPassword", new),))  # fmt: skip
     try:

@@ -42,10 +42,11 @@ def through_edge(
     hosts: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` where the stack's host name is 127.0.0.1 (a private /etc/hosts),
-    with the extra ``hosts`` lines."""
+    """Run ``argv`` where the stack's host name is the edge's published loopback address
+    (a private /etc/hosts), with the extra ``hosts`` lines."""
     file = r.root / "hosts"
-    file.write_text("\n".join((f"127.0.0.1 localhost {r.render.host}", *hosts)) + "\n")
+    names = ("127.0.0.1 localhost", f"{r.applier.loopback} {r.render.host}", *hosts)
+    file.write_text("\n".join(names) + "\n")
     script = f'mount --bind {file} /etc/hosts && exec "$@"'
     return subprocess.run([need("unshare"), "-m", "sh", "-c", script, "sh", *argv],
                           capture_output=True, text=True, timeout=timeout, check=False,
