@@ -29,6 +29,9 @@ from tests.rehearsal.stack import STACKS
 __all__ = ["main", "report"]
 
 PROG = "rehearse"
+DETAILED = ("up", "metadata")
+"""Scenarios whose details are shown even when they pass (what was skipped; the
+per-container table)."""
 
 
 def _scenarios(text: str) -> list[str]:
@@ -48,7 +51,7 @@ def report(stack: str, outcomes: Sequence[Outcome], seconds: float) -> str:
              f"in {seconds / 60:.1f} min", ""]  # fmt: skip
     lines += table(("scenario", "figure", "result"), rows)
     for o in outcomes:
-        if not o.ok or o.name == "up":
+        if not o.ok or o.name in DETAILED:
             lines += ["", f"### {o.name} ({o.seconds:.0f} s)", "```", o.detail.strip(), "```"]
     return "\n".join(lines) + "\n"
 
