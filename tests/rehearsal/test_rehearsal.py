@@ -51,6 +51,10 @@ def test_phi(staging: Rehearsal) -> None:
     _check("phi", staging)
 
 
+def test_metadata(staging: Rehearsal) -> None:
+    _check("metadata", staging)
+
+
 def test_drill(staging: Rehearsal) -> None:
     _check("drill", staging)
 
