@@ -49,6 +49,8 @@ class Render:
     image_ids: dict[str, str] = field(default_factory=dict)
     openai_key: str = ""
     substitutions: list[str] = field(default_factory=list)
+    pager_key: str = ""
+    """Prod's PagerDuty routing key, kept from render to render as a stack secret is."""
     random_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
     """RandomId name -> (keepers, value): the engine's state of them, shared by every
     render that descends from the first (tests/rehearsal/pki.py)."""
@@ -113,7 +115,8 @@ def render_for(
         # Prod requires a pager; PagerDuty is not reachable from here (its deliveries
         # fail and are counted by Alertmanager), so prod's alerts are seen at the
         # webhook receiver. A routing key in PagerDuty's format: 32 hex characters.
-        secret_values.append(("pagerdutyRoutingKey", secrets.token_hex(16)))
+        pager = prior.pager_key if prior else secrets.token_hex(16)
+        secret_values.append(("pagerdutyRoutingKey", pager))
     rendered = render(
         stack, mocks=RehearsalMocks(prior=prior.rendered if prior else None, image_ids=image_ids,
                                     random_ids=random_ids),
@@ -125,4 +128,5 @@ def render_for(
     bucket = config.get("luna:backupBucket", "")
     openai = dict(secret_values)["openaiApiKey"]
     return Render(stack, rendered, resources, host, edge[0], bucket, cipher_pass, edge,
-                  dict(image_ids), openai, subs, random_ids)  # fmt: skip
+                  dict(image_ids), openai, subs,
+                  dict(secret_values).get("pagerdutyRoutingKey", ""), random_ids)  # fmt: skip
