@@ -105,6 +105,8 @@ _PLACEHOLDERS = (
         "--secret luna:chatWebhookUrl https://hooks.example.org/T0",
     ),
     (r"luna:<key> <value>", "luna:appReplicas 3"),
+    # The digest the pipeline pinned (the runbook's image bump).
+    (r"@sha256:<digest>", "@sha256:" + "0123456789abcdef" * 4),
 )
 _TEMPLATE = re.compile(r"<[a-z][a-z -]*>|…")
 _STUB = """#!/usr/bin/env bash

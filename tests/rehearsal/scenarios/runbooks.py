@@ -220,6 +220,17 @@ def _minor_bump(r: Rehearsal) -> tuple[bool, str]:
         r.applier.up(again.resources)
     except StepError as error:
         return False, f"pulumi up: {str(error)[:600]}"
+    try:
+        return _bumped(r, first, current, bumped)
+    finally:
+        # Back to the stack's configured image: the scenarios after this one render
+        # from the stack's config, which this bump did not change; without this,
+        # their first `up` would replace the database back mid-scenario.
+        baseline = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render)
+        r.applier.up(baseline.resources)
+
+
+def _bumped(r: Rehearsal, first: int, current: str, bumped: str) -> tuple[bool, str]:
     db = r.container("database")
     # The server's container (delete-before-replace: one instance on its volume).
     steps = [(op, n, t) for op, n, t in r.applier.state.steps[first:]
