@@ -33,7 +33,7 @@ from tests.rehearsal.stack import render_for
 from tests.rehearsal.world import HOOKS_HOST
 from tests.support.tools import REPO
 
-__all__ = ["BROKEN_IMAGE", "run"]
+__all__ = ["BROKEN_IMAGE", "deploy_app", "run"]
 
 BROKEN_IMAGE = "ghcr.io/luna-app/luna-web:1.2.1-crisis-broken"
 CRISIS_PATH = "/api/crisis/health"
@@ -60,7 +60,8 @@ def _broken_release(r: Rehearsal, base: str) -> None:
         r.docker("rm", "-f", cid, check=False)
 
 
-def _up(r: Rehearsal, image: str) -> None:
+def deploy_app(r: Rehearsal, image: str) -> None:
+    """``pulumi up`` with ``appImage`` set to ``image``, as the engine model plans it."""
     again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
                        overrides=(("appImage", image),), image_ids=image_ids(r, image))  # fmt: skip
     r.applier.up(again.resources)
@@ -111,12 +112,12 @@ def run(r: Rehearsal, good: str) -> tuple[bool, str, str]:
     with Load(r, threads=2, path=CRISIS_PATH) as load:
         time.sleep(2)
         before_ok, before_failed = load.ok, sum(load.failures.values())
-        _up(r, BROKEN_IMAGE)
+        deploy_app(r, BROKEN_IMAGE)
         broken_at = time.monotonic()
         check = smoke_check(r)
         if check.returncode == 0:
             problems.append("the smoke check passed on a release without the crisis path")
-        _up(r, good)
+        deploy_app(r, good)
         # As in the pipeline, the check starts after the up step: a request in the
         # first seconds after the broken replicas went may still meet one of their
         # addresses in nginx's resolver cache and wait one connect timeout (a stall

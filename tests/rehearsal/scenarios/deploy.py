@@ -25,9 +25,8 @@ from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios import autorollback
 from tests.rehearsal.scenarios.load import Load
-from tests.rehearsal.scenarios.probe import image_ids, release
+from tests.rehearsal.scenarios.probe import release
 from tests.rehearsal.session import Rehearsal
-from tests.rehearsal.stack import render_for
 
 __all__ = ["MIN_REQUESTS", "run"]
 
@@ -50,12 +49,6 @@ def _tag_images(r: Rehearsal, current: str) -> None:
         r.docker("rm", "-f", cid, check=False)
 
 
-def _render(r: Rehearsal, image: str) -> dict[str, object]:
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       overrides=(("appImage", image),), image_ids=image_ids(r, image))  # fmt: skip
-    return again.resources  # type: ignore[return-value]
-
-
 def run(r: Rehearsal) -> Outcome:
     current = str(r.render.output("app_image") or "")
     _tag_images(r, current)
@@ -69,7 +62,7 @@ def run(r: Rehearsal) -> Outcome:
             before = load.total, sum(load.failures.values())
             start = time.monotonic()
             try:
-                r.applier.up(_render(r, image))  # type: ignore[arg-type]
+                autorollback.deploy_app(r, image)
                 result = "applied"
             except StepError as error:
                 result = f"failed: {str(error).splitlines()[0][:160]}"
