@@ -22,7 +22,7 @@ from typing import Any
 from tests.real.docker_host import DockerHost, docker_host, fastest_storage
 from tests.rehearsal.applier import Applier, tag_of
 from tests.rehearsal.stack import Render, render_for
-from tests.rehearsal.world import World, side_address, trust_ca, world
+from tests.rehearsal.world import Receiver, World, side_address, trust_ca, world
 
 __all__ = ["CACHE", "DaemonError", "Rehearsal", "rehearsal"]
 
@@ -114,7 +114,7 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
             applier = Applier(host, left_out_images=left_out, loopback=_free_loopback())
             yield Rehearsal(stack, root, host, w, r, applier, left_out)
             if keep:
-                _keep_logs(host, applier, root, keep)
+                _keep_logs(host, applier, root, keep, w.receiver)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -150,8 +150,13 @@ def _free_loopback() -> str:
     raise DaemonError("no loopback address 127.0.0.1-31 has ports 80 and 443 free")
 
 
-def _keep_logs(host: DockerHost, applier: Applier, root: Path, keep: Path) -> None:
+def _keep_logs(host: DockerHost, applier: Applier, root: Path, keep: Path,
+               receiver: Receiver) -> None:  # fmt: skip
     keep.mkdir(parents=True, exist_ok=True)
+    # What reached the pager and chat, in order: the alerts scenario's evidence.
+    (keep / "receiver.txt").write_text(
+        "".join(f"{at:8.1f} s {path} {body}\n" for at, path, body in receiver.since(0))
+    )
     for name in applier.state.containers():
         logs = host.docker("logs", "--timestamps", name, check=False)
         (keep / f"{name}.log").write_text(logs.stdout + logs.stderr)

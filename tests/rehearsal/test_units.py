@@ -96,3 +96,39 @@ def test_random_ids_are_kept_while_their_keepers_are_and_never_drawn_back() -> N
     second = draw("v2")
     assert second != first
     assert draw("v1") not in (first, second), "a replacement drew an earlier value back"
+
+
+def test_a_page_counts_only_for_an_alert_that_began_after_the_fault() -> None:
+    """The alerts scenario's crisis page: a notification repeating an alert that was
+    already active (the rollback phase's) is not a page for the fault injected at t0,
+    nor is a warning or a resolved notification (CI at 1a82623 passed on a stale one)."""
+    import json
+    import time
+    from types import SimpleNamespace
+
+    from tests.rehearsal.scenarios.alerts import CRISIS, PAGE, _pages
+    from tests.rehearsal.world import Receiver
+
+    receiver = Receiver()
+    t0 = time.monotonic()
+    before, after = (time.time() - 60, time.time() + 5)
+
+    def alert(name: str, severity: str, began: float, status: str = "firing") -> dict[str, object]:
+        stamp = datetime.datetime.fromtimestamp(began, datetime.UTC).isoformat()
+        return {"status": status, "startsAt": stamp.replace("+00:00", "Z"),
+                "labels": {"alertname": name, "severity": severity}}  # fmt: skip
+
+    def post(path: str, *alerts: dict[str, object]) -> None:
+        receiver.posts.append((time.monotonic() - receiver.start, path,
+                               json.dumps({"alerts": list(alerts)})))  # fmt: skip
+
+    r = SimpleNamespace(world=SimpleNamespace(receiver=receiver))
+    post("/pager", alert("LunaCrisisEndpointDown", "critical", before))
+    post("/pager", alert("LunaCrisisLatencyHigh", "warning", after))
+    post("/pager", alert("LunaAppDown", "critical", after, status="resolved"))
+    post("/chat", alert("LunaAppDown", "critical", after))
+    assert _pages(r, t0, CRISIS, severities=PAGE) == []  # type: ignore[arg-type]
+    post("/pager", alert("LunaCrisisEndpointDown", "critical", after))
+    assert [name for _, name in _pages(r, t0, CRISIS, severities=PAGE)] == [  # type: ignore[arg-type]
+        "LunaCrisisEndpointDown"
+    ]

@@ -15,13 +15,15 @@ before the deploy scenario and only waits for what is left of it here.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios.probe import poll, psql, wait_healthy
+from tests.rehearsal.scenarios.probe import address, get_json, poll, psql, wait_healthy
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["ALERT_WITHIN_S", "OUTAGE_S", "PAGE_WITHIN_S", "run", "start"]
@@ -31,7 +33,13 @@ OUTAGE_S = 6 * 60
 ALERT_WITHIN_S = 5 * 60
 PG_WAL_BOUND_MB = 1024
 CRISIS = re.compile(r"LunaCrisis\w*|LunaAppDown")
-ARCHIVING = re.compile(r"LunaWalArchiving\w*|LunaBackup\w*|LunaWal\w*")
+ARCHIVING = re.compile(r"LunaWal\w*|LunaBackup\w*")
+# One group_interval of the critical route (1m) and one maintenance pass of
+# Alertmanager's dispatcher (30 s): what an open crisis group needs to close.
+QUIET_S = 90
+QUIET_WITHIN_S = 5 * 60
+ALL = ("critical", "warning")
+PAGE = ("critical",)
 
 
 @dataclass
@@ -46,12 +54,51 @@ class _Outage:
 _OUTAGES: dict[int, _Outage] = {}
 
 
-def _alert_names(r: Rehearsal, since: float, pattern: re.Pattern[str]) -> list[tuple[float, str]]:
+def _pages(
+    r: Rehearsal, since: float, pattern: re.Pattern[str], *, severities: tuple[str, ...] = ALL
+) -> list[tuple[float, str]]:
+    """``(seconds after since, alertname)`` of each alert matching ``pattern`` (and
+    ``severities``) that reached the alert webhook firing and *began* after ``since``
+    (a monotonic time).
+
+    Alertmanager's webhook payload carries each alert's ``startsAt`` (Prometheus'
+    ``activeAt``): a notification about an alert that was already active, such as
+    the automatic-rollback phase's crisis page repeated or resolved late, is not
+    a page for this fault.
+    """
+    wall_since = time.time() - (time.monotonic() - since)
     out = []
-    for at, _, body in r.world.receiver.since(since):
-        if '"firing"' in body or "firing" in body:
-            out += [(at + r.world.receiver.start - since, m) for m in pattern.findall(body)]
+    for at, path, body in r.world.receiver.since(since):
+        if path != "/pager" or '"alerts"' not in body:
+            continue
+        for a in json.loads(body)["alerts"]:
+            began = datetime.fromisoformat(a["startsAt"].replace("Z", "+00:00")).timestamp()
+            name = a["labels"].get("alertname", "")
+            severity = a["labels"].get("severity")
+            if (a["status"] == "firing" and pattern.fullmatch(name) and severity in severities
+                    and began >= wall_since):  # fmt: skip
+                out.append((at + r.world.receiver.start - since, name))
     return out
+
+
+def _quiet(r: Rehearsal) -> str:
+    """Wait until no crisis alert is pending or firing, and none has been notified for
+    :data:`QUIET_S`: a fault injected before then joins an aggregation group that is
+    still open and waits for its ``group_interval`` instead of its ``group_wait``
+    (prometheus/alertmanager dispatch/dispatch.go: a group is removed only once it is
+    empty, by the dispatcher's maintenance)."""
+    base = f"http://{address(r, 'prometheus')}:9090/api/v1"
+
+    def quiet() -> bool:
+        active = get_json(f"{base}/alerts")["data"]["alerts"]
+        if any(CRISIS.fullmatch(a["labels"].get("alertname", "")) for a in active):
+            return False
+        recent = r.world.receiver.since(time.monotonic() - QUIET_S)
+        return not any(CRISIS.search(body) for _, _, body in recent)
+
+    t0 = time.monotonic()
+    poll("no crisis alert active or notified", quiet, timeout=QUIET_WITHIN_S, every=5)
+    return f"quiet after {time.monotonic() - t0:.0f} s"
 
 
 def _pg_wal_mb(r: Rehearsal) -> float:
@@ -70,7 +117,7 @@ def _outage(r: Rehearsal, o: _Outage) -> None:
             psql(r, "INSERT INTO rehearsal_outage (pad) SELECT repeat('x', 1000) "
                     "FROM generate_series(1, 200)", check=False)  # fmt: skip
             o.wal_mb.append(_pg_wal_mb(r))
-            if o.alert_after is None and _alert_names(r, o.started + 0, ARCHIVING):
+            if o.alert_after is None and _pages(r, o.started, ARCHIVING):
                 o.alert_after = time.monotonic() - o.started
             time.sleep(10)
     except Exception as error:
@@ -89,13 +136,21 @@ def start(r: Rehearsal) -> None:
 
 
 def _crisis_page(r: Rehearsal) -> tuple[float | None, str]:
+    try:
+        quiet = _quiet(r)
+    except AssertionError as error:
+        return None, str(error)
     replicas = [n for n, s in r.applier.state.containers().items() if s == "app"]
     t0 = time.monotonic()
     r.docker("stop", *replicas)
     try:
-        found = poll("a crisis page at the receiver", lambda: _alert_names(r, t0, CRISIS),
-                     timeout=PAGE_WITHIN_S + 60, every=2)  # fmt: skip
-        return found[0][0], f"first page: {found[0][1]} after {found[0][0]:.0f} s"
+        found = poll(
+            "a crisis page at the receiver",
+            lambda: _pages(r, t0, CRISIS, severities=PAGE),
+            timeout=PAGE_WITHIN_S + 60,
+            every=2,
+        )
+        return found[0][0], f"{quiet}; first page: {found[0][1]} after {found[0][0]:.0f} s"
     except AssertionError as error:
         return None, str(error)
     finally:
