@@ -132,3 +132,29 @@ def test_a_page_counts_only_for_an_alert_that_began_after_the_fault() -> None:
     assert [name for _, name in _pages(r, t0, CRISIS, severities=PAGE)] == [  # type: ignore[arg-type]
         "LunaCrisisEndpointDown"
     ]
+
+
+def test_pgbackrest_runs_are_timed_from_the_daemons_stamps() -> None:
+    """The alerts scenario's push-failure figure: begin and end lines of one command,
+    paired in time order across stdout and stderr; a run with no end is still running."""
+    from tests.rehearsal.scenarios.backup_loop import command_runs, size_bytes
+
+    stdout = (
+        "2026-12-07T05:00:00.100000000Z 2026-12-07 05:00:00.099 P00   INFO: archive-push "
+        "command begin 2.45: [pg_wal/00000001000000000000000A]\n"
+        "2026-12-07T05:00:07.350000000Z 2026-12-07 05:00:07.349 P00   INFO: archive-push "
+        "command end: aborted with exception [049]\n"
+        "2026-12-07T05:01:00Z 2026-12-07 05:01:00.000 P00   INFO: backup command begin 2.45\n"
+        "2026-12-07T05:01:08.5Z 2026-12-07 05:01:08.500 P00   INFO: archive-push command "
+        "begin 2.45: [pg_wal/00000001000000000000000A]\n"
+    )
+    stderr = "2026-12-07T05:00:07.340Z ERROR: [049]: unable to get address for 'x'\n"
+    runs = command_runs(stdout + stderr, "archive-push")
+    assert [(round(e - b, 2) if e else None, how) for b, e, how in runs] == [
+        (7.25, "aborted with exception [049]"),
+        (None, "still running"),
+    ]
+    assert command_runs(stdout, "restore") == []
+    assert size_bytes("130.4MB") == round(130.4 * 2**20)
+    assert size_bytes("1GB") == 2**30
+    assert size_bytes("12 apples") is None

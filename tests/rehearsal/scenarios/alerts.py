@@ -7,6 +7,11 @@
    keeps writing: an alert about archiving must reach the receiver within
    :data:`ALERT_WITHIN_S`, ``pg_wal`` must stay bounded, and once the store is
    back every WAL segment since the first base backup must be in it, none missing.
+   Each ``archive-push`` that failed meanwhile must have failed within
+   :data:`PUSH_FAIL_WITHIN_S` (pgBackRest's timeouts, read from its own log lines
+   in the database container's output). The backup loop is woken once in the
+   outage (its pass fails) and once after it: that next pass of the same loop
+   must take a backup (:mod:`backup_loop`).
 
 The outage runs in the background (:func:`start`), so the rehearsal starts it
 before the deploy scenario and only waits for what is left of it here.
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tests.rehearsal.outcome import Outcome
+from tests.rehearsal.scenarios import backup_loop
 from tests.rehearsal.scenarios.probe import address, get_json, poll, psql, wait_healthy
 from tests.rehearsal.session import Rehearsal
 
@@ -32,6 +38,10 @@ PAGE_WITHIN_S = 120
 OUTAGE_S = 6 * 60
 ALERT_WITHIN_S = 5 * 60
 PG_WAL_BOUND_MB = 1024
+PUSH_FAIL_WITHIN_S = 60
+"""Issue #21: a dead endpoint fails each push within a minute, so PostgreSQL retries."""
+WAKE_AFTER_S = 10
+BACKUP_WITHIN_S = 300
 CRISIS = re.compile(r"LunaCrisis\w*|LunaAppDown")
 ARCHIVING = re.compile(r"LunaWal\w*|LunaBackup\w*")
 # One group_interval of the critical route (1m) and one maintenance pass of
@@ -47,6 +57,11 @@ class _Outage:
     started: float = 0.0
     alert_after: float | None = None
     wal_mb: list[float] = field(default_factory=list)
+    wall: tuple[float, float] = (0.0, 0.0)
+    """(began, ended) in UNIX seconds, as ``docker logs --timestamps`` reads."""
+    labels: set[str] = field(default_factory=set)
+    loop: str = ""
+    woke: str = ""
     thread: threading.Thread | None = None
     error: str = ""
 
@@ -111,9 +126,16 @@ def _outage(r: Rehearsal, o: _Outage) -> None:
     try:
         psql(r, "CREATE TABLE IF NOT EXISTS rehearsal_outage (id bigserial, at timestamptz "
                 "DEFAULT clock_timestamp(), pad text)")  # fmt: skip
+        o.labels, o.loop = backup_loop.backup_labels(r), backup_loop.loop_identity(r)
         o.started = time.monotonic()
+        o.wall = (time.time(), 0.0)
         r.world.relay.outage(True)
         while time.monotonic() - o.started < OUTAGE_S:
+            if not o.woke and time.monotonic() - o.started >= WAKE_AFTER_S:
+                try:  # the loop's next pass meets the dead store
+                    o.woke = backup_loop.wake(r)
+                except AssertionError as error:
+                    o.woke = f"not woken: {error}"
             psql(r, "INSERT INTO rehearsal_outage (pad) SELECT repeat('x', 1000) "
                     "FROM generate_series(1, 200)", check=False)  # fmt: skip
             o.wal_mb.append(_pg_wal_mb(r))
@@ -124,6 +146,7 @@ def _outage(r: Rehearsal, o: _Outage) -> None:
         o.error = f"{type(error).__name__}: {error}"
     finally:
         r.world.relay.outage(False)
+        o.wall = (o.wall[0], time.time())
 
 
 def start(r: Rehearsal) -> None:
@@ -171,6 +194,44 @@ def _segments(r: Rehearsal) -> tuple[int, list[str]]:
     return len(names), gaps
 
 
+def _push_fails(r: Rehearsal, o: _Outage) -> tuple[float, int, str]:
+    """(the longest failed ``archive-push`` begun in the outage, in s; how many failed; detail)."""
+    logs = r.host.docker("logs", "--timestamps", "--since", f"{o.wall[0]:.3f}",
+                         r.container("database"), check=False)  # fmt: skip
+    runs = [run for run in backup_loop.command_runs(logs.stdout + logs.stderr, "archive-push")
+            if o.wall[0] <= run[0] <= o.wall[1]]  # fmt: skip
+    failed = [((end or time.time()) - begin, how) for begin, end, how in runs
+              if not how.startswith("completed successfully")]  # fmt: skip
+    longest = max([s for s, _ in failed] or [float("nan")])
+    ends = sorted({how for _, how in failed})
+    detail = (f"archive-push in the outage: {len(runs)} runs, {len(failed)} failed, "
+              f"longest failure {longest:.1f} s; ends: {ends}")  # fmt: skip
+    return longest, len(failed), detail
+
+
+def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
+    """The loop's pass in the outage failed; its next pass, woken now, takes a backup.
+    (seconds to that backup's manifest or None, detail)."""
+    logs = r.host.docker("logs", "--timestamps", "--since", f"{o.wall[0]:.3f}",
+                         r.container("database-backup"), check=False)  # fmt: skip
+    text = logs.stdout + logs.stderr
+    failed = [ln for ln in text.splitlines() if "backup: FAILED" in ln]
+    detail = f"backup loop woken in the outage ({o.woke or 'never'}); its pass: {failed[:1]}"
+    if not failed:
+        return None, detail + "; no failed pass logged in the outage (the check proves nothing)"
+    t0 = time.monotonic()
+    try:
+        poll("the backup loop asleep, woken", lambda: backup_loop.wake(r), timeout=60, every=3)
+        label = backup_loop.new_backup(r, o.labels, timeout=BACKUP_WITHIN_S)
+    except AssertionError as error:
+        return None, f"{detail}; after the outage: {error}"
+    took = time.monotonic() - t0
+    same = backup_loop.loop_identity(r)
+    if same != o.loop:
+        return None, f"{detail}; the backup container restarted ({o.loop} -> {same})"
+    return took, f"{detail}; next pass: backup {label} in {took:.0f} s, same loop ({same})"
+
+
 def run(r: Rehearsal) -> Outcome:
     start(r)
     o = _OUTAGES[id(r)]
@@ -178,9 +239,12 @@ def run(r: Rehearsal) -> Outcome:
     assert o.thread is not None
     o.thread.join(OUTAGE_S + 120)
     # Back: the archiver catches up (pgBackRest retries on the next archive_command).
+    back = time.monotonic()
     psql(r, "SELECT pg_switch_wal()", check=False)
-    time.sleep(90)
+    backup_s, backup_detail = _backups_resume(r, o)
+    time.sleep(max(0.0, 90 - (time.monotonic() - back)))
     count, gaps = _segments(r)
+    push_s, push_n, push_detail = _push_fails(r, o)
     problems = []
     if page_s is None or page_s > PAGE_WITHIN_S:
         problems.append(f"crisis page: {page_detail}")
@@ -189,9 +253,17 @@ def run(r: Rehearsal) -> Outcome:
     peak = max(o.wal_mb or [float("nan")])
     if not peak <= PG_WAL_BOUND_MB:
         problems.append(f"pg_wal reached {peak:.0f} MB (bound {PG_WAL_BOUND_MB} MB)")
+    if not push_s <= PUSH_FAIL_WITHIN_S:
+        problems.append(f"a failed archive-push took {push_s:.0f} s (bound "
+                        f"{PUSH_FAIL_WITHIN_S} s), or none failed: {push_detail}")  # fmt: skip
+    if backup_s is None:
+        problems.append(f"backups did not resume after the outage: {backup_detail}")
     problems += gaps + ([o.error] if o.error else [])
     alert = f"{o.alert_after:.0f} s" if o.alert_after is not None else "none"
     page = f"{page_s:.0f} s" if page_s is not None else "none"
     figure = (f"page {page}; outage {OUTAGE_S // 60} min: alert {alert}, pg_wal peak "
-              f"{peak:.0f} MB, {count} segments, {len(gaps)} gaps")  # fmt: skip
-    return Outcome("alerts", not problems, figure, "\n".join([*problems, page_detail]))
+              f"{peak:.0f} MB, {count} segments, {len(gaps)} gaps, {push_n} failed pushes "
+              f"(longest {push_s:.0f} s), backup after it "
+              f"{'none' if backup_s is None else f'in {backup_s:.0f} s'}")  # fmt: skip
+    return Outcome("alerts", not problems, figure,
+                   "\n".join([*problems, page_detail, push_detail, backup_detail]))  # fmt: skip
