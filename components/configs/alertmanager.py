@@ -14,6 +14,8 @@ that swallows everything not matched):
   heartbeat service raises the alarm when it stops (a dead-man's switch).
 - ``LunaAlertNotificationsFailing`` goes to every channel at once, since the
   channel that fails may be the one it would have used.
+- The generic webhook (``alertWebhookUrl``, an incident tool) gets every
+  critical and warning alert with the timings of the channel that alert goes to.
 - There is no ``null`` receiver: the root route itself pages (prod) or posts
   to chat, so an alert that matches no sub-route still reaches a person.
 
