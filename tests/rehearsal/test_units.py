@@ -132,3 +132,18 @@ def test_a_page_counts_only_for_an_alert_that_began_after_the_fault() -> None:
     assert [name for _, name in _pages(r, t0, CRISIS, severities=PAGE)] == [  # type: ignore[arg-type]
         "LunaCrisisEndpointDown"
     ]
+
+
+def test_the_cache_watch_reports_overlap_and_gap() -> None:
+    """The rotations scenario's cache figures: the most containers answering at once in
+    a window, and the longest time from the last sample with a cache to the next one
+    after samples with none (a replaced cache's gap)."""
+    from types import SimpleNamespace
+
+    from tests.rehearsal.scenarios.watch import CacheWatch
+
+    w = CacheWatch(SimpleNamespace())  # type: ignore[arg-type]
+    w.samples = [(0.0, 1), (0.2, 1), (0.4, 0), (0.6, 0), (1.4, 1), (1.6, 2), (1.8, 1)]
+    assert w.between(0.0, 1.5) == (1, 1.2, 5)
+    assert w.between(0.0, 2.0)[0] == 2
+    assert w.between(1.4, 2.0) == (2, 0.0, 3), "no sample without a cache: no gap"
