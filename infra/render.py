@@ -200,6 +200,14 @@ def _full(key: str) -> str:
     return key if ":" in key else f"{NAMESPACE}:{key}"
 
 
+def _yaml_file(path: Path) -> dict[str, Any]:
+    """A stack or project file, parsed with libyaml where PyYAML has it (the test
+    suite renders hundreds of times; the pure-Python parser was a fifth of that)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    doc = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
+    return doc if isinstance(doc, dict) else {}
+
+
 def load_stack_config(
     stack: str,
     *,
@@ -215,7 +223,7 @@ def load_stack_config(
 
     ``secure:`` values cannot be decrypted here; they become placeholder secrets.
     """
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text()) or {}
+    project = _yaml_file(root / "Pulumi.yaml")
     config: dict[str, str] = {}
     secret_keys: set[str] = set()
     for key, decl in (project.get("config") or {}).items():
@@ -225,7 +233,7 @@ def load_stack_config(
     stack_file = stack_config_file(stack, root, personal=personal)
     if not stack_file.exists():
         raise UsageError(f"--stack {stack}: {stack_file.name} does not exist")
-    for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
+    for key, value in (_yaml_file(stack_file).get("config") or {}).items():
         full = _full(key)
         if isinstance(value, dict) and set(value) == {"secure"}:
             config[full] = placeholder_secret(full.split(":")[-1])

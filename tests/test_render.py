@@ -14,7 +14,16 @@ from tests.support.tools import REPO
 FIELDS = {"urn", "type", "name", "parent", "dependencies", "protect", "retain_on_delete", "inputs"}
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+# Each is a whole program in a subprocess (3-6 s): dev keeps the CLI in the fast
+# suite; staging and prod run with the slow tests (CI runs both).
+@pytest.mark.parametrize(
+    "stack",
+    [
+        "dev",
+        pytest.param("staging", marks=pytest.mark.slow),
+        pytest.param("prod", marks=pytest.mark.slow),
+    ],
+)
 def test_render_cli_writes_resources_and_files(stack: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "infra.render", "--stack", stack, "--out", str(tmp_path)],

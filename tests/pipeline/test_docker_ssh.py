@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.test_workflows import DRIFT, PIPELINE, Job, load
+from tests.pipeline.test_workflows import DRIFT, PIPELINE, Job
 from tests.support.tools import REPO, need
+from tests.support.workflows import load_workflow as load
 
 SETUP = ".github/scripts/ssh-setup.sh"
 SCRIPT = REPO / SETUP

@@ -16,21 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.pipeline.actions_model import ConcurrencyGroups, Run, evaluate, interpolate, simulate
 from tests.support.tools import REPO
+from tests.support.workflows import load_workflow as load
 
-WORKFLOWS = REPO / ".github" / "workflows"
 PROD_ENVIRONMENTS = {"production", "preview-production", "production-approval"}
 GOOD = "ghcr.io/luna-app/luna-web:1.4.1@sha256:" + "1" * 64
 NEW = "ghcr.io/luna-app/luna-web:1.4.2@sha256:" + "2" * 64
-
-
-def load(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
 
 
 def github(event: str, ref: str, **extra: Any) -> dict[str, Any]:

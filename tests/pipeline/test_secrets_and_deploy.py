@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 import stack_secrets
-import yaml
 
 from infra.settings import required_secret_groups, required_secrets
 from tests.support.tools import REPO, copy_checkout
+from tests.support.workflows import WORKFLOWS, load_workflow
 
-WORKFLOWS = REPO / ".github" / "workflows"
 SCRIPTS = REPO / ".github" / "scripts"
 STACKS = ("staging", "prod")
 
@@ -119,7 +118,7 @@ def test_keys_come_from_the_code_not_a_copy(monkeypatch: pytest.MonkeyPatch) -> 
 # -------------------------------------------------- where secrets are applied
 def _jobs() -> Iterator[tuple[str, str, dict[str, Any]]]:
     for path in sorted(WORKFLOWS.glob("*.yml")):
-        for name, j in yaml.safe_load(path.read_text())["jobs"].items():
+        for name, j in load_workflow(path)["jobs"].items():
             yield path.name, name, j
 
 

@@ -23,8 +23,9 @@ import yaml
 from infra.config_error import ConfigError
 from infra.settings import Settings, check_prod_app_image
 from tests.support.tools import REPO, need
+from tests.support.workflows import WORKFLOWS
+from tests.support.workflows import load_workflow as load
 
-WORKFLOWS = REPO / ".github" / "workflows"
 LOCKS = (
     "requirements.lock",
     "requirements-dev.lock",
@@ -32,12 +33,6 @@ LOCKS = (
     "requirements-tools.lock",
 )
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s\\]+)", re.MULTILINE)
-
-
-def load(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
 
 
 def pins(lock: str) -> dict[str, str]:

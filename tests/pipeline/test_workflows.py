@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.tools import REPO, need
+from tests.support.workflows import WORKFLOWS
+from tests.support.workflows import load_workflow as load
 
-WORKFLOWS = REPO / ".github" / "workflows"
 PIPELINE = "pipeline.yml"
 DRIFT = "drift.yml"
 DEPLOY_SCRIPT = REPO / ".github" / "scripts" / "deploy.sh"
@@ -36,12 +36,6 @@ def workflow_files() -> list[Path]:
     files = sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
     assert files, f"no workflow in {WORKFLOWS}"
     return files
-
-
-def load(name: str) -> Workflow:
-    data = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
-    assert isinstance(data, dict), f"{name} is not a mapping"
-    return data
 
 
 def triggers(workflow: Workflow) -> dict[str, Any]:
