@@ -147,3 +147,32 @@ def test_the_cache_watch_reports_overlap_and_gap() -> None:
     assert w.between(0.0, 1.5) == (1, 1.2, 5)
     assert w.between(0.0, 2.0)[0] == 2
     assert w.between(1.4, 2.0) == (2, 0.0, 3), "no sample without a cache: no gap"
+
+
+def test_an_interrupted_up_keeps_what_ran_and_the_next_up_finishes() -> None:
+    """The applier's interrupt (the rotations scenario kills an ``up`` halfway): the
+    steps before it are in the engine's state, the next ``up`` runs only the rest,
+    and one more plans nothing. Random resources touch no daemon."""
+    from types import SimpleNamespace
+
+    from tests.engine.model import Resource
+    from tests.rehearsal.applier import Applier, StepError
+
+    def random(name: str, *deps: str) -> Resource:
+        return Resource(f"urn:pulumi:s::p::random:index/randomId:RandomId::{name}",
+                        "random:index/randomId:RandomId", name, {"byteLength": 4}, False,
+                        False, deps, {})  # fmt: skip
+
+    a = random("a")
+    b = random("b", a.urn)
+    program = {a.urn: a, b.urn: b}
+    applier = Applier(SimpleNamespace(socket="/nonexistent"))  # type: ignore[arg-type]
+    assert len(applier.preview(program).events) == 2
+    try:
+        applier.up(program, interrupt_after=1)
+        raise AssertionError("the up was not interrupted")
+    except StepError as error:
+        assert "interrupt" in str(error)
+    assert set(applier.model.resources) == {a.urn}
+    assert applier.up(program).events == [("create", b.urn)]
+    assert applier.up(program).events == []
