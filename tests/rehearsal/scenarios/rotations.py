@@ -285,21 +285,23 @@ def run(r: Rehearsal) -> Outcome:
     ca_both = r.render.edge_ca + new_edge[0]
     url = next(iter(app_env(r, "DATABASE_URL").values()), "")
     held = HeldConnection(r, url)
-    with (
-        Load(r, threads=2, ca_pem=ca_both, retry_idle=True) as keep,
-        Load(r, threads=2, fresh=True, ca_pem=ca_both) as fresh,
-        CacheWatch(r) as cache,
-    ):
-        w = Watch(r, keep, fresh, cache, ca_both, rotated, new_edge)
-        time.sleep(2)
-        for name, body in (
-            ("interrupted", _interrupted),
-            ("secrets", _secrets),
-            ("edge", _edge),
-            ("restore", _restore),
+    try:
+        with (
+            Load(r, threads=2, ca_pem=ca_both, retry_idle=True) as keep,
+            Load(r, threads=2, fresh=True, ca_pem=ca_both) as fresh,
+            CacheWatch(r) as cache,
         ):
-            w.part(name, body)
-    sent, answered, error = held.close()
+            w = Watch(r, keep, fresh, cache, ca_both, rotated, new_edge)
+            time.sleep(2)
+            for name, body in (
+                ("interrupted", _interrupted),
+                ("secrets", _secrets),
+                ("edge", _edge),
+                ("restore", _restore),
+            ):
+                w.part(name, body)
+    finally:
+        sent, answered, error = held.close()
     if sent == 0 or answered < sent:
         w.problems.append(
             f"the session held open across the rotations answered {answered} of "
