@@ -403,3 +403,22 @@ def test_prometheus_speaks_the_api_the_pinned_alertmanager_serves(
         # <alertmanager_config>).
         api = manager.get("api_version", "v2")
         assert api in served, f"{image} serves {sorted(served)}; Prometheus speaks {api}"
+
+
+def test_the_incident_webhook_gets_each_alert_as_soon_as_its_channel_does() -> None:
+    """A crisis reaches the generic webhook with the pager's timings, a warning with
+    chat's: the rehearsal's alerts scenario waited minutes for a crisis that came back
+    inside the root route's 5m group_interval."""
+    doc = yaml.safe_load(
+        alertmanager_config(
+            Receivers(pagerduty_routing_key="pd", webhook_url="https://incidents.example.com/h")
+        )
+    )
+    timing = ("group_wait", "group_interval", "repeat_interval")
+    routes = doc["route"]["routes"]
+    for severity, channel in (("critical", "pager"), ("warning", "chat")):
+        matchers = [f'severity="{severity}"']
+        (hook,) = [r for r in routes if r["receiver"] == "webhook" and r["matchers"] == matchers]
+        (own,) = [r for r in routes if r["receiver"] == channel and "continue" not in r]
+        assert hook["continue"] is True
+        assert [hook[k] for k in timing] == [own[k] for k in timing], (severity, hook, own)

@@ -229,3 +229,20 @@ def test_audit_settings_and_auditor_role_reach_the_docker_server() -> None:
     sql = pg.roles_sql(audit=True)
     assert f"TO {pg.AUDITOR_ROLE};" in sql and "CREATE EXTENSION IF NOT EXISTS pgaudit;" in sql
     assert "CREATE EXTENSION" not in pg.roles_sql(audit=False), "pgaudit needs its library loaded"
+
+
+def test_blackbox_config_loads_in_the_real_exporter_without_deprecated_keys(
+    tmp_path: Path,
+) -> None:
+    """blackbox_exporter accepts the shipped modules and warns of nothing (it warned
+    that ``no_follow_redirects`` "will be removed in the next release")."""
+    from components.configs.blackbox import blackbox_config
+
+    exporter = need("prometheus-blackbox-exporter")
+    config = tmp_path / "blackbox.yml"
+    config.write_text(blackbox_config())
+    proc = subprocess.run([exporter, "--config.check", f"--config.file={config}"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Config file is ok" in out, out
+    assert "level=warn" not in out and "deprecated" not in out, out

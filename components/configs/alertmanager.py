@@ -14,6 +14,8 @@ that swallows everything not matched):
   heartbeat service raises the alarm when it stops (a dead-man's switch).
 - ``LunaAlertNotificationsFailing`` goes to every channel at once, since the
   channel that fails may be the one it would have used.
+- The generic webhook (``alertWebhookUrl``, an incident tool) gets every
+  critical and warning alert with the timings of the channel that alert goes to.
 - There is no ``null`` receiver: the root route itself pages (prod) or posts
   to chat, so an alert that matches no sub-route still reaches a person.
 
@@ -41,6 +43,13 @@ PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 OPSGENIE_URL = "https://api.opsgenie.com/"
 
 ChatKind = Literal["slack", "teams"]
+
+_TIMINGS: dict[str, dict[str, str]] = {
+    "critical": {"group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h"},
+    "warning": {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "12h"},
+}
+"""Per severity: how soon the first notification of a group goes, how soon a change
+to it, and how often it is repeated while it fires (the module docstring's why)."""
 
 
 Password = TypeVar("Password")
@@ -164,13 +173,18 @@ def alertmanager_config(r: Receivers) -> str:
         },
     ]
     if r.webhook_url:
-        routes.append(
+        # The incident tool gets each alert with the timings of the channel that alert
+        # goes to: inheriting the root's 5m group_interval, a crisis that came back
+        # within 5 minutes of an earlier one reached it minutes after the pager.
+        routes += [
             {
                 "receiver": "webhook",
-                "matchers": ['severity=~"critical|warning"'],
+                "matchers": [f'severity="{severity}"'],
                 "continue": True,
+                **_TIMINGS[severity],
             }
-        )
+            for severity in ("critical", "warning")
+        ]
     routes += [
         {
             "receiver": "everyone",
@@ -178,20 +192,8 @@ def alertmanager_config(r: Receivers) -> str:
             "group_wait": "10s",
             "repeat_interval": "1h",
         },
-        {
-            "receiver": "pager",
-            "matchers": ['severity="critical"'],
-            "group_wait": "10s",
-            "group_interval": "1m",
-            "repeat_interval": "1h",
-        },
-        {
-            "receiver": "chat",
-            "matchers": ['severity="warning"'],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "12h",
-        },
+        {"receiver": "pager", "matchers": ['severity="critical"'], **_TIMINGS["critical"]},
+        {"receiver": "chat", "matchers": ['severity="warning"'], **_TIMINGS["warning"]},
     ]
     glob: dict[str, Any] = {"resolve_timeout": "5m"}
     if r.pagerduty_routing_key:

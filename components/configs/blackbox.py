@@ -25,7 +25,9 @@ def blackbox_config(*, timeout_s: int = 10) -> str:
                     # What a user's browser does: TLS with a valid, unexpired certificate
                     # for the public name, no silent downgrade to plain HTTP.
                     "fail_if_not_ssl": True,
-                    "no_follow_redirects": False,
+                    # Not no_follow_redirects: deprecated, and blackbox_exporter warns it
+                    # "will be removed in the next release" (config/config.go).
+                    "follow_redirects": True,
                     "tls_config": {"insecure_skip_verify": False},
                 },
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import shutil
 import socket
 import subprocess
@@ -85,8 +86,8 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
     """
     root = Path(tempfile.mkdtemp(prefix="luna-rehearsal-"))  # $TMPDIR, else /tmp
     try:
-        with side_address() as address, contextlib.ExitStack() as stack_:
-            w = stack_.enter_context(world(root, address, buckets=()))
+        with side_address() as (address, public), contextlib.ExitStack() as stack_:
+            w = stack_.enter_context(world(root, address, public, buckets=()))
             (root / "docker").mkdir()
             daemon = contextlib.contextmanager(docker_host)(
                 root / "docker", bridge=True, storage=fastest_storage(root),
@@ -107,11 +108,16 @@ def rehearsal(stack: str, *, keep: Path | None = None) -> Iterator[Rehearsal]:
             for tag in tags:
                 if any(word in tag for word in _TRUSTING) and tag not in left_tags:
                     trust_ca(host, tag, w.ca.read_text())
+                if "blackbox" in tag and tag not in left_tags:
+                    # The edge probe checks the certificate as a browser does; here its
+                    # issuer is the rehearsal's edge CA, not a public one.
+                    trust_ca(host, tag, r.edge_ca)
             ids = {ref: host.docker("image", "inspect", "-f", "{{.Id}}", tag_of(ref)).stdout.strip()
                    for ref in r.images() if ref not in left_out}  # fmt: skip
             # Rendered again now that the images exist: RemoteImage reads back their IDs.
             r = render_for(stack, w, f"unix://{host.socket}", prior=r, image_ids=ids)
             applier = Applier(host, left_out_images=left_out, loopback=_free_loopback())
+            w.publish(r.host, applier.loopback)
             yield Rehearsal(stack, root, host, w, r, applier, left_out)
             if keep:
                 _keep_logs(host, applier, root, keep, w.receiver)
@@ -136,9 +142,13 @@ def _free_pool() -> str:
 
 
 def _free_loopback() -> str:
-    """A loopback address whose ports 80 and 443 are free (the edge is published there):
-    127.0.0.1 unless another rehearsal holds it."""
-    for n in range(1, 32):
+    """A loopback address whose ports 80 and 443 are free (the edge is published there).
+
+    Each process starts its search at its own address (from its pid, as
+    :func:`side_address` does): two rehearsals starting together would otherwise both
+    find 127.0.0.1 free and the later one's edge would fail to bind it."""
+    first = os.getpid() % 31
+    for n in (1 + (first + i) % 31 for i in range(31)):
         ip = f"127.0.0.{n}"
         try:
             for port in (80, 443):

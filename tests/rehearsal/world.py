@@ -57,21 +57,24 @@ BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 
 
 @contextlib.contextmanager
-def side_address() -> Iterator[str]:
-    """A host address of our own on a port-less bridge device, removed afterwards."""
+def side_address() -> Iterator[tuple[str, str]]:
+    """Two host addresses of our own on a port-less bridge device, removed afterwards:
+    the world's (DNS, object store, hooks) and the edge's public one (:meth:`World.publish`)."""
     ip = need("ip")
     n = os.getpid() % 250 + 1
-    device, address = f"lunarh{os.getpid() % 100000}", f"198.18.{n}.1"
+    device = f"lunarh{os.getpid() % 100000}"
+    address, public = f"198.18.{n}.1", f"198.18.{n}.2"
     subprocess.run([ip, "link", "del", device], capture_output=True, check=False)
     steps = (
         ["link", "add", device, "type", "bridge"],
         ["addr", "add", f"{address}/32", "dev", device],
+        ["addr", "add", f"{public}/32", "dev", device],
         ["link", "set", device, "up"],
     )
     for args in steps:
         subprocess.run([ip, *args], capture_output=True, text=True, check=True)
     try:
-        yield address
+        yield address, public
     finally:
         subprocess.run([ip, "link", "del", device], capture_output=True, check=False)
 
@@ -93,15 +96,20 @@ class _Names(BaseResolver):  # type: ignore[misc]
 
     def __init__(self, address: str) -> None:
         self.address = address
+        self.names: dict[str, str] = {}
+        """Other names this server answers (:meth:`World.publish`)."""
         upstream = _host_resolver()
         self.upstream = ProxyResolver(upstream, 53, 5) if upstream else None
 
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
         qname = str(request.q.qname).rstrip(".")
-        if qname == DOMAIN or qname.endswith("." + DOMAIN):
+        mine = self.names.get(qname)
+        if mine is None and (qname == DOMAIN or qname.endswith("." + DOMAIN)):
+            mine = self.address
+        if mine is not None:
             reply = request.reply()
             if request.q.qtype == QTYPE.A:
-                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.address), ttl=60))
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(mine), ttl=60))
             return reply
         if self.upstream is not None:
             return self.upstream.resolve(request, handler)
@@ -155,6 +163,19 @@ class World:
     """The CA of the object store's and the hooks' certificates."""
     relay: Relay
     """The object store as containers reach it (:meth:`Relay.outage`)."""
+    names: _Names
+    public: str
+    """The edge's public address: what the stack's host name resolves to."""
+    relays: list[Relay] = field(default_factory=list)
+
+    def publish(self, host: str, edge: str) -> None:
+        """``host`` resolves to :attr:`public`, whose port 443 relays to the edge as the
+        daemon published it (``edge``, a loopback address): the stack's public URL as
+        a container reaches it, like a public address hairpinned back to the host.
+        The blackbox exporter's edge probe needs it (LunaCrisisEdgeDown otherwise
+        fires throughout, as the public name has no other answer here)."""
+        self.relays.append(Relay((self.public, 443), (edge, 443)))
+        self.names.names[host] = self.public
 
     @property
     def hook_url(self) -> str:
@@ -162,9 +183,10 @@ class World:
 
 
 @contextlib.contextmanager
-def world(root: Path, address: str, *, buckets: tuple[str, ...]) -> Iterator[World]:
+def world(root: Path, address: str, public: str, *, buckets: tuple[str, ...]) -> Iterator[World]:
     """DNS, object store and hooks on ``address``; stopped afterwards."""
-    dns = DNSServer(_Names(address), port=53, address=address, logger=DNSLogger("-request,-reply"))
+    names = _Names(address)
+    dns = DNSServer(names, port=53, address=address, logger=DNSLogger("-request,-reply"))
     dns.start_thread()
     hooks_dir = root / "hooks-tls"
     hooks_dir.mkdir()
@@ -174,10 +196,12 @@ def world(root: Path, address: str, *, buckets: tuple[str, ...]) -> Iterator[Wor
         receiver = Receiver()
         server = _serve_hooks(receiver, address, pair[0], pair[1])
         relay = Relay((address, 443), ("127.0.0.1", s3.tls_port))
+        w = World(address, s3, receiver, s3.ca, relay, names, public)
         try:
-            yield World(address, s3, receiver, s3.ca, relay)
+            yield w
         finally:
-            relay.close()
+            for each in (relay, *w.relays):
+                each.close()
             server.shutdown()
             dns.stop()
 
