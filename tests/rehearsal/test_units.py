@@ -176,3 +176,19 @@ def test_an_interrupted_up_keeps_what_ran_and_the_next_up_finishes() -> None:
     assert set(applier.model.resources) == {a.urn}
     assert applier.up(program).events == [("create", b.urn)]
     assert applier.up(program).events == []
+
+
+def test_a_renewed_edge_pair_comes_from_the_same_issuer() -> None:
+    """The rotations scenario renews the edge's pair: a new key and certificate that
+    clients (and the blackbox exporter's probe) still verify with the stack's CA."""
+    from tests.rehearsal.pki import edge_issuer
+
+    issuer = edge_issuer()
+    first, renewed = (
+        issue_pair("staging.luna-app.com", issuer=issuer),
+        issue_pair("staging.luna-app.com", issuer=issuer),
+    )
+    ca = x509.load_pem_x509_certificate(issuer[0].encode())
+    assert first[0] == renewed[0] == issuer[0]
+    assert first[1] != renewed[1] and first[2] != renewed[2]
+    x509.load_pem_x509_certificate(renewed[1].encode()).verify_directly_issued_by(ca)

@@ -14,8 +14,8 @@ the engine model's steps for each change, rendered by the shipped program:
    answering, every new replica logs in with its URL; the cache is replaced with
    never two containers answering to ``cache`` (sampled every 0.2 s) and the new
    password is accepted by it;
-3. **edge**: ``tlsCert``/``tlsKey`` rotated to a pair from another issuer and an
-   nginx setting changed (``clientMaxBodyMb``): nginx keeps its container, the
+3. **edge**: ``tlsCert``/``tlsKey`` renewed (a new key and certificate from the same
+   issuer) and an nginx setting changed (``clientMaxBodyMb``): nginx keeps its container, the
    edge then serves the new certificate and enforces the new body limit;
 4. **restore**: everything back to the stack's configuration in one ``up`` (the
    scenarios after this one render from it), with the same checks.
@@ -67,11 +67,12 @@ class Watch:
     keep: Load
     fresh: Load
     cache: CacheWatch
-    ca_both: str
+    ca: str
+    """The edge's CA, which clients verify it with."""
     secrets: tuple[tuple[str, str], ...]
     """The rotated ``dbPassword`` and ``redisPassword``."""
     new_edge: tuple[str, str, str]
-    """The rotated edge pair: (CA, certificate, key), from another issuer."""
+    """The renewed edge pair: (CA, certificate, key), from the stack's issuer."""
     figures: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -205,7 +206,7 @@ def _fingerprint(pem: str) -> str:
 
 
 def _served(w: Watch) -> str:
-    conn = edge_conn(w.r, ca_pem=w.ca_both)
+    conn = edge_conn(w.r, ca_pem=w.ca)
     try:
         conn.connect()
         der = conn.sock.getpeercert(binary_form=True)
@@ -219,7 +220,7 @@ def _body_limit(w: Watch) -> str:
     nginx compares Content-Length with ``client_max_body_size`` as soon as the
     headers arrive (ngx_http_core_module's find-config phase) and answers 413
     at once; within the limit it waits for the body ("waits")."""
-    conn = edge_conn(w.r, ca_pem=w.ca_both)
+    conn = edge_conn(w.r, ca_pem=w.ca)
     try:
         conn.connect()
         assert conn.sock is not None
@@ -280,18 +281,19 @@ def _restore(w: Watch) -> str:
 
 def run(r: Rehearsal) -> Outcome:
     rotated = (("dbPassword", secrets.token_hex(24)), ("redisPassword", secrets.token_hex(24)))
-    new_edge = issue_pair(r.render.host, ca_name="Luna rehearsal edge CA, rotated")
-    # Clients trust both issuers, as browsers trust both public CAs of a switch.
-    ca_both = r.render.edge_ca + new_edge[0]
+    # A renewal: a new key and certificate from the same issuer, as ACME's. Clients
+    # (and the blackbox exporter's edge probe) trust that issuer only.
+    new_edge = issue_pair(r.render.host, issuer=r.render.edge_issuer)
+    ca = r.render.edge_ca
     url = next(iter(app_env(r, "DATABASE_URL").values()), "")
     held = HeldConnection(r, url)
     try:
         with (
-            Load(r, threads=2, ca_pem=ca_both, retry_idle=True) as keep,
-            Load(r, threads=2, fresh=True, ca_pem=ca_both) as fresh,
+            Load(r, threads=2, ca_pem=ca, retry_idle=True) as keep,
+            Load(r, threads=2, fresh=True, ca_pem=ca) as fresh,
             CacheWatch(r) as cache,
         ):
-            w = Watch(r, keep, fresh, cache, ca_both, rotated, new_edge)
+            w = Watch(r, keep, fresh, cache, ca, rotated, new_edge)
             time.sleep(2)
             for name, body in (
                 ("interrupted", _interrupted),
