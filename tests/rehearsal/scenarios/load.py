@@ -10,12 +10,12 @@ every request, so an edge that stops listening, even briefly, shows up as
 from __future__ import annotations
 
 import http.client
-import threading
 import time
 from collections import Counter
 
 from tests.rehearsal.scenarios.edge import EdgeConnection, edge_conn
 from tests.rehearsal.session import Rehearsal
+from tests.support.client_threads import ClientThreads
 
 __all__ = ["Load"]
 
@@ -23,7 +23,7 @@ __all__ = ["Load"]
 _CLOSED_IDLE = frozenset({"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError"})
 
 
-class Load:
+class Load(ClientThreads):
     """Threads sending GETs of the health path through the edge.
 
     ``ca_pem``: the CA (or CAs, concatenated) clients verify the edge with; the
@@ -51,19 +51,7 @@ class Load:
         self.longest_stall = 0.0
         self.window_stall = 0.0
         """The longest request since the last :meth:`mark`."""
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
+        super().__init__(threads)
 
     @property
     def total(self) -> int:
@@ -92,7 +80,7 @@ class Load:
 
     def _run(self) -> None:
         conn: EdgeConnection | None = None
-        while not self._stop.is_set():
+        while self.running():
             reused = conn is not None
             conn = conn or edge_conn(self.r, ca_pem=self.ca_pem)
             start = time.monotonic()
