@@ -544,8 +544,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "alertmanager-warning-typo",
         AM,
-        '"matchers": [\'severity="warning"\'],\n            "group_wait": "30s",',
-        '"matchers": [\'severity="warnings"\'],\n            "group_wait": "30s",',
+        '{"receiver": "chat", "matchers": [\'severity="warning"\']',
+        '{"receiver": "chat", "matchers": [\'severity="warnings"\']',
         "warnings match no route and page like criticals",
         f"{R_AM}::test_rendered_config_passes_amtool_and_routes_as_intended",
     ),

@@ -36,6 +36,7 @@ from tests.real.conftest import FULL_STACK_PARAMS, stack_id
 from tests.real.support import StandIn, start_standin
 from tests.real.test_nginx import Edge, replica_host
 from tests.real.test_nginx import edge as edge  # the fixture, with its nginx
+from tests.support.client_threads import ClientThreads
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ SETTLE_S = 1.0
 DOCKER = [p for p in FULL_STACK_PARAMS if p[1] == "docker"]
 
 
-class Load:
+class Load(ClientThreads):
     """Client threads sending GETs through nginx over keep-alive TLS connections."""
 
     def __init__(self, edge: Edge, threads: int = 4) -> None:
@@ -57,19 +58,7 @@ class Load:
         self.longest = 0.0
         """Seconds of the slowest request: the longest stall a user saw."""
         self._late = False
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
+        super().__init__(threads)
 
     @property
     def total(self) -> int:
@@ -81,7 +70,7 @@ class Load:
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
-        while not self._stop.is_set():
+        while self.running():
             conn = conn or self.edge.https_conn()
             began = time.monotonic()
             try:

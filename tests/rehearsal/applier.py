@@ -156,27 +156,42 @@ class Applier:
         """Old copies earlier updates left for deletion (the model's ``pending``)."""
 
     # -- plans -------------------------------------------------------------
-    def up(self, program: Mapping[str, Resource], *, failing: Iterable[str] = ()) -> Plan:
-        """``pulumi up`` of ``program`` from the current state, executed in the engine's order."""
+    def preview(self, program: Mapping[str, Resource]) -> Plan:
+        """``pulumi preview``: the steps ``up`` would take from the current state, none run."""
+        return plan(self.model, self._keep(program))
+
+    def up(
+        self,
+        program: Mapping[str, Resource],
+        *,
+        failing: Iterable[str] = (),
+        interrupt_after: int | None = None,
+    ) -> Plan:
+        """``pulumi up`` of ``program`` from the current state, executed in the engine's order.
+
+        ``interrupt_after``: the update is killed once that many steps ran (the
+        engine model's interrupt, a SIGINT or a killed runner): StepError.
+        """
         program = self._keep(program)
         for r in program.values():
             if r.type == REMOTE_IMAGE:
                 self._image_refs[str(r.outputs.get("imageId"))] = str(r.inputs["name"])
-        result = plan(self.model, program, failing=failing)
+        result = plan(self.model, program, failing=failing, interrupt_after=interrupt_after)
         if result.errors:
             raise StepError("; ".join(result.errors))
         ran: list[tuple[str, str]] = []
         for event, urn in result.events:
             start = time.monotonic()
             try:
-                if event == "fail":
-                    raise StepError(f"{urn}: failed (requested)")
+                if event in ("fail", "interrupt"):
+                    raise StepError(f"{urn}: {'failed' if event == 'fail' else event} (requested)")
                 self._event(event, urn, result, program)
             except StepError as error:
                 # What the engine records for the steps that really ran, this one
                 # failed (a partial create when the container runs but never became
                 # healthy): the model's own rule (tests/engine/execute.py next_state).
-                ran.append(("partial" if error.partial else "fail", urn))
+                kind = "interrupt" if event == "interrupt" else "fail"
+                ran.append(("partial" if error.partial else kind, urn))
                 self._record(dataclasses.replace(result, events=ran, failed=urn), program)
                 raise
             ran.append((event, urn))

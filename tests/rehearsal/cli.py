@@ -29,7 +29,7 @@ from tests.rehearsal.stack import STACKS
 __all__ = ["main", "report"]
 
 PROG = "rehearse"
-DETAILED = ("up", "metadata")
+DETAILED = ("up", "metadata", "rotations")
 """Scenarios whose details are shown even when they pass (what was skipped; the
 per-container table)."""
 

@@ -224,12 +224,8 @@ class RehearsalMocks(LunaMocks):
         return drawn
 
 
-def issue_pair(host: str, *, ca_name: str = "Luna rehearsal edge CA") -> tuple[str, str, str]:
-    """``(ca_pem, cert_pem, key_pem)``: a throwaway CA and a server pair for ``host``.
-
-    The edge's ``tlsCert``/``tlsKey`` are operator-supplied secrets (docs/secrets.md);
-    the rehearsal supplies a pair for the stack's own host, and clients trust its CA.
-    """
+def edge_issuer(ca_name: str = "Luna rehearsal edge CA") -> tuple[str, str]:
+    """``(ca_pem, ca_key_pem)``: a throwaway CA for the edge's certificates."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     # 90 days, as an ACME certificate: the settings refuse a pair with under 14 left.
     ca_inputs = {"validityPeriodHours": 90 * 24, "isCaCertificate": True,
@@ -239,11 +235,23 @@ def issue_pair(host: str, *, ca_name: str = "Luna rehearsal edge CA") -> tuple[s
         ca_inputs, subject=ca_subject, public=ca_key.public_key(), issuer=ca_subject,
         signer=ca_key, dns_names=[],
     )  # fmt: skip
+    return ca_pem, _key_outputs(ca_key)["privateKeyPem"]
+
+
+def issue_pair(host: str, *, issuer: tuple[str, str] | None = None) -> tuple[str, str, str]:
+    """``(ca_pem, cert_pem, key_pem)``: a server pair for ``host`` from ``issuer`` (an
+    :func:`edge_issuer`; a new one by default, so a renewal passes the same one).
+
+    The edge's ``tlsCert``/``tlsKey`` are operator-supplied secrets (docs/secrets.md);
+    the rehearsal supplies a pair for the stack's own host, and clients trust its CA.
+    """
+    ca_pem, ca_key_pem = issuer or edge_issuer()
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
     key = ec.generate_private_key(ec.SECP256R1())
     server = {"validityPeriodHours": 90 * 24,
               "allowedUses": ["digital_signature", "key_encipherment", "server_auth"]}  # fmt: skip
     cert_pem = _certificate(
-        server, subject=_name({"commonName": host}), public=key.public_key(), issuer=ca_subject,
-        signer=ca_key, dns_names=[host],
+        server, subject=_name({"commonName": host}), public=key.public_key(), issuer=ca.subject,
+        signer=_load_key(ca_key_pem), dns_names=[host],
     )  # fmt: skip
     return ca_pem, cert_pem, _key_outputs(key)["privateKeyPem"]

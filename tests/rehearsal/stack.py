@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from infra.render import Rendered, load_stack_config, render
 from tests.engine.model import Resource, snapshot
 from tests.real.s3 import ACCESS_KEY, REGION, SECRET_KEY
-from tests.rehearsal.pki import RehearsalMocks, issue_pair
+from tests.rehearsal.pki import RehearsalMocks, edge_issuer, issue_pair
 from tests.rehearsal.world import S3_HOST, World
 
 __all__ = ["STACKS", "Render", "render_for"]
@@ -54,6 +54,8 @@ class Render:
     random_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
     """RandomId name -> (keepers, value): the engine's state of them, shared by every
     render that descends from the first (tests/rehearsal/pki.py)."""
+    edge_issuer: tuple[str, str] = ("", "")
+    """The edge CA's (certificate, key) PEMs: a renewed pair comes from it."""
 
     def images(self) -> list[str]:
         return sorted(
@@ -87,7 +89,8 @@ def render_for(
     image_ids = image_ids if image_ids is not None else (prior.image_ids if prior else {})
     config, _ = load_stack_config(stack, overrides=(("platform", "docker"),), placeholders=False)
     host = urlsplit(config["luna:appUrl"]).hostname or ""
-    edge = prior.edge if prior else issue_pair(host)
+    issuer = prior.edge_issuer if prior else edge_issuer()
+    edge = prior.edge if prior else issue_pair(host, issuer=issuer)
     cipher_pass = prior.cipher_pass if prior else secrets.token_urlsafe(32)
     random_ids = prior.random_ids if prior else {}
     settings = [
@@ -129,4 +132,5 @@ def render_for(
     openai = dict(secret_values)["openaiApiKey"]
     return Render(stack, rendered, resources, host, edge[0], bucket, cipher_pass, edge,
                   dict(image_ids), openai, subs,
-                  dict(secret_values).get("pagerdutyRoutingKey", ""), random_ids)  # fmt: skip
+                  dict(secret_values).get("pagerdutyRoutingKey", ""), random_ids,
+                  issuer)  # fmt: skip

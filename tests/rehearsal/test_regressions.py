@@ -1,8 +1,8 @@
 """The defect patches of tests/rehearsal/regressions/ still apply to this tree.
 
-Each patch re-introduces one of issue #20's five defects, so that its rehearsal
-scenario can be shown failing on it (the folder's README has the command and
-the figures). Code and runbooks move; a patch that no longer applies would rot
+Each patch re-introduces a defect (issue #20's five, then issue #22's), so that
+its rehearsal scenario can be shown failing on it (the folder's README has the
+command and the figures). Code and runbooks move; a patch that no longer applies would rot
 silently. This test copies the files each patch touches into a scratch folder,
 applies the patch there with ``git apply`` and checks that the defect's own text
 is in the result and not in the current tree (the fix is still in place).
@@ -44,6 +44,9 @@ REGRESSIONS = (
                "docs/runbooks/rotation.md", "psql -U luna`"),
     Regression("5-nginx-error-log-phi.patch", "phi",
                "components/configs/nginx.py", 'ERROR_LOG = "error_log /dev/stderr warn;"'),
+    # Issue #22: the cache replaced create-before-delete, two answering to `cache` at once.
+    Regression("6-cache-replaced-beside-itself.patch", "rotations",
+               "components/platforms/docker/rollout.py", 'spec.workload == "stateful"\n'),
 )  # fmt: skip
 
 

@@ -63,8 +63,13 @@ def test_runbooks(staging: Rehearsal) -> None:
     _check("runbooks", staging)
 
 
-def test_deploy(staging: Rehearsal) -> None:
+def test_rotations(staging: Rehearsal) -> None:
     start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
+    _check("rotations", staging)
+
+
+def test_deploy(staging: Rehearsal) -> None:
+    start_background(["alerts"], staging)  # once: a no-op when test_rotations started it
     _check("deploy", staging)
 
 

@@ -158,3 +158,63 @@ def test_pgbackrest_runs_are_timed_from_the_daemons_stamps() -> None:
     assert size_bytes("130.4MB") == round(130.4 * 2**20)
     assert size_bytes("1GB") == 2**30
     assert size_bytes("12 apples") is None
+
+
+def test_the_cache_watch_reports_overlap_and_gap() -> None:
+    """The rotations scenario's cache figures: the most containers answering at once in
+    a window, and the longest time from the last sample with a cache to the next one
+    after samples with none (a replaced cache's gap)."""
+    from types import SimpleNamespace
+
+    from tests.rehearsal.scenarios.watch import CacheWatch
+
+    w = CacheWatch(SimpleNamespace())  # type: ignore[arg-type]
+    w.samples = [(0.0, 1), (0.2, 1), (0.4, 0), (0.6, 0), (1.4, 1), (1.6, 2), (1.8, 1)]
+    assert w.between(0.0, 1.5) == (1, 1.2, 5)
+    assert w.between(0.0, 2.0)[0] == 2
+    assert w.between(1.4, 2.0) == (2, 0.0, 3), "no sample without a cache: no gap"
+
+
+def test_an_interrupted_up_keeps_what_ran_and_the_next_up_finishes() -> None:
+    """The applier's interrupt (the rotations scenario kills an ``up`` halfway): the
+    steps before it are in the engine's state, the next ``up`` runs only the rest,
+    and one more plans nothing. Random resources touch no daemon."""
+    from types import SimpleNamespace
+
+    from tests.engine.model import Resource
+    from tests.rehearsal.applier import Applier, StepError
+
+    def random(name: str, *deps: str) -> Resource:
+        return Resource(f"urn:pulumi:s::p::random:index/randomId:RandomId::{name}",
+                        "random:index/randomId:RandomId", name, {"byteLength": 4}, False,
+                        False, deps, {})  # fmt: skip
+
+    a = random("a")
+    b = random("b", a.urn)
+    program = {a.urn: a, b.urn: b}
+    applier = Applier(SimpleNamespace(socket="/nonexistent"))  # type: ignore[arg-type]
+    assert len(applier.preview(program).events) == 2
+    try:
+        applier.up(program, interrupt_after=1)
+        raise AssertionError("the up was not interrupted")
+    except StepError as error:
+        assert "interrupt" in str(error)
+    assert set(applier.model.resources) == {a.urn}
+    assert applier.up(program).events == [("create", b.urn)]
+    assert applier.up(program).events == []
+
+
+def test_a_renewed_edge_pair_comes_from_the_same_issuer() -> None:
+    """The rotations scenario renews the edge's pair: a new key and certificate that
+    clients (and the blackbox exporter's probe) still verify with the stack's CA."""
+    from tests.rehearsal.pki import edge_issuer
+
+    issuer = edge_issuer()
+    first, renewed = (
+        issue_pair("staging.luna-app.com", issuer=issuer),
+        issue_pair("staging.luna-app.com", issuer=issuer),
+    )
+    ca = x509.load_pem_x509_certificate(issuer[0].encode())
+    assert first[0] == renewed[0] == issuer[0]
+    assert first[1] != renewed[1] and first[2] != renewed[2]
+    x509.load_pem_x509_certificate(renewed[1].encode()).verify_directly_issued_by(ca)

@@ -20,6 +20,7 @@ from tests.rehearsal.scenarios import (
     idempotence,
     metadata,
     phi,
+    rotations,
     runbooks,
     up,
 )  # fmt: skip
@@ -39,6 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
     "metadata": metadata.run,
     "drill": drill.run,
     "runbooks": runbooks.run,
+    "rotations": rotations.run,
     "deploy": deploy.run,
     "alerts": alerts.run,
 }

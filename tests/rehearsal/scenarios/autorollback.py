@@ -26,10 +26,9 @@ from pathlib import Path
 from components.configs.nginx import RESOLVER_VALID_S
 from tests.real.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from tests.rehearsal.scenarios.load import Load
-from tests.rehearsal.scenarios.probe import image_ids
+from tests.rehearsal.scenarios.probe import rerender
 from tests.rehearsal.scenarios.up import smoke_check, through_edge
 from tests.rehearsal.session import Rehearsal
-from tests.rehearsal.stack import render_for
 from tests.rehearsal.world import HOOKS_HOST
 from tests.support.tools import REPO
 
@@ -62,9 +61,7 @@ def _broken_release(r: Rehearsal, base: str) -> None:
 
 def deploy_app(r: Rehearsal, image: str) -> None:
     """``pulumi up`` with ``appImage`` set to ``image``, as the engine model plans it."""
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       overrides=(("appImage", image),), image_ids=image_ids(r, image))  # fmt: skip
-    r.applier.up(again.resources)
+    r.applier.up(rerender(r, overrides=(("appImage", image),), images=(image,)).resources)
 
 
 def _page(r: Rehearsal, summary: str) -> tuple[bool, str]:

@@ -30,9 +30,11 @@ class EdgeConnection(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(raw, server_hostname=self.host)
 
 
-def edge_conn(r: Rehearsal) -> EdgeConnection:
+def edge_conn(r: Rehearsal, *, ca_pem: str | None = None) -> EdgeConnection:
+    """A connection to the edge, verified against ``ca_pem`` (default: the render's CA)."""
     port = int(str(r.render.output("httpsPort") or 443))
-    return EdgeConnection(r.render.host, port, r.render.edge_ca, ip=r.applier.loopback)
+    ca = ca_pem or r.render.edge_ca
+    return EdgeConnection(r.render.host, port, ca, ip=r.applier.loopback)
 
 
 def edge_request(

@@ -21,8 +21,8 @@ from tests.engine.facts import diff, go_duration_string, nano_to_decimal_string,
 from tests.real.docker_host import DAEMON
 from tests.rehearsal.applier import CONTAINER, StepError
 from tests.rehearsal.outcome import Outcome
+from tests.rehearsal.scenarios.probe import rerender
 from tests.rehearsal.session import Rehearsal
-from tests.rehearsal.stack import render_for
 
 __all__ = ["daemon_read_back", "run"]
 
@@ -80,7 +80,7 @@ def run(r: Rehearsal) -> Outcome:
     before_ids = {
         u: applied.ids[u] for u, res in applied.resources.items() if res.type == CONTAINER
     }
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render)
+    again = rerender(r)
     changes: list[str] = []
     model_misses: list[str] = []
     for urn, cid in before_ids.items():

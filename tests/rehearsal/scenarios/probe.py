@@ -6,6 +6,7 @@ directly at its network address (no port is published for it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.request
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from components.configs import postgres as pg
 from tests.rehearsal.session import Rehearsal
+from tests.rehearsal.stack import Render, render_for
 
 __all__ = ["address", "get", "get_json", "poll", "psql"]
 
@@ -118,3 +120,26 @@ def luna_schema(r: Rehearsal, rows: int = 25) -> int:
 
 
 __all__ += ["luna_schema", "release"]
+
+
+def rerender(
+    r: Rehearsal,
+    *,
+    overrides: tuple[tuple[str, str], ...] = (),
+    extra_secrets: tuple[tuple[str, str], ...] = (),
+    images: tuple[str, ...] = (),
+    edge: tuple[str, str, str] | None = None,
+) -> Render:
+    """The stack's render with these config changes (what ``pulumi config set`` does
+    before an ``up``), keeping the first render's secrets, keys and certificates.
+
+    ``images``: tags made during a scenario (their IDs are read from the daemon).
+    ``edge``: a new ``(CA, certificate, key)`` for ``tlsCert``/``tlsKey``.
+    """
+    prior = r.render if edge is None else dataclasses.replace(r.render, edge=edge)
+    return render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=prior,
+                      overrides=overrides, extra_secrets=extra_secrets,
+                      image_ids=image_ids(r, *images) if images else None)  # fmt: skip
+
+
+__all__ += ["rerender"]

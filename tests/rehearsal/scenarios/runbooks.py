@@ -31,15 +31,14 @@ from tests.rehearsal.applier import StepError
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios.edge import edge_request
 from tests.rehearsal.scenarios.probe import (
-    image_ids,
     luna_schema,
     poll,
     psql,
     release,
+    rerender,
     wait_healthy,
 )
 from tests.rehearsal.session import Rehearsal
-from tests.rehearsal.stack import render_for
 from tests.support.tools import REPO
 
 __all__ = ["docker_blocks", "run"]
@@ -139,8 +138,7 @@ def _rotation(r: Rehearsal) -> tuple[bool, str]:
     out = (proc.stdout + proc.stderr).replace(new, "<new password>").strip()[-600:]
     if proc.returncode != 0 or "ERROR" in out or "FATAL" in out:
         return False, f"step 2 `{command}` with `{sql}`: exit {proc.returncode}\n{out}"
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       extra_secrets=(("dbPassword", new),))  # fmt: skip
+    again = rerender(r, extra_secrets=(("dbPassword", new),))
     try:
         r.applier.up(again.resources)
     except StepError as error:
@@ -160,8 +158,7 @@ def _rotation_block(r: Rehearsal, block: str) -> tuple[bool, str]:
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).replace(new, "<new password>")[-600:]
         return False, f"the block exited {proc.returncode}:\n{out}"
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       extra_secrets=(("dbPassword", new),))  # fmt: skip
+    again = rerender(r, extra_secrets=(("dbPassword", new),))
     try:
         r.applier.up(again.resources)
     except StepError as error:
@@ -179,11 +176,9 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
     previous = str(r.render.output("app_image"))  # the image the stack was first applied with
     # The deploy being rolled back: the next tag (same content, a new image reference).
     release(r, previous, NEXT)
-    bumped = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                        overrides=(("appImage", NEXT),), image_ids=image_ids(r, NEXT))  # fmt: skip
+    bumped = rerender(r, overrides=(("appImage", NEXT),), images=(NEXT,))
     r.applier.up(bumped.resources)
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       overrides=(("appImage", previous),))  # fmt: skip
+    again = rerender(r, overrides=(("appImage", previous),))
     try:
         result = r.applier.up(again.resources)
     except StepError as error:
@@ -212,9 +207,7 @@ def _minor_bump(r: Rehearsal) -> tuple[bool, str]:
     # stand-in's PostgreSQL is Debian's either way): the block's digest dropped.
     bumped = m.group(1).split("@")[0]
     release(r, current, bumped)
-    again = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render,
-                       overrides=(("postgresImage", bumped),),
-                       image_ids=image_ids(r, bumped))  # fmt: skip
+    again = rerender(r, overrides=(("postgresImage", bumped),), images=(bumped,))
     first = len(r.applier.state.steps)
     try:
         r.applier.up(again.resources)
@@ -226,7 +219,7 @@ def _minor_bump(r: Rehearsal) -> tuple[bool, str]:
         # Back to the stack's configured image: the scenarios after this one render
         # from the stack's config, which this bump did not change; without this,
         # their first `up` would replace the database back mid-scenario.
-        baseline = render_for(r.stack, r.world, f"unix://{r.host.socket}", prior=r.render)
+        baseline = rerender(r)
         r.applier.up(baseline.resources)
 
 
