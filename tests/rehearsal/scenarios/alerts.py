@@ -38,6 +38,7 @@ PAGE_WITHIN_S = 120
 OUTAGE_S = 6 * 60
 ALERT_WITHIN_S = 5 * 60
 PG_WAL_BOUND_MB = 1024
+CATCH_UP_WITHIN_S = 180
 PUSH_FAIL_WITHIN_S = 60
 """Issue #21: a dead endpoint fails each push within a minute, so PostgreSQL retries."""
 WAKE_AFTER_S = 10
@@ -244,17 +245,35 @@ def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
     return took, f"{detail}; {how} {label}, same loop ({same})"
 
 
+def _archived_through(r: Rehearsal, segment: str) -> float | None:
+    """Seconds until ``pg_stat_archiver`` has archived ``segment`` (or a later one of
+    its timeline), or None. Segment names of one timeline sort as they were written."""
+    if not re.fullmatch(r"[0-9A-F]{24}", segment):
+        return None
+    t0 = time.monotonic()
+
+    def archived() -> bool:
+        done = psql(r, "SELECT last_archived_wal FROM pg_stat_archiver", check=False)
+        return len(done) == 24 and done[:8] == segment[:8] and done >= segment
+
+    try:
+        poll(f"{segment} archived", archived, timeout=CATCH_UP_WITHIN_S, every=2)
+    except AssertionError:
+        return None
+    return time.monotonic() - t0
+
+
 def run(r: Rehearsal) -> Outcome:
     start(r)
     o = _OUTAGES[id(r)]
     page_s, page_detail = _crisis_page(r)
     assert o.thread is not None
     o.thread.join(OUTAGE_S + 120)
-    # Back: the archiver catches up (pgBackRest retries on the next archive_command).
-    back = time.monotonic()
-    psql(r, "SELECT pg_switch_wal()", check=False)
+    # Back: the archiver catches up (PostgreSQL retries archive_command), up to the
+    # segment closed now: every segment written in the outage is then in the store.
+    last = psql(r, "SELECT pg_walfile_name(pg_switch_wal())", check=False)
     backup_s, backup_detail = _backups_resume(r, o)
-    time.sleep(max(0.0, 90 - (time.monotonic() - back)))
+    caught_up = _archived_through(r, last)
     count, gaps = _segments(r)
     push_s, push_n, push_detail = _push_fails(r, o)
     problems = []
@@ -270,12 +289,17 @@ def run(r: Rehearsal) -> Outcome:
                         f"{PUSH_FAIL_WITHIN_S} s), or none failed: {push_detail}")  # fmt: skip
     if backup_s is None:
         problems.append(f"backups did not resume after the outage: {backup_detail}")
+    if caught_up is None:
+        problems.append(f"the archive did not reach {last or 'the switched segment'} within "
+                        f"{CATCH_UP_WITHIN_S} s of the store's return")  # fmt: skip
     problems += gaps + ([o.error] if o.error else [])
     alert = f"{o.alert_after:.0f} s" if o.alert_after is not None else "none"
     page = f"{page_s:.0f} s" if page_s is not None else "none"
     resumed = "none" if backup_s is None else f"in {backup_s:.0f} s" if backup_s else "by its retry"
     figure = (f"page {page}; outage {OUTAGE_S // 60} min: alert {alert}, pg_wal peak "
-              f"{peak:.0f} MB, {count} segments, {len(gaps)} gaps, {push_n} failed pushes "
+              f"{peak:.0f} MB, {count} segments, {len(gaps)} gaps, archive caught up "
+              f"{f'in {caught_up:.0f} s' if caught_up is not None else 'never'}, "
+              f"{push_n} failed pushes "
               f"(longest {push_s:.0f} s), backup after it "
               f"{resumed}")  # fmt: skip
     return Outcome("alerts", not problems, figure,
