@@ -46,6 +46,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ from tests.engine.execute import next_state
 from tests.engine.model import Plan, Resource, State, plan
 from tests.real.docker_host import DockerHost
 from tests.rehearsal.engine_api import EngineApi, create_body
+from tests.rehearsal.schedule import closure, ready
 
 __all__ = ["LEFT_OUT", "Applied", "Applier", "StepError", "left_out_reason", "tag_of"]
 
@@ -179,25 +181,69 @@ class Applier:
         result = plan(self.model, program, failing=failing, interrupt_after=interrupt_after)
         if result.errors:
             raise StepError("; ".join(result.errors))
-        ran: list[tuple[str, str]] = []
-        for event, urn in result.events:
-            start = time.monotonic()
-            try:
-                if event in ("fail", "interrupt"):
-                    raise StepError(f"{urn}: {'failed' if event == 'fail' else event} (requested)")
-                self._event(event, urn, result, program)
-            except StepError as error:
-                # What the engine records for the steps that really ran, this one
-                # failed (a partial create when the container runs but never became
-                # healthy): the model's own rule (tests/engine/execute.py next_state).
-                kind = "interrupt" if event == "interrupt" else "fail"
-                ran.append(("partial" if error.partial else kind, urn))
-                self._record(dataclasses.replace(result, events=ran, failed=urn), program)
-                raise
-            ran.append((event, urn))
-            self.state.steps.append((event, urn.split("::")[-1], time.monotonic() - start))
+        ran, error = self._execute(result, program)
+        if error is not None:
+            # What the engine records for the steps that really ran, the failed ones
+            # included (a partial create when the container runs but never became
+            # healthy): the model's own rule (tests/engine/execute.py next_state).
+            self._record(dataclasses.replace(result, events=ran, failed=error[1]), program)
+            raise error[0]
         self._record(result, program)
         return result
+
+    def _execute(
+        self, result: Plan, program: Mapping[str, Resource]
+    ) -> tuple[list[tuple[str, str]], tuple[StepError, str] | None]:
+        """Run the plan's events, each as soon as the steps it waits for are done
+        (tests/rehearsal/schedule.py); after a failure start nothing new and let the
+        running ones finish. The events that ran, and the first failure with its URN."""
+        events, needs = result.events, closure(program)
+        ran: list[tuple[str, str]] = []
+        done: set[int] = set()
+        started: set[int] = set()
+        begun: dict[int, float] = {}
+        error: tuple[StepError, str] | None = None
+        other: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="step") as pool:
+            running: dict[Future[float], int] = {}
+            while True:
+                if error is None and other is None:
+                    for i in ready(events, needs, done, started):
+                        started.add(i)
+                        begun[i] = time.monotonic()
+                        running[pool.submit(self._step, *events[i], result, program)] = i
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    event, urn = events[i]
+                    try:
+                        seconds = future.result()
+                    except StepError as failure:
+                        kind = "interrupt" if event == "interrupt" else "fail"
+                        kind = "partial" if failure.partial else kind
+                        ran.append((kind, urn))
+                        self.state.steps.append((kind, urn.split("::")[-1],
+                                                 time.monotonic() - begun[i]))  # fmt: skip
+                        error = error or (failure, urn)
+                        continue
+                    except Exception as unexpected:  # raised once the running ones end
+                        other = other or unexpected
+                        continue
+                    done.add(i)
+                    ran.append((event, urn))
+                    self.state.steps.append((event, urn.split("::")[-1], seconds))
+        if other is not None:
+            raise other
+        return ran, error
+
+    def _step(self, event: str, urn: str, result: Plan, program: Mapping[str, Resource]) -> float:
+        start = time.monotonic()
+        if event in ("fail", "interrupt"):
+            raise StepError(f"{urn}: {'failed' if event == 'fail' else event} (requested)")
+        self._event(event, urn, result, program)
+        return time.monotonic() - start
 
     def _event(self, event: str, urn: str, result: Plan, program: Mapping[str, Resource]) -> None:
         step = result.steps.get(urn)

@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.engine.model import State, plan
 from tests.rehearsal.cli import main, report
 from tests.rehearsal.engine_api import create_body, go_nanoseconds
 from tests.rehearsal.outcome import Outcome
@@ -218,3 +219,31 @@ def test_a_renewed_edge_pair_comes_from_the_same_issuer() -> None:
     assert first[0] == renewed[0] == issuer[0]
     assert first[1] != renewed[1] and first[2] != renewed[2]
     x509.load_pem_x509_certificate(renewed[1].encode()).verify_directly_issued_by(ca)
+
+
+def test_the_engines_parallel_steps_create_both_replicas_at_once() -> None:
+    """An app image bump on staging as the engine runs it (tests/rehearsal/schedule.py):
+    both replicas start together once the migration is done; nothing that depends on
+    them (the admission gate) starts before both are; every delete waits for the rest."""
+    from tests.engine.scenarios import APP_IMAGE_NEXT, snap
+    from tests.rehearsal.schedule import closure, ready
+
+    before = snap("staging", "docker")
+    after = snap("staging", "docker", config=(("appImage", APP_IMAGE_NEXT),))
+    events = plan(State(before), after).events
+    needs = closure(after)
+    done: set[int] = set()
+    waves: list[list[str]] = []
+    while len(done) < len(events):
+        wave = ready(events, needs, done, done)
+        assert wave, f"no step can start; done {len(done)} of {len(events)}: {events}"
+        waves.append([f"{events[i][0]} {events[i][1].split('::')[-1]}" for i in wave])
+        done.update(wave)
+    both = {"create luna-app-web-0", "create luna-app-web-1"}
+    replicas = [w for w in waves if both & set(w)]
+    assert len(replicas) == 1 and both <= set(replicas[0]), waves
+    gate = next(i for i, w in enumerate(waves) if "create luna-app-web-admission" in w)
+    assert waves.index(replicas[0]) < gate, waves
+    deletes = [i for i, w in enumerate(waves) if any(s.startswith("delete") for s in w)]
+    assert deletes and all(len(waves[i]) == 1 for i in deletes), waves
+    assert min(deletes) > gate, waves
