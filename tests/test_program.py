@@ -397,6 +397,22 @@ def test_docker_services_with_health_checks_are_awaited() -> None:
             assert inputs["waitTimeout"] >= 60, f"{name} waits only {inputs['waitTimeout']} s"
 
 
+def test_an_app_replica_is_checked_within_seconds_of_starting() -> None:
+    """Docker 20.10 runs a container's first health check one ``interval`` after the
+    start, so the interval bounds how soon a release's replica can take traffic and
+    how soon a dead one is noticed; the wait still covers the whole start period."""
+    for stack in STACKS:
+        for name, rec in resources_of(rendered(stack, "docker")).containers().items():
+            inputs = unwrap(rec.inputs)
+            if "luna-app-web-" not in rec.name or rec.name.endswith("admission"):
+                continue
+            check = inputs["healthcheck"]
+            assert check["interval"] == "5s", f"{name}: health checked every {check['interval']}"
+            assert check["timeout"] in ("3s", "5s"), f"{name}: check timeout {check['timeout']}"
+            least = 30 + int(check["retries"]) * 10
+            assert inputs["waitTimeout"] >= least, f"{name} waits only {inputs['waitTimeout']} s"
+
+
 def test_migration_waits_for_the_database(stack_render: tuple[str, str, Rendered]) -> None:
     stack, platform, r = stack_render
     res = resources_of(r)
