@@ -44,6 +44,7 @@ import dataclasses
 import io
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -156,6 +157,8 @@ class Applier:
         """The copy this update's create-before-delete replacement displaced, by URN."""
         self._pending: dict[str, list[tuple[str, Resource]]] = {}
         """Old copies earlier updates left for deletion (the model's ``pending``)."""
+        self._stopping = threading.Event()
+        """Set when the caller is interrupted: the running steps stop waiting."""
 
     # -- plans -------------------------------------------------------------
     def preview(self, program: Mapping[str, Resource]) -> Plan:
@@ -204,6 +207,7 @@ class Applier:
         begun: dict[int, float] = {}
         error: tuple[StepError, str] | None = None
         other: BaseException | None = None
+        self._stopping.clear()
         with ThreadPoolExecutor(max_workers=16, thread_name_prefix="step") as pool:
             running: dict[Future[float], int] = {}
             while True:
@@ -214,7 +218,13 @@ class Applier:
                         running[pool.submit(self._step, *events[i], result, program)] = i
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                except BaseException:
+                    # An interrupt reaches this thread only: the steps' health waits
+                    # and commands end at once, so leaving the pool takes no minutes.
+                    self._stopping.set()
+                    raise
                 for future in finished:
                     i = running.pop(future)
                     event, urn = events[i]
@@ -372,6 +382,8 @@ class Applier:
         deadline = time.monotonic() + min(timeout, self.health_timeout)
         status = ""
         while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise StepError(f"{name}: interrupted while waiting for health", partial=True)
             status = self._inspect(name, "{{.State.Health.Status}} {{.State.Status}}")
             if status.startswith("healthy"):
                 return
@@ -390,16 +402,31 @@ class Applier:
             env["DOCKER_HOST"] = self.host.env["DOCKER_HOST"]
             self.state.note(f"{r.name}: DOCKER_HOST is the rehearsal daemon's socket")
         interpreter = [str(x) for x in r.inputs.get("interpreter") or ["/bin/sh", "-c"]]
-        proc = subprocess.run(
-            [*interpreter, str(r.inputs.get("create") or "true")],
-            env={**self.host.env, **env}, capture_output=True, text=True, timeout=1800,
-            check=False,
-        )  # fmt: skip
+        proc = self._run([*interpreter, str(r.inputs.get("create") or "true")],
+                         {**self.host.env, **env})  # fmt: skip
         self.state.ids[urn] = str(proc.returncode)
         if proc.returncode != 0:
             raise StepError(
                 f"{r.name}: exit status {proc.returncode}\n{(proc.stdout + proc.stderr)[-1500:]}"
             )
+
+    def _run(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """A local command, as the Command provider runs it (30 minutes at most), that
+        an interrupt stops."""
+        with subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as proc:  # fmt: skip
+            deadline = time.monotonic() + 1800
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if self._stopping.is_set() or time.monotonic() > deadline:
+                        proc.kill()
+                        out, err = proc.communicate()
+                        err += "\n(stopped: interrupted or past 30 minutes)"
+                        break
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def _update(self, urn: str, r: Resource) -> None:
         if r.type == CONTAINER:

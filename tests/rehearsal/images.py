@@ -57,11 +57,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,16 +281,80 @@ def build_shipped(host: DockerHost, context: Path, tag: str, *, cache: Path | No
     with the host's network (module docstring), on the postgres stand-in, which
     must be loaded already.
     """
+    return _build(host.env, context, tag, cache or default_cache())
+
+
+def _build(env: dict[str, str], context: Path, tag: str, cache: Path) -> float:
     start = time.monotonic()
     network = None
     if context == APP_CONTEXT:
-        base = base_rootfs(node_version(context / "Dockerfile"), cache or default_cache())
-        import_base([buildkit_client()], host.env, base)
+        base = base_rootfs(node_version(context / "Dockerfile"), cache)
+        import_base([buildkit_client()], env, base)
     else:
         network = "host"
-    proc = docker_build(host.env, context, tag, network=network)
+    proc = docker_build(env, context, tag, network=network)
     assert proc.returncode == 0, f"docker build {context.name} as {tag} failed:\n{proc.stderr}"
     return time.monotonic() - start
+
+
+# The child's entry point: scripts/rehearse's own interpreter, importing from the clone.
+_APART = "import sys; from tests.rehearsal.images import build_apart_main; build_apart_main()"
+
+
+@contextlib.contextmanager
+def _building_apart(
+    host: DockerHost, context: Path, tag: str, cache: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """``build_shipped`` in a child process in a session of its own, beside the caller.
+
+    Not a thread: an interrupt (SIGINT, or SIGTERM turned into KeyboardInterrupt
+    by scripts/rehearse) reaches only the main thread, and a thread building the
+    app would hold the exit for as long as its debootstrap and ``docker build``
+    take (minutes, cold). The child's whole process group is stopped instead:
+    SIGTERM, which the child turns into KeyboardInterrupt so ``subprocess.run``
+    kills what it started and its temporary folders go; SIGKILL after 20 s.
+    """
+    # The daemon's environment is the child's own (DOCKER_HOST and the rest).
+    proc = subprocess.Popen([sys.executable, "-c", _APART, str(context), tag, str(cache)],
+                            cwd=REPO, env=host.env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    except BaseException:
+        _stop_group(proc)
+        raise
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)  # its session's group: the build's programs too
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=grace)
+            break
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # an orphan of the group, if any is left
+
+
+def _built_apart(proc: subprocess.Popen[str]) -> float:
+    """The seconds the child's build took; its failure as this process's AssertionError."""
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err.strip() or f"the app's build exited {proc.returncode}"
+    return float(out.split()[-1])
+
+
+def build_apart_main() -> None:
+    """The child of :func:`_building_apart`: one build, its seconds on stdout."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    context, tag, cache = sys.argv[1:4]
+    try:
+        seconds = _build(dict(os.environ), Path(context), tag, Path(cache))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (AssertionError, OSError, subprocess.SubprocessError) as error:
+        print(str(error), file=sys.stderr)
+        sys.exit(1)
+    print(f"{seconds:.3f}")
 
 
 def _stand_in_images(host: DockerHost, wanted: list[tuple[str, StandIn]], cache: Path,
@@ -351,12 +416,12 @@ def ensure_images(
     with _locked(cache):
         minbase_rootfs(cache)  # made once, before the app's Node.js base asks for it too
     # The app's build needs no stand-in: it runs beside the stand-ins' load.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        apps = {tag: pool.submit(build_shipped, host, context, tag, cache=cache)
+    with contextlib.ExitStack() as apart:
+        apps = {tag: apart.enter_context(_building_apart(host, context, tag, cache))
                 for tag, context in shipped if context == APP_CONTEXT}  # fmt: skip
         _stand_in_images(host, stand_ins, cache, report)
         seconds = {
-            tag: apps[tag].result()
+            tag: _built_apart(apps[tag])
             if tag in apps
             else build_shipped(host, context, tag, cache=cache)
             for tag, context in shipped

@@ -4,12 +4,17 @@ report, the certificates its mocks issue. No daemon."""
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import time
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.engine.model import State, plan
+from tests.real.docker_host import DockerHost
+from tests.rehearsal.applier import Applier, StepError
 from tests.rehearsal.cli import main, report
 from tests.rehearsal.engine_api import create_body, go_nanoseconds
 from tests.rehearsal.outcome import Outcome
@@ -247,3 +252,55 @@ def test_the_engines_parallel_steps_create_both_replicas_at_once() -> None:
     deletes = [i for i, w in enumerate(waves) if any(s.startswith("delete") for s in w)]
     assert deletes and all(len(waves[i]) == 1 for i in deletes), waves
     assert min(deletes) > gate, waves
+
+
+def test_archived_wal_segments_are_told_from_the_repositorys_other_files() -> None:
+    """pgBackRest's repository keys (the drill corrupts the newest segment, the alerts
+    scenario counts gaps): segments only, in the order they were written."""
+    from tests.rehearsal.scenarios.probe import WAL_KEY, wal_segments
+
+    sha = "0" * 39 + "1"
+    base = "luna/archive/luna/15-1/0000000100000000"
+    keys = [
+        f"{base}/00000001000000000000000B-{sha}.zst",
+        f"{base}/00000001000000000000000A-{sha}.zst",
+        f"{base}/00000001000000000000000A.00000028.backup",
+        "luna/archive/luna/15-1/00000002.history",
+        "luna/archive/luna/archive.info",
+        f"luna/backup/luna/20261207-070000F/pg_data/base/1/1259-{sha}.zst",
+    ]
+    assert [WAL_KEY.findall(k)[0] for k in wal_segments(keys)] == [
+        "00000001000000000000000A",
+        "00000001000000000000000B",
+    ]
+
+
+def test_an_interrupted_app_build_stops_its_whole_process_group() -> None:
+    """The app's build runs apart (images.py); an interrupt stops every program in its
+    group, not only the child (a background one stands in for debootstrap's children)."""
+    from tests.rehearsal.images import _stop_group
+
+    proc = subprocess.Popen(["sh", "-c", "sleep 300 & exec sleep 301"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    time.sleep(0.3)
+    _stop_group(proc)
+    ps = subprocess.run(["ps", "-ww", "-eo", "pgid,stat,args"], capture_output=True, text=True,
+                        check=True).stdout  # fmt: skip
+    rows = [ln.split(None, 2) for ln in ps.splitlines()[1:]]
+    # A zombie is dead: only its reaper (this sandbox's init) has yet to collect it.
+    left = [r for r in rows if r[0] == str(proc.pid) and not r[1].startswith("Z")]
+    assert proc.returncode is not None and not left, f"still running: {left}"
+
+
+def test_an_interrupted_applier_stops_its_steps_waits_at_once() -> None:
+    """An interrupt sets the applier's stop: a running command is killed and a health
+    wait ends, so the pool of steps is left in seconds, not after a 30-minute command."""
+    host = DockerHost(socket="/nonexistent/docker.sock", env=dict(os.environ))
+    applier = Applier(host)
+    applier._stopping.set()
+    t0 = time.monotonic()
+    proc = applier._run(["sleep", "30"], dict(os.environ))
+    assert time.monotonic() - t0 < 5 and proc.returncode != 0, proc
+    with pytest.raises(StepError, match="interrupted"):
+        applier._wait_healthy("luna-staging-app-0", 60)

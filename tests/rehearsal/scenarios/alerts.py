@@ -29,7 +29,16 @@ from datetime import datetime
 
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios import backup_loop
-from tests.rehearsal.scenarios.probe import address, get_json, poll, psql, wait_healthy
+from tests.rehearsal.scenarios.probe import (
+    WAL_KEY,
+    address,
+    archived_through,
+    get_json,
+    poll,
+    psql,
+    wait_healthy,
+    wal_segments,
+)
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["ALERT_WITHIN_S", "OUTAGE_S", "PAGE_WITHIN_S", "run", "start"]
@@ -190,8 +199,7 @@ def _crisis_page(r: Rehearsal) -> tuple[float | None, str]:
 
 def _segments(r: Rehearsal) -> tuple[int, list[str]]:
     """(segments archived, gaps): WAL segment names between the first and the last."""
-    names = sorted({m.group(1) for k in r.world.s3.keys(r.render.bucket)
-                    if (m := re.search(r"/([0-9A-F]{24})-[0-9a-f]+", k))})  # fmt: skip
+    names = sorted({WAL_KEY.findall(k)[0] for k in wal_segments(r.world.s3.keys(r.render.bucket))})
     gaps: list[str] = []
     numbers = [(n[:8], int(n[8:16], 16) * 256 + int(n[16:], 16)) for n in names]
     for (tl_a, a), (tl_b, b) in itertools.pairwise(numbers):
@@ -245,24 +253,6 @@ def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
     return took, f"{detail}; {how} {label}, same loop ({same})"
 
 
-def _archived_through(r: Rehearsal, segment: str) -> float | None:
-    """Seconds until ``pg_stat_archiver`` has archived ``segment`` (or a later one of
-    its timeline), or None. Segment names of one timeline sort as they were written."""
-    if not re.fullmatch(r"[0-9A-F]{24}", segment):
-        return None
-    t0 = time.monotonic()
-
-    def archived() -> bool:
-        done = psql(r, "SELECT last_archived_wal FROM pg_stat_archiver", check=False)
-        return len(done) == 24 and done[:8] == segment[:8] and done >= segment
-
-    try:
-        poll(f"{segment} archived", archived, timeout=CATCH_UP_WITHIN_S, every=2)
-    except AssertionError:
-        return None
-    return time.monotonic() - t0
-
-
 def run(r: Rehearsal) -> Outcome:
     start(r)
     o = _OUTAGES[id(r)]
@@ -273,7 +263,7 @@ def run(r: Rehearsal) -> Outcome:
     # segment closed now: every segment written in the outage is then in the store.
     last = psql(r, "SELECT pg_walfile_name(pg_switch_wal())", check=False)
     backup_s, backup_detail = _backups_resume(r, o)
-    caught_up = _archived_through(r, last)
+    caught_up = archived_through(r, last, timeout=CATCH_UP_WITHIN_S)
     count, gaps = _segments(r)
     push_s, push_n, push_detail = _push_fails(r, o)
     problems = []

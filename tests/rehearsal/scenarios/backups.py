@@ -14,7 +14,15 @@ import time
 from datetime import UTC, datetime
 
 from tests.rehearsal.outcome import Outcome
-from tests.rehearsal.scenarios.probe import address, get, get_json, poll, psql, wait_healthy
+from tests.rehearsal.scenarios.probe import (
+    WAL_KEY,
+    address,
+    get,
+    get_json,
+    poll,
+    psql,
+    wait_healthy,
+)
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["run"]
@@ -50,7 +58,7 @@ def _wal_times(r: Rehearsal) -> list[float]:
         o["LastModified"].timestamp()
         for p in pages
         for o in p.get("Contents", [])
-        if "/archive/" in o["Key"] and re.search(r"/[0-9A-F]{24}-", o["Key"])
+        if WAL_KEY.search(o["Key"])
     )
 
 

@@ -25,7 +25,15 @@ from datetime import datetime
 
 from tests.rehearsal.outcome import Outcome
 from tests.rehearsal.scenarios import backup_loop
-from tests.rehearsal.scenarios.probe import address, get, luna_schema, poll, psql
+from tests.rehearsal.scenarios.probe import (
+    address,
+    archived_through,
+    get,
+    luna_schema,
+    poll,
+    psql,
+    wal_segments,
+)
 from tests.rehearsal.session import Rehearsal
 
 __all__ = ["run"]
@@ -81,7 +89,7 @@ def _corrupted(r: Rehearsal, pick: Callable[[list[str]], str]) -> Iterator[str]:
 
 
 def _newest_wal(keys: list[str]) -> str:
-    wal = sorted(k for k in keys if re.search(r"/archive/.*/[0-9A-F]{24}-", k))
+    wal = wal_segments(keys)
     assert wal, "no archived WAL segment in the bucket"
     return wal[-1]
 
@@ -135,9 +143,9 @@ def _big_drill(r: Rehearsal, users: int) -> tuple[list[str], str, str]:
     table_mib = _load(r)
     # The load's WAL is archived first: a backup waits only archive-timeout (60 s)
     # for the segment it ends in, behind the load's hundred megabytes.
-    psql(r, "SELECT pg_switch_wal()")
-    poll("the load's WAL archived", lambda: psql(r, "SELECT count(*) = 0 FROM "
-         "pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") == "t", timeout=240)  # fmt: skip
+    closed = psql(r, "SELECT pg_walfile_name(pg_switch_wal())")
+    if archived_through(r, closed, timeout=240) is None:
+        raise AssertionError(f"the load's WAL (through {closed}) was not archived within 240 s")
     label, backup_s = _backup(r)
     psql(r, "SELECT pg_switch_wal()")
     time.sleep(5)

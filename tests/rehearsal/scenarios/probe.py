@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from components.configs import postgres as pg
 from tests.rehearsal.session import Rehearsal
 from tests.rehearsal.stack import Render, render_for
 
-__all__ = ["address", "get", "get_json", "poll", "psql"]
+__all__ = [
+    "WAL_KEY",
+    "address",
+    "archived_through",
+    "get",
+    "get_json",
+    "poll",
+    "psql",
+    "wal_segments",
+]
 
 T = TypeVar("T")
 
@@ -64,6 +74,37 @@ def psql(r: Rehearsal, sql: str, *, check: bool = True) -> str:
                          "-h", "/var/run/postgresql", "-U", "postgres", "-d", pg.DATABASE,
                          "-c", sql, check=check)  # fmt: skip
     return proc.stdout.strip()
+
+
+WAL_KEY = re.compile(r"/archive/.*/([0-9A-F]{24})-[0-9a-f]+")
+"""An archived WAL segment's key in pgBackRest's repository: ``archive/<stanza>/
+<version>/<first 16 of the name>/<segment>-<sha1>[.gz|.zst...]`` (pgbackrest
+src/command/archive/push/file.c); group 1 is the segment's name."""
+
+
+def wal_segments(keys: Iterable[str]) -> list[str]:
+    """The keys of archived WAL segments, in the order they were written."""
+    return sorted((k for k in keys if WAL_KEY.search(k)), key=lambda k: WAL_KEY.findall(k)[0])
+
+
+def archived_through(r: Rehearsal, segment: str, *, timeout: float) -> float | None:
+    """Seconds until ``pg_stat_archiver`` has archived ``segment`` (or a later one of
+    its timeline), or None after ``timeout``. The archiver archives in order, so every
+    segment before it is archived too. Segment names of a timeline sort as written;
+    ``segment`` is typically ``pg_walfile_name(pg_switch_wal())``, the one just closed."""
+    if not re.fullmatch(r"[0-9A-F]{24}", segment):
+        return None
+    t0 = time.monotonic()
+
+    def archived() -> bool:
+        done = psql(r, "SELECT last_archived_wal FROM pg_stat_archiver", check=False)
+        return len(done) == 24 and done[:8] == segment[:8] and done >= segment
+
+    try:
+        poll(f"{segment} archived", archived, timeout=timeout, every=2)
+    except AssertionError:
+        return None
+    return time.monotonic() - t0
 
 
 def wait_healthy(r: Rehearsal, name: str, *, timeout: float = 180) -> None:
