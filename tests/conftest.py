@@ -80,7 +80,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The rehearsal first: it is the longest scope and mostly waits (an outage, health
-    checks), so the other workers fill that time."""
-    first = "tests/rehearsal/test_rehearsal.py::"
-    items.sort(key=lambda i: not i.nodeid.startswith(first))  # stable: order kept otherwise
+    """The rehearsals first: the staging one is the longest scope and mostly waits (an
+    outage, health checks), so the other workers fill that time; prod's, next, starts
+    on another worker beside it."""
+    order = ("tests/rehearsal/test_rehearsal.py::", "tests/rehearsal/test_rehearsal_prod.py::")
+
+    def rank(item: pytest.Item) -> int:
+        return next((n for n, p in enumerate(order) if item.nodeid.startswith(p)), len(order))
+
+    items.sort(key=rank)  # stable: order kept otherwise

@@ -16,6 +16,7 @@ from tests.rehearsal.scenarios import (
     alerts,
     backups,
     deploy,
+    destroy,
     drill,
     idempotence,
     metadata,
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "rotations": rotations.run,
     "deploy": deploy.run,
     "alerts": alerts.run,
+    "destroy": destroy.run,
 }
 BACKGROUND: dict[str, Callable[[Rehearsal], None]] = {"alerts": alerts.start}
 """Scenarios with a long wait, started when the stack is up and the backup and PHI
