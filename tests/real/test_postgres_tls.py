@@ -53,6 +53,8 @@ PASSWORDS = {
     pg.MONITOR_ROLE: "monitor-Pa55word-0123456789",
     pg.BACKUP_ROLE: "backup-Pa55word-0123456789",
 }
+APP_LOGIN = pg.app_login_role("login-key", PASSWORDS[pg.APP_ROLE])
+"""The app logs in as this member of the NOLOGIN group luna_app (database.py)."""
 
 
 def libpq_from_prisma(url: str) -> str:
@@ -93,8 +95,9 @@ class Stack:
         self.openssl_env = {"OPENSSL_CONF": str(openssl_conf)}
 
     def url(self, role: str, *, ca: Path | None = None, host: str = "localhost") -> str:
+        user = APP_LOGIN if role == pg.APP_ROLE else role
         prisma = pg.prisma_url(
-            user=role, password=PASSWORDS.get(role, "x"), host=host, ca_file=str(ca or self.pair.ca)
+            user=user, password=PASSWORDS.get(role, "x"), host=host, ca_file=str(ca or self.pair.ca)
         ).replace(":5432/", f":{self.server.port}/")
         return libpq_from_prisma(prisma)
 
@@ -130,6 +133,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         script = root / "roles.sql"
         script.write_text(pg.roles_sql())
         variables = [f"--variable={pg.ROLE_PASSWORD_VARS[r]}={p}" for r, p in PASSWORDS.items()]
+        variables.append(f"--variable={pg.APP_LOGIN_VAR}={APP_LOGIN}")
         for _ in range(2):  # idempotent: the container runs it on every start
             server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(script)])
         yield Stack(server, pair, other, openssl_conf)
