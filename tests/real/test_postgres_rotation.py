@@ -240,3 +240,47 @@ def test_a_name_that_is_not_a_login_role_stops_the_job(rig: Rig) -> None:
     with pytest.raises(AssertionError, match="role job 1 failed"):
         rig.role_job(APP_PASSWORDS[0], login="luna_owner", wait_s=2)
     assert rig.app_logins() == [], "the job changed roles before refusing the name"
+
+
+def _runbook_sql(marker: str, **shell: str) -> str:
+    """The SQL a docs/runbooks/rotation.md block pipes into psql: its ``printf`` run by bash."""
+    text = (Path(__file__).parents[2] / "docs" / "runbooks" / "rotation.md").read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("printf ") and marker in ln]
+    assigns = "".join(f"{k}={v}\n" for k, v in shell.items())
+    out = subprocess.run(["bash", "-c", assigns + line.split(" | ")[0]], capture_output=True,
+                         text=True, check=True, timeout=30)  # fmt: skip
+    return out.stdout
+
+
+def _superuser_stdin(rig: Rig, sql: str) -> None:
+    """psql as the superuser over the socket with ``sql`` on its standard input, as the
+    runbook's ``docker exec -i <db> psql ...`` does."""
+    proc = subprocess.run(
+        [str(bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+         str(rig.server.data.parent), "-p", str(rig.server.port), "-U", "postgres", "-d",
+         pg.DATABASE],
+        input=sql, capture_output=True, text=True, timeout=60, check=False, user="postgres",
+        cwd=rig.server.data.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_runbooks_emergency_and_prune_sql(rig: Rig) -> None:
+    """rotation.md's emergency block takes every app login away at once (the leaked one
+    too), the next job's login works; its Kubernetes prune drops all but the current."""
+    first, second, third = APP_PASSWORDS
+    a = rig.role_job(first)
+    b = rig.role_job(second)
+    _superuser_stdin(rig, _runbook_sql("| docker exec -i <db> psql"))
+    assert not rig.logs_in(a, first) and not rig.logs_in(b, second), "a leaked login still works"
+    superusers = rig.server.local("SELECT count(*) FROM pg_roles WHERE rolsuper AND rolcanlogin")
+    assert superusers.stdout.strip() != "0", "the emergency took the superuser's login away"
+    c = rig.role_job(third)  # the up with the new password
+    assert rig.logs_in(c, third)
+    assert not rig.logs_in(b, second), "the up gave the disabled login its LOGIN back"
+    _superuser_stdin(rig, _runbook_sql("| kubectl -n luna-<stack> exec -i", login=c))
+    left = rig.server.local(
+        "SELECT string_agg(rolname, ' ') FROM pg_roles WHERE rolname ~ '^luna_app_'"
+    )
+    assert left.stdout.strip() == c, f"the prune left {left.stdout}"
+    assert rig.logs_in(c, third)
