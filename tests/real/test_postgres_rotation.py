@@ -28,7 +28,7 @@ import pytest
 
 from components.configs import postgres as pg
 from components.platforms.docker.postgres import roles_script
-from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
+from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir, server_files
 from tests.support.tls import CaSignedPair, make_ca_signed_pair
 
 pytestmark = pytest.mark.slow
@@ -125,19 +125,9 @@ class Rig:
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     root = postgres_owned_dir("luna-pg-rotation-")
-    conf, tls = root / "conf", root / "tls"
-    for folder in (conf, tls):
-        folder.mkdir(mode=0o700)
-        shutil.chown(folder, "postgres", "postgres")
     (root / "pki").mkdir()
     pair = make_ca_signed_pair(root / "pki", common_name="localhost", alt_names="DNS:localhost")
-    (conf / "pg_hba.conf").write_text(pg.pg_hba())
-    (conf / "pg_ident.conf").write_text(pg.pg_ident())
-    shutil.copy(pair.cert, tls / "server.crt")
-    shutil.copy(pair.key, tls / "server.key")
-    for f in (*conf.iterdir(), *tls.iterdir()):
-        f.chmod(0o600)
-        shutil.chown(f, "postgres", "postgres")
+    conf, tls = server_files(root, pair.cert, pair.key)
     initdb(root / "data")
     flags = pg.server_flags(tls_dir=str(tls), hba_file=str(conf / "pg_hba.conf"), archive=False)
     server = PgServer(root / "data", flags).start()

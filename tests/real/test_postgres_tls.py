@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from components.configs import postgres as pg
-from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
+from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir, server_files
 from tests.real.support import Daemon, free_port, render_stack, substitute, wait_for_port
 from tests.support.tls import CaSignedPair, make_ca_signed_pair
 from tests.support.tools import need
@@ -109,17 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     other_dir = tmp_path_factory.mktemp("pg-other-ca")
     other = make_ca_signed_pair(other_dir, common_name="localhost", alt_names="DNS:localhost")
     root = postgres_owned_dir("luna-pg-tls-")
-    conf, tls = root / "conf", root / "tls"
-    for folder in (conf, tls):
-        folder.mkdir(mode=0o700)
-        shutil.chown(folder, "postgres", "postgres")
-    (conf / "pg_hba.conf").write_text(pg.pg_hba())
-    (conf / "pg_ident.conf").write_text(pg.pg_ident())
-    shutil.copy(pair.cert, tls / "server.crt")
-    shutil.copy(pair.key, tls / "server.key")
-    for f in (*conf.iterdir(), *tls.iterdir()):
-        f.chmod(0o600)
-        shutil.chown(f, "postgres", "postgres")
+    conf, tls = server_files(root, pair.cert, pair.key)
     openssl_conf = root / "openssl.cnf"
     openssl_conf.write_text(PERMISSIVE_OPENSSL)
     openssl_conf.chmod(0o644)
