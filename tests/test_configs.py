@@ -124,6 +124,18 @@ def test_roles_sql_gives_the_password_to_the_login_role_and_keeps_one_previous()
     assert hba == [["hostssl", "luna", "luna_owner,+luna_app,luna_monitor", "all", "scram-sha-256"]]
 
 
+def test_app_login_role_is_keyed_and_follows_the_password() -> None:
+    """Role names are visible to every database user: the name must not be a plain
+    hash of the password (an offline guessing oracle), only the key's HMAC of it."""
+    name = pg.app_login_role("key-1", "Pa55word-a")
+    assert pg.APP_LOGIN_RE.match(name), name
+    assert name == pg.app_login_role("key-1", "Pa55word-a"), "the same password, a new name"
+    assert name != pg.app_login_role("key-1", "Pa55word-b"), "a rotation kept the name"
+    assert name != pg.app_login_role("key-2", "Pa55word-a"), "the key plays no part"
+    plain = hashlib.sha256(b"Pa55word-a").hexdigest()[:8]
+    assert not name.endswith(plain), "the name is a plain hash of the password"
+
+
 def test_prisma_url_verifies_and_encodes_the_password() -> None:
     url = pg.prisma_url(user="luna_app", password="p@ss:w/rd#?&", host="database", ca_file="/c.crt")
     assert url.startswith("postgresql://luna_app:p%40ss%3Aw%2Frd%23%3F%26@database:5432/luna?")
