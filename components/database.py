@@ -104,6 +104,8 @@ class Database(pulumi.ComponentResource):
     """Where backups report (``PostgresService.backup_metrics``); the backup alerts follow."""
     container: pulumi.Output[str] | None
     """The PostgreSQL container's name on Docker (for runbooks' ``docker exec``), else ``None``."""
+    app_login: pulumi.Output[str] | None
+    """The app's current login role (``luna_app_<suffix>``), ``None`` for SQLite."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -116,6 +118,7 @@ class Database(pulumi.ComponentResource):
         self.metrics_dns = None
         self.backup_metrics = None
         self.container = None
+        self.app_login = None
 
         if args.engine == "sqlite":
             data = VolumeSpec(size_gb=args.volume_gb, protect=args.protect)
@@ -150,6 +153,16 @@ class Database(pulumi.ComponentResource):
             # pgBackRest's role; CloudNativePG's archiver needs no login role.
             passwords[pg.BACKUP_ROLE] = generated("backup-password")
         superuser = generated("superuser-password")
+        # The app logs in as a member of the luna_app group whose name follows its
+        # password (pg.app_login_role): old replicas keep logging in as the previous
+        # one while an up replaces them. The name is keyed, so it reveals nothing
+        # of the password and need not be secret.
+        key = generated("app-login-key")
+        app_login = pulumi.Output.unsecret(
+            pulumi.Output.all(key, passwords[pg.APP_ROLE]).apply(
+                lambda v: pg.app_login_role(v[0], v[1])
+            )
+        )
         dns_names = args.platform.postgres_dns_names(SERVICE)
         cert = args.ca.issue(SERVICE, dns_names)
         made = args.platform.postgres(
@@ -163,6 +176,7 @@ class Database(pulumi.ComponentResource):
                 resources=args.resources,
                 superuser_password=superuser,
                 role_passwords=passwords,
+                app_login=app_login,
                 tls=PostgresTls(cert.cert_pem, cert.key_pem, cert.ca_pem),
                 backup=args.backup.target if args.backup else None,
                 backup_schedule_hours=args.backup.schedule_hours if args.backup else 24,
@@ -186,12 +200,15 @@ class Database(pulumi.ComponentResource):
         self.backup_metrics = made.backup_metrics
         self.container = made.container
 
-        def url(role: str) -> pulumi.Output[str]:
+        def url(role: str, user: pulumi.Input[str]) -> pulumi.Output[str]:
             return pulumi.Output.secret(
-                passwords[role].apply(
-                    lambda p: pg.prisma_url(user=role, password=p, host=made.host, ca_file=CA_FILE)
+                pulumi.Output.all(user, passwords[role]).apply(
+                    lambda v: pg.prisma_url(
+                        user=v[0], password=v[1], host=made.host, ca_file=CA_FILE
+                    )
                 )
             )
 
-        self.url = url(pg.APP_ROLE)
-        self.migrate_url = url(pg.OWNER_ROLE)
+        self.app_login = app_login
+        self.url = url(pg.APP_ROLE, app_login)
+        self.migrate_url = url(pg.OWNER_ROLE, pg.OWNER_ROLE)

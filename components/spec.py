@@ -261,6 +261,9 @@ class PostgresSpec:
     superuser_password: pulumi.Input[str]
     role_passwords: Mapping[str, pulumi.Input[str]]
     tls: PostgresTls
+    app_login: pulumi.Input[str] = ""
+    """The app's login role (``luna_app_<suffix>``, a member of the group ``luna_app``),
+    renamed with every app password (components/configs/postgres.py)."""
     audit: bool = True
     backup: ObjectStoreTarget | None = None
     backup_schedule_hours: int = 24

@@ -11,6 +11,7 @@ import pytest
 from components.app import LunaApp, LunaAppArgs
 from components.cache import Cache, CacheArgs
 from components.certificates import InternalCA, InternalCAArgs
+from components.configs.postgres import APP_LOGIN_RE
 from components.database import BackupArgs, Database, DatabaseArgs
 from components.logs import Logging
 from components.monitoring import Monitoring
@@ -118,7 +119,8 @@ def test_postgres_protection_follows_args(protect: bool) -> None:
     for name in ("luna-database-postgres-data", "luna-database-postgres-drill-scratch"):
         vol = res.named(name)
         assert vol.protect is protect and vol.retain_on_delete is protect, name
-    for role in ("password", "owner-password", "monitor-password", "superuser-password"):
+    roles = ("password", "owner-password", "monitor-password", "superuser-password")
+    for role in (*roles, "app-login-key"):
         assert res.named(f"luna-database-{role}").protect is protect, role
     # The process is replaceable; the data and its credentials are what is kept.
     assert res.named("luna-database-postgres").protect is False
@@ -161,9 +163,39 @@ def test_postgres_backups_run_beside_the_server_and_roles_before_clients() -> No
     assert is_secret(roles.inputs["environment"]), "the role job's environment is not secret"
 
 
+def _app_login(password: str) -> str:
+    """The login role the Docker role job creates for the app, for ``password``."""
+
+    def build() -> None:
+        Database(
+            "luna-database",
+            DatabaseArgs(
+                platform(), "postgres", volume_gb=5, image="ghcr.io/luna-app/luna-postgres:15",
+                ca=InternalCA("luna-ca", InternalCAArgs(stack="test")), password=password,
+            ),
+        )  # fmt: skip
+
+    job = run_components(build).named("luna-database-postgres-roles")
+    env: dict[str, str] = unwrap(job.inputs["environment"])
+    names = [v for k, v in env.items() if k.startswith("LUNA_FILE_") and APP_LOGIN_RE.match(v)]
+    assert len(names) == 1, f"luna-database-postgres-roles: app login files {names}"
+    return names[0]
+
+
+def test_the_app_login_role_follows_the_password_and_only_it() -> None:
+    """A rotation renames the app's login role; the same password keeps the name (a
+    rerun, or a rotation reverted, finds the role its replicas use)."""
+    first, again = _app_login("first-Pa55word"), _app_login("first-Pa55word")
+    second = _app_login("second-Pa55word")
+    assert first == again, f"the same password, two names: {first} {again}"
+    assert second != first, f"a rotated password kept the login role {first}"
+    assert _app_login("first-Pa55word") == first, "a reverted rotation got a new name"
+
+
 def test_role_job_reads_each_password_from_its_file() -> None:
     script = roles_script()
     assert "\\set app_password `cat /etc/luna/roles/app_password`" in script, script
+    assert "\\set app_login `cat /etc/luna/roles/app_login`" in script, script
     assert "-v " not in script, "a password in psql's argument list"
 
 

@@ -105,6 +105,37 @@ def test_roles_script_carries_no_password_and_grants_no_privilege() -> None:
         ), word
 
 
+def test_roles_sql_gives_the_password_to_the_login_role_and_keeps_one_previous() -> None:
+    """The text the role job runs (its semantics, on a real server, are
+    tests/real/test_postgres_rotation.py's): the app's password goes to its login
+    role only, the group never gets LOGIN, and a DROP spares the current and the
+    previous login."""
+    lines = pg.roles_sql().splitlines()
+    with_password = [ln for ln in lines if "PASSWORD :'app_password'" in ln]
+    assert len(with_password) == 1 and with_password[0].startswith('ALTER ROLE :"app_login"')
+    assert " INHERIT " in with_password[0], "the login role would not use the group's rights"
+    assert not any(ln.startswith("ALTER ROLE luna_app WITH LOGIN") for ln in lines), lines
+    (drop,) = [ln for ln in lines if "DROP ROLE" in ln]
+    assert "rolname <> :'app_login'" in drop and "rolname <> :'app_previous'" in drop, drop
+    assert "'^luna_app_[0-9a-f]{8}$'" in drop, f"the DROP may reach another role: {drop}"
+    (previous,) = [ln for ln in lines if ln.endswith("AS app_previous \\gset")]
+    assert "ORDER BY kind DESC, at DESC LIMIT 1" in previous, previous
+    hba = [ln.split() for ln in pg.pg_hba().splitlines() if "scram-sha-256" in ln]
+    assert hba == [["hostssl", "luna", "luna_owner,+luna_app,luna_monitor", "all", "scram-sha-256"]]
+
+
+def test_app_login_role_is_keyed_and_follows_the_password() -> None:
+    """Role names are visible to every database user: the name must not be a plain
+    hash of the password (an offline guessing oracle), only the key's HMAC of it."""
+    name = pg.app_login_role("key-1", "Pa55word-a")
+    assert pg.APP_LOGIN_RE.match(name), name
+    assert name == pg.app_login_role("key-1", "Pa55word-a"), "the same password, a new name"
+    assert name != pg.app_login_role("key-1", "Pa55word-b"), "a rotation kept the name"
+    assert name != pg.app_login_role("key-2", "Pa55word-a"), "the key plays no part"
+    plain = hashlib.sha256(b"Pa55word-a").hexdigest()[:8]
+    assert not name.endswith(plain), "the name is a plain hash of the password"
+
+
 def test_prisma_url_verifies_and_encodes_the_password() -> None:
     url = pg.prisma_url(user="luna_app", password="p@ss:w/rd#?&", host="database", ca_file="/c.crt")
     assert url.startswith("postgresql://luna_app:p%40ss%3Aw%2Frd%23%3F%26@database:5432/luna?")

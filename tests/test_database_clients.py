@@ -74,7 +74,8 @@ def test_connection_strings_verify_tls_and_never_use_the_superuser(
         assert query.get("sslaccept") == ["strict"], f"{name}: accepts any certificate"
         assert query.get("sslcert") == [CA_FILE], f"{name}: verifies against {query}"
         user = unquote(parts.username or "")
-        assert user in (pg.OWNER_ROLE, pg.APP_ROLE), f"{name}: connects as {user!r}"
+        login = pg.APP_LOGIN_RE.match(user)
+        assert user == pg.OWNER_ROLE or login, f"{name}: connects as {user!r}"
     for name, dsn in dsns:
         query = parse_qs(urlsplit("x://" + dsn).query)
         assert query.get("sslmode") == ["verify-full"], f"{name}: {dsn}"
@@ -82,7 +83,39 @@ def test_connection_strings_verify_tls_and_never_use_the_superuser(
     for name, user in users:
         assert user == pg.MONITOR_ROLE, f"{name}: the exporter logs in as {user!r}"
     roles = {unquote(urlsplit(u).username or "") for _, u in urls}
-    assert roles == {pg.OWNER_ROLE, pg.APP_ROLE}, f"{stack}/{platform}: roles {roles}"
+    assert len(roles) == 2 and pg.OWNER_ROLE in roles, f"{stack}/{platform}: roles {roles}"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_the_app_url_user_is_the_login_role_the_server_gets(platform: str) -> None:
+    """The app's DATABASE_URL names the login role (a member of the NOLOGIN group
+    luna_app) that the Docker role job or CloudNativePG creates with its password."""
+    r = rendered("staging", platform)
+    users: set[tuple[str, str]] = set()
+    created: set[str] = set()
+    secret_user = ""
+    for rec in r.monitor.records.values():
+        inputs = unwrap(rec.inputs)
+        for text in _strings(inputs):
+            for url in URL.findall(text):
+                user = unquote(urlsplit(url).username or "")
+                if user != pg.OWNER_ROLE:
+                    users.add((rec.name, user))
+        if rec.name.endswith("postgres-roles"):  # Docker: the role job's app_login file
+            env = inputs["environment"]
+            created |= {v for k, v in env.items() if k.startswith("LUNA_FILE_") and
+                        pg.APP_LOGIN_RE.match(v)}  # fmt: skip
+        if rec.type.endswith(":Cluster"):  # Kubernetes: the operator's managed roles
+            managed = inputs["spec"]["managed"]["roles"]
+            created |= {m["name"] for m in managed if pg.APP_ROLE in m.get("inRoles", [])}
+        if rec.name.endswith("postgres-app"):  # Kubernetes: CloudNativePG checks the username
+            secret_user = inputs["stringData"]["username"]
+    assert users, f"{platform}: no app URL found (the scan is blind)"
+    names = {u for _, u in users}
+    assert len(names) == 1 and pg.APP_LOGIN_RE.match(next(iter(names))), users
+    assert created == names, f"{platform}: the app logs in as {names}, the server has {created}"
+    if platform == "kubernetes":
+        assert {secret_user} == names, f"the app role's Secret names {secret_user}, not {names}"
 
 
 def _containers(value: Any) -> Iterator[dict[str, Any]]:

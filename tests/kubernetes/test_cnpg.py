@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from components.configs.postgres import APP_LOGIN_RE
 from tests.kubernetes.cnpg_support import cnpg_objects, schema, schema_errors
 from tests.kubernetes.conftest import KUBE_STACKS, ident, render_k8s
 
@@ -97,8 +98,14 @@ def test_pg_hba_ends_with_a_reject_and_only_used_roles_log_in(stack: str) -> Non
     # CloudNativePG appends `host all all all scram-sha-256` after these rules.
     assert hba[0] == "hostnossl all all all reject", hba
     assert hba[-1] == "host all all all reject", f"{stack}: no final reject in {hba}"
-    logins = {r["name"] for r in cluster["spec"]["managed"]["roles"] if r["login"]}
-    assert logins == {"luna_app", "luna_monitor"}, logins
+    roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"] if r["login"]}
+    (app,) = [name for name in roles if name != "luna_monitor"]
+    assert set(roles) == {app, "luna_monitor"}, roles
+    # The app logs in as a member of the NOLOGIN group luna_app, renamed with its password.
+    assert APP_LOGIN_RE.match(app), f"{stack}: the app logs in as {app!r}"
+    assert roles[app]["inRoles"] == ["luna_app"] and roles[app]["inherit"] is True, roles[app]
+    assert "luna_app" not in roles, f"{stack}: the group itself is declared LOGIN"
+    assert "hostssl luna luna_owner,+luna_app,luna_monitor all scram-sha-256" in hba, hba
     sql = " ".join(cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"])
     assert "luna_backup" not in sql, f"{stack}: pgBackRest's role exists on Kubernetes"
     assert "GRANT CONNECT ON DATABASE luna TO luna_app, luna_monitor;" in sql

@@ -66,6 +66,7 @@ T_POLICY = "tests/policy/test_policies.py"
 R_NGINX = "tests/real/test_nginx.py"
 R_REDIS = "tests/real/test_redis.py"
 R_PG = "tests/real/test_postgres_tls.py"
+R_ROT = "tests/real/test_postgres_rotation.py"
 R_AUDIT = "tests/real/test_postgres_audit.py"
 R_BACKREST = "tests/real/test_pgbackrest.py"
 R_PROM = "tests/real/test_prometheus.py"
@@ -388,10 +389,34 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "pg-roles-replicate",
         PG,
-        "NOREPLICATION NOBYPASSRLS PASSWORD",
-        "REPLICATION NOBYPASSRLS PASSWORD",
+        "f\"NOREPLICATION NOBYPASSRLS PASSWORD :'{ROLE_PASSWORD_VARS[role]}';\"",
+        "f\"REPLICATION NOBYPASSRLS PASSWORD :'{ROLE_PASSWORD_VARS[role]}';\"",
         "every application role may stream the whole database as a replica",
         f"{T_CONFIGS}::test_roles_script_carries_no_password_and_grants_no_privilege",
+    ),
+    _m(
+        "pg-app-login-replicates",
+        PG,
+        "NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'{ROLE_PASSWORD_VARS[APP_ROLE]}'",
+        "NOCREATEROLE REPLICATION NOBYPASSRLS PASSWORD :'{ROLE_PASSWORD_VARS[APP_ROLE]}'",
+        "the app's login role may stream the whole database as a replica",
+        f"{T_CONFIGS}::test_roles_script_carries_no_password_and_grants_no_privilege",
+    ),
+    _m(
+        "pg-app-login-previous-dropped",
+        PG,
+        "\"AND rolname <> :'app_previous' ORDER BY rolname",
+        '"AND true ORDER BY rolname',
+        "a rotation drops the previous login role: old replicas' new connections are refused",
+        f"{R_ROT}::test_two_rotations_keep_the_previous_login_and_drop_the_older",
+    ),
+    _m(
+        "pg-app-login-group-logs-in-forever",
+        PG,
+        "WHERE :'app_previous' <> '{APP_ROLE}' \\\\gexec",
+        "WHERE false \\\\gexec",
+        "the legacy luna_app login and its password stay valid after every rotation",
+        f"{R_ROT}::test_upgrade_from_the_login_group_keeps_the_old_replicas_in",
     ),
     _m(
         "pg-prisma-accepts-any-cert",

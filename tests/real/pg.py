@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.configs import postgres as pg
 from tests.real.support import Daemon, free_port, wait_for_port
 from tests.support.tools import need
 
-__all__ = ["PgServer", "bindir", "initdb", "postgres_owned_dir"]
+__all__ = ["PgServer", "bindir", "initdb", "postgres_owned_dir", "server_files"]
 
 
 def bindir() -> Path:
@@ -31,6 +32,23 @@ def postgres_owned_dir(prefix: str) -> Path:
     root.chmod(0o755)
     shutil.chown(root, "postgres", "postgres")
     return root
+
+
+def server_files(root: Path, cert: Path, key: Path) -> tuple[Path, Path]:
+    """``root/conf`` (the generated pg_hba and pg_ident) and ``root/tls`` (the server's
+    pair), private to ``postgres`` as the server wants them."""
+    conf, tls = root / "conf", root / "tls"
+    for folder in (conf, tls):
+        folder.mkdir(mode=0o700)
+        shutil.chown(folder, "postgres", "postgres")
+    (conf / "pg_hba.conf").write_text(pg.pg_hba())
+    (conf / "pg_ident.conf").write_text(pg.pg_ident())
+    shutil.copy(cert, tls / "server.crt")
+    shutil.copy(key, tls / "server.key")
+    for f in (*conf.iterdir(), *tls.iterdir()):
+        f.chmod(0o600)
+        shutil.chown(f, "postgres", "postgres")
+    return conf, tls
 
 
 def initdb(data: Path) -> None:

@@ -145,6 +145,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         logins = server.local(
             "SELECT count(*) FROM pg_roles WHERE rolcanlogin AND rolname LIKE 'luna_%'"
         ).stdout.strip()
+        # Each password's role logs in; the app's through its login role, not the group.
         assert logins == str(len(pg.ROLE_PASSWORD_VARS)), "the role job set no roles"
 
         pushed: list[str] = []
@@ -175,6 +176,7 @@ def _apply_roles(root: Path, env: dict[str, str]) -> None:
     roles.mkdir()
     for var in pg.ROLE_PASSWORD_VARS.values():
         (roles / var).write_text(f"Pa55word-{var}-0123456789")
+    (roles / pg.APP_LOGIN_VAR).write_text(pg.app_login_role("key", "Pa55word-app_password"))
     (root / "roles.sql").write_text(pg.roles_sql(audit=True))
     script = roles_script(run_dir=str(root), roles_dir=str(roles), sql=str(root / "roles.sql"))
     (root / "roles.sh").write_text(script)

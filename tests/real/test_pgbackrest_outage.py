@@ -153,6 +153,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
         server.local(f"CREATE DATABASE {pg.DATABASE}")
         variables = [f"--variable={v}=Pa55word-{v}-0123456789"
                      for v in pg.ROLE_PASSWORD_VARS.values()]  # fmt: skip
+        variables.append(f"--variable={pg.APP_LOGIN_VAR}={pg.app_login_role('k', 'p')}")
         (root / "roles.sql").write_text(pg.roles_sql(audit=True))
         server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(root / "roles.sql")])
         yield Outage(root, env, server, relay)

@@ -138,6 +138,7 @@ def audited(stacks: Callable[[str, str], RenderedStack]) -> Iterator[Server]:
         sql.write_text(stack.file("database", ROLES_SQL))
         variables = [f"--variable={v}=Pa55word-{v}-0123456789" for v in
                      pg.ROLE_PASSWORD_VARS.values()]  # fmt: skip
+        variables.append(f"--variable={pg.APP_LOGIN_VAR}={pg.app_login_role('k', 'p')}")
         srv.psql("-q", *variables, "-f", str(sql))
         srv.psql("-q", *variables, "-f", str(sql))  # every start runs it again
         # ... and one a later migration makes, as the owner role the migrations run as.

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from components.configs import postgres as pg
-from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir
+from tests.real.pg import PgServer, bindir, initdb, postgres_owned_dir, server_files
 from tests.real.support import Daemon, free_port, render_stack, substitute, wait_for_port
 from tests.support.tls import CaSignedPair, make_ca_signed_pair
 from tests.support.tools import need
@@ -53,6 +53,8 @@ PASSWORDS = {
     pg.MONITOR_ROLE: "monitor-Pa55word-0123456789",
     pg.BACKUP_ROLE: "backup-Pa55word-0123456789",
 }
+APP_LOGIN = pg.app_login_role("login-key", PASSWORDS[pg.APP_ROLE])
+"""The app logs in as this member of the NOLOGIN group luna_app (database.py)."""
 
 
 def libpq_from_prisma(url: str) -> str:
@@ -93,8 +95,9 @@ class Stack:
         self.openssl_env = {"OPENSSL_CONF": str(openssl_conf)}
 
     def url(self, role: str, *, ca: Path | None = None, host: str = "localhost") -> str:
+        user = APP_LOGIN if role == pg.APP_ROLE else role
         prisma = pg.prisma_url(
-            user=role, password=PASSWORDS.get(role, "x"), host=host, ca_file=str(ca or self.pair.ca)
+            user=user, password=PASSWORDS.get(role, "x"), host=host, ca_file=str(ca or self.pair.ca)
         ).replace(":5432/", f":{self.server.port}/")
         return libpq_from_prisma(prisma)
 
@@ -106,17 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     other_dir = tmp_path_factory.mktemp("pg-other-ca")
     other = make_ca_signed_pair(other_dir, common_name="localhost", alt_names="DNS:localhost")
     root = postgres_owned_dir("luna-pg-tls-")
-    conf, tls = root / "conf", root / "tls"
-    for folder in (conf, tls):
-        folder.mkdir(mode=0o700)
-        shutil.chown(folder, "postgres", "postgres")
-    (conf / "pg_hba.conf").write_text(pg.pg_hba())
-    (conf / "pg_ident.conf").write_text(pg.pg_ident())
-    shutil.copy(pair.cert, tls / "server.crt")
-    shutil.copy(pair.key, tls / "server.key")
-    for f in (*conf.iterdir(), *tls.iterdir()):
-        f.chmod(0o600)
-        shutil.chown(f, "postgres", "postgres")
+    conf, tls = server_files(root, pair.cert, pair.key)
     openssl_conf = root / "openssl.cnf"
     openssl_conf.write_text(PERMISSIVE_OPENSSL)
     openssl_conf.chmod(0o644)
@@ -130,6 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         script = root / "roles.sql"
         script.write_text(pg.roles_sql())
         variables = [f"--variable={pg.ROLE_PASSWORD_VARS[r]}={p}" for r, p in PASSWORDS.items()]
+        variables.append(f"--variable={pg.APP_LOGIN_VAR}={APP_LOGIN}")
         for _ in range(2):  # idempotent: the container runs it on every start
             server.local("SELECT 1", db=pg.DATABASE, extra=[*variables, "-f", str(script)])
         yield Stack(server, pair, other, openssl_conf)

@@ -60,8 +60,9 @@ RELOAD_LABEL = {"cnpg.io/reload": "true"}
 (cloudnative-pg internal/controller/cluster_predicates.go); without it a rotated
 password waits for a later reconcile."""
 LOGIN_ROLES = (pg.APP_ROLE, pg.MONITOR_ROLE)
-"""The managed roles that log in. pgBackRest's role (luna_backup) exists on Docker
-only: Barman Cloud connects over the instance's local socket as postgres."""
+"""The roles clients use: the app's group (its members log in) and the monitor.
+pgBackRest's role (luna_backup) exists on Docker only: Barman Cloud connects
+over the instance's local socket as postgres."""
 Manifest = dict[str, Any]
 
 
@@ -88,7 +89,8 @@ def _secret_names(cluster: str) -> dict[str, str]:
 def cluster_manifest(
     spec: PostgresSpec, *, namespace: str, labels: dict[str, str], storage_class: str | None
 ) -> Manifest:
-    """The ``Cluster`` object (without Pulumi's Outputs: every secret is referenced by name)."""
+    """The ``Cluster`` object (no secret in it: every secret is referenced by name; the
+    app's login role name, ``spec.app_login``, may be an Output)."""
     s = _secret_names(spec.name)
     body: Manifest = {
         "description": f"Luna {namespace}",
@@ -117,7 +119,7 @@ def cluster_manifest(
         "inheritedMetadata": {"labels": labels},
         "postgresql": _postgresql(spec),
         "certificates": {"serverTLSSecret": s["tls"], "serverCASecret": s["ca"]},
-        "managed": {"roles": _roles(s)},
+        "managed": {"roles": _roles(s, spec.app_login)},
     }
     if spec.wal_storage_gb:
         # WAL on its own volume: a burst of WAL (or an archiving outage) fills
@@ -172,7 +174,8 @@ def _postgresql(spec: PostgresSpec) -> Manifest:
         parameters |= {
             k: v for k, v in pg.AUDIT_SETTINGS.items() if k != "shared_preload_libraries"
         }
-    logins = ",".join((pg.OWNER_ROLE, *LOGIN_ROLES))
+    # "+luna_app": the group's members, the app's login roles (as on Docker, pg.pg_hba).
+    logins = ",".join((pg.OWNER_ROLE, f"+{pg.APP_ROLE}", pg.MONITOR_ROLE))
     postgresql: Manifest = {
         "parameters": parameters,
         "pg_hba": [
@@ -198,22 +201,37 @@ def _postgresql(spec: PostgresSpec) -> Manifest:
     return postgresql
 
 
-def _roles(s: dict[str, str]) -> list[Manifest]:
-    refs = {pg.APP_ROLE: s["app"], pg.MONITOR_ROLE: s["monitor"]}
+def _roles(s: dict[str, str], app_login: pulumi.Input[str]) -> list[Manifest]:
+    """The app's current login role (a member of the group) and the monitor.
+
+    When a rotation renames the app's login role, the previous one leaves this
+    list, and CloudNativePG leaves a role that is in the database but not in the
+    spec untouched (``roleIgnore`` in evaluateNextRoleActions,
+    cloudnative-pg internal/management/controller/roles/roles.go): it keeps its
+    LOGIN and password, so the Deployment's old pods keep logging in until the
+    rolling update has replaced them. The operator never drops it by itself; the
+    rotation runbook prunes it (docs/runbooks/rotation.md). The group ``luna_app``
+    is not declared: it is created NOLOGIN at bootstrap (:func:`_grants`), and
+    declaring it ``login: false`` would make the operator take the LOGIN away from
+    a cluster set up before the group (roleUpdate) while pods still use it.
+    """
+    base: Manifest = {
+        "ensure": "present",
+        "login": True,
+        "superuser": False,
+        "createdb": False,
+        "createrole": False,
+        "replication": False,
+        "inherit": True,
+    }
     return [
+        {"name": app_login, **base, "inRoles": [pg.APP_ROLE], "passwordSecret": {"name": s["app"]}},
         {
-            "name": role,
-            "ensure": "present",
-            "login": True,
-            "superuser": False,
-            "createdb": False,
-            "createrole": False,
-            "replication": False,
-            "inherit": True,
-            "passwordSecret": {"name": refs[role]},
-            **({"inRoles": ["pg_monitor"]} if role == pg.MONITOR_ROLE else {}),
-        }
-        for role in LOGIN_ROLES
+            "name": pg.MONITOR_ROLE,
+            **base,
+            "inRoles": ["pg_monitor"],
+            "passwordSecret": {"name": s["monitor"]},
+        },
     ]
 
 
@@ -337,7 +355,13 @@ def _secrets(
 
     made = {
         "owner": secret("owner", login(pg.OWNER_ROLE), "kubernetes.io/basic-auth"),
-        "app": secret("app", login(pg.APP_ROLE), "kubernetes.io/basic-auth"),
+        # CloudNativePG wants the Secret's username to be the role's name (getPassword,
+        # internal/management/controller/roles/runnable.go).
+        "app": secret(
+            "app",
+            {"username": spec.app_login, "password": spec.role_passwords[pg.APP_ROLE]},
+            "kubernetes.io/basic-auth",
+        ),
         "monitor": secret("monitor", login(pg.MONITOR_ROLE), "kubernetes.io/basic-auth"),
         "tls": secret("tls", {"tls.crt": spec.tls.cert_pem, "tls.key": spec.tls.key_pem},
                       "kubernetes.io/tls"),

@@ -11,7 +11,8 @@ the engine model's steps for each change, rendered by the shipped program:
 2. **secrets**: ``dbPassword`` and ``redisPassword`` rotated in one ``up``:
    PostgreSQL keeps its container and start time, no login fails in its log, a
    session held open across the rotation (a replica's pooled connection) keeps
-   answering, every new replica logs in with its URL; the cache is replaced with
+   answering, every new replica logs in with its URL, and so does an old replica's
+   URL (the previous login role, kept beside the new one) after the up; the cache is replaced with
    never two containers answering to ``cache`` (sampled every 0.2 s) and the new
    password is accepted by it;
 3. **edge**: ``tlsCert``/``tlsKey`` renewed (a new key and certificate from the same
@@ -30,6 +31,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -134,11 +136,29 @@ def _logins(w: Watch, name: str) -> str:
     return f"{len(urls) - len(refused)}/{len(urls)} replicas log in"
 
 
+def _previous_login(w: Watch, old_urls: dict[str, str]) -> str:
+    """After the ``up`` that rotated ``dbPassword``: an old replica's DATABASE_URL
+    (its own login role, luna_app_<suffix>, with the previous password) still opens a
+    new connection beside the new replicas' login role, as it must while an ``up``
+    replaces old replicas (components/configs/postgres.py, app_logins_sql)."""
+    users = {unquote(urlsplit(u).username or "") for u in old_urls.values()}
+    new_users = {unquote(urlsplit(u).username or "") for u in app_env(w.r, "DATABASE_URL").values()}
+    refused = {c: e for c, url in old_urls.items() if (e := login(w.r, url))}
+    if not old_urls or refused:
+        w.problems.append(f"secrets: old replicas' DATABASE_URL refused after the up: {refused}")
+    if users & new_users:
+        w.problems.append(f"secrets: the rotation kept the login role {users & new_users}")
+    return (
+        f"old replicas' URL ({','.join(sorted(users))}) logs in after the up "
+        f"{len(old_urls) - len(refused)}/{len(old_urls)} beside {','.join(sorted(new_users))}"
+    )
+
+
 def _stale_window(r: Rehearsal, first: int, *, opens: str) -> float:
     """Seconds from the step named ``…opens`` (the role job setting the new password,
     the old cache going) to the last old app replica's removal: meanwhile the old
-    replicas hold the previous password, and a *new* login of theirs is refused
-    (PostgreSQL: their open sessions go on; Redis: the old server is gone)."""
+    replicas hold the previous password (PostgreSQL: it stays valid, on the previous
+    login role; Redis: the old server is gone and a new login of theirs is refused)."""
     apps = {u.split("::")[-1] for u in app_urns(r)}
     steps = r.applier.state.steps[first:]
     start = next((i for i, (_, n, _) in enumerate(steps) if n.endswith(opens)), None)
@@ -182,8 +202,10 @@ def _secrets(w: Watch) -> str:
     r = w.r
     db, cache = identity(r, "database"), identity(r, "cache")
     first = len(r.applier.state.steps)
+    old_urls = app_env(r, "DATABASE_URL")  # what the replicas this up replaces hold
     rotated = rerender(r, extra_secrets=w.secrets)
     r.applier.up(rotated.resources)
+    previous = _previous_login(w, old_urls)
     pongs = {c: redis_ping(r, url) for c, url in app_env(r, "REDIS_URL").items()}
     if not pongs or any(p != "PONG" for p in pongs.values()):
         w.problems.append(f"secrets: the new REDIS_URL on the cache: {pongs}")
@@ -194,7 +216,7 @@ def _secrets(w: Watch) -> str:
     cache_stale = _stale_window(r, first, opens="cache-redis")
     return (
         f"{_kept(w, 'database', db)}; {_logins(w, 'secrets')} with the new password, old "
-        f"replicas held the previous one {db_stale:.0f} s; cache replaced "
+        f"replicas held the previous one {db_stale:.0f} s; {previous}; cache replaced "
         f"{'yes' if new_cache else 'no'}, its new password answered for "
         f"{sum(p == 'PONG' for p in pongs.values())}/{len(pongs)} replicas, old replicas held "
         f"the previous one {cache_stale:.0f} s"

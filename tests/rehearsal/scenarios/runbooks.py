@@ -10,8 +10,9 @@ and the applier's ``up`` (no Pulumi CLI here). Commands that need a terminal
 
 - backup-restore.md, "Point-in-time recovery on a Docker host": rows committed
   before T and after it; the block runs; exactly the rows committed by T remain.
-- rotation.md, the database password: the steps in order; the role's password
-  is the new one, the ``up`` succeeds and the app serves through the edge.
+- rotation.md, the database password: the steps in order; right after the block
+  the app's leaked ``DATABASE_URL`` is refused, the ``up`` succeeds, every new
+  replica logs in with its new URL, and the app serves through the edge.
 - rollback.md, the app: ``appImage`` back to the previous tag; the plan touches
   the migration and the app only (what its ``pulumi preview`` line expects) and
   the app serves the previous image.
@@ -38,6 +39,7 @@ from tests.rehearsal.scenarios.probe import (
     rerender,
     wait_healthy,
 )
+from tests.rehearsal.scenarios.watch import app_env, login
 from tests.rehearsal.session import Rehearsal
 from tests.support.tools import REPO
 
@@ -154,17 +156,32 @@ def _rotation_block(r: Rehearsal, block: str) -> tuple[bool, str]:
     new = secrets.token_hex(24)
     script = "set -e\n" + _placeholders(r, "\n".join(shell))
     script = script.replace("new=$(openssl rand -hex 24)", f"new={new}")
+    leaked = app_env(r, "DATABASE_URL")  # the URLs whose password leaked
+    if not leaked or any(login(r, url) for url in leaked.values()):
+        return False, f"before the block, the app's URLs do not log in: {sorted(leaked)}"
     proc = _bash(r, script)
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).replace(new, "<new password>")[-600:]
         return False, f"the block exited {proc.returncode}:\n{out}"
+    # The leaked credential stops working at once, before the up.
+    still = [c for c, url in leaked.items() if not login(r, url)]
+    if still:
+        return False, f"after the block, the leaked DATABASE_URL of {still} still logs in"
     again = rerender(r, extra_secrets=(("dbPassword", new),))
     try:
         r.applier.up(again.resources)
     except StepError as error:
         return False, f"pulumi up: {str(error)[:600]}"
+    fresh = app_env(r, "DATABASE_URL")
+    refused = {c: e for c, url in fresh.items() if (e := login(r, url))}
+    if not fresh or refused or set(fresh.values()) & set(leaked.values()):
+        return False, f"after the up, the new replicas' DATABASE_URL: refused {refused}"
     status, _ = edge_request(r, "GET", "/api/health")
-    return status == 200, f"rotated; the app answers {status} through the edge"
+    return status == 200, (
+        f"the leaked URL refused right after the block ({len(leaked)} replicas); after the "
+        f"up {len(fresh)}/{len(fresh)} new replicas log in; the app answers {status} "
+        "through the edge"
+    )
 
 
 def _rollback(r: Rehearsal) -> tuple[bool, str]:
