@@ -366,9 +366,17 @@ def alert_rules(t: AlertThresholds) -> str:
         # attempt ends, and a hung store may hold one for minutes. The legacy
         # metric map's pg_stat_archiver query adds last_archive_age
         # (prometheus-community/postgres_exporter cmd/postgres_exporter/queries.go).
+        # After a crash (a `docker kill`, the host's power) PostgreSQL resets its
+        # statistics: last_archived_time is NULL until a segment is archived again,
+        # which the exporter reports as NaN (dbToFloat64, cmd/postgres_exporter/
+        # util.go), and NaN > 150 is never true. So a store that dies then would
+        # page only through LunaWalArchivingFailing's 5 minutes. Since the restart:
+        # nothing archived (the age is NaN, so not equal to itself) and an attempt failed.
+        age = 'pg_stat_archiver_last_archive_age{job="postgres"}'
+        never = f'(pg_stat_archiver_failed_count{{job="postgres"}} > 0 unless {age} == {age})'
         rules.add(
             "LunaWalArchiveStale",
-            f'pg_stat_archiver_last_archive_age{{job="postgres"}} > {WAL_ARCHIVE_MAX_AGE_S}',
+            f"{never} or {age} > {WAL_ARCHIVE_MAX_AGE_S}",
             "1m",
             "critical",
             "backups",

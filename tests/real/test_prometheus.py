@@ -174,6 +174,55 @@ def test_a_stale_backup_pages_at_the_documented_age(
     )
 
 
+DOCKER_FULL = [sp for sp in FULL_STACK_PARAMS if sp[1] == "docker"]
+
+
+@pytest.mark.parametrize("stack_platform", DOCKER_FULL, ids=stack_id)
+def test_a_store_dead_after_a_crash_pages_at_the_first_failed_archive(
+    stack_platform: tuple[str, str], stacks: Callable[[str, str], RenderedStack], tmp_path: Path
+) -> None:
+    """After a crash PostgreSQL resets pg_stat_archiver: last_archived_time is NULL
+    (measured on PostgreSQL 15: archived_count 0 after kill -9 and restart) and the
+    exporter's last_archive_age NaN, which no `> 150` matches. LunaWalArchiveStale
+    must still fire within its ``for`` of the first failed attempt; a restarted
+    server with nothing to archive (no failure) must stay quiet."""
+    promtool = need("promtool")
+    stack = stacks(*stack_platform)
+    tree = _tree(stack, tmp_path)
+    assert tree is not None, f"{stack.stack}: no prometheus.yml rendered"
+    _, rules = tree
+    rule = rules_by_name(rules.read_text())["LunaWalArchiveStale"]
+    labels = {"job": "postgres", "instance": "postgres-exporter:9187"}
+    where = '{job="postgres",instance="postgres-exporter:9187"}'
+    expected = {**rule.get("labels", {}), **labels}
+    alert = {"exp_labels": expected, "exp_annotations": rule["annotations"]}
+    # Minute 0 the server is back from the crash; the first attempt fails at minute 1.
+    cases = [("a failed attempt", "0 1 1 1 1 2 2 2", [alert]), ("idle", "0x7", [])]
+    doc = {
+        "rule_files": [rules.name],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "name": f"after a crash: {what}",
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f"pg_stat_archiver_last_archive_age{where}",
+                        "values": " ".join(["NaN"] * 8),
+                    },
+                    {"series": f"pg_stat_archiver_failed_count{where}", "values": failed},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "LunaWalArchiveStale", "exp_alerts": exp}
+                ],
+            }
+            for what, failed, exp in cases
+        ],
+    }
+    rc, out = _run_tests(promtool, rules, doc, "archive-after-crash.test.yml")
+    assert rc == 0 and "SUCCESS" in out, f"{stack.stack}: LunaWalArchiveStale after a crash:\n{out}"
+
+
 def _promtool_test(promtool: str, rules: Path, interval: str, alerts: list[str]) -> list[str]:
     doc, groups = build_tests(
         rules.name, rules.read_text(), evaluation_interval=interval, alerts=alerts
