@@ -45,11 +45,16 @@ def _scenarios(text: str) -> list[str]:
     return ["up", *[n for n in NAMES if n in names and n != "up"]]
 
 
-def report(stack: str, outcomes: Sequence[Outcome], seconds: float) -> str:
-    rows = [(o.name, o.figure, "pass" if o.ok else "FAIL") for o in outcomes]
+def report(
+    stack: str, outcomes: Sequence[Outcome], seconds: float, ready: float | None = None
+) -> str:
+    rows = [(o.name, o.figure, f"{o.seconds:.0f}", "pass" if o.ok else "FAIL") for o in outcomes]
     lines = [f"## Rehearsal of {stack}: {verdict([o.ok for o in outcomes])} "
              f"in {seconds / 60:.1f} min", ""]  # fmt: skip
-    lines += table(("scenario", "figure", "result"), rows)
+    if ready is not None:
+        # Where the rest of the wall time went: the daemon, the world and the images.
+        lines += [f"Daemon, object store and images ready in {ready:.0f} s.", ""]
+    lines += table(("scenario", "figure", "s", "result"), rows)
     for o in outcomes:
         if not o.ok or o.name in DETAILED:
             lines += ["", f"### {o.name} ({o.seconds:.0f} s)", "```", o.detail.strip(), "```"]
@@ -71,13 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     start = time.monotonic()
     outcomes: list[Outcome] = []
+    ready: float | None = None
     try:
         with rehearsal(args.stack, keep=args.keep) as r:
+            ready = time.monotonic() - start
+            print(f"ready in {ready:.0f} s", file=sys.stderr, flush=True)
             for outcome in run_all(args.scenario, r):
                 outcomes.append(outcome)
-                name = outcome.name
-                print(f"{name}: {'pass' if outcome.ok else 'FAIL'} ({outcome.figure})",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(f"{outcome.name}: {'pass' if outcome.ok else 'FAIL'} in "
+                      f"{outcome.seconds:.0f} s ({outcome.figure})", file=sys.stderr,
+                      flush=True)  # fmt: skip
     except DaemonError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -86,13 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as error:
         print(f"{PROG}: error: {type(error).__name__}: {str(error).strip()[:300]}", file=sys.stderr)
-        print(report(args.stack, outcomes, time.monotonic() - start))
+        print(report(args.stack, outcomes, time.monotonic() - start, ready))
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; everything it started was stopped", file=sys.stderr)
-        print(report(args.stack, outcomes, time.monotonic() - start))
+        print(report(args.stack, outcomes, time.monotonic() - start, ready))
         return 1
-    print(report(args.stack, outcomes, time.monotonic() - start))
+    print(report(args.stack, outcomes, time.monotonic() - start, ready))
     return 0 if outcomes and all(o.ok for o in outcomes) else 1
 
 

@@ -56,11 +56,12 @@ def test_bad_arguments_are_one_line_and_exit_2(
 
 
 def test_report_is_a_table_with_the_failures_evidence() -> None:
-    outcomes = [Outcome("up", True, "12 healthy in 80 s", "smoke ok"),
-                Outcome("phi", False, "3 lines", "proxy: 'x' in ...")]  # fmt: skip
-    text = report("staging", outcomes, 95)
-    assert "| up | 12 healthy in 80 s | pass |" in text
-    assert "| phi | 3 lines | FAIL |" in text and "proxy: 'x' in ..." in text
+    outcomes = [Outcome("up", True, "12 healthy in 80 s", "smoke ok", 81.4),
+                Outcome("phi", False, "3 lines", "proxy: 'x' in ...", 12.6)]  # fmt: skip
+    text = report("staging", outcomes, 95, ready=40.2)
+    assert "| up | 12 healthy in 80 s | 81 | pass |" in text
+    assert "| phi | 3 lines | 13 | FAIL |" in text and "proxy: 'x' in ..." in text
+    assert "images ready in 40 s" in text
     assert "1 of 2 checks failed" in text
 
 
