@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,14 @@ class Rehearsal:
     left_out: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     """Measurements shared between scenarios (the up time, the first backup...)."""
+    store_released: list[Callable[[], None]] = field(default_factory=list)
+    """What starts once no scenario needs the object store any more (the outage)."""
+
+    def release_store(self) -> None:
+        """The running scenario is done with the object store: start what waited for
+        that (each hook once)."""
+        while self.store_released:
+            self.store_released.pop(0)()
 
     def docker(self, *args: str, check: bool = True) -> str:
         return self.host.docker(*args, check=check).stdout

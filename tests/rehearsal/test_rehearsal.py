@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.rehearsal.scenarios import run_scenario, start_background
+from tests.rehearsal.scenarios import run_beside, run_scenario, start_background
 from tests.rehearsal.session import Rehearsal, rehearsal
 
 pytestmark = [
@@ -29,8 +29,8 @@ def staging() -> Iterator[Rehearsal]:
         yield r
 
 
-def _check(name: str, r: Rehearsal) -> None:
-    outcome = run_scenario(name, r)
+def _check(name: str, r: Rehearsal, *, beside: bool = False) -> None:
+    outcome = run_beside(name, ["alerts"], r) if beside else run_scenario(name, r)
     print(f"\nrehearsal {name}: {outcome.figure} ({outcome.seconds:.0f} s)")
     assert outcome.ok, f"{name}: {outcome.figure}\n{outcome.detail}"
 
@@ -47,24 +47,29 @@ def test_backups(staging: Rehearsal) -> None:
     _check("backups", staging)
 
 
+def test_drill(staging: Rehearsal) -> None:
+    # The crisis page runs beside it, as in scripts/rehearse (test_alerts checks it).
+    _check("drill", staging, beside=True)
+
+
+def test_runbooks(staging: Rehearsal) -> None:
+    # The outage begins once its PITR and minor bump are done, as in scripts/rehearse.
+    staging.store_released.append(lambda: start_background(["alerts"], staging))
+    _check("runbooks", staging)
+
+
 def test_phi(staging: Rehearsal) -> None:
+    start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
     _check("phi", staging)
 
 
 def test_metadata(staging: Rehearsal) -> None:
+    start_background(["alerts"], staging)  # once: a no-op when test_phi started it
     _check("metadata", staging)
 
 
-def test_drill(staging: Rehearsal) -> None:
-    _check("drill", staging)
-
-
-def test_runbooks(staging: Rehearsal) -> None:
-    _check("runbooks", staging)
-
-
 def test_rotations(staging: Rehearsal) -> None:
-    start_background(["alerts"], staging)  # the outage runs meanwhile, as in scripts/rehearse
+    start_background(["alerts"], staging)
     _check("rotations", staging)
 
 

@@ -305,3 +305,55 @@ def test_an_interrupted_applier_stops_its_steps_waits_at_once() -> None:
     assert time.monotonic() - t0 < 5 and proc.returncode != 0, proc
     with pytest.raises(StepError, match="interrupted"):
         applier._wait_healthy("luna-staging-app-0", 60)
+
+
+def test_the_outage_starts_once_the_runbooks_are_done_with_the_store_and_the_page_beside_the_drill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_all's schedule, with every scenario faked: the crisis page starts with the
+    drill and is over before the runbooks; the outage starts when the runbooks
+    release the store (after their PITR and minor bump), not after they end."""
+    from tests.rehearsal import scenarios
+    from tests.rehearsal.session import Rehearsal
+
+    events: list[str] = []
+
+    def fake(name: str) -> object:
+        def run(r: Rehearsal) -> Outcome:
+            events.append(name)
+            if name == "up":
+                r.figures["applied"] = True
+            if name == "runbooks":
+                r.release_store()
+                events.append("runbooks after the store")
+            return Outcome(name, True, "-")
+
+        return run
+
+    monkeypatch.setattr(scenarios, "SCENARIOS", {n: fake(n) for n in scenarios.NAMES})
+    monkeypatch.setattr(scenarios, "BACKGROUND", {"alerts": lambda r: events.append("outage")})
+    monkeypatch.setattr(
+        scenarios,
+        "BESIDE",
+        {
+            "drill": (
+                "alerts",
+                lambda r: events.append("page starts"),
+                lambda r: events.append("page over"),
+            )
+        },
+    )
+    r = Rehearsal("staging", None, None, None, None, None)  # type: ignore[arg-type]
+    names = list(scenarios.NAMES)
+    assert [o.name for o in scenarios.run_all(names, r)] == names
+    assert events[: events.index("phi")] == [
+        "up", "idempotence", "backups", "page starts", "drill", "page over", "runbooks",
+        "outage", "runbooks after the store",
+    ], events  # fmt: skip
+    assert events.count("outage") == 1 and events.index("outage") < events.index("rotations")
+    # Without the drill, the page is the alerts scenario's own; the outage still starts
+    # when the last scenario that needs the store is done with it.
+    events.clear()
+    r = Rehearsal("staging", None, None, None, None, None)  # type: ignore[arg-type]
+    list(scenarios.run_all(["up", "backups", "deploy", "alerts"], r))
+    assert events == ["up", "backups", "outage", "deploy", "alerts"], events

@@ -27,7 +27,15 @@ from tests.rehearsal.scenarios import (
 )  # fmt: skip
 from tests.rehearsal.session import Rehearsal
 
-__all__ = ["NAMES", "SCENARIOS", "Outcome", "run_all", "run_scenario", "start_background"]
+__all__ = [
+    "NAMES",
+    "SCENARIOS",
+    "Outcome",
+    "run_all",
+    "run_beside",
+    "run_scenario",
+    "start_background",
+]
 
 
 Scenario = Callable[[Rehearsal], Outcome]
@@ -37,20 +45,30 @@ SCENARIOS: dict[str, Scenario] = {
     "up": up.run,
     "idempotence": idempotence.run,
     "backups": backups.run,
-    "phi": phi.run,
-    "metadata": metadata.run,
     "drill": drill.run,
     "runbooks": runbooks.run,
+    "phi": phi.run,
+    "metadata": metadata.run,
     "rotations": rotations.run,
     "deploy": deploy.run,
     "alerts": alerts.run,
     "destroy": destroy.run,
 }
 BACKGROUND: dict[str, Callable[[Rehearsal], None]] = {"alerts": alerts.start}
-"""Scenarios with a long wait, started when the stack is up and the backup and PHI
-scenarios are done, so that the deploy scenario runs meanwhile."""
-QUIET = ("up", "idempotence", "backups", "phi", "drill", "runbooks")
-"""Scenarios during which no background work may run (they measure the quiet stack)."""
+"""Scenarios with a long wait, started once the scenarios that need the object store
+are done, so that the PHI, metadata, rotation and deploy scenarios run meanwhile."""
+QUIET = ("up", "idempotence", "backups", "drill", "runbooks")
+"""Scenarios that need the object store (or the stack as applied): the outage
+starts once the last of them is done with it (runbooks says so after its PITR and
+minor bump, before its rotation and rollback)."""
+BESIDE: dict[str, tuple[str, Callable[[Rehearsal], None], Callable[[Rehearsal], None]]] = {
+    "drill": ("alerts", alerts.start_page, alerts.join_page),
+}
+"""``scenario: (owner, start, join)``: a part of ``owner`` that runs while ``scenario``
+does and is over before the next one starts. The crisis page stops every app
+replica and mostly waits (Prometheus' scrapes, the rule's ``for``, Alertmanager's
+group wait); the drill restores from the store in a container of its own and
+needs neither the app nor the edge."""
 NAMES = tuple(SCENARIOS)
 
 
@@ -61,13 +79,30 @@ def start_background(names: list[str], r: Rehearsal) -> None:
             BACKGROUND[name](r)
 
 
+def run_beside(name: str, names: list[str], r: Rehearsal) -> Outcome:
+    """Run ``name`` with the part of another selected scenario that runs beside it
+    (:data:`BESIDE`), which is over when this returns."""
+    owner, start, join = BESIDE.get(name, ("", None, None))
+    beside = owner in names and bool(r.figures.get("applied"))
+    if beside and start:
+        start(r)
+    try:
+        return run_scenario(name, r)
+    finally:
+        if beside and join:
+            join(r)
+
+
 def run_all(names: list[str], r: Rehearsal) -> Iterator[Outcome]:
-    """Each scenario in order; background work starts after the last quiet one."""
+    """Each scenario in order; background work starts once the last quiet one is done
+    with the object store (it may say so before it ends: Rehearsal.release_store)."""
     last_quiet = max((i for i, n in enumerate(names) if n in QUIET), default=-1)
     for i, name in enumerate(names):
-        yield run_scenario(name, r)
         if i == last_quiet:
-            start_background(names, r)
+            r.store_released.append(lambda: start_background(names, r))
+        yield run_beside(name, names, r)
+        if i == last_quiet:
+            r.release_store()
 
 
 def run_scenario(name: str, r: Rehearsal) -> Outcome:

@@ -13,8 +13,10 @@
    outage (its pass fails) and once after it: that next pass of the same loop
    must take a backup (:mod:`backup_loop`).
 
-The outage runs in the background (:func:`start`), so the rehearsal starts it
-before the deploy scenario and only waits for what is left of it here.
+Both run in the background: the crisis page (:func:`start_page`) while the drill
+restores, which needs neither the app nor the edge, and the outage (:func:`start`)
+before the scenarios that need no object store; here the scenario only waits for
+what is left of them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tests.rehearsal.scenarios.probe import (
 )
 from tests.rehearsal.session import Rehearsal
 
-__all__ = ["ALERT_WITHIN_S", "OUTAGE_S", "PAGE_WITHIN_S", "run", "start"]
+__all__ = ["ALERT_WITHIN_S", "OUTAGE_S", "PAGE_WITHIN_S", "join_page", "run", "start", "start_page"]
 
 PAGE_WITHIN_S = 120
 OUTAGE_S = 6 * 60
@@ -82,6 +84,15 @@ class _Outage:
 
 
 _OUTAGES: dict[int, _Outage] = {}
+
+
+@dataclass
+class _Page:
+    result: tuple[float | None, str] = (None, "the crisis page did not finish")
+    thread: threading.Thread | None = None
+
+
+_PAGES: dict[int, _Page] = {}
 
 
 def _pages(
@@ -173,6 +184,39 @@ def start(r: Rehearsal) -> None:
     o.thread.start()
 
 
+def start_page(r: Rehearsal) -> None:
+    """Begin the crisis-page check in the background (once per rehearsal)."""
+    if id(r) in _PAGES:
+        return
+    page = _PAGES[id(r)] = _Page()
+
+    def check() -> None:
+        try:
+            page.result = _crisis_page(r)
+        except Exception as error:
+            page.result = (None, f"{type(error).__name__}: {error}")
+
+    page.thread = threading.Thread(target=check, daemon=True)
+    page.thread.start()
+
+
+def join_page(r: Rehearsal) -> None:
+    """Wait for the background crisis-page check: the app's replicas are running
+    and healthy again when it returns (the scenarios after it need them)."""
+    page = _PAGES.get(id(r))
+    if page is not None and page.thread is not None:
+        # Its own waits bound it: quiet, then the page, then the replicas' health.
+        page.thread.join(QUIET_WITHIN_S + PAGE_WITHIN_S + 60 + 240)
+
+
+def _page(r: Rehearsal) -> tuple[float | None, str]:
+    """The crisis page's result: the background check's, else checked now."""
+    if id(r) not in _PAGES:
+        return _crisis_page(r)
+    join_page(r)
+    return _PAGES[id(r)].result
+
+
 def _crisis_page(r: Rehearsal) -> tuple[float | None, str]:
     try:
         quiet = _quiet(r)
@@ -256,7 +300,7 @@ def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
 def run(r: Rehearsal) -> Outcome:
     start(r)
     o = _OUTAGES[id(r)]
-    page_s, page_detail = _crisis_page(r)
+    page_s, page_detail = _page(r)
     assert o.thread is not None
     o.thread.join(OUTAGE_S + 120)
     # Back: the archiver catches up (PostgreSQL retries archive_command), up to the

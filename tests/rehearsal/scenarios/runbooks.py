@@ -256,9 +256,14 @@ def _bumped(r: Rehearsal, first: int, current: str, bumped: str) -> tuple[bool, 
 
 def run(r: Rehearsal) -> Outcome:
     results = {}
-    steps = (("PITR", _pitr), ("rotation", _rotation), ("rollback", _rollback),
-             ("minor bump", _minor_bump))  # fmt: skip
+    # The runbooks that need the object store first; then the outage may begin
+    # (Rehearsal.release_store) while the rotation and the rollback, which need
+    # only the daemon, run.
+    steps = (("PITR", _pitr), ("minor bump", _minor_bump), ("rotation", _rotation),
+             ("rollback", _rollback))  # fmt: skip
     for name, step in steps:
+        if name == "rotation":
+            r.release_store()
         try:
             results[name] = step(r)
         except Exception as error:
