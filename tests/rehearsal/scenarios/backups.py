@@ -95,7 +95,12 @@ def _rpo(r: Rehearsal) -> tuple[float, float, str]:
     timeout = _archive_timeout(r)
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    time.sleep(timeout * 1.5 + 5)  # at least one archive_timeout switch under load
+    # At least one switch forced by archive_timeout under load: the checkpointer
+    # switches once archive_timeout has passed since the last switch and WAL was
+    # written since (postgres src/backend/postmaster/checkpointer.c,
+    # CheckArchiveTimeout), so within archive_timeout of the first write; 10 s more
+    # for its archive-push.
+    time.sleep(timeout + 10)
     killed = time.time()
     r.docker("kill", r.container("database"))
     stop.set()
