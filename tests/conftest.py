@@ -61,37 +61,31 @@ def _writes_stay_in_temporary_folders() -> Iterator[None]:
         )
 
 
-REHEARSALS = ("tests/rehearsal/test_rehearsal.py::", "tests/rehearsal/test_rehearsal_prod.py::")
-
-
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """Every rehearsal test on one worker, one after another: staging's share one
-    stack (a module fixture), and prod's, after them, reuses the images they made.
+    """Every rehearsal test on one worker: they share one stack (a module fixture).
 
-    Side by side, prod's rehearsal held a worker idle for the minutes its images
-    waited for staging's build (the cache's lock; 497 s for a 206 s test in a cold
-    CI run). xdist's loadgroup does nothing on pytest 9.2 (it rewrites
-    item._nodeid, which pytest no longer reads), so the scope is decided from the
-    node id here: the rehearsals are one scope, every other test its own, as with
-    ``load``.
+    xdist's loadgroup does nothing on pytest 9.2 (it rewrites item._nodeid, which
+    pytest no longer reads), so the scope is decided from the node id here: the
+    rehearsal's module is one scope, every other test its own, as with ``load``.
     """
     from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
     class RehearsalTogether(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(REHEARSALS):
-                return "tests/rehearsal"
+            if nodeid.startswith("tests/rehearsal/test_rehearsal.py::"):
+                return "tests/rehearsal/test_rehearsal.py"
             return nodeid
 
     return RehearsalTogether(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The rehearsals first, staging's then prod's: they are the longest scope and
-    mostly wait (an outage, health checks), so the other workers fill that time."""
+    """The rehearsals first: the staging one is the longest scope and mostly waits (an
+    outage, health checks), so the other workers fill that time; prod's, next, starts
+    on another worker beside it."""
+    order = ("tests/rehearsal/test_rehearsal.py::", "tests/rehearsal/test_rehearsal_prod.py::")
 
     def rank(item: pytest.Item) -> int:
-        return next((n for n, p in enumerate(REHEARSALS) if item.nodeid.startswith(p)),
-                    len(REHEARSALS))  # fmt: skip
+        return next((n for n, p in enumerate(order) if item.nodeid.startswith(p)), len(order))
 
     items.sort(key=rank)  # stable: order kept otherwise
