@@ -153,21 +153,9 @@ def test_a_stale_backup_pages_at_the_documented_age(
     }
     # Quiet 15 minutes before the age; paging within 15 minutes after it (the rule's ``for``).
     checks = [(max_age_min + 5 - 15, []), (max_age_min + 5 + 15, [alert])]
-    doc = {
-        "rule_files": [rules.name],
-        "evaluation_interval": "5m",
-        "tests": [
-            {
-                "name": f"backup age {at} min",
-                "interval": "5m",
-                "input_series": [{"series": s, "values": f"300x{n}"} for s in series],
-                "alert_rule_test": [
-                    {"eval_time": f"{at}m", "alertname": "LunaBackupTooOld", "exp_alerts": exp}
-                ],
-            }
-            for at, exp in checks
-        ],
-    }
+    inputs = [{"series": s, "values": f"300x{n}"} for s in series]
+    cases = [(f"backup age {at} min", inputs, f"{at}m", exp) for at, exp in checks]
+    doc = _alert_doc(rules, "LunaBackupTooOld", "5m", cases)
     rc, out = _run_tests(promtool, rules, doc, "backup-age.test.yml")
     assert rc == 0 and "SUCCESS" in out, (
         f"{stack.stack}: LunaBackupTooOld does not page at {max_age_min // 60} h:\n{out}"
@@ -198,27 +186,12 @@ def test_a_store_dead_after_a_crash_pages_at_the_first_failed_archive(
     alert = {"exp_labels": expected, "exp_annotations": rule["annotations"]}
     # Minute 0 the server is back from the crash; the first attempt fails at minute 1.
     cases = [("a failed attempt", "0 1 1 1 1 2 2 2", [alert]), ("idle", "0x7", [])]
-    doc = {
-        "rule_files": [rules.name],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "name": f"after a crash: {what}",
-                "interval": "1m",
-                "input_series": [
-                    {
-                        "series": f"pg_stat_archiver_last_archive_age{where}",
-                        "values": " ".join(["NaN"] * 8),
-                    },
-                    {"series": f"pg_stat_archiver_failed_count{where}", "values": failed},
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "3m", "alertname": "LunaWalArchiveStale", "exp_alerts": exp}
-                ],
-            }
-            for what, failed, exp in cases
-        ],
-    }
+    age = {"series": f"pg_stat_archiver_last_archive_age{where}", "values": " ".join(["NaN"] * 8)}
+    doc = _alert_doc(rules, "LunaWalArchiveStale", "1m", [
+        (f"after a crash: {what}",
+         [age, {"series": f"pg_stat_archiver_failed_count{where}", "values": failed}], "3m", exp)
+        for what, failed, exp in cases
+    ])  # fmt: skip
     rc, out = _run_tests(promtool, rules, doc, "archive-after-crash.test.yml")
     assert rc == 0 and "SUCCESS" in out, f"{stack.stack}: LunaWalArchiveStale after a crash:\n{out}"
 
@@ -230,6 +203,26 @@ def _promtool_test(promtool: str, rules: Path, interval: str, alerts: list[str])
     rc, out = _run_tests(promtool, rules, doc, f"luna-alerts-{interval}.test.yml")
     assert rc == 0 and "SUCCESS" in out, f"promtool test rules ({interval}):\n{out}"
     return groups
+
+
+def _alert_doc(
+    rules: Path, alert: str, interval: str, cases: list[tuple[str, list[Any], str, list[Any]]]
+) -> dict[str, Any]:
+    """A promtool test document for one alert: each case (name, input series, eval
+    time, the alerts expected then) is one test, sampled and evaluated every ``interval``."""
+    return {
+        "rule_files": [rules.name],
+        "evaluation_interval": interval,
+        "tests": [
+            {
+                "name": name,
+                "interval": interval,
+                "input_series": series,
+                "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": exp}],
+            }
+            for name, series, at, exp in cases
+        ],
+    }
 
 
 def _run_tests(promtool: str, rules: Path, doc: dict[str, Any], name: str) -> tuple[int, str]:
