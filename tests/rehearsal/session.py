@@ -51,6 +51,9 @@ class Rehearsal:
     """Measurements shared between scenarios (the up time, the first backup...)."""
     store_released: list[Callable[[], None]] = field(default_factory=list)
     """What starts once no scenario needs the object store any more (the outage)."""
+    background: dict[str, Any] = field(default_factory=dict)
+    """Work a scenario started in the background and a later one joins, by name: it
+    lives and dies with this rehearsal (two rehearsals in one process never share it)."""
 
     def release_store(self) -> None:
         """The running scenario is done with the object store: start what waited for

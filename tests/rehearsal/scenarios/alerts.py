@@ -83,16 +83,10 @@ class _Outage:
     error: str = ""
 
 
-_OUTAGES: dict[int, _Outage] = {}
-
-
 @dataclass
 class _Page:
     result: tuple[float | None, str] = (None, "the crisis page did not finish")
     thread: threading.Thread | None = None
-
-
-_PAGES: dict[int, _Page] = {}
 
 
 def _pages(
@@ -177,18 +171,18 @@ def _outage(r: Rehearsal, o: _Outage) -> None:
 
 def start(r: Rehearsal) -> None:
     """Begin the object-store outage in the background (once per rehearsal)."""
-    if id(r) in _OUTAGES:
+    if "outage" in r.background:
         return
-    o = _OUTAGES[id(r)] = _Outage()
+    o = r.background["outage"] = _Outage()
     o.thread = threading.Thread(target=_outage, args=(r, o), daemon=True)
     o.thread.start()
 
 
 def start_page(r: Rehearsal) -> None:
     """Begin the crisis-page check in the background (once per rehearsal)."""
-    if id(r) in _PAGES:
+    if "page" in r.background:
         return
-    page = _PAGES[id(r)] = _Page()
+    page = r.background["page"] = _Page()
 
     def check() -> None:
         try:
@@ -203,7 +197,7 @@ def start_page(r: Rehearsal) -> None:
 def join_page(r: Rehearsal) -> None:
     """Wait for the background crisis-page check: the app's replicas are running
     and healthy again when it returns (the scenarios after it need them)."""
-    page = _PAGES.get(id(r))
+    page: _Page | None = r.background.get("page")
     if page is not None and page.thread is not None:
         # Its own waits bound it: quiet, then the page, then the replicas' health.
         page.thread.join(QUIET_WITHIN_S + PAGE_WITHIN_S + 60 + 240)
@@ -211,10 +205,11 @@ def join_page(r: Rehearsal) -> None:
 
 def _page(r: Rehearsal) -> tuple[float | None, str]:
     """The crisis page's result: the background check's, else checked now."""
-    if id(r) not in _PAGES:
+    if "page" not in r.background:
         return _crisis_page(r)
     join_page(r)
-    return _PAGES[id(r)].result
+    result: tuple[float | None, str] = r.background["page"].result
+    return result
 
 
 def _crisis_page(r: Rehearsal) -> tuple[float | None, str]:
@@ -252,19 +247,24 @@ def _segments(r: Rehearsal) -> tuple[int, list[str]]:
     return len(names), gaps
 
 
-def _push_fails(r: Rehearsal, o: _Outage) -> tuple[float, int, str]:
-    """(the longest failed ``archive-push`` begun in the outage, in s; how many failed; detail)."""
+def _push_fails(r: Rehearsal, o: _Outage) -> tuple[float, int, int, str]:
+    """(the longest failed ``archive-push`` begun in the outage, in s; how many failed;
+    how many segments pgBackRest dropped past ``archive-push-queue-max``; detail)."""
     logs = r.host.docker("logs", "--timestamps", "--since", f"{o.wall[0]:.3f}",
                          r.container("database"), check=False)  # fmt: skip
-    runs = [run for run in backup_loop.command_runs(logs.stdout + logs.stderr, "archive-push")
+    text = logs.stdout + logs.stderr
+    # pgBackRest's words when the queue bound makes it report success without pushing
+    # (command/archive/push/push.c): the archive would have a gap until the next backup.
+    dropped = text.count("dropped WAL file")
+    runs = [run for run in backup_loop.command_runs(text, "archive-push")
             if o.wall[0] <= run[0] <= o.wall[1]]  # fmt: skip
     failed = [((end or time.time()) - begin, how) for begin, end, how in runs
               if not how.startswith("completed successfully")]  # fmt: skip
     longest = max([s for s, _ in failed] or [float("nan")])
     ends = sorted({how for _, how in failed})
     detail = (f"archive-push in the outage: {len(runs)} runs, {len(failed)} failed, "
-              f"longest failure {longest:.1f} s; ends: {ends}")  # fmt: skip
-    return longest, len(failed), detail
+              f"longest failure {longest:.1f} s; ends: {ends}; {dropped} dropped")  # fmt: skip
+    return longest, len(failed), dropped, detail
 
 
 def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
@@ -299,7 +299,7 @@ def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
 
 def run(r: Rehearsal) -> Outcome:
     start(r)
-    o = _OUTAGES[id(r)]
+    o: _Outage = r.background["outage"]
     page_s, page_detail = _page(r)
     assert o.thread is not None
     o.thread.join(OUTAGE_S + 120)
@@ -309,7 +309,7 @@ def run(r: Rehearsal) -> Outcome:
     backup_s, backup_detail = _backups_resume(r, o)
     caught_up = archived_through(r, last, timeout=CATCH_UP_WITHIN_S)
     count, gaps = _segments(r)
-    push_s, push_n, push_detail = _push_fails(r, o)
+    push_s, push_n, dropped, push_detail = _push_fails(r, o)
     problems = []
     if page_s is None or page_s > PAGE_WITHIN_S:
         problems.append(f"crisis page: {page_detail}")
@@ -321,6 +321,8 @@ def run(r: Rehearsal) -> Outcome:
     if not push_s <= PUSH_FAIL_WITHIN_S:
         problems.append(f"a failed archive-push took {push_s:.0f} s (bound "
                         f"{PUSH_FAIL_WITHIN_S} s), or none failed: {push_detail}")  # fmt: skip
+    if dropped:
+        problems.append(f"pgBackRest dropped {dropped} WAL segment(s) past its queue bound")
     if backup_s is None:
         problems.append(f"backups did not resume after the outage: {backup_detail}")
     if caught_up is None:
