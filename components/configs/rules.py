@@ -38,7 +38,8 @@ WAL_ARCHIVE_MAX_AGE_S = 150
 """Docker: the newest archived WAL may be this old. The backup loop's heartbeat
 writes WAL every 30 s and archive_timeout (60 s) closes a segment, so a working
 archive stays under ~100 s; a dead store crosses 150 s within 150 s, and the
-alert fires a minute later (tests/real/test_pgbackrest_outage.py measures it)."""
+alert fires a minute later (the rehearsal's ``alerts`` scenario measures it at the
+pager)."""
 PROBE_JOB = "crisis-probe"
 EDGE_JOB = "crisis-edge"
 _PROBES = f'job=~"{PROBE_JOB}|{EDGE_JOB}"'
