@@ -155,9 +155,9 @@ def _free_pool() -> str:
 def _free_loopback() -> str:
     """A loopback address whose ports 80 and 443 are free (the edge is published there).
 
-    Each process starts its search at its own address (from its pid, as
-    :func:`side_address` does): two rehearsals starting together would otherwise both
-    find 127.0.0.1 free and the later one's edge would fail to bind it."""
+    Each process starts its search at its own address (from its pid): two
+    rehearsals starting together would otherwise both find 127.0.0.1 free and the
+    later one's edge would fail to bind it."""
     first = os.getpid() % 31
     for n in (1 + (first + i) % 31 for i in range(31)):
         ip = f"127.0.0.{n}"

@@ -84,6 +84,6 @@ def test_sigterm_stops_everything_it_started() -> None:
     assert "interrupted; everything it started was stopped" in err and "Traceback" not in err
     assert not _daemons(str(tmp)), "the daemon outlived the command"
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    assert f"lunarh{proc.pid % 100000}:" not in links.stdout
+    assert f"lunarh{proc.pid % 100000}x" not in links.stdout, "its side device outlived it"
     assert not any(tmp.iterdir()), f"left in {tmp}: {list(tmp.iterdir())}"
     shutil.rmtree(tmp, ignore_errors=True)

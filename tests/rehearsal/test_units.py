@@ -357,3 +357,22 @@ def test_the_outage_starts_once_the_runbooks_are_done_with_the_store_and_the_pag
     r = Rehearsal("staging", None, None, None, None, None)  # type: ignore[arg-type]
     list(scenarios.run_all(["up", "backups", "deploy", "alerts"], r))
     assert events == ["up", "backups", "outage", "deploy", "alerts"], events
+
+
+def test_two_rehearsals_in_one_process_get_their_own_side_addresses() -> None:
+    """The second side address is claimed while the first is held, and neither device
+    outlives its rehearsal (prod's rehearsal once reused staging's, from the pid)."""
+    from tests.rehearsal.world import side_address
+
+    def devices() -> set[str]:
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+        return {
+            w.rstrip(":")
+            for w in links.stdout.split()
+            if w.startswith(f"lunarh{os.getpid() % 100000}x")
+        }
+
+    with side_address() as first, side_address() as second:
+        assert not set(first) & set(second), f"both rehearsals got {set(first) & set(second)}"
+        assert len(devices()) == 2, devices()
+    assert not devices(), f"left behind: {devices()}"

@@ -24,6 +24,7 @@ to the stand-in's CA bundle (:func:`trust_ca`), the one file that differs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.server
 import io
 import json
@@ -59,20 +60,34 @@ BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 @contextlib.contextmanager
 def side_address() -> Iterator[tuple[str, str]]:
     """Two host addresses of our own on a port-less bridge device, removed afterwards:
-    the world's (DNS, object store, hooks) and the edge's public one (:meth:`World.publish`)."""
+    the world's (DNS, object store, hooks) and the edge's public one (:meth:`World.publish`).
+
+    The subnet ``198.18.<n>.0/24`` is one no device holds, chosen and claimed under
+    a host-wide lock: two rehearsals at once (xdist workers whose pids agree mod
+    250, or two in one process) never share an address. The device is named after
+    the process and the subnet (``lunarh<pid>x<n>``, 15 characters at most)."""
     ip = need("ip")
-    n = os.getpid() % 250 + 1
-    device = f"lunarh{os.getpid() % 100000}"
-    address, public = f"198.18.{n}.1", f"198.18.{n}.2"
-    subprocess.run([ip, "link", "del", device], capture_output=True, check=False)
-    steps = (
-        ["link", "add", device, "type", "bridge"],
-        ["addr", "add", f"{address}/32", "dev", device],
-        ["addr", "add", f"{public}/32", "dev", device],
-        ["link", "set", device, "up"],
-    )
-    for args in steps:
-        subprocess.run([ip, *args], capture_output=True, text=True, check=True)
+    with open("/run/lock/luna-rehearsal-subnets", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        held = subprocess.run([ip, "-o", "addr"], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+        start = os.getpid() % 250
+        free = [n for n in ((start + i) % 250 + 1 for i in range(250))
+                if f" 198.18.{n}.1/" not in held]  # fmt: skip
+        if not free:
+            raise OSError("no free 198.18.<n>.0/24 for a rehearsal's side addresses")
+        n = free[0]
+        device = f"lunarh{os.getpid() % 100000}x{n}"
+        address, public = f"198.18.{n}.1", f"198.18.{n}.2"
+        subprocess.run([ip, "link", "del", device], capture_output=True, check=False)
+        steps = (
+            ["link", "add", device, "type", "bridge"],
+            ["addr", "add", f"{address}/32", "dev", device],
+            ["addr", "add", f"{public}/32", "dev", device],
+            ["link", "set", device, "up"],
+        )
+        for args in steps:
+            subprocess.run([ip, *args], capture_output=True, text=True, check=True)
     try:
         yield address, public
     finally:
