@@ -376,3 +376,17 @@ def test_two_rehearsals_in_one_process_get_their_own_side_addresses() -> None:
         assert not set(first) & set(second), f"both rehearsals got {set(first) & set(second)}"
         assert len(devices()) == 2, devices()
     assert not devices(), f"left behind: {devices()}"
+
+
+def test_a_backups_history_file_counts_as_its_segment_archived() -> None:
+    """The alerts scenario's catch-up read 59 s while the archive had caught up in
+    seconds: the last file archived was the backup's ``.backup`` history file."""
+    from tests.rehearsal.scenarios.probe import archived_past
+
+    seg = "000000020000000000000018"
+    assert archived_past("000000020000000000000019.00000028.backup", seg)
+    assert archived_past(seg, seg)
+    assert not archived_past("000000020000000000000017", seg)
+    assert not archived_past("000000010000000000000019", seg), "another timeline"
+    assert not archived_past("00000002.history", seg)
+    assert not archived_past("", seg)

@@ -21,6 +21,7 @@ from tests.rehearsal.stack import Render, render_for
 __all__ = [
     "WAL_KEY",
     "address",
+    "archived_past",
     "archived_through",
     "get",
     "get_json",
@@ -87,6 +88,20 @@ def wal_segments(keys: Iterable[str]) -> list[str]:
     return sorted((k for k in keys if WAL_KEY.search(k)), key=lambda k: WAL_KEY.findall(k)[0])
 
 
+ARCHIVED = re.compile(r"[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?")
+
+
+def archived_past(last_archived: str, segment: str) -> bool:
+    """Whether ``pg_stat_archiver.last_archived_wal`` = ``last_archived`` means
+    ``segment`` is archived: a segment of its timeline at or after it. After a base
+    backup the last file archived may be the backup's history file,
+    ``<segment>.<offset>.backup``, archived after its segment: that segment counts
+    (reading it as no segment held a caught-up archive "behind" until the next one)."""
+    return bool(ARCHIVED.fullmatch(last_archived)) and (
+        last_archived[:8] == segment[:8] and last_archived[:24] >= segment
+    )
+
+
 def archived_through(r: Rehearsal, segment: str, *, timeout: float) -> float | None:
     """Seconds until ``pg_stat_archiver`` has archived ``segment`` (or a later one of
     its timeline), or None after ``timeout``. The archiver archives in order, so every
@@ -98,7 +113,7 @@ def archived_through(r: Rehearsal, segment: str, *, timeout: float) -> float | N
 
     def archived() -> bool:
         done = psql(r, "SELECT last_archived_wal FROM pg_stat_archiver", check=False)
-        return len(done) == 24 and done[:8] == segment[:8] and done >= segment
+        return archived_past(done, segment)
 
     try:
         poll(f"{segment} archived", archived, timeout=timeout, every=2)
