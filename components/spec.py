@@ -192,6 +192,13 @@ class ServiceSpec:
     drain_s: int = 0
     """Seconds a stopping replica keeps serving before it is signalled, so that
     load balancers stop sending to it first (a Kubernetes ``preStop`` sleep)."""
+    stop_signal: str | None = None
+    """The signal that stops it, sent to its whole process group; ``None`` keeps the
+    image's ``STOPSIGNAL`` for the main process. The postgres image's is SIGINT
+    (PostgreSQL's fast shutdown): a shell script running a foreground command acts on
+    it only when that command ends, so a sidecar's loop waited out its grace and was
+    SIGKILLed, its running pgBackRest with it. Docker realises it (the Kubernetes
+    platform runs no such sidecar: CloudNativePG takes the backups there)."""
     reload: Reload | None = None
     single_instance: bool = False
     """Never two instances at once, even for a moment: a replacement stops the

@@ -150,3 +150,21 @@ def test_app_namespace_enforces_restricted_and_the_collector_lives_apart() -> No
         == "luna-prod-logging"
         for p in peers
     ), peers
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_docker_backup_and_drill_loops_stop_on_sigterm_with_their_children(stack: str) -> None:
+    """They run in the postgres image, whose STOPSIGNAL is SIGINT: measured on the
+    rehearsal's daemon, a shell loop behind Docker's init ignored it until its grace
+    ran out (15 s) and was SIGKILLed, its running pgBackRest with it; on SIGTERM to
+    the process group it stops in 0.1 s. The server keeps the image's SIGINT."""
+    res = resources_of(rendered(stack, "docker"))
+    sidecars = {n: c for n, c in res.containers().items()
+                if n.endswith(("database-backup", "database-drill"))}  # fmt: skip
+    assert len(sidecars) == 2, f"{stack}: backup and drill containers: {sorted(sidecars)}"
+    for name, c in sidecars.items():
+        signal, envs = unwrap(c.inputs.get("stopSignal")), unwrap(c.inputs["envs"])
+        assert signal == "SIGTERM", f"{name}: stops on {signal or 'the image SIGINT'}"
+        assert "TINI_KILL_PROCESS_GROUP=1" in envs, f"{name}: init signals the loop only"
+    server = [c for n, c in res.containers().items() if n.endswith("database")]
+    assert server and not unwrap(server[0].inputs.get("stopSignal")), "PostgreSQL's own signal"

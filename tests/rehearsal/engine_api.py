@@ -83,6 +83,8 @@ def create_body(
         "ExposedPorts": exposed or None,
         "Healthcheck": _health(i.get("healthcheck")),
     }
+    if i.get("stopSignal"):  # d.GetOk("stop_signal") -> containerConfig.StopSignal
+        config["StopSignal"] = str(i["stopSignal"])
     if i.get("command"):
         config["Cmd"] = [str(c) for c in i["command"]]
     if i.get("entrypoints"):

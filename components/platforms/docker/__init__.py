@@ -326,6 +326,10 @@ class DockerPlatform(Platform):
             pulumi.Output.secret(pulumi.Output.concat(k, "=", v))
             for k, v in spec.secret_env.items()
         ]
+        if spec.stop_signal:
+            # Docker's init (tini) signals its child only; TINI_KILL_PROCESS_GROUP makes
+            # it signal the child's process group, so a script's children stop too.
+            envs.append("TINI_KILL_PROCESS_GROUP=1")
         # Labels describe, never sequence: any change to them replaces the container.
         labels = {
             "com.luna.stack": self.stack,
@@ -408,6 +412,7 @@ class DockerPlatform(Platform):
             "memory_swap": memory,
             "cpus": docker_cpus(spec.resources.cpus),
             "init": True,
+            "stop_signal": spec.stop_signal,
             "restart": "unless-stopped",
             "must_run": True,
             "destroy_grace_seconds": 60 if spec.workload == "stateful" else 15,

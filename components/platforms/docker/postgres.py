@@ -71,6 +71,9 @@ START = "/opt/luna/start.sh"
 ROLES = "/opt/luna/roles.sh"
 BACKUP = "/opt/luna/backup.sh"
 DRILL = "/opt/luna/drill.sh"
+SIDECAR_STOP: str | None = "SIGTERM"
+"""The backup and drill loops stop on SIGTERM, not the image's SIGINT (see
+:attr:`ServiceSpec.stop_signal`): pgBackRest ends a running command cleanly on it."""
 BACKREST_ENV = {
     "PGBACKREST_CONFIG": BACKREST_CONF,
     "PGBACKREST_CONFIG_INCLUDE_PATH": INCLUDE_DIR,
@@ -316,6 +319,7 @@ def _backup(
             image=spec.image,
             resources=Resources(memory_mb=256, cpus=0.5),
             command=("/bin/sh", BACKUP),
+            stop_signal=SIDECAR_STOP,
             env=BACKREST_ENV,
             files=(ConfigFile(BACKUP, script), *_backrest_files(spec, store)),
             # pgBackRest reads the data files; it never writes them.
@@ -364,6 +368,7 @@ def _drill(
             schedule_hours=spec.drill_hours,
             resources=Resources(memory_mb=512, cpus=0.5),
             command=("/bin/sh", DRILL),
+            stop_signal=SIDECAR_STOP,
             files=(ConfigFile(DRILL, drill), *_backrest_files(spec, store)),
             env=BACKREST_ENV,
             mounts=(Mount("postgres-drill", "/var/lib/postgresql/drill"),),

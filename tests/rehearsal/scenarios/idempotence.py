@@ -47,6 +47,7 @@ def daemon_read_back(inspect: dict[str, Any], inputs: dict[str, Any]) -> dict[st
         memory=hc.get("Memory", 0) // 2**20,
         memorySwap=hc.get("MemorySwap", 0) // 2**20 if hc.get("MemorySwap", 0) > 0 else 0,
         logDriver=hc["LogConfig"]["Type"],
+        stopSignal=cfg.get("StopSignal") or None,  # the image's when none was sent
     )
     if "logOpts" in inputs:
         state["logOpts"] = hc["LogConfig"].get("Config") or {}

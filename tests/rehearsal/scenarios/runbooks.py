@@ -211,6 +211,9 @@ def _rollback(r: Rehearsal) -> tuple[bool, str]:
                 f"edge {status}")  # fmt: skip
 
 
+SIDECAR_STOP_WITHIN_S = 5
+
+
 def _minor_bump(r: Rehearsal) -> tuple[bool, str]:
     """backup-restore.md, the PostgreSQL minor image bump: the database's one restart,
     measured from the old container's stop to the new one passing its health check."""
@@ -246,12 +249,19 @@ def _bumped(r: Rehearsal, first: int, current: str, bumped: str) -> tuple[bool, 
     steps = [(op, n, t) for op, n, t in r.applier.state.steps[first:]
              if n == "luna-database-postgres"]  # fmt: skip
     gap = sum(t for _, _, t in steps)
+    # The backup and drill loops are replaced with it; each old copy must stop on its
+    # stop signal, not wait out its 15 s grace for a SIGKILL (ServiceSpec.stop_signal).
+    stops = [(n, t) for op, n, t in r.applier.state.steps[first:]
+             if op == "delete" and n.endswith(("-postgres-backup", "-postgres-drill"))]  # fmt: skip
+    slow = [f"{n} took {t:.1f} s" for n, t in stops if t >= SIDECAR_STOP_WITHIN_S]
     status, _ = edge_request(r, "GET", "/api/health")
     image = r.docker("inspect", "-f", "{{.Config.Image}}", db).strip()
-    ok = bool(steps) and status == 200
+    ok = bool(steps) and status == 200 and bool(stops) and not slow
     return ok, (f"{current} -> {bumped}: database down {gap:.1f} s "
                 f"({', '.join(f'{op} {t:.1f} s' for op, _, t in steps)}); now {image}; "
-                f"edge {status}")  # fmt: skip
+                f"edge {status}; old backup and drill stopped in "
+                f"{', '.join(f'{t:.1f} s' for _, t in stops) or 'none'}"
+                f"{'; too slow: ' + ', '.join(slow) if slow else ''}")  # fmt: skip
 
 
 def run(r: Rehearsal) -> Outcome:
