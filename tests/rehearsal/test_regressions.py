@@ -47,6 +47,9 @@ REGRESSIONS = (
     # Issue #22: the cache replaced create-before-delete, two answering to `cache` at once.
     Regression("6-cache-replaced-beside-itself.patch", "rotations",
                "components/platforms/docker/rollout.py", 'spec.workload == "stateful"\n'),
+    # The backup and drill loops stopped on the postgres image's SIGINT: SIGKILL after 15 s.
+    Regression("7-sidecars-stop-on-sigint.patch", "runbooks",
+               "components/platforms/docker/postgres.py", "SIDECAR_STOP: str | None = None"),
 )  # fmt: skip
 
 
