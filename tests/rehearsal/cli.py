@@ -29,9 +29,9 @@ from tests.rehearsal.stack import STACKS
 __all__ = ["main", "report"]
 
 PROG = "rehearse"
-DETAILED = ("up", "metadata", "rotations")
+DETAILED = ("up", "drill", "runbooks", "metadata", "rotations", "alerts")
 """Scenarios whose details are shown even when they pass (what was skipped; the
-per-container table)."""
+per-container table; each case's, runbook's and phase's own figures)."""
 
 
 def _scenarios(text: str) -> list[str]:

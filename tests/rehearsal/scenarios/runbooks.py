@@ -266,6 +266,7 @@ def _bumped(r: Rehearsal, first: int, current: str, bumped: str) -> tuple[bool, 
 
 def run(r: Rehearsal) -> Outcome:
     results = {}
+    took: dict[str, float] = {}
     # The runbooks that need the object store first; then the outage may begin
     # (Rehearsal.release_store) while the rotation and the rollback, which need
     # only the daemon, run.
@@ -274,10 +275,13 @@ def run(r: Rehearsal) -> Outcome:
     for name, step in steps:
         if name == "rotation":
             r.release_store()
+        t0 = time.monotonic()
         try:
             results[name] = step(r)
         except Exception as error:
             results[name] = (False, f"{type(error).__name__}: {error}")
+        took[name] = time.monotonic() - t0
     ok = all(v[0] for v in results.values())
     figure = ", ".join(f"{k} {'ok' if v[0] else 'FAILED'}" for k, v in results.items())
-    return Outcome("runbooks", ok, figure, "\n".join(f"{k}: {v[1]}" for k, v in results.items()))
+    return Outcome("runbooks", ok, figure, "\n".join(f"{k} ({took[k]:.0f} s): {v[1]}"
+                                                      for k, v in results.items()))  # fmt: skip
