@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,19 @@ class DaemonError(Exception):
 
 
 @dataclass
+class Background:
+    """A scenario's part running on a thread: its result, or the error it raised."""
+
+    result: Any = None
+    error: str = ""
+    thread: threading.Thread | None = None
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+@dataclass
 class Rehearsal:
     stack: str
     root: Path
@@ -60,6 +74,24 @@ class Rehearsal:
         that (each hook once)."""
         while self.store_released:
             self.store_released.pop(0)()
+
+    def in_background(self, name: str, work: Callable[[Rehearsal], Any]) -> Background:
+        """Start ``work(self)`` on a thread, once per rehearsal under ``name``; its handle
+        (:attr:`background`), which a later scenario joins for the result."""
+        if name in self.background:
+            job: Background = self.background[name]
+            return job
+        job = self.background[name] = Background()
+
+        def run() -> None:
+            try:
+                job.result = work(self)
+            except Exception as error:
+                job.error = f"{type(error).__name__}: {error}"
+
+        job.thread = threading.Thread(target=run, daemon=True)
+        job.thread.start()
+        return job
 
     def docker(self, *args: str, check: bool = True) -> str:
         return self.host.docker(*args, check=check).stdout

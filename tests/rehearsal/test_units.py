@@ -108,12 +108,14 @@ def test_random_ids_are_kept_while_their_keepers_are_and_never_drawn_back() -> N
 def test_a_page_counts_only_for_an_alert_that_began_after_the_fault() -> None:
     """The alerts scenario's crisis page: a notification repeating an alert that was
     already active (the rollback phase's) is not a page for the fault injected at t0,
-    nor is a warning or a resolved notification (CI at 1a82623 passed on a stale one)."""
+    nor is a warning or a resolved notification (CI at 1a82623 passed on a stale one),
+    nor a budget-burn alert, whose windows hold the stack's start (one fired 21 s into
+    a fault, pending since the start)."""
     import json
     import time
     from types import SimpleNamespace
 
-    from tests.rehearsal.scenarios.alerts import CRISIS, PAGE, _pages
+    from tests.rehearsal.scenarios.alerts import DOWN, PAGE, _pages
     from tests.rehearsal.world import Receiver
 
     receiver = Receiver()
@@ -134,9 +136,10 @@ def test_a_page_counts_only_for_an_alert_that_began_after_the_fault() -> None:
     post("/pager", alert("LunaCrisisLatencyHigh", "warning", after))
     post("/pager", alert("LunaAppDown", "critical", after, status="resolved"))
     post("/chat", alert("LunaAppDown", "critical", after))
-    assert _pages(r, t0, CRISIS, severities=PAGE) == []  # type: ignore[arg-type]
+    post("/pager", alert("LunaCrisisAvailabilityBudgetBurn", "critical", after))
+    assert _pages(r, t0, DOWN, severities=PAGE) == []  # type: ignore[arg-type]
     post("/pager", alert("LunaCrisisEndpointDown", "critical", after))
-    assert [name for _, name in _pages(r, t0, CRISIS, severities=PAGE)] == [  # type: ignore[arg-type]
+    assert [name for _, name in _pages(r, t0, DOWN, severities=PAGE)] == [  # type: ignore[arg-type]
         "LunaCrisisEndpointDown"
     ]
 
@@ -307,12 +310,13 @@ def test_an_interrupted_applier_stops_its_steps_waits_at_once() -> None:
         applier._wait_healthy("luna-staging-app-0", 60)
 
 
-def test_the_outage_starts_once_the_runbooks_are_done_with_the_store_and_the_page_beside_the_drill(
+def test_the_outage_starts_once_the_runbooks_are_done_with_the_store_and_the_page_beside_backups(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """run_all's schedule, with every scenario faked: the crisis page starts with the
-    drill and is over before the runbooks; the outage starts when the runbooks
-    release the store (after their PITR and minor bump), not after they end."""
+    """run_all's schedule, with every scenario faked: the drill's failing cases and the
+    crisis page start with the backups scenario and are over before the drill; the
+    outage starts when the runbooks release the store (after their PITR and minor
+    bump), not after they end."""
     from tests.rehearsal import scenarios
     from tests.rehearsal.session import Rehearsal
 
@@ -330,33 +334,33 @@ def test_the_outage_starts_once_the_runbooks_are_done_with_the_store_and_the_pag
 
         return run
 
+    def part(what: str) -> tuple[object, object]:
+        return (lambda r: events.append(f"{what} starts"), lambda r: events.append(f"{what} over"))
+
     monkeypatch.setattr(scenarios, "SCENARIOS", {n: fake(n) for n in scenarios.NAMES})
     monkeypatch.setattr(scenarios, "BACKGROUND", {"alerts": lambda r: events.append("outage")})
     monkeypatch.setattr(
-        scenarios,
-        "BESIDE",
-        {
-            "drill": (
-                "alerts",
-                lambda r: events.append("page starts"),
-                lambda r: events.append("page over"),
-            )
-        },
-    )
+        scenarios, "BESIDE",
+        {"backups": (("drill", *part("cases")), ("alerts", *part("page")))},
+    )  # fmt: skip
     r = Rehearsal("staging", None, None, None, None, None)  # type: ignore[arg-type]
     names = list(scenarios.NAMES)
     assert [o.name for o in scenarios.run_all(names, r)] == names
     assert events[: events.index("phi")] == [
-        "up", "idempotence", "backups", "page starts", "drill", "page over", "runbooks",
-        "outage", "runbooks after the store",
+        "up", "idempotence", "cases starts", "page starts", "backups", "cases over",
+        "page over", "drill", "runbooks", "outage", "runbooks after the store",
     ], events  # fmt: skip
     assert events.count("outage") == 1 and events.index("outage") < events.index("rotations")
-    # Without the drill, the page is the alerts scenario's own; the outage still starts
-    # when the last scenario that needs the store is done with it.
+    # Without the drill, its cases are not started; without alerts, neither is the page;
+    # the outage still starts when the last scenario that needs the store is done with it.
     events.clear()
     r = Rehearsal("staging", None, None, None, None, None)  # type: ignore[arg-type]
     list(scenarios.run_all(["up", "backups", "deploy", "alerts"], r))
-    assert events == ["up", "backups", "outage", "deploy", "alerts"], events
+    assert events == ["up", "page starts", "backups", "page over", "outage", "deploy", "alerts"]
+    events.clear()
+    r = Rehearsal("staging", None, None, None, None, None)  # type: ignore[arg-type]
+    list(scenarios.run_all(["up", "backups", "drill"], r))
+    assert events == ["up", "cases starts", "backups", "cases over", "drill"], events
 
 
 def test_two_rehearsals_in_one_process_get_their_own_side_addresses() -> None:

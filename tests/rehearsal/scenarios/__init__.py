@@ -61,14 +61,21 @@ QUIET = ("up", "idempotence", "backups", "drill", "runbooks")
 """Scenarios that need the object store (or the stack as applied): the outage
 starts once the last of them is done with it (runbooks says so after its PITR and
 minor bump, before its rotation and rollback)."""
-BESIDE: dict[str, tuple[str, Callable[[Rehearsal], None], Callable[[Rehearsal], None]]] = {
-    "drill": ("alerts", alerts.start_page, alerts.join_page),
+Beside = tuple[str, Callable[[Rehearsal], None], Callable[[Rehearsal], None]]
+BESIDE: dict[str, tuple[Beside, ...]] = {
+    "backups": (
+        ("drill", drill.start_cases, drill.join_cases),
+        ("alerts", alerts.start_page, alerts.join_page),
+    ),
 }
-"""``scenario: (owner, start, join)``: a part of ``owner`` that runs while ``scenario``
-does and is over before the next one starts. The crisis page stops every app
-replica and mostly waits (Prometheus' scrapes, the rule's ``for``, Alertmanager's
-group wait); the drill restores from the store in a container of its own and
-needs neither the app nor the edge."""
+"""``scenario: ((owner, start, join), ...)``: parts of ``owner`` that run while
+``scenario`` does and are over before the next one starts; ``owner`` reports them.
+The recovery point (backups) mostly waits for ``archive_timeout`` while a writer
+commits, then kills the database. Beside it, the drill's three failing cases run
+the drill in its own container against the store (never the live database; their
+rewritten objects keep their first upload time for the recovery point), and the
+crisis page stops every app replica and waits (Prometheus' scrapes, the rule's
+``for``, Alertmanager's group wait); the database's kill is not a crisis alert."""
 NAMES = tuple(SCENARIOS)
 
 
@@ -82,14 +89,14 @@ def start_background(names: list[str], r: Rehearsal) -> None:
 def run_beside(name: str, names: list[str], r: Rehearsal) -> Outcome:
     """Run ``name`` with the part of another selected scenario that runs beside it
     (:data:`BESIDE`), which is over when this returns."""
-    owner, start, join = BESIDE.get(name, ("", None, None))
-    beside = owner in names and bool(r.figures.get("applied"))
-    if beside and start:
+    beside = [(start, join) for owner, start, join in BESIDE.get(name, ())
+              if owner in names and r.figures.get("applied")]  # fmt: skip
+    for start, _ in beside:
         start(r)
     try:
         return run_scenario(name, r)
     finally:
-        if beside and join:
+        for _, join in beside:
             join(r)
 
 

@@ -52,10 +52,14 @@ def _first_backup_s(r: Rehearsal) -> float:
 
 
 def _wal_times(r: Rehearsal) -> list[float]:
+    """When each archived WAL segment was uploaded. The drill's failing cases, which may
+    run beside this scenario, rewrite an object to corrupt it and again to restore it,
+    which moves its LastModified; they note the first upload's (UNIX seconds)."""
     client = r.world.s3.client()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=r.render.bucket)
+    rewritten: dict[str, float] = r.background.get("rewritten objects", {})
     return sorted(
-        o["LastModified"].timestamp()
+        min(o["LastModified"].timestamp(), rewritten.get(o["Key"], float("inf")))
         for p in pages
         for o in p.get("Contents", [])
         if WAL_KEY.search(o["Key"])

@@ -10,7 +10,8 @@ the backup container's own loop (woken, :mod:`backup_loop`) before the drill,
 and the restore's size and time are read from the drill's output. The table is
 dropped and the loop takes one more backup afterwards, so later scenarios
 restore a small database. The failure cases run first: ``pgbackrest verify``
-reads the whole repository, so each of them would read the big backup too.
+reads the whole repository, so each of them would read the big backup too. With
+the backups scenario selected they run beside it (:func:`start_cases`).
 It runs with ``docker exec`` in the drill's running container, whose loop
 sleeps between scheduled runs.
 """
@@ -34,9 +35,9 @@ from tests.rehearsal.scenarios.probe import (
     psql,
     wal_segments,
 )
-from tests.rehearsal.session import Rehearsal
+from tests.rehearsal.session import Background, Rehearsal
 
-__all__ = ["run"]
+__all__ = ["join_cases", "run", "start_cases"]
 
 DRILL = "/opt/luna/drill.sh"
 SUCCESS = re.compile(
@@ -77,7 +78,11 @@ def _corrupted(r: Rehearsal, pick: Callable[[list[str]], str]) -> Iterator[str]:
     """One object of the bucket with bytes flipped in its middle; restored afterwards."""
     client = r.world.s3.client()
     key = pick(r.world.s3.keys(r.render.bucket))
-    original = client.get_object(Bucket=r.render.bucket, Key=key)["Body"].read()
+    got = client.get_object(Bucket=r.render.bucket, Key=key)
+    original = got["Body"].read()
+    # Its upload time, for the recovery point measured meanwhile (backups._wal_times).
+    uploaded = r.background.setdefault("rewritten objects", {})
+    uploaded.setdefault(key, got["LastModified"].timestamp())
     broken = bytearray(original)
     for i in range(len(broken) // 2, min(len(broken), len(broken) // 2 + 64)):
         broken[i] ^= 0xFF
@@ -178,7 +183,8 @@ def _big_drill(r: Rehearsal, users: int) -> tuple[list[str], str, str]:
     return problems, figure, detail
 
 
-def run(r: Rehearsal) -> Outcome:
+def _cases(r: Rehearsal) -> tuple[int, list[str], list[str]]:
+    """The three cases the drill must fail: (the live "User" rows, problems, rows)."""
     # The drill restores the latest backup; the backup scenario waited for the first.
     poll("a base backup to drill", lambda: any("backup.manifest" in k for k in
          r.world.s3.keys(r.render.bucket)), timeout=240)  # fmt: skip
@@ -187,7 +193,6 @@ def run(r: Rehearsal) -> Outcome:
     time.sleep(5)
     rows: list[str] = []
     problems: list[str] = []
-    cases: list[tuple[str, Callable[[], tuple[int, str, float]]]] = []
 
     def wal_case() -> tuple[int, str, float]:
         with _corrupted(r, _newest_wal):
@@ -197,18 +202,48 @@ def run(r: Rehearsal) -> Outcome:
         with _corrupted(r, _backup_file):
             return _drill(r)
 
-    cases += [("corrupted WAL segment", wal_case), ("corrupted backup file", backup_case),
-              ("wrong cipher pass",
-               lambda: _drill(r, "PGBACKREST_REPO1_CIPHER_PASS=not-the-pass"))]  # fmt: skip
+    cases: list[tuple[str, Callable[[], tuple[int, str, float]]]] = [
+        ("corrupted WAL segment", wal_case), ("corrupted backup file", backup_case),
+        ("wrong cipher pass", lambda: _drill(r, "PGBACKREST_REPO1_CIPHER_PASS=not-the-pass")),
+    ]  # fmt: skip
     for label, case in cases:
+        t0 = time.monotonic()
         code, out, pushed = case()
-        rows.append(f"{label}: exit {code}, pushed success {pushed}")
+        rows.append(
+            f"{label}: exit {code}, pushed success {pushed} ({time.monotonic() - t0:.0f} s)"
+        )
         if code == 0 or pushed != 0:
             problems.append(f"{label}: the drill did not fail (exit {code}, success {pushed}):\n"
                             f"{out[-600:]}")  # fmt: skip
+    return users, problems, rows
+
+
+def start_cases(r: Rehearsal) -> None:
+    """Run the failing cases in the background (beside the backups scenario: they read
+    the store from the drill's own container and touch neither the live database nor
+    the app; the recovery-point measurement reads each segment's first upload time,
+    which :func:`_corrupted` notes, so a corrupted and restored object does not move it)."""
+    r.in_background("drill cases", _cases)
+
+
+def join_cases(r: Rehearsal) -> None:
+    """Wait for the background cases (each restores its corrupted object when done)."""
+    if "drill cases" in r.background:
+        r.background["drill cases"].join(3 * 300)
+
+
+def run(r: Rehearsal) -> Outcome:
+    if "drill cases" not in r.background:
+        users, problems, rows = _cases(r)
+    else:
+        join_cases(r)
+        cases: Background = r.background["drill cases"]
+        if cases.result is None:
+            return Outcome("drill", False, "the failing cases did not finish", cases.error)
+        users, problems, rows = cases.result
     failed_cases = len(problems)
     big, figure, detail = _big_drill(r, users)
-    problems += big
+    problems = [*problems, *big]
     passed = 3 - failed_cases + (not big)
     return Outcome("drill", not problems, f"{passed}/4 cases as expected; {figure}",
                    "\n".join([*problems, detail, *rows]))  # fmt: skip
