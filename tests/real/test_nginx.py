@@ -434,12 +434,18 @@ MULTI_UPSTREAM = [p for p in FULL_STACK_PARAMS if p[1] == "docker"]
 
 @pytest.mark.parametrize("edge", MULTI_UPSTREAM, ids=stack_id, indirect=True)
 def test_requests_spread_across_every_replica(edge: Edge) -> None:
-    n = 12 * len(edge.apps)
+    """Each request's replica is a fair draw: nginx starts each cached answer at a
+    random address (ngx_resolver.c, ngx_resolver_export with rotate), so a replica's
+    count is binomial. 30 requests a replica, and at least a third of its share: a
+    fair spread falls short with odds under 1e-6. At 12 a replica and half its share,
+    prod's three replicas fell short once in a CI run ({'app-1': 16, 'app-0': 15,
+    'app-2': 5}), odds of 2.3 %; a starved replica still gets none or a few."""
+    n = 30 * len(edge.apps)
     seen = _answers(edge, n)
     assert len(edge.apps) >= 2, f"{edge.stack.stack}: only {len(edge.apps)} upstream"
     print(f"{edge.stack.stack}: {n} requests -> {dict(sorted(seen.items()))}")
     for app in edge.apps:
-        assert seen[app.ident] >= n // len(edge.apps) // 2, (
+        assert seen[app.ident] >= n // len(edge.apps) // 3, (
             f"{edge.stack.stack}: distribution {dict(seen)} starves {app.ident}"
         )
 
