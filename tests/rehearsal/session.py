@@ -65,9 +65,10 @@ class Rehearsal:
     """Measurements shared between scenarios (the up time, the first backup...)."""
     store_released: list[Callable[[], None]] = field(default_factory=list)
     """What starts once no scenario needs the object store any more (the outage)."""
-    background: dict[str, Any] = field(default_factory=dict)
-    """Work a scenario started in the background and a later one joins, by name: it
-    lives and dies with this rehearsal (two rehearsals in one process never share it)."""
+    background: dict[str, Background] = field(default_factory=dict)
+    """Work a scenario started in the background (:meth:`in_background`) and a later
+    one joins, by name: it lives and dies with this rehearsal (two rehearsals in one
+    process never share it)."""
 
     def release_store(self) -> None:
         """The running scenario is done with the object store: start what waited for
@@ -79,8 +80,7 @@ class Rehearsal:
         """Start ``work(self)`` on a thread, once per rehearsal under ``name``; its handle
         (:attr:`background`), which a later scenario joins for the result."""
         if name in self.background:
-            job: Background = self.background[name]
-            return job
+            return self.background[name]
         job = self.background[name] = Background()
 
         def run() -> None:

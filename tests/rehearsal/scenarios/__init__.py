@@ -87,8 +87,8 @@ def start_background(names: list[str], r: Rehearsal) -> None:
 
 
 def run_beside(name: str, names: list[str], r: Rehearsal) -> Outcome:
-    """Run ``name`` with the part of another selected scenario that runs beside it
-    (:data:`BESIDE`), which is over when this returns."""
+    """Run ``name`` with the parts of other selected scenarios that run beside it
+    (:data:`BESIDE`), which are over when this returns."""
     beside = [(start, join) for owner, start, join in BESIDE.get(name, ())
               if owner in names and r.figures.get("applied")]  # fmt: skip
     for start, _ in beside:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,7 +40,7 @@ from tests.rehearsal.scenarios.probe import (
     wait_healthy,
     wal_segments,
 )
-from tests.rehearsal.session import Background, Rehearsal
+from tests.rehearsal.session import Rehearsal
 
 __all__ = ["ALERT_WITHIN_S", "OUTAGE_S", "PAGE_WITHIN_S", "join_page", "run", "start", "start_page"]
 
@@ -79,7 +78,6 @@ class _Outage:
     labels: set[str] = field(default_factory=set)
     loop: str = ""
     woke: str = ""
-    thread: threading.Thread | None = None
     error: str = ""
 
 
@@ -136,7 +134,8 @@ def _pg_wal_mb(r: Rehearsal) -> float:
     return int(out.split()[0]) / 1024 if out.split() else float("nan")
 
 
-def _outage(r: Rehearsal, o: _Outage) -> None:
+def _outage(r: Rehearsal) -> _Outage:
+    o = _Outage()
     try:
         psql(r, "CREATE TABLE IF NOT EXISTS rehearsal_outage (id bigserial, at timestamptz "
                 "DEFAULT clock_timestamp(), pad text)")  # fmt: skip
@@ -161,15 +160,12 @@ def _outage(r: Rehearsal, o: _Outage) -> None:
     finally:
         r.world.relay.outage(False)
         o.wall = (o.wall[0], time.time())
+    return o
 
 
 def start(r: Rehearsal) -> None:
     """Begin the object-store outage in the background (once per rehearsal)."""
-    if "outage" in r.background:
-        return
-    o = r.background["outage"] = _Outage()
-    o.thread = threading.Thread(target=_outage, args=(r, o), daemon=True)
-    o.thread.start()
+    r.in_background("outage", _outage)
 
 
 def start_page(r: Rehearsal) -> None:
@@ -190,7 +186,7 @@ def _page(r: Rehearsal) -> tuple[float | None, str]:
     if "page" not in r.background:
         return _crisis_page(r)
     join_page(r)
-    job: Background = r.background["page"]
+    job = r.background["page"]
     if job.result is None:
         return None, job.error or "the crisis page did not finish"
     result: tuple[float | None, str] = job.result
@@ -284,10 +280,10 @@ def _backups_resume(r: Rehearsal, o: _Outage) -> tuple[float | None, str]:
 
 def run(r: Rehearsal) -> Outcome:
     start(r)
-    o: _Outage = r.background["outage"]
     page_s, page_detail = _page(r)
-    assert o.thread is not None
-    o.thread.join(OUTAGE_S + 120)
+    job = r.background["outage"]
+    job.join(OUTAGE_S + 120)
+    o: _Outage = job.result or _Outage(error=job.error or "the outage did not end in time")
     # Back: the archiver catches up (PostgreSQL retries archive_command), up to the
     # segment closed now: every segment written in the outage is then in the store.
     last = psql(r, "SELECT pg_walfile_name(pg_switch_wal())", check=False)

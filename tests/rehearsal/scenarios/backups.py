@@ -57,7 +57,7 @@ def _wal_times(r: Rehearsal) -> list[float]:
     which moves its LastModified; they note the first upload's (UNIX seconds)."""
     client = r.world.s3.client()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=r.render.bucket)
-    rewritten: dict[str, float] = r.background.get("rewritten objects", {})
+    rewritten: dict[str, float] = r.figures.get("rewritten objects", {})
     return sorted(
         min(o["LastModified"].timestamp(), rewritten.get(o["Key"], float("inf")))
         for p in pages

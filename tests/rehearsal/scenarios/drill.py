@@ -35,7 +35,7 @@ from tests.rehearsal.scenarios.probe import (
     psql,
     wal_segments,
 )
-from tests.rehearsal.session import Background, Rehearsal
+from tests.rehearsal.session import Rehearsal
 
 __all__ = ["join_cases", "run", "start_cases"]
 
@@ -81,7 +81,7 @@ def _corrupted(r: Rehearsal, pick: Callable[[list[str]], str]) -> Iterator[str]:
     got = client.get_object(Bucket=r.render.bucket, Key=key)
     original = got["Body"].read()
     # Its upload time, for the recovery point measured meanwhile (backups._wal_times).
-    uploaded = r.background.setdefault("rewritten objects", {})
+    uploaded = r.figures.setdefault("rewritten objects", {})
     uploaded.setdefault(key, got["LastModified"].timestamp())
     broken = bytearray(original)
     for i in range(len(broken) // 2, min(len(broken), len(broken) // 2 + 64)):
@@ -237,7 +237,7 @@ def run(r: Rehearsal) -> Outcome:
         users, problems, rows = _cases(r)
     else:
         join_cases(r)
-        cases: Background = r.background["drill cases"]
+        cases = r.background["drill cases"]
         if cases.result is None:
             return Outcome("drill", False, "the failing cases did not finish", cases.error)
         users, problems, rows = cases.result
